@@ -1,0 +1,57 @@
+"""The one exception hierarchy of mta: every error the project raises on purpose is here."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ConfigErrors",
+    "MTAError",
+    "TableError",
+    "TemporaryFailure",
+    "PermanentFailure",
+]
+
+
+class MTAError(Exception):
+    """Base of every error mta raises deliberately."""
+
+
+class ConfigError(MTAError):
+    """A configuration problem, located at ``file:line`` when known."""
+
+    def __init__(self, message: str, file: str | None = None, line: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.line = line
+
+    def __str__(self) -> str:
+        if self.file is not None and self.line is not None:
+            return f"{self.file}:{self.line}: {self.message}"
+        if self.file is not None:
+            return f"{self.file}: {self.message}"
+        return self.message
+
+
+class ConfigErrors(ConfigError):
+    """Several configuration problems found in one pass, reported together."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        first = errors[0]
+        super().__init__(first.message, first.file, first.line)
+        self.errors = list(errors)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+class TableError(MTAError):
+    """A table could not be loaded or a lookup in it failed (a temporary failure at runtime)."""
+
+
+class TemporaryFailure(MTAError):
+    """Something failed that may succeed later: the caller retries (4xx)."""
+
+
+class PermanentFailure(MTAError):
+    """Something failed for good: the caller gives up (5xx)."""
