@@ -384,7 +384,9 @@ def _relay_common(p: Parser, r: model.Relay) -> model.Relay | None:
     value = c.string(f"a {kw} name").lower()
     if len(value) > MAX_ADDR_PART:
         c.error(f"{kw} name too long: {value}", c.last)
-    return attrs.evolve(r, **{kw: value})
+    if kw == "pki":
+        return attrs.evolve(r, pki=value)
+    return attrs.evolve(r, ca=value)
 
 
 def _relay_as(p: Parser) -> str:
