@@ -1,0 +1,83 @@
+"""The ``mtactl`` command: smtpctl(8)'s verbs.
+
+``makemap`` and ``newaliases`` work offline and are complete.  The verbs that
+talk to a running daemon through ``SPOOL/mta.sock`` (show, schedule, remove,
+pause, resume, update, log, monitor) and ``encrypt`` are parsed and answered
+with a clear "not available yet" until the daemon side lands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mta.cli.main import default_spool
+from mta.errors import TableError
+from mta.tables.makemap import MapType, makemap
+
+__all__ = ["main"]
+
+DAEMON_VERBS = {
+    "show": ["queue", "envelope", "message", "stats", "status", "hosts", "relays", "routes"],
+    "schedule": None,
+    "remove": None,
+    "pause": ["envelope", "mda", "mta", "smtp"],
+    "resume": ["envelope", "mda", "mta", "smtp", "route"],
+    "update": ["table"],
+    "log": ["brief", "verbose"],
+    "monitor": None,
+    "discover": None,
+    "encrypt": None,
+}
+
+
+def _makemap(argv: list[str], prog: str = "mtactl makemap") -> int:
+    p = argparse.ArgumentParser(prog=prog, description="build a db: table (Berkeley DB hash)")
+    p.add_argument("-t", dest="type", choices=[t.value for t in MapType], default="plain")
+    p.add_argument("-o", dest="output", help="output file (default: SOURCE.db)")
+    p.add_argument("source")
+    args = p.parse_args(argv)
+    try:
+        count = makemap(args.source, args.output, MapType(args.type))
+    except TableError as exc:
+        print(f"{prog.split()[-1]}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.output or args.source + '.db'}: {count} entries", file=sys.stderr)
+    return 0
+
+
+def _newaliases(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="mtactl newaliases", description="rebuild an aliases db")
+    p.add_argument("source", nargs="?", default="/etc/mail/aliases")
+    args = p.parse_args(argv)
+    return _makemap(["-t", "aliases", args.source], "mtactl newaliases")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    spool = default_spool()
+    if len(argv) >= 2 and argv[0] == "--spool":
+        spool = argv[1]
+        argv = argv[2:]
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        verbs = ", ".join(["makemap", "newaliases", *DAEMON_VERBS])
+        print(f"usage: mtactl [--spool DIR] VERB ...\nverbs: {verbs}")
+        return 0 if argv else 2
+    verb, rest = argv[0], argv[1:]
+    if verb == "makemap":
+        return _makemap(rest)
+    if verb == "newaliases":
+        return _newaliases(rest)
+    if verb not in DAEMON_VERBS:
+        print(f"mtactl: unknown verb {verb!r}", file=sys.stderr)
+        return 2
+    choices = DAEMON_VERBS[verb]
+    if choices is not None and (not rest or rest[0] not in choices):
+        print(f"mtactl: {verb} needs one of: {', '.join(choices)}", file=sys.stderr)
+        return 2
+    print(
+        f"mtactl: '{' '.join(argv)}' is not available yet: it needs the mta daemon's control "
+        f"socket ({spool}/mta.sock), which arrives with the server",
+        file=sys.stderr,
+    )
+    return 1
