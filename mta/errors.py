@@ -6,9 +6,9 @@ __all__ = [
     "ConfigError",
     "ConfigErrors",
     "MTAError",
+    "PermanentFailure",
     "TableError",
     "TemporaryFailure",
-    "PermanentFailure",
 ]
 
 

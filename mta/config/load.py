@@ -48,7 +48,10 @@ def load_text(
         hostname=hostname or server_name(),
         resolver=resolver,  # type: ignore[arg-type]
     )
-    all_errors = list(doc.errors) + errors
+    all_errors = [
+        err if err.file is not None else ConfigError(err.message, filename, err.line)
+        for err in list(doc.errors) + errors
+    ]
     if all_errors:
         raise ConfigErrors(all_errors)
     notes = list(warnings)
