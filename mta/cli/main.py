@@ -38,10 +38,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-n", action="store_true", help="check the configuration and exit")
     p.add_argument("-v", action="count", default=0, help="be verbose")
     p.add_argument("-f", metavar="FILE", help="configuration file")
-    p.add_argument("-D", metavar="NAME=VALUE", action="append", default=[],
-                   help="define (and fix) a macro")
-    p.add_argument("-P", metavar="SUBSYSTEM", action="append", default=[],
-                   choices=["mda", "mta", "smtp"], help="start with a subsystem paused")
+    p.add_argument(
+        "-D", metavar="NAME=VALUE", action="append", default=[], help="define (and fix) a macro"
+    )
+    p.add_argument(
+        "-P",
+        metavar="SUBSYSTEM",
+        action="append",
+        default=[],
+        choices=["mda", "mta", "smtp"],
+        help="start with a subsystem paused",
+    )
     p.add_argument("--spool", metavar="DIR", help="spool directory (default: $MTA_SPOOL)")
     return p
 

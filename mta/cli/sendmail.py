@@ -20,8 +20,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="mta-sendmail", add_help=True)
     p.add_argument("-t", action="store_true", help="read recipients from the headers")
     p.add_argument("-i", action="store_true", help="a lone dot does not end the message")
-    p.add_argument("-o", action="append", default=[], metavar="OPTION",
-                   help="sendmail options (only -oi is meaningful)")
+    p.add_argument(
+        "-o",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="sendmail options (only -oi is meaningful)",
+    )
     p.add_argument("-f", metavar="SENDER", help="envelope sender")
     p.add_argument("-F", metavar="NAME", help="full name of the sender")
     p.add_argument("-b", metavar="MODE", help="-bs: SMTP on stdin/stdout; -bi: newaliases")

@@ -106,11 +106,12 @@ class Parser:
             if tok.kind is Tok.NEWLINE:
                 self.c.take()
                 continue
+            start = self.c.taken
             try:
                 self.statement()
             except ConfigError as exc:
                 self.errors.append(exc)
-                self.c.recover()
+                self.c.recover(start)
 
     def statement(self) -> None:
         c = self.c

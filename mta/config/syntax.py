@@ -48,6 +48,7 @@ class Cursor:
         self.lexer = lexer
         self.keywords = keywords
         self.last: Token | None = None
+        self.taken = 0  # tokens consumed so far
 
     # -- looking -------------------------------------------------------------
 
@@ -57,6 +58,7 @@ class Cursor:
     def take(self) -> Token:
         tok = self.lexer.next()
         self.last = tok
+        self.taken += 1
         return tok
 
     def where(self) -> Where:
@@ -142,9 +144,10 @@ class Cursor:
         elif tok.kind is not Tok.EOF:
             self.syntax_error("end of line")
 
-    def recover(self) -> None:
-        """After an error, drop the rest of the statement."""
-        if self.last is not None and self.last.kind in (Tok.NEWLINE, Tok.EOF):
+    def recover(self, start: int) -> None:
+        """After an error, drop the rest of the statement that began at token ``start``."""
+        ended = self.last is not None and self.last.kind in (Tok.NEWLINE, Tok.EOF)
+        if ended and self.taken > start:
             return
         while True:
             tok = self.take()
