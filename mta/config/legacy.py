@@ -63,6 +63,7 @@ from mta.config.modern import (
     _limits,
     _ordered,
     _size,
+    mta_limit,
 )
 from mta.config.units import parse_delay
 from mta.errors import TableError
@@ -478,21 +479,4 @@ def _limit(p: Parser) -> None:
 
 
 def _limit_mta(p: Parser, where: ast.Where) -> None:
-    c = p.c
-    domain = ""
-    if c.accept("for"):
-        c.expect("domain")
-        domain = c.string("a domain")
-    values: list[tuple[str, int]] = []
-    family: str | None = None
-    while not c.at_end():
-        fam = c.accept("inet4", "inet6")
-        if fam is not None:
-            family = fam
-            continue
-        key = c.string("an mta limit name")
-        if key not in model.MTA_LIMIT_DEFAULTS:
-            c.error(f"invalid mta limit keyword: {key}", c.last)
-        values.append((key, c.number(f"a number for {key}")))
-    c.end()
-    p.emit(ast.SetStmt(("mta", "limit", domain), model.MtaLimits(tuple(values), family), where))
+    mta_limit(p, where)

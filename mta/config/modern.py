@@ -20,7 +20,7 @@ from mta.config.units import parse_delay, parse_size
 if TYPE_CHECKING:
     from mta.config.parser import Parser
 
-__all__ = ["FILTER_PHASES", "statement"]
+__all__ = ["FILTER_PHASES", "mta_limit", "statement"]
 
 # phase -> the conditions a builtin filter may test in it
 _GLOBAL_CONDS = ("fcrdns", "rdns", "src")
@@ -479,6 +479,12 @@ def _mta(p: Parser) -> None:
         p.emit(ast.SetStmt(("mta", "max_deferred"), value, where))
         return
     c.expect("limit")
+    mta_limit(p, where)
+
+
+def mta_limit(p: Parser, where: ast.Where) -> None:
+    """``[for domain D] (inet4|inet6|KEY N)...`` after ``mta limit`` (legacy ``limit mta``)."""
+    c = p.c
     domain = ""
     if c.accept("for"):
         c.expect("domain")
