@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import attrs
-
 from mta.config import ast, model
 from mta.config.interfaces import BoundAddress, resolve_listen
 from mta.config.pkicheck import check_pki_files
@@ -156,13 +154,17 @@ class Builder:
         self.opened[decl.name] = table
 
     def _PkiStmt(self, stmt: ast.PkiStmt) -> None:
-        pki = self.pkis.get(stmt.name) or model.Pki(stmt.name, line=stmt.where.line, file=stmt.where.file)
+        pki = self.pkis.get(stmt.name) or model.Pki(
+            stmt.name, line=stmt.where.line, file=stmt.where.file
+        )
         if stmt.param != "declare":
-            pki = attrs.evolve(pki, **{stmt.param: stmt.value})
+            pki = model.replace(pki, **{stmt.param: stmt.value})
         self.pkis[stmt.name] = pki
 
     def _CaStmt(self, stmt: ast.CaStmt) -> None:
-        self.cas[stmt.name] = model.Ca(stmt.name, stmt.cert, line=stmt.where.line, file=stmt.where.file)
+        self.cas[stmt.name] = model.Ca(
+            stmt.name, stmt.cert, line=stmt.where.line, file=stmt.where.file
+        )
 
     def _ProcStmt(self, stmt: ast.ProcStmt) -> None:
         if stmt.proc.name in self.procs:
@@ -211,12 +213,18 @@ class Builder:
         if lis.auth_table is not None:
             self.open_ref(lis.auth_table, where)
         self.use_table(
-            lis.hostnames, D | H, Service.ADDRNAME,
-            'invalid use of table "{name}" as HOSTNAMES parameter', where,
+            lis.hostnames,
+            D | H,
+            Service.ADDRNAME,
+            'invalid use of table "{name}" as HOSTNAMES parameter',
+            where,
         )
         self.use_table(
-            lis.senders, D | H, Service.MAILADDRMAP,
-            'invalid use of table "{name}" as SENDERS parameter', where,
+            lis.senders,
+            D | H,
+            Service.MAILADDRMAP,
+            'invalid use of table "{name}" as SENDERS parameter',
+            where,
         )
         if not self.resolver(lis.interface, lis.family):
             self.fail(f"invalid virtual ip or interface: {lis.interface}", where)
@@ -238,18 +246,26 @@ class Builder:
         if isinstance(m, model.LocalDelivery):
             for kind, ref in (("alias", m.alias), ("virtual", m.virtual)):
                 self.use_table(
-                    ref, D | H, Service.ALIAS,
-                    f'table "{{name}}" may not be used for {kind} lookups', where,
+                    ref,
+                    D | H,
+                    Service.ALIAS,
+                    f'table "{{name}}" may not be used for {kind} lookups',
+                    where,
                 )
             self.use_table(
-                m.userbase, D | H, Service.USERINFO,
-                'table "{name}" may not be used for userbase lookups', where,
+                m.userbase,
+                D | H,
+                Service.USERINFO,
+                'table "{name}" may not be used for userbase lookups',
+                where,
             )
             if m.wrapper is not None and m.wrapper not in self.wrappers:
                 self.fail(f"no mda wrapper with that name: {m.wrapper}", where)
                 return
-            if m.method == "lmtp" and m.path is not None and not (
-                ":" in m.path or m.path.startswith("/")
+            if (
+                m.method == "lmtp"
+                and m.path is not None
+                and not (":" in m.path or m.path.startswith("/"))
             ):
                 self.fail(f"invalid lmtp destination: {m.path} (use host:port or /socket)", where)
         else:
@@ -382,7 +398,9 @@ def build(
     """Build the model; returns it with the errors and warnings found."""
     from mta.tables import local_addresses as _local
 
-    builder = Builder(hostname, resolver, local_addresses if local_addresses is not None else _local())
+    builder = Builder(
+        hostname, resolver, local_addresses if local_addresses is not None else _local()
+    )
     for stmt in statements:
         builder.add(stmt)
     config = builder.finish()

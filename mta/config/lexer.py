@@ -232,7 +232,7 @@ class Lexer:
             return None
         if c in ("'", '"'):
             return Token(Tok.STRING, self._quoted(c), file, line, expanded)
-        if c == "-" or c.isascii() and c.isdigit():
+        if c == "-" or (c.isascii() and c.isdigit()):
             tok = self._number(c, file, line, expanded)
             if tok is not None:
                 return tok

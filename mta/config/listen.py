@@ -98,9 +98,7 @@ def parse_listen(p: Parser) -> None:
             opts[word] = c.string(f"a {word} string")
         elif word in ("auth", "auth-optional"):
             once("auth", "auth already specified")
-            opts["auth"] = (
-                model.AuthMode.REQUIRED if word == "auth" else model.AuthMode.OPTIONAL
-            )
+            opts["auth"] = model.AuthMode.REQUIRED if word == "auth" else model.AuthMode.OPTIONAL
             if c.at_table():
                 opts["auth_table"] = c.table()
         elif word == "tag":
@@ -136,7 +134,10 @@ def parse_listen(p: Parser) -> None:
         opts["pki"] = tuple(opts["pki"])  # type: ignore[arg-type]
     secure = bool(opts.pop("secure", False))
     listener = model.Listener(
-        interface=interface, file=where.file, line=where.line, **opts  # type: ignore[arg-type]
+        interface=interface,
+        file=where.file,
+        line=where.line,
+        **opts,  # type: ignore[arg-type]
     )
     if secure:
         # legacy "secure": STARTTLS on the port (25) and SMTPS on 465, as 5.x did

@@ -70,7 +70,9 @@ def load_config(
     try:
         text = _read(path)
     except OSError as exc:
-        raise ConfigErrors([ConfigError(f"cannot read configuration: {exc.strerror}", path)])
+        raise ConfigErrors(
+            [ConfigError(f"cannot read configuration: {exc.strerror}", path)]
+        ) from None
     return load_text(
         text, path, macros=macros, hostname=hostname, check_interfaces=check_interfaces
     )

@@ -10,6 +10,7 @@ kept for messages but do not take part in equality.
 from __future__ import annotations
 
 import enum
+from typing import Any, TypeVar, cast
 
 import attrs
 
@@ -44,13 +45,21 @@ __all__ = [
     "TableDecl",
     "TableRef",
     "TlsMode",
+    "replace",
 ]
 
 DEFAULT_BOUNCE_WARN = (4 * 3600,)
 
+T = TypeVar("T")
+
+
+def replace(obj: T, **changes: Any) -> T:
+    """``attrs.evolve`` with field names chosen at run time."""
+    return cast(T, attrs.evolve(cast(Any, obj), **changes))
+
 
 def _pos() -> int:
-    return attrs.field(default=0, eq=False, repr=False)  # type: ignore[no-any-return]
+    return attrs.field(default=0, eq=False, repr=False)
 
 
 # -- tables ------------------------------------------------------------------

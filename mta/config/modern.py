@@ -148,7 +148,7 @@ def _local_method(p: Parser) -> model.LocalDelivery:
                 c.error("alias mapping already specified for this dispatcher", c.last)
             if d.virtual is not None:
                 c.error("virtual mapping already specified for this dispatcher", c.last)
-            d = attrs.evolve(d, **{opt: c.table()})
+            d = model.replace(d, **{opt: c.table()})
         elif opt == "userbase":
             if d.userbase is not None:
                 c.error("userbase mapping already specified for this dispatcher", c.last)
@@ -181,12 +181,12 @@ def _relay_options(p: Parser) -> model.Relay:
             field = word.replace("-", "_")
             if word in ("pki", "ca"):
                 value = value.lower()
-            r = attrs.evolve(r, **{field: value})
+            r = model.replace(r, **{field: value})
         elif word in ("helo-src", "src"):
             c.take()
             label = "helo-source" if word == "helo-src" else "source"
             once(word, f"{label} mapping already specified for this dispatcher")
-            r = attrs.evolve(r, **{word.replace("-", "_"): c.table()})
+            r = model.replace(r, **{word.replace("-", "_"): c.table()})
         elif word == "backup":
             c.take()
             once("backup", "backup already specified for this dispatcher")
@@ -203,7 +203,7 @@ def _relay_options(p: Parser) -> model.Relay:
                 c.error("host mapping already specified for this dispatcher", c.last)
             if r.backup:
                 c.error(f"backup and {word} are mutually exclusive", c.last)
-            r = attrs.evolve(r, **{word: c.table()})
+            r = model.replace(r, **{word: c.table()})
         elif word == "tls":
             c.take()
             once("tls", "tls already specified for this dispatcher")
@@ -351,7 +351,7 @@ def _proc_params(p: Parser, proc: model.Proc) -> model.Proc:
             return proc
         if getattr(proc, kw) is not None:
             c.error(f"{kw} already specified for this processor", c.last)
-        proc = attrs.evolve(proc, **{kw: c.string(f"a value for {kw}")})
+        proc = model.replace(proc, **{kw: c.string(f"a value for {kw}")})
 
 
 def _proc(p: Parser) -> None:
@@ -407,7 +407,7 @@ def _builtin_filter(p: Parser) -> model.FilterBuiltin:
         needs_table = cond not in (model.FilterCondition.RDNS, model.FilterCondition.AUTH)
         if regex or needs_table or c.at_table():
             table = c.table()
-    decisions = ("reject", "disconnect", "rewrite", "report")
+    decisions: tuple[str, ...] = ("reject", "disconnect", "rewrite", "report")
     if phase != "commit":
         decisions = (*decisions, "junk", "bypass")
     decision = c.accept(*decisions)
@@ -432,18 +432,18 @@ def _smtp(p: Parser) -> None:
         for key, value in values.items():
             p.emit(ast.SetStmt(("smtp", key), value, where))
     elif c.accept("ciphers"):
-        value = c.string("a cipher list")
+        ciphers = c.string("a cipher list")
         c.end()
-        p.emit(ast.SetStmt(("smtp", "ciphers"), value, where))
+        p.emit(ast.SetStmt(("smtp", "ciphers"), ciphers, where))
     elif c.accept("max-message-size"):
         size = _size(p)
         c.end()
         p.emit(ast.SetStmt(("smtp", "max_message_size"), size, where))
     elif c.accept("sub-addr-delim"):
-        value = c.string("one character")
+        delim = c.string("one character")
         c.end()
-        _check_delim(p, value, "sub-addr-delim")
-        p.emit(ast.SetStmt(("smtp", "sub_addr_delim"), value, where))
+        _check_delim(p, delim, "sub-addr-delim")
+        p.emit(ast.SetStmt(("smtp", "sub_addr_delim"), delim, where))
     else:
         c.syntax_error('"limit", "ciphers", "max-message-size" or "sub-addr-delim"')
 

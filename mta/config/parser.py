@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import attrs
 
-from mta.config import ast, legacy, modern, model
+from mta.config import ast, legacy, model, modern
 from mta.config.lexer import Lexer, Tok
 from mta.config.syntax import LEGACY_KEYWORDS, MODERN_KEYWORDS, Cursor
 from mta.config.units import parse_delay
@@ -28,9 +28,7 @@ __all__ = ["Document", "parse_text"]
 
 Reader = Callable[[str], str]
 
-MODERN_ONLY = frozenset(
-    "action match filter proc smtp mta mda scheduler srs bounce admd".split()
-)
+MODERN_ONLY = frozenset("action match filter proc smtp mta mda scheduler srs bounce admd".split())
 LEGACY_ONLY = frozenset(
     """accept reject expire max-message-size bounce-warn limit subaddressing-delimiter
     ciphers max-mta-deferred""".split()
@@ -77,8 +75,8 @@ class Parser:
 
     def use_grammar(self, grammar: str, word: str) -> None:
         """Note evidence of a grammar; using both in one file is an error."""
-        where = self.c.where() if self.c.last is None else ast.Where(
-            self.c.last.file, self.c.last.line
+        where = (
+            self.c.where() if self.c.last is None else ast.Where(self.c.last.file, self.c.last.line)
         )
         if self.grammar is None:
             self.grammar = grammar
@@ -313,9 +311,7 @@ def parse_text(
         parser.run()
     except ConfigError as exc:  # an unrecoverable lexer error (e.g. open quote at EOF)
         parser.errors.append(exc)
-    unused = tuple(
-        name for name in parser.defined_macros if name not in lexer.used_macros
-    )
+    unused = tuple(name for name in parser.defined_macros if name not in lexer.used_macros)
     return Document(
         tuple(parser.statements), parser.grammar or "modern", tuple(parser.errors), unused
     )

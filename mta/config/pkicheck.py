@@ -16,6 +16,8 @@ from mta.errors import ConfigError
 
 __all__ = ["check_pki_files"]
 
+_Here = tuple[str | None, int | None]
+
 
 def _read(path: str) -> bytes | str:
     try:
@@ -42,30 +44,36 @@ def check_pki_files(
 ) -> None:
     """Append an error for each pki or ca whose files are missing or unusable."""
     for pki in pkis.values():
-        here = {"file": pki.file or None, "line": pki.line or None}
+        here: _Here = (pki.file or None, pki.line or None)
         if pki.cert is None:
-            errors.append(ConfigError(f"pki {pki.name}: missing certificate file", **here))
+            errors.append(ConfigError(f"pki {pki.name}: missing certificate file", *here))
         elif (problem := _certificates_ok(pki.cert)) is not None:
-            errors.append(ConfigError(f"pki {pki.name}: failed to load certificate file: "
-                                      f"{problem}", **here))
+            errors.append(
+                ConfigError(f"pki {pki.name}: failed to load certificate file: {problem}", *here)
+            )
         if pki.key is None:
-            errors.append(ConfigError(f"pki {pki.name}: missing key file", **here))
+            errors.append(ConfigError(f"pki {pki.name}: missing key file", *here))
         else:
             data = _read(pki.key)
             if isinstance(data, str):
-                errors.append(ConfigError(
-                    f"pki {pki.name}: failed to load key file: cannot read {pki.key}: {data}",
-                    **here))
+                errors.append(
+                    ConfigError(
+                        f"pki {pki.name}: failed to load key file: cannot read {pki.key}: {data}",
+                        *here,
+                    )
+                )
             else:
                 try:
                     load_pem_private_key(data, password=None)
                 except (ValueError, TypeError) as exc:
-                    errors.append(ConfigError(
-                        f"pki {pki.name}: failed to load key file {pki.key}: {exc}", **here))
+                    errors.append(
+                        ConfigError(
+                            f"pki {pki.name}: failed to load key file {pki.key}: {exc}", *here
+                        )
+                    )
     for ca in cas.values():
-        here = {"file": ca.file or None, "line": ca.line or None}
+        here = (ca.file or None, ca.line or None)
         if ca.cert is None:
-            errors.append(ConfigError(f"ca {ca.name}: missing CA file", **here))
+            errors.append(ConfigError(f"ca {ca.name}: missing CA file", *here))
         elif (problem := _certificates_ok(ca.cert)) is not None:
-            errors.append(ConfigError(f"ca {ca.name}: failed to load CA file: {problem}",
-                                      **here))
+            errors.append(ConfigError(f"ca {ca.name}: failed to load CA file: {problem}", *here))

@@ -8,6 +8,8 @@ macros and includes, and parses back into an equal model.
 
 from __future__ import annotations
 
+import attrs
+
 from mta.config import model
 from mta.config.units import format_delay
 
@@ -217,7 +219,7 @@ def _globals(cfg: model.Config) -> list[str]:
         (cfg.scheduler, "scheduler limit", model.SchedulerLimits()),
         (cfg.mda, "mda limit", model.MdaLimits()),
     ):
-        for field in type(section).__attrs_attrs__:  # type: ignore[attr-defined]
+        for field in attrs.fields(type(section)):
             value = getattr(section, field.name)
             if value != getattr(default, field.name):
                 out.append(f"{label} {field.name.replace('_', '-')} {value}")

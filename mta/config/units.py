@@ -16,8 +16,16 @@ __all__ = ["format_delay", "format_size", "parse_delay", "parse_size"]
 
 INT_MAX = 2**31 - 1
 LLONG_MAX = 2**63 - 1
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40,
-          "p": 1 << 50, "e": 1 << 60}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1 << 10,
+    "m": 1 << 20,
+    "g": 1 << 30,
+    "t": 1 << 40,
+    "p": 1 << 50,
+    "e": 1 << 60,
+}
 _SIZE = re.compile(r"[ \t]*([-+]?)(\d+)(?:\.(\d+))?([bBkKmMgGtTpPeE]?)")
 _DELAY_FACTORS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DELAY_NUMBER = re.compile(r"[ \t\n\v\f\r]*[-+]?\d+")
