@@ -146,6 +146,8 @@ class Builder:
         except TableError as exc:
             if decl.config:
                 msg = f"invalid configuration file {decl.config} for table {decl.name}: {exc}"
+            elif str(exc).startswith(f"table {decl.name}:"):
+                msg = str(exc)
             else:
                 msg = f"table {decl.name}: {exc}"
             self.fail(msg, stmt.where)

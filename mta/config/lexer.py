@@ -33,7 +33,7 @@ import attrs
 
 from mta.errors import ConfigError
 
-__all__ = ["MAX_TOKEN", "Lexer", "Tok", "Token"]
+__all__ = ["MAX_TOKEN", "Lexer", "Tok", "Token", "in_word", "starts_word"]
 
 MAX_TOKEN = 8096
 _START_EXPAND = "\x01"
@@ -82,7 +82,7 @@ class Token:
         return f'"{self.text}"'
 
 
-def _starts_word(c: str) -> bool:
+def starts_word(c: str) -> bool:
     return len(c) == 1 and ((c.isascii() and c.isalnum()) or c in ":_")
 
 
@@ -244,11 +244,11 @@ class Lexer:
             if nxt == ">":
                 return Token(Tok.PUNCT, "=>", file, line, expanded)
             self._unget(nxt)
-        if _starts_word(c):
+        if starts_word(c):
             buf = [c]
             while True:
                 c = self._getc(False)
-                if not c or not _in_word(c):
+                if not c or not in_word(c):
                     break
                 buf.append(c)
                 if len(buf) >= MAX_TOKEN:
@@ -290,7 +290,15 @@ class Lexer:
         file, line = self.file, self.line
         buf: list[str] = []
         while True:
-            c = self._getc(True)
+            try:
+                c = self._getc(True)
+            except ConfigError:
+                raise ConfigError(
+                    f"reached end of file while parsing quoted string: the {quote} opened "
+                    "here is never closed",
+                    file,
+                    line,
+                ) from None
             if c == "\n":
                 self._sources[-1].line += 1
                 buf.append(c)
@@ -333,7 +341,7 @@ class Lexer:
         return None
 
 
-def _in_word(c: str) -> bool:
+def in_word(c: str) -> bool:
     if not c.isascii():
         return False
     if c.isalnum():

@@ -11,16 +11,42 @@ from __future__ import annotations
 import attrs
 
 from mta.config import model
+from mta.config.lexer import in_word, starts_word
 from mta.config.units import format_delay
 
 __all__ = ["quote", "render"]
 
 
 def quote(value: str) -> str:
-    """A string literal the lexer reads back as ``value``."""
-    if '"' in value and "'" not in value:
-        return "'" + value + "'"
-    return '"' + value.replace('"', '\\"') + '"'
+    """A string literal the lexer reads back as ``value``.
+
+    Inside quotes a backslash escapes only the quote, a space or a tab (and drops a
+    newline); any other backslash is literal.  So a backslash that precedes one of
+    those characters stays literal if the character itself is escaped.  A value that
+    ends in a backslash, or has one before a newline, cannot be quoted at all; it is
+    written as a bare word (where ``\\`` is a backslash) when it can be one.
+    """
+    if value.endswith("\\") or "\\\n" in value:
+        return _bare_word(value)
+    q = "'" if '"' in value and "'" not in value else '"'
+    out: list[str] = []
+    for i, ch in enumerate(value):
+        if ch == q or (ch in " \t" and i > 0 and value[i - 1] == "\\"):
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return q + "".join(out) + q
+
+
+def _bare_word(value: str) -> str:
+    if (
+        not value
+        or not starts_word(value[0])
+        or not all(ch == "\\" or in_word(ch) for ch in value)
+        or value.lstrip("-").isdigit()
+    ):
+        raise ValueError(f"{value!r} cannot be written as a smtpd.conf string")
+    return value.replace("\\", "\\\\")
 
 
 def _table(ref: model.TableRef) -> str:
