@@ -41,8 +41,16 @@ Resolver = Callable[[str, str | None], list[BoundAddress]]
 class Builder:
     """Accumulates declarations; see the module docstring."""
 
-    def __init__(self, hostname: str, resolver: Resolver, local_addresses: list[str]) -> None:
+    def __init__(
+        self,
+        hostname: str,
+        resolver: Resolver,
+        local_addresses: list[str],
+        failed: frozenset[tuple[str, str]] = frozenset(),
+    ) -> None:
         self.hostname = hostname
+        # declarations that failed to parse (already reported): uses are not errors again
+        self.failed = failed
         self.resolver = resolver
         self.errors: list[ConfigError] = []
         self.tables: dict[str, model.TableDecl] = {}
@@ -56,6 +64,7 @@ class Builder:
         self.actions: dict[str, model.Action] = {}
         self.rules: list[model.Rule] = []
         self.settings: dict[tuple[str, ...], Any] = {}
+        self.settings_where: dict[tuple[str, ...], ast.Where] = {}
         self.wrappers: dict[str, str] = {}
         self.mta_limits: dict[str, model.MtaLimits] = {}
         self.warnings: list[str] = []
@@ -65,12 +74,17 @@ class Builder:
     def fail(self, message: str, where: ast.Where) -> None:
         self.errors.append(ConfigError(message, where.file, where.line))
 
+    def missing(self, kind: str, name: str, message: str, where: ast.Where) -> None:
+        """Report an undeclared name, unless its declaration failed (already reported)."""
+        if (kind, name) not in self.failed:
+            self.fail(message, where)
+
     def open_ref(self, ref: model.TableRef, where: ast.Where) -> Table | None:
         """The table behind a reference, loaded; None (error recorded) if missing."""
         if isinstance(ref, model.NamedTable):
             table = self.opened.get(ref.name)
             if table is None:
-                self.fail(f"no such table: {ref.name}", where)
+                self.missing("table", ref.name, f"no such table: {ref.name}", where)
             return table
         try:
             return open_table("<dynamic>", "static", None, ref.entries)
@@ -111,7 +125,7 @@ class Builder:
         for name in ref.names:
             found = self.filters.get(name)
             if found is None:
-                self.fail(f"no filter exist with that name: {name}", where)
+                self.missing("filter", name, f"no filter exist with that name: {name}", where)
             elif ref.chain and isinstance(found, model.FilterChain):
                 self.fail(f"no filter chain allowed within a filter chain: {name}", where)
         if ref.chain:
@@ -181,13 +195,13 @@ class Builder:
             return
         f = stmt.filter
         if isinstance(f, model.FilterProc) and not f.exec_ and f.proc not in self.procs:
-            self.fail(f"no processor exist with that name: {f.proc}", where)
+            self.missing("proc", f.proc, f"no processor exist with that name: {f.proc}", where)
             return
         if isinstance(f, model.FilterChain):
             for name in f.filters:
                 found = self.filters.get(name)
                 if found is None:
-                    self.fail(f"no filter exist with that name: {name}", where)
+                    self.missing("filter", name, f"no filter exist with that name: {name}", where)
                     return
                 if isinstance(found, model.FilterChain):
                     self.fail(f"no filter chain allowed within a filter chain: {name}", where)
@@ -208,9 +222,11 @@ class Builder:
             self.fail("invalid listen option: pki requires tls/smtps", where)
         for name in lis.pki:
             if name not in self.pkis:
-                self.fail(f"pki name not found: {name} (declare it before the listener)", where)
+                message = f"pki name not found: {name} (declare it before the listener)"
+                self.missing("pki", name, message, where)
         if lis.ca is not None and lis.ca not in self.cas:
-            self.fail(f"ca name not found: {lis.ca} (declare it before the listener)", where)
+            message = f"ca name not found: {lis.ca} (declare it before the listener)"
+            self.missing("ca", lis.ca, message, where)
         self.filter_ref(lis.filter, where)
         if lis.auth_table is not None:
             self.open_ref(lis.auth_table, where)
@@ -299,7 +315,10 @@ class Builder:
     def _MatchStmt(self, stmt: ast.MatchStmt) -> None:
         rule, where = stmt.rule, stmt.where
         if rule.action is not None and rule.action not in self.actions:
-            self.fail(f"no such dispatcher: {rule.action}", where)
+            if ("action", rule.action) in self.failed:
+                self.rules.append(rule)  # its action is already reported
+            else:
+                self.fail(f"no such dispatcher: {rule.action}", where)
             return
         for crit in rule.criteria:
             if crit.table is None:
@@ -338,6 +357,7 @@ class Builder:
             )
         else:
             self.settings[key] = stmt.value
+            self.settings_where[key] = stmt.where
 
     # -- result --------------------------------------------------------------------
 
@@ -349,11 +369,10 @@ class Builder:
         key = s.get(("queue", "encryption"), None)
         encryption = ("queue", "encryption") in s
         if key is not None and key != "stdin" and len(key.encode()) != 32:
-            self.errors.append(
-                ConfigError(
-                    "invalid key for queue encryption: it must be exactly 32 bytes "
-                    f"(got {len(key.encode())}; e.g. the output of `openssl rand -hex 16`)"
-                )
+            self.fail(
+                "invalid key for queue encryption: it must be exactly 32 bytes "
+                f"(got {len(key.encode())}; e.g. the output of `openssl rand -hex 16`)",
+                self.settings_where[("queue", "encryption")],
             )
         queue = model.QueueOptions(
             compression=bool(s.get(("queue", "compression"), False)),
@@ -396,12 +415,13 @@ def build(
     hostname: str,
     resolver: Resolver = resolve_listen,
     local_addresses: list[str] | None = None,
+    failed: frozenset[tuple[str, str]] = frozenset(),
 ) -> tuple[model.Config, list[ConfigError], list[str]]:
     """Build the model; returns it with the errors and warnings found."""
     from mta.tables import local_addresses as _local
 
     builder = Builder(
-        hostname, resolver, local_addresses if local_addresses is not None else _local()
+        hostname, resolver, local_addresses if local_addresses is not None else _local(), failed
     )
     for stmt in statements:
         builder.add(stmt)

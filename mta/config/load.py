@@ -47,7 +47,11 @@ def load_text(
         doc.statements,
         hostname=hostname or server_name(),
         resolver=resolver,  # type: ignore[arg-type]
+        failed=doc.failed,
     )
+    if doc.errors:
+        # with a statement unreadable, "no rules" would only repeat that error
+        errors = [e for e in errors if not e.message.startswith("no rules,")]
     all_errors = [
         err if err.file is not None else ConfigError(err.message, filename, err.line)
         for err in list(doc.errors) + errors

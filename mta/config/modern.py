@@ -100,6 +100,7 @@ def _action(p: Parser) -> None:
     c = p.c
     where = _where(p)
     name = c.string("an action name")
+    p.declare("action", name)
     method: model.LocalDelivery | model.Relay
     if c.accept("relay"):
         method = _relay_options(p)
@@ -358,6 +359,7 @@ def _proc(p: Parser) -> None:
     c = p.c
     where = _where(p)
     name = c.string("a proc name")
+    p.declare("proc", name)
     command = c.string("a command")
     proc = _proc_params(p, model.Proc(name, command))
     c.end()
@@ -368,6 +370,7 @@ def _filter(p: Parser) -> None:
     c = p.c
     where = _where(p)
     name = c.string("a filter name")
+    p.declare("filter", name)
     kw = c.accept("proc", "proc-exec", "phase", "chain")
     if kw is None:
         c.syntax_error('"proc", "proc-exec", "phase" or "chain"')

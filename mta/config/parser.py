@@ -45,6 +45,9 @@ class Document:
     grammar: str  # "modern" or "legacy"
     errors: tuple[ConfigError, ...]
     unused_macros: tuple[str, ...] = ()
+    # ("action", name) ... of declarations that had a syntax error: their uses are not
+    # reported again as undeclared
+    failed: frozenset[tuple[str, str]] = frozenset()
 
 
 def _guess_keywords(text: str) -> frozenset[str]:
@@ -69,6 +72,8 @@ class Parser:
         self.errors: list[ConfigError] = []
         self.defined_macros: dict[str, ast.Where] = {}
         self.srs_key_seen = False
+        self.declaring: tuple[str, str] | None = None
+        self.failed: set[tuple[str, str]] = set()
 
     def emit(self, stmt: ast.Statement) -> None:
         self.statements.append(stmt)
@@ -105,11 +110,22 @@ class Parser:
                 self.c.take()
                 continue
             start = self.c.taken
+            self.declare_nothing()
             try:
                 self.statement()
             except ConfigError as exc:
                 self.errors.append(exc)
+                if self.declaring is not None:
+                    self.failed.add(self.declaring)
                 self.c.recover(start)
+
+    def declare_nothing(self) -> None:
+        """A new statement starts: it declares nothing yet."""
+        self.declaring = None
+
+    def declare(self, kind: str, name: str) -> None:
+        """Note that the statement being read declares ``kind`` ``name``."""
+        self.declaring = (kind, name)
 
     def statement(self) -> None:
         c = self.c
@@ -117,6 +133,11 @@ class Parser:
         if c.at_string() and c.at_punct("=", 1):
             self.macro()
             return
+        if tok.kind is Tok.WORD and c.at_punct("=", 1):
+            c.error(
+                f'"{tok.text}" is a reserved word and cannot be a macro name; '
+                "choose another name"
+            )
         if tok.kind is not Tok.WORD:
             c.syntax_error("a directive")
         word = tok.text
@@ -180,6 +201,7 @@ class Parser:
         c = self.c
         where = c.where()
         name = c.string("a table name")
+        self.declare("table", name)
         if c.at_punct("{"):
             entries = c.braced_entries()
             c.end()
@@ -213,6 +235,7 @@ class Parser:
         if name != "*" and not _valid_hostname(name):
             c.error(f"not a valid domain name: {name}")
         name = name.lower()
+        self.declare(word, name)
         if word == "ca":
             kw = c.accept("cert", "certificate")
             if kw is None:
@@ -313,5 +336,9 @@ def parse_text(
         parser.errors.append(exc)
     unused = tuple(name for name in parser.defined_macros if name not in lexer.used_macros)
     return Document(
-        tuple(parser.statements), parser.grammar or "modern", tuple(parser.errors), unused
+        tuple(parser.statements),
+        parser.grammar or "modern",
+        tuple(parser.errors),
+        unused,
+        frozenset(parser.failed),
     )

@@ -121,6 +121,16 @@ class Cursor:
 
     def string(self, what: str = "a string") -> str:
         if not self.at_string():
+            tok = self.peek()
+            if tok.kind is Tok.NUMBER:
+                hint = (
+                    "a delay needs a unit: s, m, h or d"
+                    if "delay" in what
+                    else f'quote it to use it as a string: "{tok.text}"'
+                )
+                self.error(
+                    f"syntax error: expected {what}, found the number {tok.describe()} ({hint})"
+                )
             self.syntax_error(what)
         return self.take().text
 
