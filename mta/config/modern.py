@@ -5,6 +5,10 @@ taken and emits AST nodes.  Option-level rules that OpenSMTPD checks while
 parsing (an option given twice, ``user`` with ``mbox``, ``backup`` with
 ``host`` ...) are checked here; rules that need other declarations are the
 builder's.
+
+One spelling is mta's own: ``bounce warn-interval none`` turns delay warnings
+off.  OpenSMTPD's modern grammar cannot say that, but its legacy ``bounce-warn``
+with no delay did, and a migrated configuration must keep the meaning.
 """
 
 from __future__ import annotations
@@ -563,6 +567,12 @@ def _bounce(p: Parser) -> None:
     c = p.c
     where = _where(p)
     c.expect("warn-interval")
+    if c.peek().is_word("none") and c.peek(1).kind in (Tok.NEWLINE, Tok.EOF):
+        # mta's spelling of a legacy "bounce-warn" without delays: no warnings at all
+        c.take()
+        c.end()
+        p.emit(ast.SetStmt(("bounce_warn",), (), where))
+        return
     delays = [_delay(p, "bounce")]
     while c.accept_punct(","):
         delays.append(_delay(p, "bounce"))

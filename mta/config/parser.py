@@ -135,8 +135,7 @@ class Parser:
             return
         if tok.kind is Tok.WORD and c.at_punct("=", 1):
             c.error(
-                f'"{tok.text}" is a reserved word and cannot be a macro name; '
-                "choose another name"
+                f'"{tok.text}" is a reserved word and cannot be a macro name; choose another name'
             )
         if tok.kind is not Tok.WORD:
             c.syntax_error("a directive")

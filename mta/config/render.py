@@ -51,7 +51,7 @@ def _bare_word(value: str) -> str:
 
 def _table(ref: model.TableRef) -> str:
     if isinstance(ref, model.NamedTable):
-        return f"<{ref.name}>"
+        return f"<{quote(ref.name)}>"
     entries = ref.entries
     if len(entries) == 1 and entries[0][1] is None:
         return quote(entries[0][0])
@@ -223,7 +223,8 @@ def _globals(cfg: model.Config) -> list[str]:
     if cfg.admd is not None:
         out.append(f"admd {quote(cfg.admd)}")
     if cfg.bounce_warn != model.DEFAULT_BOUNCE_WARN:
-        out.append("bounce warn-interval " + ", ".join(format_delay(d) for d in cfg.bounce_warn))
+        delays = ", ".join(format_delay(d) for d in cfg.bounce_warn) or "none"
+        out.append(f"bounce warn-interval {delays}")
     q, dq = cfg.queue, model.QueueOptions()
     if q.compression:
         out.append("queue compression")

@@ -78,3 +78,39 @@ def test_render_defaults_is_minimal() -> None:
     cfg = load_text("match for any reject\n", "m.conf", hostname=HOST).config
     assert render(cfg) == "match from local for any reject\n"
     assert cfg == model.Config(rules=cfg.rules)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'table "match" { a }\nmatch for domain <"match"> reject\n',
+        'table "a>b" { x }\nmatch for domain <"a>b"> reject\n',
+        'table "t" { "k y" = "v\\"w", "a\'b" => "c" }\naction a mbox alias <t>\nmatch action a\n',
+        "bounce-warn\naccept for any deliver to mbox\n",
+        "bounce warn-interval none\nmatch for any reject\n",
+        "bounce warn-interval 90m, 2h, 1d\nmatch for any reject\n",
+        'action "x y" mbox\nmatch for any action "x y"\n',
+        'mta limit for domain "match" inet6\nmatch for any reject\n',
+        "mta limit max-conn-per-host 3\nmta limit for domain example.com inet4\nmatch reject\n",
+        "match for domain a\\\\ reject\n",
+        "queue encryption -\nqueue ttl 90s\nsmtp max-message-size 1.5K\nmatch reject\n",
+        'srs key "k"\nsrs ttl 9d\naction r relay srs\nmatch for any action r\n',
+        'proc p "/bin/p" user u group g chroot "/c"\nfilter a proc p\n'
+        'filter b proc-exec "/bin/b" user u\nfilter c chain { a, b }\n'
+        "filter d phase rcpt-to match !rcpt-to regex { x } rewrite 'a\"b'\n"
+        "listen on socket filter c\nlisten on lo filter { a, d }\nmatch reject\n",
+        "accept for any relay via smtps+auth://label@h.example.com auth { label = u:p } "
+        "verify as '@example.org'\n",
+        "accept from any for domain example.com alias { a = b } deliver to maildir junk\n"
+        "accept for any relay backup mx.example.com tls\n",
+    ],
+)
+def test_tricky_round_trips(text: str) -> None:
+    result = load_text(text, "t.conf", hostname=HOST, check_interfaces=False)
+    assert_round_trip(result, check_interfaces=False)
+
+
+def test_bounce_warn_none_means_no_warnings() -> None:
+    text = "bounce warn-interval none\nmatch reject\n"
+    cfg = load_text(text, "t.conf", hostname=HOST, check_interfaces=False).config
+    assert cfg.bounce_warn == ()
