@@ -63,6 +63,7 @@ from mta.config.modern import (
     _limits,
     _ordered,
     _size,
+    _where,
     mta_limit,
 )
 from mta.config.units import parse_delay
@@ -95,12 +96,6 @@ def statement(p: Parser, word: str) -> None:
         "ciphers": _ciphers,
         "max-mta-deferred": _max_mta_deferred,
     }[word](p)
-
-
-def _where(p: Parser) -> ast.Where:
-    last = p.c.last
-    assert last is not None
-    return ast.Where(last.file, last.line)
 
 
 def _taken(p: Parser) -> Token:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -26,8 +25,8 @@ from typing import Literal
 
 import pytest
 
-CORPUS = Path(__file__).parent / "corpus"
-FILES_PLACEHOLDER = "@FILES@"
+from tests.config.corpus_util import CORPUS, copy_corpus
+
 SMTPD = Path(os.environ.get("MTA_OPENSMTPD", "/usr/sbin/smtpd"))
 TIMEOUT = 60.0
 MIN_CORPUS = 60
@@ -70,16 +69,7 @@ def read_expectation(path: Path) -> Expectation:
 @pytest.fixture(scope="module")
 def corpus_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the corpus with ``@FILES@`` replaced by the copy's ``files`` folder."""
-    dest = tmp_path_factory.mktemp("config-corpus") / "corpus"
-    shutil.copytree(CORPUS, dest)
-    files = dest / "files"
-    for conf in dest.rglob("*.conf"):
-        text = conf.read_text(encoding="utf-8")
-        conf.write_text(text.replace(FILES_PLACEHOLDER, str(files)), encoding="utf-8")
-    # Git does not keep file modes; private keys should not be world-readable.
-    for key in files.glob("*key*.pem"):
-        key.chmod(0o600)
-    return dest
+    return copy_corpus(tmp_path_factory.mktemp("config-corpus"))
 
 
 def run_check(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
