@@ -1,0 +1,1 @@
+"""SMTP AUTH credentials: password hashes, credentials tables and system users."""

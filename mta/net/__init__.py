@@ -1,0 +1,1 @@
+"""Network helpers at the edge: TLS contexts, reverse DNS, the PROXY protocol."""

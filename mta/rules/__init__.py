@@ -1,0 +1,1 @@
+"""Deciding per recipient: ``match`` rules and recipient expansion (alias, virtual, userbase, .forward)."""

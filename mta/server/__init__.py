@@ -1,0 +1,1 @@
+"""The trio side of receiving mail: listeners and the SMTP session driver."""

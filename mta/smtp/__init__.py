@@ -1,0 +1,1 @@
+"""The SMTP server protocol, sans-IO: commands, replies, addresses and message data."""

@@ -1,0 +1,1 @@
+"""The on-disk queue: messages and envelopes, durable commits, recovery."""
