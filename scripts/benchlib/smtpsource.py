@@ -1,0 +1,236 @@
+"""Postfix's ``smtp-source`` load generator: fetching it and timing one run.
+
+Postfix is not installed as a mail server: ``apt-get download postfix`` fetches
+the package and ``dpkg -x`` unpacks it into the cache directory.  The program
+needs Postfix's own shared libraries (``usr/lib/postfix/*.so``), which come
+from the same package, so every run sets ``LD_LIBRARY_PATH`` to them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["LoadError", "LoadResult", "SetupError", "SmtpSource", "fetch", "run_load"]
+
+Log = Callable[[str], None]
+
+
+class SetupError(Exception):
+    """smtp-source could not be fetched, unpacked or run."""
+
+
+class LoadError(Exception):
+    """One smtp-source run failed (non-zero exit, timeout); the text says why."""
+
+
+@dataclass(frozen=True)
+class SmtpSource:
+    """An unpacked smtp-source and the directory holding its shared libraries."""
+
+    binary: Path
+    libdir: Path | None
+    version: str
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.libdir is not None:
+            old = env.get("LD_LIBRARY_PATH")
+            env["LD_LIBRARY_PATH"] = str(self.libdir) + (f":{old}" if old else "")
+        return env
+
+    def command(
+        self,
+        port: int,
+        *,
+        sessions: int,
+        messages: int,
+        size: int,
+        sender: str,
+        recipient: str,
+        host: str = "127.0.0.1",
+    ) -> list[str]:
+        """The command line: one recipient per message (``-r 1``), a new connection each."""
+        return [
+            str(self.binary),
+            "-s",
+            str(sessions),
+            "-m",
+            str(messages),
+            "-l",
+            str(size),
+            "-r",
+            "1",
+            "-f",
+            sender,
+            "-t",
+            recipient,
+            "-M",
+            "bench.localhost",
+            f"{host}:{port}",
+        ]
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    messages: int
+    sessions: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+
+def _check(source: SmtpSource) -> SmtpSource:
+    """Run it without arguments: it must print its usage, not a loader error."""
+    try:
+        proc = subprocess.run(
+            [str(source.binary)],
+            env=source.env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SetupError(f"{source.binary} does not run: {exc}") from exc
+    out = (proc.stdout + proc.stderr).strip()
+    if "usage:" not in out:
+        raise SetupError(f"{source.binary} does not run: {out[-500:] or proc.returncode}")
+    return source
+
+
+def _apt_download(debdir: Path, log: Log) -> Path:
+    if shutil.which("apt-get") is None:
+        raise SetupError("apt-get is missing: cannot download the postfix package")
+    debdir.mkdir(parents=True, exist_ok=True)
+    for old in debdir.glob("postfix_*.deb"):
+        old.unlink()
+
+    def download() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["apt-get", "download", "postfix"],
+            cwd=debdir,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    log("fetching smtp-source: apt-get download postfix")
+    proc = download()
+    if proc.returncode != 0 and os.geteuid() == 0:
+        log("apt-get download failed; running apt-get update and retrying")
+        subprocess.run(
+            ["apt-get", "update", "-q"],
+            capture_output=True,
+            timeout=600,
+            check=False,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+        proc = download()
+    debs = sorted(debdir.glob("postfix_*.deb"))
+    if proc.returncode != 0 or not debs:
+        detail = (proc.stderr or proc.stdout).strip()[-500:]
+        raise SetupError(f"apt-get download postfix failed: {detail}")
+    return debs[-1]
+
+
+def _deb_version(deb: Path) -> str:
+    # postfix_3.7.11-0+deb12u1_amd64.deb -> 3.7.11-0+deb12u1
+    parts = deb.name.split("_")
+    return parts[1] if len(parts) >= 3 else "unknown"
+
+
+def fetch(cache: Path, log: Log) -> SmtpSource:
+    """An smtp-source that runs: the cached one, else downloaded, else the system's."""
+    root = cache / "postfix"
+    stamp = root / "VERSION"
+    binary = root / "usr" / "sbin" / "smtp-source"
+    libdir = root / "usr" / "lib" / "postfix"
+    if binary.exists() and stamp.exists():
+        try:
+            return _check(SmtpSource(binary, libdir, stamp.read_text().strip()))
+        except SetupError as exc:
+            log(f"cached smtp-source unusable ({exc}); fetching it again")
+    try:
+        deb = _apt_download(cache / "deb", log)
+        staging = cache / "postfix.new"
+        shutil.rmtree(staging, ignore_errors=True)
+        proc = subprocess.run(
+            ["dpkg", "-x", str(deb), str(staging)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise SetupError(f"dpkg -x {deb.name} failed: {proc.stderr.strip()[-500:]}")
+        (staging / "VERSION").write_text(_deb_version(deb) + "\n")
+        shutil.rmtree(root, ignore_errors=True)
+        staging.rename(root)
+        return _check(SmtpSource(binary, libdir, _deb_version(deb)))
+    except (SetupError, OSError, subprocess.TimeoutExpired) as exc:
+        system = shutil.which("smtp-source") or shutil.which("smtp-source", path="/usr/sbin")
+        if system is None:
+            raise SetupError(str(exc)) from exc
+        log(f"{exc}; using the system's {system}")
+        return _check(SmtpSource(Path(system), None, "system"))
+
+
+def run_load(
+    source: SmtpSource,
+    port: int,
+    *,
+    sessions: int,
+    messages: int,
+    size: int,
+    sender: str,
+    recipient: str,
+    timeout: float,
+) -> LoadResult:
+    """Send ``messages`` messages over ``sessions`` parallel sessions; wall-clock timed.
+
+    smtp-source stops with a non-zero exit at the first reply that is not the
+    expected success, so a zero exit means every message got its 250.
+    """
+    argv = source.command(
+        port, sessions=sessions, messages=messages, size=size, sender=sender, recipient=recipient
+    )
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        argv,
+        env=source.env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise LoadError(f"smtp-source did not finish within {timeout:g} s") from None
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc)
+    elapsed = time.monotonic() - start
+    text = out.decode(errors="replace").strip()
+    if proc.returncode != 0:
+        last = text.splitlines()[-1] if text else f"exit status {proc.returncode}"
+        raise LoadError(f"smtp-source: {last}")
+    return LoadResult(messages=messages, sessions=sessions, seconds=elapsed)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()  # reaps it and closes the pipe

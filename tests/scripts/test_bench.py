@@ -1,0 +1,180 @@
+"""Smoke tests for the benchmark harness (scripts/benchlib): each piece on loopback, fast.
+
+The harness lives outside the package, so it is imported from ``scripts/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import smtplib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from mta.config.load import load_config
+from mta.config.model import LocalDelivery
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+if str(SCRIPTS) not in sys.path:
+    sys.path.insert(0, str(SCRIPTS))
+
+
+def _load(name: str) -> ModuleType:
+    return importlib.import_module(f"benchlib.{name}")
+
+
+peers = _load("peers")
+procs = _load("procs")
+idle = _load("idle")
+report = _load("report")
+smtpsource = _load("smtpsource")
+peer_mod = _load("aiosmtpd_peer")
+
+CACHED_POSTFIX = SCRIPTS.parent / ".cache" / "bench" / "postfix"
+CACHED_SMTP_SOURCE = CACHED_POSTFIX / "usr" / "sbin" / "smtp-source"
+
+
+def test_mta_config_is_valid_and_routes_the_bench_recipient(tmp_path: Path) -> None:
+    conf = tmp_path / "smtpd.conf"
+    conf.write_text(peers.mta_config(2525, tmp_path / "maildir"))
+    result = load_config(str(conf))
+    assert result.warnings == ()
+    config = result.config
+    assert [(lst.interface, lst.port) for lst in config.listeners] == [("127.0.0.1", 2525)]
+    delivery = config.actions["recv"].method
+    assert isinstance(delivery, LocalDelivery)
+    assert (delivery.method, delivery.path) == ("maildir", str(tmp_path / "maildir"))
+    assert delivery.userbase is not None
+    assert [rule.action for rule in config.rules] == ["recv"]
+
+
+def test_maildir_delivery_is_whole_and_in_new(tmp_path: Path) -> None:
+    md = peer_mod.Maildir(tmp_path / "md")
+    names = {md.unique_name() for _ in range(50)}
+    assert len(names) == 50
+    final = md.deliver(names.pop(), b"Subject: x\r\n\r\nbody\r\n")
+    assert final.parent == tmp_path / "md" / "new"
+    assert final.read_bytes() == b"Subject: x\r\n\r\nbody\r\n"
+    assert list((tmp_path / "md" / "tmp").iterdir()) == []
+
+
+@pytest.fixture
+def peer_server(tmp_path: Path) -> Iterator[Any]:
+    port = procs.free_port()
+    server = peers.aiosmtpd_server(tmp_path, port, Path("/nonexistent/mta"))
+    try:
+        banner = server.start(timeout=20)
+        assert banner.startswith("220 ")
+        yield server
+    finally:
+        server.stop()
+    assert server.process.returncode is not None
+    assert not Path(f"/proc/{server.pid}").exists()
+
+
+def test_aiosmtpd_peer_accepts_and_stores_durably(peer_server: Any, tmp_path: Path) -> None:
+    server = peer_server
+    port = server.port
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.sendmail("bench@localhost", ["bench@localhost"], b"Subject: t\r\n\r\nhello\r\n")
+    (stored,) = (tmp_path / "maildir" / "new").iterdir()
+    data = stored.read_bytes()
+    assert data.startswith(b"Return-Path: <bench@localhost>\r\nDelivered-To: bench@localhost\r\n")
+    assert data.endswith(b"hello\r\n")
+    assert server.rss_kib() > 0
+    assert server.cpu_seconds() > 0
+
+
+def test_idle_sessions_are_greeted_and_held(peer_server: Any) -> None:
+    port = peer_server.port
+    with idle.idle_sessions(port, 30, timeout=20) as result:
+        assert (result.greeted, result.refused, result.failed) == (30, 0, 0)
+        assert all(s.fileno() >= 0 for s in result.sockets)
+    assert all(s.fileno() == -1 for s in result.sockets)
+
+
+def test_idle_sessions_report_a_closed_port() -> None:
+    port = procs.free_port()
+    with idle.idle_sessions(port, 3, timeout=5) as result:
+        assert (result.greeted, result.failed) == (0, 3)
+        assert "connect" in result.first_problem
+
+
+def _fake_source(tmp_path: Path, script: str) -> Any:
+    binary = tmp_path / "smtp-source"
+    binary.write_text("#!/bin/sh\n" + script + "\n")
+    binary.chmod(0o755)
+    return smtpsource.SmtpSource(binary, None, "fake")
+
+
+def test_load_failure_and_timeout_are_reported(tmp_path: Path) -> None:
+    failing = _fake_source(tmp_path, 'echo "smtp-source: fatal: 550 no"; exit 1')
+    with pytest.raises(smtpsource.LoadError, match="550 no"):
+        smtpsource.run_load(
+            failing, 1, sessions=1, messages=1, size=1, sender="a@b", recipient="a@b", timeout=10
+        )
+    hanging = _fake_source(tmp_path, "exec sleep 30")
+    with pytest.raises(smtpsource.LoadError, match="did not finish"):
+        smtpsource.run_load(
+            hanging, 1, sessions=1, messages=1, size=1, sender="a@b", recipient="a@b", timeout=0.3
+        )
+
+
+def test_command_sends_one_recipient_per_message() -> None:
+    src = smtpsource.SmtpSource(Path("/x/smtp-source"), Path("/x/lib"), "v")
+    argv = src.command(25, sessions=7, messages=9, size=4096, sender="s@h", recipient="r@h")
+    pairs = dict(zip(argv[1:-1:2], argv[2:-1:2], strict=True))
+    assert pairs == {
+        "-s": "7",
+        "-m": "9",
+        "-l": "4096",
+        "-r": "1",
+        "-f": "s@h",
+        "-t": "r@h",
+        "-M": "bench.localhost",
+    }
+    assert argv[-1] == "127.0.0.1:25"
+    assert src.env()["LD_LIBRARY_PATH"].split(":")[0] == "/x/lib"
+
+
+@pytest.mark.skipif(not CACHED_SMTP_SOURCE.exists(), reason="run scripts/bench once to fetch it")
+def test_real_smtp_source_against_the_peer(peer_server: Any, tmp_path: Path) -> None:
+    libdir = CACHED_POSTFIX / "usr" / "lib" / "postfix"
+    src = smtpsource.SmtpSource(CACHED_SMTP_SOURCE, libdir, "cached")
+    port = peer_server.port
+    result = smtpsource.run_load(
+        src, port, sessions=3, messages=12, size=512, sender="a@b", recipient="a@b", timeout=60
+    )
+    assert result.messages == 12
+    assert result.rate > 0
+    assert len(os.listdir(tmp_path / "maildir" / "new")) == 12
+
+
+def test_verdicts_follow_the_numbers() -> None:
+    mta = report.PeerResult("mta", rates={4: 300.0, 100: 290.0})
+    peer = report.PeerResult("aiosmtpd", rates={4: 100.0, 100: 250.0})
+    got = [(v.passed, v.text.split(":")[0]) for v in report.verdicts(mta, peer, [4, 100])]
+    assert got == [(True, "4 sessions"), (False, "100 sessions"), (False, "no collapse")]
+    mta.rates[100] = 400.0
+    assert all(v.passed for v in report.verdicts(mta, peer, [4, 100]))
+    del mta.rates[4]
+    assert [v.passed for v in report.verdicts(mta, peer, [4, 100])] == [False, True, False]
+
+
+def test_report_shows_failures_and_ratios() -> None:
+    mta = report.PeerResult("mta", failures=["start: did not start: boom"])
+    peer = report.PeerResult(
+        "aiosmtpd", rates={4: 100.0}, rss_before_kib=2048, rss_idle_kib=4096, idle_greeted=1024
+    )
+    text = report.format_report(
+        [mta, peer], concurrencies=[4], messages=10, size=1, idle=1024, tool="t"
+    )
+    assert "mta: failed: start: did not start: boom" in text
+    assert "aiosmtpd: ok" in text
+    assert "per idle session: aiosmtpd 2.0 KiB" in text
+    assert "FAIL  4 sessions" in text
