@@ -1,1 +1,2 @@
-"""Deciding per recipient: ``match`` rules and recipient expansion (alias, virtual, userbase, .forward)."""
+"""Deciding per recipient: ``match`` rules and recipient expansion
+(alias, virtual, userbase, ``.forward``)."""

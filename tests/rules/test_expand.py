@@ -1,0 +1,400 @@
+"""Tests for mta.rules.expand: recipient resolution with real configurations."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mta.envelope import Address, DeliveryNode, EnvelopeKind
+from mta.errors import PermanentFailure, TableError, TemporaryFailure
+from mta.reply import Reply
+from mta.rules.expand import Delivery, RecipientRejected, Resolver
+from mta.rules.ruleset import MatchContext
+from mta.rules.tableset import TableSet
+from mta.tables import Service, Table, TableType, builtin_tables
+from tests.rules.helpers import HOSTNAME, LOCAL_ADDRESSES, load, local_socket, open_tables, remote
+
+UID = os.getuid()
+
+
+class Homes:
+    """Home directories for the users of a test, and a userbase table for them."""
+
+    def __init__(self, root: Path, users: list[str]) -> None:
+        self.root = root
+        self.users = users
+        for user in users:
+            self.home(user).mkdir(mode=0o755)
+
+    def home(self, user: str) -> Path:
+        return self.root / user
+
+    def table(self, name: str = "users") -> str:
+        entries = ", ".join(f'{u} = "{UID}:{UID}:{self.home(u)}"' for u in self.users)
+        return f"table {name} {{ {entries} }}\n"
+
+    def forward(self, user: str, text: str) -> Path:
+        path = self.home(user) / ".forward"
+        path.write_text(text)
+        path.chmod(0o644)
+        return path
+
+
+@pytest.fixture
+def homes(tmp_path: Path) -> Homes:
+    return Homes(tmp_path, ["alice", "bob", "carol", "dave", "vmail"])
+
+
+class Setup:
+    def __init__(self, text: str, **kwargs: object) -> None:
+        self.config = load(text)
+        self.tables = open_tables(self.config)
+        self.resolver = Resolver(self.config, self.tables, HOSTNAME, **kwargs)  # type: ignore[arg-type]
+
+    async def resolve(self, rcpt: str, ctx: MatchContext | None = None) -> list[Delivery]:
+        return await self.resolver.resolve(ctx or remote(), Address.parse(rcpt))
+
+    async def reject(self, rcpt: str, ctx: MatchContext | None = None) -> RecipientRejected:
+        with pytest.raises(RecipientRejected) as info:
+            await self.resolve(rcpt, ctx)
+        return info.value
+
+    def close(self) -> None:
+        self.tables.close()
+
+
+@pytest.fixture
+def made() -> Iterator[list[Setup]]:
+    made: list[Setup] = []
+    yield made
+    for setup in made:
+        setup.close()
+
+
+def setup_of(made: list[Setup], text: str, **kwargs: object) -> Setup:
+    setup = Setup(text, **kwargs)
+    made.append(setup)
+    return setup
+
+
+def users(deliveries: list[Delivery]) -> list[str]:
+    return [d.mda_user for d in deliveries]
+
+
+LOCAL = f'match from any for domain "{HOSTNAME}" action "local"\n'
+
+
+# -- relay and rule outcomes ---------------------------------------------------------
+
+
+async def test_relay_is_one_mta_delivery(made: list[Setup]) -> None:
+    s = setup_of(made, 'action "out" relay\nmatch from any for any action "out"\n')
+    assert await s.resolve("Bob+x@Example.NET") == [
+        Delivery("out", EnvelopeKind.MTA, Address("Bob+x", "example.net"))
+    ]
+
+
+async def test_no_rule_is_invalid_recipient(made: list[Setup]) -> None:
+    s = setup_of(made, 'action "out" relay\nmatch from local for any action "out"\n')
+    exc = await s.reject("bob@example.net")
+    assert exc.reply == Reply.of(550, "5.1.1", "Invalid recipient: <bob@example.net>")
+    assert isinstance(exc, PermanentFailure)
+
+
+async def test_reject_rule_is_invalid_recipient(made: list[Setup]) -> None:
+    s = setup_of(
+        made,
+        'action "out" relay\nmatch from any for domain "example.net" reject\n'
+        'match from any for any action "out"\n',
+    )
+    exc = await s.reject("bob@example.net")
+    assert exc.reply.encode() == b"550 5.1.1 Invalid recipient: <bob@example.net>\r\n"
+    assert len(await s.resolve("bob@example.org")) == 1
+
+
+async def test_rule_lookup_error_is_temporary(made: list[Setup]) -> None:
+    s = setup_of(made, 'action "out" relay\nmatch from any for domain regex "(" action "out"\n')
+    exc = await s.reject("bob@example.net")
+    assert exc.reply == Reply.of(451, "4.3.0", "Temporary failure: <bob@example.net>")
+    assert isinstance(exc, TemporaryFailure)
+
+
+async def test_recipient_without_domain_gets_smtpname(made: list[Setup]) -> None:
+    s = setup_of(made, 'action "out" relay\nmatch from any for local action "out"\n')
+    deliveries = await s.resolve("postmaster")
+    assert deliveries[0].dest == Address("postmaster", HOSTNAME)
+
+
+# -- local users -------------------------------------------------------------------
+
+
+async def test_local_user_from_userbase(made: list[Setup], homes: Homes) -> None:
+    s = setup_of(made, homes.table() + 'action "local" mbox userbase <users>\n' + LOCAL)
+    assert await s.resolve(f"Alice@{HOSTNAME}") == [
+        Delivery("local", EnvelopeKind.MDA, Address("Alice", HOSTNAME), DeliveryNode.USER, "alice")
+    ]
+
+
+async def test_unknown_local_user_is_refused_at_rcpt(made: list[Setup], homes: Homes) -> None:
+    s = setup_of(made, homes.table() + 'action "local" mbox userbase <users>\n' + LOCAL)
+    exc = await s.reject(f"nobody@{HOSTNAME}")
+    assert exc.reply == Reply.of(550, "5.1.1", f"Invalid recipient: <nobody@{HOSTNAME}>")
+
+
+async def test_subaddress(made: list[Setup], homes: Homes) -> None:
+    s = setup_of(made, homes.table() + 'action "local" maildir userbase <users>\n' + LOCAL)
+    [delivery] = await s.resolve(f"alice+lists@{HOSTNAME}")
+    assert (delivery.mda_user, delivery.mda_subaddress) == ("alice", "lists")
+    assert delivery.dest == Address("alice+lists", HOSTNAME)
+
+
+async def test_custom_subaddress_delimiter(made: list[Setup], homes: Homes) -> None:
+    s = setup_of(
+        made,
+        'smtp sub-addr-delim "-"\n'
+        + homes.table()
+        + 'action "local" maildir userbase <users>\n'
+        + LOCAL,
+    )
+    [delivery] = await s.resolve(f"bob-news@{HOSTNAME}")
+    assert (delivery.mda_user, delivery.mda_subaddress) == ("bob", "news")
+    with pytest.raises(RecipientRejected):
+        await s.resolve(f"bob+news@{HOSTNAME}")
+
+
+async def test_getpwnam_is_the_default_userbase(made: list[Setup]) -> None:
+    s = setup_of(made, 'action "local" mbox\n' + LOCAL, forward_reader=lambda info: None)
+    [delivery] = await s.resolve(f"root@{HOSTNAME}")
+    assert delivery.mda_user == "root"
+    await s.reject(f"no-such-user-here-xyz@{HOSTNAME}")
+
+
+# -- aliases -------------------------------------------------------------------------
+
+
+def alias_config(homes: Homes, aliases: str, extra: str = "") -> str:
+    return (
+        homes.table()
+        + f"table aliases {{ {aliases} }}\n"
+        + 'action "local" mbox alias <aliases> userbase <users>\n'
+        + 'action "out" relay\n'
+        + extra
+        + LOCAL
+        + 'match from local for any action "out"\n'
+    )
+
+
+async def test_alias_to_several_users(made: list[Setup], homes: Homes) -> None:
+    s = setup_of(made, alias_config(homes, 'team = "alice, bob, carol"'))
+    deliveries = await s.resolve(f"team@{HOSTNAME}")
+    assert users(deliveries) == ["alice", "bob", "carol"]
+    assert {d.dest for d in deliveries} == {Address("team", HOSTNAME)}
+    assert all(d.kind is EnvelopeKind.MDA and d.node is DeliveryNode.USER for d in deliveries)
+
+
+async def test_nested_aliases(made: list[Setup], homes: Homes) -> None:
+    s = setup_of(
+        made, alias_config(homes, 'all = "staff, dave", staff = "alice, admins", admins = bob')
+    )
+    assert sorted(users(await s.resolve(f"all@{HOSTNAME}"))) == ["alice", "bob", "dave"]
+
+
+async def test_alias_tagged_key_first(made: list[Setup], homes: Homes) -> None:
+    s = setup_of(made, alias_config(homes, '"alice+vip" = bob, alice = carol'))
+    assert users(await s.resolve(f"alice+vip@{HOSTNAME}")) == ["bob"]
+    assert users(await s.resolve(f"alice+other@{HOSTNAME}")) == ["carol"]
+
+
+async def test_alias_to_unknown_user_is_refused(made: list[Setup], homes: Homes) -> None:
+    s = setup_of(made, alias_config(homes, 'team = "alice, ghost"'))
+    exc = await s.reject(f"team@{HOSTNAME}")
+    assert exc.reply.code == 550
+
+
+async def test_alias_loop_ends(made: list[Setup], homes: Homes) -> None:
+    s = setup_of(made, alias_config(homes, 'a = "b, alice", b = "a, bob"'))
+    assert sorted(users(await s.resolve(f"a@{HOSTNAME}"))) == ["alice", "bob"]
+
+
+async def test_alias_loop_without_users_is_an_expansion_problem(
+    made: list[Setup], homes: Homes
+) -> None:
+    s = setup_of(made, alias_config(homes, "a = b, b = a"))
+    exc = await s.reject(f"a@{HOSTNAME}")
+    assert exc.reply == Reply.of(524, "5.2.4", f"Mailing list expansion problem: <a@{HOSTNAME}>")
+
+
+async def test_alias_address_loop_hits_the_depth_limit(made: list[Setup], homes: Homes) -> None:
+    s = setup_of(made, alias_config(homes, f'a = "b@{HOSTNAME}", b = "a@{HOSTNAME}"'))
+    exc = await s.reject(f"a@{HOSTNAME}")
+    assert (exc.reply.code, exc.reply.enhanced) == (524, "5.2.4")
+
+
+async def test_user_aliased_to_self_and_others(made: list[Setup], homes: Homes) -> None:
+    s = setup_of(made, alias_config(homes, 'alice = "alice, bob"'))
+    assert sorted(users(await s.resolve(f"alice@{HOSTNAME}"))) == ["alice", "bob"]
+
+
+async def test_duplicate_deliveries_kept_once(made: list[Setup], homes: Homes) -> None:
+    s = setup_of(made, alias_config(homes, f'list = "bob, carol@{HOSTNAME}", carol = "bob, alice"'))
+    assert sorted(users(await s.resolve(f"list@{HOSTNAME}"))) == ["alice", "bob"]
+
+
+async def test_alias_to_remote_address_relays(made: list[Setup], homes: Homes) -> None:
+    s = setup_of(made, alias_config(homes, 'ext = "someone@example.net, alice"'))
+    deliveries = await s.resolve(f"ext@{HOSTNAME}")
+    assert deliveries == [
+        Delivery("out", EnvelopeKind.MTA, Address("someone", "example.net"), internal=True),
+        Delivery("local", EnvelopeKind.MDA, Address("ext", HOSTNAME), mda_user="alice"),
+    ]
+
+
+async def test_expanded_address_matched_as_internal(made: list[Setup], homes: Homes) -> None:
+    # a remote client may not relay, but an alias pointing outside does
+    s = setup_of(made, alias_config(homes, 'ext = "someone@example.net"'))
+    [delivery] = await s.resolve(f"ext@{HOSTNAME}")
+    assert delivery.kind is EnvelopeKind.MTA and delivery.internal
+    await s.reject("someone@example.net")
+
+
+async def test_expanded_address_rejected_refuses_recipient(made: list[Setup], homes: Homes) -> None:
+    s = setup_of(
+        made,
+        alias_config(
+            homes,
+            'ext = "alice, x@blocked.example"',
+            'match from any for domain "blocked.example" reject\n',
+        ),
+    )
+    exc = await s.reject(f"ext@{HOSTNAME}")
+    assert exc.reply == Reply.of(550, "5.1.1", f"Invalid recipient: <ext@{HOSTNAME}>")
+
+
+async def test_alias_error_entry(made: list[Setup], homes: Homes) -> None:
+    s = setup_of(
+        made,
+        alias_config(
+            homes,
+            'gone = "error:550 5.1.6 moved away", busy = "error:450 try later",'
+            ' odd = "error:550 4.2.2 wrong class"',
+        ),
+    )
+    exc = await s.reject(f"gone@{HOSTNAME}")
+    assert exc.reply == Reply.of(550, "5.1.6", f"moved away: <gone@{HOSTNAME}>")
+    assert isinstance(exc, PermanentFailure)
+    exc = await s.reject(f"busy@{HOSTNAME}")
+    assert exc.reply == Reply.of(450, "4.0.0", f"try later: <busy@{HOSTNAME}>")
+    assert isinstance(exc, TemporaryFailure)
+    exc = await s.reject(f"odd@{HOSTNAME}")
+    assert exc.reply == Reply.of(550, "5.0.0", f"4.2.2 wrong class: <odd@{HOSTNAME}>")
+
+
+async def test_alias_file_and_command(made: list[Setup], homes: Homes) -> None:
+    s = setup_of(made, alias_config(homes, 'arch = "/var/mail/archive, \\"|/bin/cat -n\\""'))
+    deliveries = await s.resolve(f"arch@{HOSTNAME}")
+    assert [(d.node, d.mda_exec, d.mda_user) for d in deliveries] == [
+        (DeliveryNode.FILENAME, "/var/mail/archive", ""),
+        (DeliveryNode.COMMAND, "/bin/cat -n", ""),
+    ]
+
+
+async def test_include(made: list[Setup], homes: Homes, tmp_path: Path) -> None:
+    listing = tmp_path / "list.txt"
+    listing.write_text("# members\nalice, bob\ncarol@example.net\n")
+    s = setup_of(made, alias_config(homes, f'list = "dave, :include:{listing}"'))
+    deliveries = await s.resolve(f"list@{HOSTNAME}")
+    assert users(deliveries) == ["dave", "alice", "bob", ""]
+    assert deliveries[-1].dest == Address("carol", "example.net")
+
+
+async def test_missing_include_is_temporary(
+    made: list[Setup], homes: Homes, tmp_path: Path
+) -> None:
+    s = setup_of(made, alias_config(homes, f'list = ":include:{tmp_path}/missing"'))
+    exc = await s.reject(f"list@{HOSTNAME}")
+    assert (exc.reply.code, exc.reply.enhanced) == (424, "4.2.4")
+
+
+# -- virtual -------------------------------------------------------------------------
+
+
+def virtual_config(homes: Homes, virtual: str) -> str:
+    return (
+        homes.table()
+        + f"table vtable {{ {virtual} }}\n"
+        + 'action "vdomains" maildir virtual <vtable> userbase <users>\n'
+        + 'action "out" relay\n'
+        + 'match from any for domain { "example.com", "example.org" } action "vdomains"\n'
+        + 'match from local for any action "out"\n'
+    )
+
+
+async def test_virtual_with_catch_all(made: list[Setup], homes: Homes) -> None:
+    s = setup_of(
+        made,
+        virtual_config(
+            homes,
+            '"info@example.com" = "alice, bob", "@example.com" = carol, '
+            '"sales@example.org" = "dave@example.net"',
+        ),
+    )
+    assert users(await s.resolve("info@example.com")) == ["alice", "bob"]
+    assert users(await s.resolve("anything@example.com")) == ["carol"]
+    [relayed] = await s.resolve("sales@example.org")
+    assert relayed == Delivery(
+        "out", EnvelopeKind.MTA, Address("dave", "example.net"), internal=True
+    )
+    exc = await s.reject("nobody@example.org")
+    assert (exc.reply.code, exc.reply.enhanced) == (524, "5.2.4")
+
+
+async def test_virtual_subaddress(made: list[Setup], homes: Homes) -> None:
+    s = setup_of(made, virtual_config(homes, '"alice@example.com" = alice'))
+    [delivery] = await s.resolve("alice+x@example.com")
+    assert (delivery.mda_user, delivery.mda_subaddress) == ("alice", "")
+    assert delivery.dest == Address("alice+x", "example.com")
+
+
+async def test_virtual_to_unknown_user_is_refused(made: list[Setup], homes: Homes) -> None:
+    s = setup_of(made, virtual_config(homes, '"a@example.com" = ghost'))
+    assert (await s.reject("a@example.com")).reply.code == 550
+
+
+# -- table errors during expansion ----------------------------------------------------
+
+
+class BrokenAliases(Table):
+    backend = "broken"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, Service.ALIAS | Service.USERINFO, TableType.HASH)
+
+    def _lookup(self, service: Service, key: str) -> str | None:
+        raise TableError("backend down")
+
+
+async def test_alias_table_error_is_temporary(homes: Homes) -> None:
+    config = load(alias_config(homes, "a = b"))
+    named: dict[str, Table] = dict(builtin_tables(HOSTNAME, LOCAL_ADDRESSES))
+    named["aliases"] = BrokenAliases("aliases")
+    named["users"] = open_tables(config).get(config.actions["local"].method.userbase)  # type: ignore[union-attr,arg-type]
+    resolver = Resolver(config, TableSet(named), HOSTNAME)
+    with pytest.raises(RecipientRejected) as info:
+        await resolver.resolve(remote(), Address("a", HOSTNAME))
+    assert info.value.reply == Reply.of(
+        424, "4.2.4", f"Mailing list expansion problem: <a@{HOSTNAME}>"
+    )
+
+
+async def test_userbase_error_is_temporary(homes: Homes) -> None:
+    config = load(alias_config(homes, "a = b"))
+    named: dict[str, Table] = dict(builtin_tables(HOSTNAME, LOCAL_ADDRESSES))
+    named["aliases"] = open_tables(config).get(config.actions["local"].method.alias)  # type: ignore[union-attr,arg-type]
+    named["users"] = BrokenAliases("users")
+    resolver = Resolver(config, TableSet(named), HOSTNAME)
+    with pytest.raises(RecipientRejected) as info:
+        await resolver.resolve(local_socket(), Address("alice", HOSTNAME))
+    assert info.value.reply == Reply.of(451, "4.3.0", f"Temporary failure: <alice@{HOSTNAME}>")
