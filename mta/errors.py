@@ -5,8 +5,14 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "ConfigErrors",
+    "CorruptEnvelope",
+    "CorruptMessage",
     "MTAError",
     "PermanentFailure",
+    "SpoolCorrupt",
+    "SpoolError",
+    "SpoolFull",
+    "SpoolNotFound",
     "TableError",
     "TemporaryFailure",
 ]
@@ -55,3 +61,27 @@ class TemporaryFailure(MTAError):
 
 class PermanentFailure(MTAError):
     """Something failed for good: the caller gives up (5xx)."""
+
+
+class SpoolError(TemporaryFailure):
+    """The spool could not store or read something (``451 4.3.0``); nothing half-written is left."""
+
+
+class SpoolFull(SpoolError):
+    """The spool's filesystem is full or over quota (ENOSPC / EDQUOT: ``452 4.3.1``)."""
+
+
+class SpoolCorrupt(SpoolError):
+    """A spool file failed its checks (format, checksum, gzip CRC, GCM tag, wrong key)."""
+
+
+class CorruptEnvelope(SpoolCorrupt):
+    """An envelope file is not a valid envelope of this spool."""
+
+
+class CorruptMessage(SpoolCorrupt):
+    """A message file is missing, truncated or cannot be decoded."""
+
+
+class SpoolNotFound(MTAError, LookupError):
+    """No such message or envelope in the queue (already delivered or removed)."""

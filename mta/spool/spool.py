@@ -1,0 +1,144 @@
+"""The spool as the trio side of mta sees it: open (with recovery), transactions,
+and the scheduler's read / update calls.  Blocking work runs in worker threads.
+
+::
+
+    spool = await Spool.open(root, compression=False, key=None)
+    txn = await spool.begin()
+    writer = await txn.open_message()
+    writer.write(b"...")                      # synchronous, cheap
+    envelopes = await txn.commit([envelope])  # durable when it returns: say 250
+    # or: await txn.abort()
+
+Group commit needs no nursery: concurrent commits elect a leader among
+themselves (:mod:`mta.spool.commit`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from typing import BinaryIO
+
+import trio
+
+from mta.envelope import Envelope
+from mta.errors import SpoolError
+from mta.spool import crypto
+from mta.spool.commit import CommitStats, GroupCommitter
+from mta.spool.fsio import create_file, spool_error
+from mta.spool.paths import MESSAGE_NAME, SpoolPaths
+from mta.spool.recovery import RecoveryReport, recover
+from mta.spool.store import Store
+from mta.spool.transaction import Transaction
+
+__all__ = ["Spool"]
+
+_MSGID_TRIES = 64
+
+
+def _new_transaction(paths: SpoolPaths) -> tuple[int, int]:
+    """Blocking: make ``incoming/<msgid>`` for an unused random msgid and create its
+    message file.  Returns (msgid, fd)."""
+    for _ in range(_MSGID_TRIES):
+        msgid = secrets.randbits(32)
+        if msgid == 0:
+            continue
+        directory = paths.incoming_dir(msgid)
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            continue  # another transaction has it
+        try:
+            if os.path.lexists(paths.message_dir(msgid)):
+                os.rmdir(directory)
+                continue  # a queued message has it
+            return msgid, create_file(os.path.join(directory, MESSAGE_NAME))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
+            raise
+    raise SpoolError("spool: no free message id")
+
+
+class Spool:
+    """One spool directory, opened and recovered."""
+
+    def __init__(
+        self, paths: SpoolPaths, *, compression: bool, key: bytes | None, report: RecoveryReport
+    ) -> None:
+        self.paths = paths
+        self.compression = compression
+        self.key = key
+        self.recovery = report
+        self.stats = CommitStats()
+        self.store = Store(paths, compress=compression, key=key)
+        self._committer = GroupCommitter(paths, self.stats)
+
+    @classmethod
+    async def open(
+        cls, root: str | os.PathLike[str], *, compression: bool = False, key: bytes | None = None
+    ) -> Spool:
+        """Create the layout if needed, check it is one filesystem, run startup
+        recovery (:attr:`recovery` holds the summary).  ``key``: exactly 32 bytes
+        for queue encryption (ValueError otherwise).  Raises SpoolError."""
+        if key is not None:
+            crypto.check_key(key)
+        paths = SpoolPaths(os.fspath(root))
+
+        def prepare() -> RecoveryReport:
+            paths.create()
+            return recover(paths, key)
+
+        report = await trio.to_thread.run_sync(prepare)
+        return cls(paths, compression=compression, key=key, report=report)
+
+    # -- write path ----------------------------------------------------------
+
+    async def begin(self) -> Transaction:
+        """A new transaction with a fresh random msgid; SpoolFull / SpoolError."""
+        try:
+            msgid, fd = await trio.to_thread.run_sync(_new_transaction, self.paths)
+        except OSError as exc:
+            raise spool_error(exc, "creating transaction") from exc
+        return Transaction(
+            msgid=msgid,
+            fd=fd,
+            paths=self.paths,
+            compress=self.compression,
+            key=self.key,
+            committer=self._committer,
+            stats=self.stats,
+        )
+
+    # -- read / update path (scheduler, deliveries, mtactl) ------------------
+
+    async def message_ids(self) -> list[int]:
+        """Every committed message, in id order."""
+        return await trio.to_thread.run_sync(self.store.message_ids)
+
+    async def envelopes(self) -> list[Envelope]:
+        """Every committed envelope (unloadable ones are logged and skipped)."""
+        return await trio.to_thread.run_sync(lambda: list(self.store.iter_envelopes()))
+
+    async def load_envelope(self, evpid: int) -> Envelope:
+        """One envelope; SpoolNotFound, CorruptEnvelope, SpoolError."""
+        return await trio.to_thread.run_sync(self.store.load_envelope, evpid)
+
+    async def update_envelope(self, envelope: Envelope) -> None:
+        """Replace the stored copy of ``envelope`` durably; SpoolNotFound if gone."""
+        await trio.to_thread.run_sync(self.store.update_envelope, envelope)
+
+    async def delete_envelope(self, evpid: int) -> bool:
+        """Remove an envelope (and its message with the last one; returns whether)."""
+        return await trio.to_thread.run_sync(self.store.delete_envelope, evpid)
+
+    async def open_message(self, msgid: int) -> BinaryIO:
+        """The verified content of a message as a binary stream (blocking reads:
+        read it in a worker thread).  SpoolNotFound, CorruptMessage, SpoolError."""
+        return await trio.to_thread.run_sync(self.store.open_message, msgid)
+
+    async def quarantine(self, msgid: int, reason: str) -> str:
+        """Move a message to ``corrupt/`` (logged); returns its new path."""
+        return await trio.to_thread.run_sync(self.store.quarantine, msgid, reason)

@@ -1,0 +1,164 @@
+"""The Spool write path: layout, begin / write / commit / abort, reopening."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import stat
+
+import pytest
+import trio
+
+from mta.errors import SpoolError
+from mta.spool import Spool
+from mta.spool.codec import decode_envelope
+from mta.spool.paths import bucket_of
+
+from .conftest import KEY, make_envelope
+
+MESSAGE = b"Received: from client\r\nSubject: hi\r\n\r\nbody line\r\n" * 50
+
+SETTINGS = [(False, None), (True, None), (False, KEY), (True, KEY)]
+
+
+def mode_of(path: pathlib.Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_open_creates_layout_and_leaves_root_contents(root: pathlib.Path) -> None:
+    root.mkdir()
+    (root / "mta.sock").write_text("not a socket, but must survive")
+    spool = await Spool.open(root)
+    for name in ("incoming", "queue", "corrupt", "temporary"):
+        assert (root / name).is_dir()
+        assert mode_of(root / name) == 0o700
+    assert mode_of(root / "offline") == 0o770
+    assert (root / "mta.sock").read_text() == "not a socket, but must survive"
+    assert spool.recovery.kept_messages == 0
+    assert spool.recovery.purged == 0
+
+
+async def test_open_rejects_a_key_of_the_wrong_size(root: pathlib.Path) -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        await Spool.open(root, key=b"short")
+
+
+async def test_open_fails_clearly_when_a_subdirectory_is_a_file(root: pathlib.Path) -> None:
+    root.mkdir()
+    (root / "queue").write_text("oops")
+    with pytest.raises(SpoolError, match="not a directory"):
+        await Spool.open(root)
+
+
+async def test_commit_writes_message_and_envelopes_in_the_queue(root: pathlib.Path) -> None:
+    spool = await Spool.open(root)
+    txn = await spool.begin()
+    assert txn.msgid != 0
+    assert pathlib.Path(txn.directory).is_dir()
+    writer = await txn.open_message()
+    for start in range(0, len(MESSAGE), 100):
+        writer.write(MESSAGE[start : start + 100])
+    assert writer.size == len(MESSAGE)
+    envelopes = await txn.commit([make_envelope("a@x.org"), make_envelope("b@y.org")])
+
+    assert not pathlib.Path(txn.directory).exists()
+    directory = root / "queue" / bucket_of(txn.msgid) / f"{txn.msgid:08x}"
+    assert (directory / "message").read_bytes() == MESSAGE
+    assert [str(e.rcpt) for e in envelopes] == ["a@x.org", "b@y.org"]
+    assert len({e.id for e in envelopes}) == 2
+    for envelope in envelopes:
+        assert envelope.msgid == txn.msgid
+        assert envelope.id >> 32 == txn.msgid and envelope.id & 0xFFFFFFFF
+        stored = decode_envelope((directory / envelope.evpid_text).read_bytes())
+        assert stored == envelope
+    assert sorted(os.listdir(directory)) == sorted(["message", *(e.evpid_text for e in envelopes)])
+    assert await spool.message_ids() == [txn.msgid]
+    assert spool.stats.commits == 1
+
+
+@pytest.mark.parametrize(("compression", "key"), SETTINGS)
+async def test_message_round_trips_with_every_setting(
+    root: pathlib.Path, compression: bool, key: bytes | None
+) -> None:
+    spool = await Spool.open(root, compression=compression, key=key)
+    txn = await spool.begin()
+    writer = await txn.open_message()
+    writer.write(MESSAGE)
+    writer.write(b"")
+    writer.write(b"last line\r\n")
+    (envelope,) = await txn.commit([make_envelope()])
+    stored = (root / "queue" / bucket_of(txn.msgid) / f"{txn.msgid:08x}" / "message").read_bytes()
+    assert (stored == MESSAGE + b"last line\r\n") == (not compression and key is None)
+    with await spool.open_message(txn.msgid) as stream:
+        assert stream.read() == MESSAGE + b"last line\r\n"
+    assert await spool.load_envelope(envelope.id) == envelope
+
+
+async def test_abort_removes_the_transaction(root: pathlib.Path) -> None:
+    spool = await Spool.open(root)
+    txn = await spool.begin()
+    writer = await txn.open_message()
+    writer.write(MESSAGE)
+    await txn.abort()
+    assert os.listdir(root / "incoming") == []
+    assert await spool.message_ids() == []
+    with pytest.raises(RuntimeError):
+        writer.write(b"more")
+    with pytest.raises(RuntimeError):
+        await txn.commit([make_envelope()])
+    await txn.abort()  # idempotent
+
+
+async def test_abort_after_commit_keeps_the_message(root: pathlib.Path) -> None:
+    spool = await Spool.open(root)
+    txn = await spool.begin()
+    (await txn.open_message()).write(MESSAGE)
+    await txn.commit([make_envelope()])
+    await txn.abort()
+    assert await spool.message_ids() == [txn.msgid]
+
+
+async def test_commit_needs_an_envelope(root: pathlib.Path) -> None:
+    spool = await Spool.open(root)
+    txn = await spool.begin()
+    with pytest.raises(ValueError, match="envelope"):
+        await txn.commit([])
+    await txn.abort()
+
+
+async def test_transactions_get_distinct_msgids(root: pathlib.Path) -> None:
+    spool = await Spool.open(root)
+    txns = [await spool.begin() for _ in range(200)]
+    assert len({txn.msgid for txn in txns}) == 200
+    assert len(os.listdir(root / "incoming")) == 200
+    for txn in txns:
+        await txn.abort()
+    assert os.listdir(root / "incoming") == []
+
+
+async def test_reopen_purges_uncommitted_and_keeps_committed(root: pathlib.Path) -> None:
+    spool = await Spool.open(root)
+    kept = await spool.begin()
+    (await kept.open_message()).write(MESSAGE)
+    await kept.commit([make_envelope(), make_envelope()])
+    lost = await spool.begin()
+    (await lost.open_message()).write(MESSAGE)  # the daemon "dies" before commit
+
+    again = await Spool.open(root)
+    assert again.recovery.purged == 1
+    assert again.recovery.kept_messages == 1
+    assert again.recovery.kept_envelopes == 2
+    assert again.recovery.quarantined == []
+    assert os.listdir(root / "incoming") == []
+    assert await again.message_ids() == [kept.msgid]
+
+
+async def test_cancelled_commit_before_publishing_leaves_nothing(root: pathlib.Path) -> None:
+    spool = await Spool.open(root)
+    txn = await spool.begin()
+    (await txn.open_message()).write(MESSAGE)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await txn.commit([make_envelope()])
+    assert os.listdir(root / "incoming") == []
+    assert await spool.message_ids() == []
