@@ -10,6 +10,7 @@ or not), 1 when a peer failed to run, 2 when the harness itself could not run.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import sys
@@ -28,6 +29,7 @@ __all__ = ["main"]
 
 REPO = Path(__file__).resolve().parents[2]
 ADDRESS = f"{BENCH_USER}@localhost"
+HARNESS_PID = "harness.pid"
 
 
 def log(msg: str) -> None:
@@ -58,8 +60,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _remove_stale_runs(cache: Path) -> None:
+    """Remove work directories left by a harness that was killed (kept ones have no pid file)."""
+    for run in cache.glob("run-*"):
+        try:
+            pid = int((run / HARNESS_PID).read_text())
+        except (OSError, ValueError):
+            continue
+        if not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(run, ignore_errors=True)
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
     del frame
+    log(f"stopped by signal {signum}; stopping the servers")
     raise SystemExit(128 + signum)
 
 
@@ -195,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log(f"smtp-source {source.version}: {source.binary}")
 
+    _remove_stale_runs(args.cache)
     workroot = Path(tempfile.mkdtemp(prefix="run-", dir=args.cache))
+    (workroot / HARNESS_PID).write_text(f"{os.getpid()}\n")
     results = [PeerResult(p.name) for p in peers]
     try:
         for peer, result in zip(peers, results, strict=True):
@@ -207,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             _memory(peer, result, mem, args)
     finally:
         if args.keep:
+            (workroot / HARNESS_PID).unlink()
             log(f"kept {workroot}")
         else:
             shutil.rmtree(workroot, ignore_errors=True)

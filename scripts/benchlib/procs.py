@@ -23,6 +23,7 @@ from pathlib import Path
 __all__ = [
     "Server",
     "ServerError",
+    "die_with_parent",
     "free_port",
     "process_tree",
     "raise_nofile",
@@ -144,11 +145,16 @@ def _exited(pid: int) -> bool:
     return info is not None
 
 
-def _child_setup() -> None:  # runs in the child between fork and exec
-    raise_nofile()
+def die_with_parent() -> None:
+    """In a child between fork and exec: be killed when the harness dies (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _child_setup() -> None:  # runs in the child between fork and exec
+    raise_nofile()
+    die_with_parent()
 
 
 class Server:

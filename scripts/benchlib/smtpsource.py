@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchlib.procs import die_with_parent
+
 __all__ = ["LoadError", "LoadResult", "SetupError", "SmtpSource", "fetch", "run_load"]
 
 Log = Callable[[str], None]
@@ -213,6 +215,7 @@ def run_load(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=die_with_parent,  # the harness runs no threads
     )
     try:
         out, _ = proc.communicate(timeout=timeout)
