@@ -85,9 +85,13 @@ def read_forward(info: UserInfo) -> str | None:
         if exc.errno == errno.ELOOP:
             raise TemporaryFailure(f"{path}: is a symbolic link") from None
         raise TemporaryFailure(f"{path}: {exc.strerror}") from None
+    try:
+        _check_path(path, home, info.uid, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
     with os.fdopen(fd, "rb") as handle:
         st = os.fstat(handle.fileno())
-        _check_path(path, home, info.uid, st)
         if st.st_size >= MAX_FORWARD_SIZE:
             raise TemporaryFailure(f"{path}: larger than {MAX_FORWARD_SIZE - 1} bytes")
         try:

@@ -15,31 +15,42 @@ from mta.rules.expand import Delivery, RecipientRejected, Resolver
 from mta.rules.ruleset import MatchContext
 from mta.rules.tableset import TableSet
 from mta.tables import Service, Table, TableType, builtin_tables
+from mta.tables.values import UserInfo
 from tests.rules.helpers import HOSTNAME, LOCAL_ADDRESSES, load, local_socket, open_tables, remote
 
-UID = os.getuid()
+ROOT = os.geteuid() == 0
+UID = 4242 if ROOT else os.getuid()  # as root, test users get their own uid
 
 
 class Homes:
-    """Home directories for the users of a test, and a userbase table for them."""
+    """Home directories for the users of a test, and a userbase table for them.
+
+    ``rooty`` has uid 0 (files and commands are refused in its ``.forward``)."""
 
     def __init__(self, root: Path, users: list[str]) -> None:
         self.root = root
-        self.users = users
-        for user in users:
+        self.uids = dict.fromkeys(users, UID)
+        self.uids["rooty"] = 0
+        for user in self.uids:
             self.home(user).mkdir(mode=0o755)
+            self.own(self.home(user), user)
+
+    def own(self, path: Path, user: str) -> None:
+        if ROOT:
+            os.chown(path, self.uids[user], self.uids[user])
 
     def home(self, user: str) -> Path:
         return self.root / user
 
     def table(self, name: str = "users") -> str:
-        entries = ", ".join(f'{u} = "{UID}:{UID}:{self.home(u)}"' for u in self.users)
+        entries = ", ".join(f'{u} = "{uid}:{uid}:{self.home(u)}"' for u, uid in self.uids.items())
         return f"table {name} {{ {entries} }}\n"
 
-    def forward(self, user: str, text: str) -> Path:
+    def forward(self, user: str, text: str, mode: int = 0o644) -> Path:
         path = self.home(user) / ".forward"
         path.write_text(text)
-        path.chmod(0o644)
+        path.chmod(mode)
+        self.own(path, user)
         return path
 
 
@@ -398,3 +409,144 @@ async def test_userbase_error_is_temporary(homes: Homes) -> None:
     with pytest.raises(RecipientRejected) as info:
         await resolver.resolve(local_socket(), Address("alice", HOSTNAME))
     assert info.value.reply == Reply.of(451, "4.3.0", f"Temporary failure: <alice@{HOSTNAME}>")
+
+
+# -- .forward -------------------------------------------------------------------------
+
+
+def forward_config(homes: Homes, method: str = "mbox", options: str = "") -> str:
+    return (
+        homes.table()
+        + "table aliases { postmaster = rooty }\n"
+        + f'action "local" {method} alias <aliases> userbase <users> {options}\n'
+        + 'action "out" relay\n'
+        + LOCAL
+        + 'match from local for any action "out"\n'
+    )
+
+
+async def test_forward_elsewhere_and_keep_a_copy(made: list[Setup], homes: Homes) -> None:
+    homes.forward("alice", "alice@example.net, \\alice\n")
+    s = setup_of(made, forward_config(homes))
+    assert await s.resolve(f"alice@{HOSTNAME}") == [
+        Delivery("out", EnvelopeKind.MTA, Address("alice", "example.net"), internal=True),
+        Delivery("local", EnvelopeKind.MDA, Address("alice", HOSTNAME), mda_user="alice"),
+    ]
+
+
+async def test_forward_to_self_delivers_once(made: list[Setup], homes: Homes) -> None:
+    homes.forward("alice", "alice\nalice\n")
+    s = setup_of(made, forward_config(homes))
+    assert users(await s.resolve(f"alice@{HOSTNAME}")) == ["alice"]
+
+
+async def test_forward_chain(made: list[Setup], homes: Homes) -> None:
+    homes.forward("alice", "bob\n")
+    homes.forward("bob", f"carol@{HOSTNAME}\n")
+    s = setup_of(made, forward_config(homes))
+    [delivery] = await s.resolve(f"alice@{HOSTNAME}")
+    assert delivery.mda_user == "carol"
+    assert delivery.dest == Address("carol", HOSTNAME) and delivery.internal
+
+
+async def test_forward_with_subaddress(made: list[Setup], homes: Homes) -> None:
+    homes.forward("alice", "alice, bob\n")
+    s = setup_of(made, forward_config(homes))
+    deliveries = await s.resolve(f"alice+tag@{HOSTNAME}")
+    assert [(d.mda_user, d.mda_subaddress) for d in deliveries] == [("alice", ""), ("bob", "")]
+
+
+async def test_empty_forward_delivers(made: list[Setup], homes: Homes) -> None:
+    homes.forward("alice", "# nothing here\n")
+    s = setup_of(made, forward_config(homes))
+    assert users(await s.resolve(f"alice@{HOSTNAME}")) == ["alice"]
+
+
+async def test_forward_file_and_command(made: list[Setup], homes: Homes) -> None:
+    homes.forward("alice", '/tmp/alice.mbox, "|/usr/bin/filter -x"\n')
+    s = setup_of(made, forward_config(homes))
+    deliveries = await s.resolve(f"alice@{HOSTNAME}")
+    assert [(d.node, d.mda_exec, d.mda_user) for d in deliveries] == [
+        (DeliveryNode.FILENAME, "/tmp/alice.mbox", "alice"),
+        (DeliveryNode.COMMAND, "/usr/bin/filter -x", "alice"),
+    ]
+
+
+async def test_files_and_commands_refused_in_roots_forward(made: list[Setup], homes: Homes) -> None:
+    s = setup_of(made, forward_config(homes))
+    homes.forward("rooty", "/tmp/root.mbox\n")
+    exc = await s.reject(f"postmaster@{HOSTNAME}")
+    assert exc.reply == Reply.of(451, "4.3.0", f"Temporary failure: <postmaster@{HOSTNAME}>")
+    homes.forward("rooty", '"|/bin/true"\n')
+    assert (await s.reject(f"rooty@{HOSTNAME}")).reply.code == 451
+    homes.forward("rooty", "alice\n")
+    assert users(await s.resolve(f"postmaster@{HOSTNAME}")) == ["alice"]
+
+
+async def test_forward_error_entry(made: list[Setup], homes: Homes) -> None:
+    homes.forward("alice", "error:550 5.7.1 no mail please\n")
+    s = setup_of(made, forward_config(homes))
+    exc = await s.reject(f"alice@{HOSTNAME}")
+    assert exc.reply == Reply.of(550, "5.7.1", f"no mail please: <alice@{HOSTNAME}>")
+
+
+async def test_insecure_forward_is_temporary(made: list[Setup], homes: Homes) -> None:
+    homes.forward("alice", "bob\n", mode=0o666)
+    s = setup_of(made, forward_config(homes))
+    exc = await s.reject(f"alice@{HOSTNAME}")
+    assert exc.reply == Reply.of(
+        424, "4.2.4", f"Mailing list expansion problem: <alice@{HOSTNAME}>"
+    )
+
+
+async def test_malformed_forward_is_temporary(made: list[Setup], homes: Homes) -> None:
+    homes.forward("alice", '"unterminated\n')
+    s = setup_of(made, forward_config(homes))
+    assert (await s.reject(f"alice@{HOSTNAME}")).reply.code == 424
+
+
+async def test_forward_only(made: list[Setup], homes: Homes) -> None:
+    s = setup_of(made, forward_config(homes, "forward-only"))
+    exc = await s.reject(f"alice@{HOSTNAME}")
+    assert (exc.reply.code, exc.reply.enhanced) == (424, "4.2.4")
+    homes.forward("alice", "alice@example.net\n")
+    [delivery] = await s.resolve(f"alice@{HOSTNAME}")
+    assert delivery.kind is EnvelopeKind.MTA
+    homes.forward("alice", "/tmp/file\n")
+    assert (await s.reject(f"alice@{HOSTNAME}")).reply.code == 451
+    homes.forward("alice", "error:550 gone\n")
+    assert (await s.reject(f"alice@{HOSTNAME}")).reply.code == 451
+
+
+async def test_expand_only(made: list[Setup], homes: Homes) -> None:
+    s = setup_of(made, forward_config(homes, "expand-only"))
+    exc = await s.reject(f"alice@{HOSTNAME}")
+    assert (exc.reply.code, exc.reply.enhanced) == (524, "5.2.4")
+    homes.forward("alice", "bob@example.net\n")
+    assert len(await s.resolve(f"alice@{HOSTNAME}")) == 1
+
+
+async def test_action_user_skips_other_users_forward(made: list[Setup], homes: Homes) -> None:
+    homes.forward("alice", "alice@example.net\n")
+    homes.forward("vmail", "vmail@example.net\n")
+    s = setup_of(made, forward_config(homes, "maildir", "user vmail"))
+    [delivery] = await s.resolve(f"alice@{HOSTNAME}")
+    assert (delivery.kind, delivery.mda_user) == (EnvelopeKind.MDA, "alice")
+    [delivery] = await s.resolve(f"vmail@{HOSTNAME}")
+    assert delivery.kind is EnvelopeKind.MTA
+
+
+async def test_forward_reader_is_called_with_the_userinfo(made: list[Setup], homes: Homes) -> None:
+    seen: list[UserInfo] = []
+
+    def reader(info: UserInfo) -> str | None:
+        seen.append(info)
+        if info.username == "bob":
+            raise PermanentFailure("refused")
+        return None
+
+    s = setup_of(made, forward_config(homes), forward_reader=reader)
+    assert users(await s.resolve(f"Alice@{HOSTNAME}")) == ["alice"]
+    assert seen == [UserInfo("alice", UID, UID, str(homes.home("alice")))]
+    exc = await s.reject(f"bob@{HOSTNAME}")
+    assert (exc.reply.code, exc.reply.enhanced) == (524, "5.2.4")
