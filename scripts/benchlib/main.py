@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
         default="4,100",
         help="comma-separated concurrencies (default 4,100)",
     )
+    p.add_argument(
+        "--repeat", type=int, default=1, help="timed runs per concurrency; the best counts (1)"
+    )
     p.add_argument("--idle", type=int, default=1000, help="idle sessions for memory (1000)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per run (300)")
     p.add_argument(
@@ -124,22 +127,26 @@ def _throughput(
             result.fail("warm-up", _with_state(exc, server))
             return
         for c in concurrencies:
-            cpu0 = server.cpu_seconds()
-            try:
-                seconds = load(c, args.messages)
-            except LoadError as exc:
-                result.fail(f"{c} sessions", _with_state(exc, server))
+            for attempt in range(1, args.repeat + 1):
+                cpu0 = server.cpu_seconds()
                 try:
-                    server.check_alive()
-                except ServerError:
-                    return
-                continue
-            result.rates[c] = args.messages / seconds
-            result.cpu_ms[c] = (server.cpu_seconds() - cpu0) * 1000 / args.messages
-            log(
-                f"{peer.name}: {c} sessions: {args.messages} messages in {seconds:.2f} s"
-                f" = {result.rates[c]:.1f} msg/s"
-            )
+                    seconds = load(c, args.messages)
+                except LoadError as exc:
+                    result.fail(f"{c} sessions", _with_state(exc, server))
+                    try:
+                        server.check_alive()
+                    except ServerError:
+                        return
+                    break
+                rate = args.messages / seconds
+                if rate > result.rates.get(c, 0.0):
+                    result.rates[c] = rate
+                    result.cpu_ms[c] = (server.cpu_seconds() - cpu0) * 1000 / args.messages
+                run = f" (run {attempt} of {args.repeat})" if args.repeat > 1 else ""
+                log(
+                    f"{peer.name}: {c} sessions: {args.messages} messages in {seconds:.2f} s"
+                    f" = {rate:.1f} msg/s{run}"
+                )
         if peer.maildir_counts:
             new = workdir / "maildir" / "new"
             got = sum(1 for _ in new.iterdir()) if new.is_dir() else 0
@@ -193,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     if not peers or len(peers) != len(wanted) or min(concurrencies, default=0) < 1:
         log(f"--peers must name some of {', '.join(p.name for p in PEERS)}; sessions >= 1")
         return 2
+    if args.repeat < 1 or args.messages < 1 or args.idle < 0:
+        log("--repeat and --messages must be at least 1, --idle at least 0")
+        return 2
     if args.mta is None:
         args.mta = Path(sys.executable).parent / "mta"
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -220,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             tput.mkdir()
             mem.mkdir()
             _throughput(peer, result, source, tput, args, concurrencies)
-            _memory(peer, result, mem, args)
+            if args.idle > 0:
+                _memory(peer, result, mem, args)
     finally:
         if args.keep:
             (workroot / HARNESS_PID).unlink()
@@ -236,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             size=args.size,
             idle=args.idle,
             tool=f"smtp-source {source.version}",
+            repeat=args.repeat,
         ),
         flush=True,
     )

@@ -95,12 +95,14 @@ def format_report(
     size: int,
     idle: int,
     tool: str,
+    repeat: int = 1,
 ) -> str:
     """The report as text: throughput table, targets, memory table, failures."""
     names = [r.name for r in results]
     lines = [
         f"Throughput: {messages} messages of {size} bytes, 1 recipient each, "
-        f"a new connection per message ({tool}); messages/s, wall clock",
+        f"a new connection per message ({tool}); messages/s, wall clock"
+        + (f", best of {repeat} runs" if repeat > 1 else ""),
         "  sessions"
         + "".join(f"{n:>12}" for n in names)
         + ("   " + "/".join(names[:2]) if len(results) >= 2 else ""),
@@ -121,26 +123,30 @@ def format_report(
         lines.append("Targets:")
         for v in verdicts(results[0], results[1], concurrencies):
             lines.append(f"  {'PASS' if v.passed else 'FAIL'}  {v.text}")
-    lines.append(f"Memory: VmRSS of the server process (tree), {idle} idle sessions")
-    lines.append(
-        "  "
-        + " " * 20
-        + "".join(f"{n:>12}" for n in names)
-        + ("   " + "/".join(names[:2]) if len(results) >= 2 else "")
-    )
-    for label, attr in (("before sessions", "rss_before_kib"), (f"{idle} idle", "rss_idle_kib")):
-        vals = [getattr(r, attr) for r in results]
-        row = f"  {label:<20}" + "".join(f"{_mib(v):>12}" for v in vals)
-        if len(results) >= 2:
-            row += f"   {_ratio(vals[0], vals[1]):>8}"
-        lines.append(row)
-    per = []
-    for r in results:
-        if r.rss_before_kib is not None and r.rss_idle_kib is not None and r.idle_greeted:
-            kib = (r.rss_idle_kib - r.rss_before_kib) / r.idle_greeted
-            per.append(f"{r.name} {kib:.1f} KiB")
-    if per:
-        lines.append("  per idle session: " + ", ".join(per))
+    if idle > 0:
+        lines.append(f"Memory: VmRSS of the server process (tree), {idle} idle sessions")
+        lines.append(
+            "  "
+            + " " * 20
+            + "".join(f"{n:>12}" for n in names)
+            + ("   " + "/".join(names[:2]) if len(results) >= 2 else "")
+        )
+        rows = [
+            ("before sessions", [r.rss_before_kib for r in results]),
+            (f"{idle} idle", [r.rss_idle_kib for r in results]),
+        ]
+        for label, vals in rows:
+            row = f"  {label:<20}" + "".join(f"{_mib(v):>12}" for v in vals)
+            if len(results) >= 2:
+                row += f"   {_ratio(vals[0], vals[1]):>8}"
+            lines.append(row)
+        per = []
+        for r in results:
+            if r.rss_before_kib is not None and r.rss_idle_kib is not None and r.idle_greeted:
+                kib = (r.rss_idle_kib - r.rss_before_kib) / r.idle_greeted
+                per.append(f"{r.name} {kib:.1f} KiB")
+        if per:
+            lines.append("  per idle session: " + ", ".join(per))
     for r in results:
         for note in r.notes:
             lines.append(f"Note: {r.name}: {note}")
