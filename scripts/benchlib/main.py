@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scripts/bench",
         description="smtp-source against mta and aiosmtpd: messages/s and memory",
+        epilog="scripts/bench also takes --no-setup: skip scripts/setup and the bench extra.",
     )
     p.add_argument("--quick", action="store_true", help="300 messages per run (smoke check)")
     p.add_argument("--messages", type=int, help="messages per timed run (default 2000)")
