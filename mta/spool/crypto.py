@@ -58,7 +58,7 @@ def encrypt(key: bytes, plain: bytes) -> bytes:
 
 def decrypt(key: bytes, data: bytes) -> bytes:
     """Open a framed buffer; raise :class:`CryptoError` if it is not one or fails its tag."""
-    if len(data) <= OVERHEAD:  # OpenSMTPD rejects this size too
+    if len(data) < OVERHEAD:  # (OpenSMTPD also refuses exactly OVERHEAD: empty plaintext)
         raise CryptoError("encrypted file too short")
     if data[0] != VERSION:
         raise CryptoError(f"unknown encryption version {data[0]}")

@@ -48,10 +48,11 @@ def create_file(path: str) -> int:
 
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     """``write(2)`` until all of ``data`` is written."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+    with memoryview(data) as whole:  # released even on error, so a bytearray can resize
+        offset = 0
+        while offset < len(whole):
+            with whole[offset:] as rest:
+                offset += os.write(fd, rest)
 
 
 def write_file(path: str, data: bytes) -> None:

@@ -134,7 +134,7 @@ def _ciphertext(file: BinaryIO, size: int, key: bytes | None) -> Iterator[bytes]
     """Plaintext of an encrypted file; the last step checks the tag."""
     if key is None:
         raise DecodeError("file is encrypted and no queue key is configured")
-    if size <= crypto.OVERHEAD:
+    if size < crypto.OVERHEAD:
         raise DecodeError("encrypted file too short")
     header = _read_exactly(file, crypto.HEADER_SIZE)
     file.seek(size - crypto.TAG_SIZE)

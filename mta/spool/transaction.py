@@ -102,19 +102,20 @@ class Transaction:
             raise ValueError("a message needs at least one envelope")
         self._state = _State.COMMITTING
         assigned = assign_ids(self.msgid, envelopes)
-        published = False
         try:
             files = await trio.to_thread.run_sync(self._prepare, assigned)
-            self._stats.file_fsyncs += files
-            self._stats.dir_fsyncs += 1
-            await self._committer.publish(self.msgid)
-            published = True
         except BaseException:
-            self._state = _State.ABORTED
-            if not published:
-                self._stats.failures += 1
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(self._discard)
+            self._stats.failures += 1
+            await self._give_up()
+            raise
+        self._stats.file_fsyncs += files
+        self._stats.dir_fsyncs += 1
+        try:
+            await self._committer.publish(self.msgid)
+        except BaseException:
+            # The committer counted and cleaned up a failure; a caller cancelled while
+            # waiting was withdrawn and its directory is still in incoming/.
+            await self._give_up()
             raise
         self._state = _State.COMMITTED
         return assigned
@@ -142,6 +143,11 @@ class Transaction:
             raise
         return 1 + len(envelopes)
 
+    async def _give_up(self) -> None:
+        self._state = _State.ABORTED
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(self._discard)
+
     def _discard(self) -> None:
         self._writer.close()
         remove_tree(self.directory)
@@ -150,6 +156,4 @@ class Transaction:
         """Remove everything of the transaction (idempotent; a no-op once committed)."""
         if self._state in (_State.COMMITTED, _State.ABORTED, _State.COMMITTING):
             return
-        self._state = _State.ABORTED
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(self._discard)
+        await self._give_up()

@@ -1,0 +1,232 @@
+"""Transactions under failure: every fault leaves nothing behind and maps to the right
+temporary failure; an fd whose fsync failed is never fsynced again (fsyncgate)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pathlib
+import secrets
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from mta.errors import SpoolError, SpoolFull
+from mta.spool import Spool, Transaction, transaction
+from mta.spool.paths import bucket_of
+from mta.spool.writer import FLUSH_AT
+
+from .conftest import make_envelope
+
+MESSAGE = b"Received: by test\r\n\r\nhello\r\n"
+
+
+async def start(spool: Spool, content: bytes = MESSAGE) -> Transaction:
+    txn = await spool.begin()
+    (await txn.open_message()).write(content)
+    return txn
+
+
+def assert_nothing_left(root: pathlib.Path) -> None:
+    assert os.listdir(root / "incoming") == []
+    leftovers = [path for path in (root / "queue").rglob("*") if not path.is_dir()]
+    assert leftovers == []
+    assert list((root / "queue").glob("*/*")) == []
+
+
+def test_assign_ids_are_distinct_and_never_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    draws = iter([0, 5, 5, 0, 7])
+    monkeypatch.setattr(secrets, "randbits", lambda bits: next(draws))
+    envelopes = transaction.assign_ids(0xAB, [make_envelope(msgid=3, id=9), make_envelope()])
+    assert [e.id for e in envelopes] == [0xAB << 32 | 5, 0xAB << 32 | 7]
+    assert {e.msgid for e in envelopes} == {0xAB}
+
+
+class FsyncFault:
+    """os.fsync that fails once with ``error`` for the path chosen by ``target``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, target: str, error: int) -> None:
+        self.target = target
+        self.error = error
+        self.failed_inode: int | None = None
+        self.synced_inodes: list[int] = []
+        self.real = os.fsync
+        monkeypatch.setattr(os, "fsync", self.fsync)
+
+    def fsync(self, fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        inode = os.fstat(fd).st_ino
+        self.synced_inodes.append(inode)
+        if self.failed_inode is None and self.matches(path):
+            self.failed_inode = inode
+            raise OSError(self.error, os.strerror(self.error))
+        self.real(fd)
+
+    def matches(self, path: str) -> bool:
+        name = os.path.basename(path)
+        parent = os.path.basename(os.path.dirname(path))
+        if self.target == "message":
+            return name == "message"
+        if self.target == "envelope":
+            return len(name) == 16 and name != "message"
+        if self.target == "workdir":
+            return parent == "incoming"
+        if self.target == "bucket":
+            return parent == "queue"
+        if self.target == "incoming":
+            return name == "incoming"
+        raise AssertionError(self.target)
+
+
+@pytest.mark.parametrize("target", ["message", "envelope", "workdir", "bucket", "incoming"])
+@pytest.mark.parametrize(
+    ("error", "expected"), [(errno.EIO, SpoolError), (errno.ENOSPC, SpoolFull)]
+)
+async def test_fsync_failure_anywhere(
+    root: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    target: str,
+    error: int,
+    expected: type[SpoolError],
+) -> None:
+    spool = await Spool.open(root)
+    txn = await start(spool)
+    fault = FsyncFault(monkeypatch, target, error)
+    with pytest.raises(expected) as caught:
+        await txn.commit([make_envelope(), make_envelope()])
+    assert type(caught.value) is expected
+    assert fault.failed_inode is not None
+    assert fault.synced_inodes.count(fault.failed_inode) == 1  # never retried
+    assert_nothing_left(root)
+    assert spool.stats.failures == 1 and spool.stats.commits == 0
+    # The spool keeps working afterwards.
+    monkeypatch.setattr(os, "fsync", fault.real)
+    again = await start(spool)
+    await again.commit([make_envelope()])
+    assert await spool.message_ids() == [again.msgid]
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [(errno.ENOSPC, SpoolFull), (errno.EDQUOT, SpoolFull), (errno.EIO, SpoolError)],
+)
+async def test_message_write_error_is_kept_until_commit(
+    root: pathlib.Path, monkeypatch: pytest.MonkeyPatch, error: int, expected: type[SpoolError]
+) -> None:
+    spool = await Spool.open(root)
+    txn = await spool.begin()
+    writer = await txn.open_message()
+    real_write = os.write
+
+    def failing_write(fd: int, data: bytes) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("/message"):
+            raise OSError(error, os.strerror(error))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", failing_write)
+    writer.write(b"x" * FLUSH_AT)  # reaches the disk now: fails, but does not raise
+    writer.write(b"more")  # dropped
+    assert isinstance(writer.error, OSError)
+    with pytest.raises(expected) as caught:
+        await txn.commit([make_envelope()])
+    assert type(caught.value) is expected
+    assert_nothing_left(root)
+
+
+async def test_envelope_write_error(root: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = await Spool.open(root)
+    txn = await start(spool)
+    real_write = os.write
+
+    def failing_write(fd: int, data: bytes) -> int:
+        if len(os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))) == 16:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", failing_write)
+    with pytest.raises(SpoolFull, match="No space left"):
+        await txn.commit([make_envelope()])
+    assert_nothing_left(root)
+
+
+async def test_begin_failures(root: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = await Spool.open(root)
+
+    def no_space(path: str, mode: int = 0o777) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(os, "mkdir", no_space)
+    with pytest.raises(SpoolFull):
+        await spool.begin()
+    monkeypatch.undo()
+
+    real_open = os.open
+
+    def no_file(path: str, flags: int, mode: int = 0o777) -> int:
+        if str(path).endswith("/message"):
+            raise OSError(errno.EACCES, "Permission denied", path)
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", no_file)
+    with pytest.raises(SpoolError, match="Permission denied"):
+        await spool.begin()
+    assert_nothing_left(root)
+
+
+@pytest.fixture
+def small_fs(tmp_path: pathlib.Path) -> Iterator[pathlib.Path]:
+    """A 1 MiB tmpfs (needs root and CAP_SYS_ADMIN; skipped otherwise)."""
+    mountpoint = tmp_path / "small"
+    mountpoint.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+@pytest.mark.parametrize("compression", [False, True])
+async def test_real_disk_full(small_fs: pathlib.Path, compression: bool) -> None:
+    root = small_fs / "spool"
+    spool = await Spool.open(root, compression=compression)
+    txn = await spool.begin()
+    writer = await txn.open_message()
+    chunk = os.urandom(64 * 1024)  # random: gzip cannot shrink it
+    for _ in range(32):  # 2 MiB into a 1 MiB filesystem
+        writer.write(chunk)
+    assert writer.error is not None
+    with pytest.raises(SpoolFull):
+        await txn.commit([make_envelope()])
+    assert_nothing_left(root)
+    # The space is back: the next message fits.
+    fits = await start(spool)
+    (envelope,) = await fits.commit([make_envelope()])
+    assert await spool.load_envelope(envelope.id) == envelope
+    message = root / "queue" / bucket_of(fits.msgid) / f"{fits.msgid:08x}" / "message"
+    assert message.exists()
+
+
+async def test_real_disk_full_while_writing_envelopes(small_fs: pathlib.Path) -> None:
+    root = small_fs / "spool"
+    spool = await Spool.open(root)
+    filler = small_fs / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    txn = await start(spool, b"")  # an empty message: only the envelopes need space
+    with pytest.raises(SpoolFull):
+        await txn.commit([make_envelope() for _ in range(3)])
+    assert_nothing_left(root)
