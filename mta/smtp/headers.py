@@ -35,6 +35,12 @@ _TOKEN = re.compile(
 )
 _COMMENT_STOP = re.compile(rb"[()\\]")
 
+# Fast path: without quotes, comments, escapes or colons (groups, routes), a
+# list whose every comma-separated piece holds an "@" has nothing to qualify
+# (each mailbox's "@" would have to be its own: anywhere else the list does
+# not parse, and is left as it is either way).
+_ALL_QUALIFIED = re.compile(rb'[^,"(\\:@]*+@[^,"(\\:]*+(?:,[^,"(\\:@]*+@[^,"(\\:]*+)*+')
+
 _WORDS = frozenset("aq")
 
 
@@ -248,7 +254,13 @@ def parse_address_list(value: bytes) -> tuple[MailboxSpan, ...] | None:
 def rewrite_address_header(value: bytes, hostname: bytes, masquerade: bytes | None = None) -> bytes:
     """``value`` with ``@hostname`` after every local part that has no domain,
     or, with ``masquerade``, every address replaced by it (``<>`` included).
-    Returned unchanged when it does not parse."""
+    Returned unchanged (the same object) when it does not parse."""
+    if masquerade is None and _ALL_QUALIFIED.fullmatch(value) is not None:
+        return value
+    return _rewrite_parsed(value, hostname, masquerade)
+
+
+def _rewrite_parsed(value: bytes, hostname: bytes, masquerade: bytes | None) -> bytes:
     spans = parse_address_list(value)
     if not spans:
         return value

@@ -57,8 +57,6 @@ MAX_HEADER_NAME = 1022
 """Longest header name OpenSMTPD's parser takes (1 KiB buffer, NUL included);
 a longer one makes the message not compliant."""
 
-_ADDRESS_HEADERS = frozenset((b"to", b"cc", b"from"))
-
 
 class Verdict(enum.Enum):
     """How the message stands: the server answers at the final dot."""
@@ -123,15 +121,28 @@ class _State(enum.Enum):
     HEADERS = 1
     BODY = 2
     FAILED = 3
-    DONE = 4
 
 
 class _Hold(enum.Enum):
     """What happens to the lines of the header being read."""
 
+    NONE = 0  # not inside a header (start of the message)
     COPY = 1  # written as they come
     DROP = 2  # Bcc
     ADDRESS = 3  # To / Cc / From: held back, rewritten at its end
+
+
+# Headers that get special treatment, by lowercased name.
+_BCC, _ADDRESS, _FROM, _RECEIVED, _DATE, _MESSAGE_ID = range(6)
+_SPECIAL = {
+    b"bcc": _BCC,
+    b"to": _ADDRESS,
+    b"cc": _ADDRESS,
+    b"from": _FROM,
+    b"received": _RECEIVED,
+    b"date": _DATE,
+    b"message-id": _MESSAGE_ID,
+}
 
 
 class MessageRewriter:
@@ -140,6 +151,8 @@ class MessageRewriter:
     ``feed(chunk)`` returns the bytes to write now; ``finish()`` the last ones,
     after which :attr:`verdict` is final.  Once the verdict is not OK, both
     return ``b""`` (the server keeps draining DATA and answers at the dot).
+    Chunks normally hold whole lines; a chunk that ends inside a header line
+    is held until the line is complete.
     """
 
     def __init__(self, options: RewriteOptions) -> None:
@@ -150,14 +163,14 @@ class MessageRewriter:
             None if masquerade is None or masquerade.is_null else str(masquerade).encode("utf-8")
         )
         self._state = _State.HEADERS
+        self._finished = False
         self._verdict = Verdict.OK
         self._started = False
-        self._partial = b""  # an incomplete line (only if a chunk ended mid-line)
-        self._hold = _Hold.COPY
-        self._in_header = False
+        self._partial = b""  # an incomplete header line
+        self._hold = _Hold.NONE
         self._held: list[bytes] = []  # the held address header, line by line, CRLF included
         self._held_size = 0
-        self._held_name = b""
+        self._held_from = False
         self._received = 0
         self._has_date = False
         self._has_message_id = False
@@ -174,10 +187,10 @@ class MessageRewriter:
     def feed(self, chunk: bytes) -> bytes:
         """Take the next chunk of content; return what to write to the spool now."""
         state = self._state
+        if self._finished:
+            raise RuntimeError("feed() after finish()")
         if state is _State.BODY:
             return chunk
-        if state is _State.DONE:
-            raise RuntimeError("feed() after finish()")
         if state is _State.FAILED:
             return b""
         out: list[bytes] = []
@@ -186,38 +199,29 @@ class MessageRewriter:
         if self._partial:
             chunk = self._partial + chunk
             self._partial = b""
-        rest = self._headers(chunk, out)
-        if rest:
-            out.append(rest)
-        if self._state is _State.FAILED:
+        if self._headers(chunk, out) is _State.FAILED:
             return b""
         return b"".join(out)
 
     def finish(self) -> bytes:
         """The message is complete: return the last bytes to write."""
-        state = self._state
-        self._state = _State.DONE
-        if state is _State.BODY:
-            return b""
-        if state is _State.DONE:
+        if self._finished:
             raise RuntimeError("finish() called twice")
-        if state is _State.FAILED:
-            self._state = _State.FAILED
+        self._finished = True
+        if self._state is not _State.HEADERS:
             return b""
         out: list[bytes] = []
         if not self._started:
             self._start(out)
         if self._partial:
             partial, self._partial = self._partial, b""
-            self._headers(partial + b"\r\n", out)
-            if self._state is _State.FAILED:
+            state = self._headers(partial + b"\r\n", out)
+            if state is _State.FAILED:
                 return b""
-            if self._state is _State.BODY:
-                self._state = _State.DONE
+            if state is _State.BODY:  # cannot happen: a partial line is never empty
                 return b"".join(out)
         self._end_header(out)
         self._end_of_headers(out)
-        self._state = _State.DONE
         return b"".join(out)
 
     # -- internals ---------------------------------------------------------
@@ -234,95 +238,119 @@ class MessageRewriter:
         self._held = []
         self._partial = b""
 
-    def _headers(self, data: bytes, out: list[bytes]) -> bytes:
-        """Process header lines from ``data``; return what follows the header
-        block (body bytes to copy), or b"" when the block has not ended."""
+    def _headers(self, data: bytes, out: list[bytes]) -> _State:
+        """Process the lines of ``data`` while in the header block; once the
+        block ends, what follows is body and goes to ``out`` as it is.
+
+        Lines copied verbatim are gathered into runs, written as one slice.
+        Returns the state reached."""
         pos = 0
         size = len(data)
         find = data.find
+        run = -1  # start of the current run of verbatim lines, or -1
         while pos < size:
             eol = find(b"\r\n", pos)
             if eol < 0:
                 self._partial = data[pos:]
-                return b""
+                break
             nxt = eol + 2
             first = data[pos]
-            if self._in_header and (first == 0x20 or first == 0x09):
-                self._continuation(data[pos:nxt], out)
-                pos = nxt
-                continue
-            self._end_header(out)
-            colon = find(b":", pos, eol)
-            if colon >= 0 and first != 0x20 and first != 0x09:
-                if not self._header_start(data, pos, colon, nxt, out):
-                    return b""
+            if first == 0x20 or first == 0x09:
+                hold = self._hold
+                if hold is _Hold.COPY:
+                    if run < 0:
+                        run = pos
+                    pos = nxt
+                    continue
+                if hold is _Hold.ADDRESS:
+                    self._continuation(data[pos:nxt], out)
+                    pos = nxt
+                    continue
+                if hold is _Hold.DROP:
+                    pos = nxt
+                    continue
+                colon = -1  # whitespace first in the message: not a header
+            else:
+                colon = find(b":", pos, eol)
+            if colon >= 0:
+                if colon - pos > MAX_HEADER_NAME:
+                    self._fail(Verdict.NOT_COMPLIANT)
+                    return self._state
+                special = _SPECIAL.get(data[pos:colon].lower())
+                if special is None:
+                    if self._hold is _Hold.ADDRESS:
+                        self._end_header(out)
+                    self._hold = _Hold.COPY
+                    if run < 0:
+                        run = pos
+                    pos = nxt
+                    continue
+                if run >= 0:
+                    out.append(data[run:pos])
+                    run = -1
+                self._end_header(out)
+                if not self._header_start(special, data[pos:nxt], out):
+                    return self._state
                 pos = nxt
                 continue
             # neither a header nor a continuation: the end of the header block
+            if run >= 0:
+                out.append(data[run:pos])
+                run = -1
+            self._end_header(out)
             self._end_of_headers(out)
             if eol != pos:
                 self._fail(Verdict.NOT_COMPLIANT)
-                return b""
-            out.append(b"\r\n")
+                return self._state
             self._state = _State.BODY
-            return data[nxt:]
-        return b""
+            out.append(data[pos:])  # the empty line and the body
+            return self._state
+        if run >= 0:
+            out.append(data[run:pos])
+        return self._state
 
-    def _header_start(self, data: bytes, pos: int, colon: int, nxt: int, out: list[bytes]) -> bool:
-        if colon - pos > MAX_HEADER_NAME:
-            self._fail(Verdict.NOT_COMPLIANT)
-            return False
-        name = data[pos:colon].lower()
-        self._in_header = True
-        line = data[pos:nxt]
-        if name == b"bcc":
+    def _header_start(self, special: int, line: bytes, out: list[bytes]) -> bool:
+        if special == _BCC:
             self._hold = _Hold.DROP
             return True
-        if name in _ADDRESS_HEADERS:
+        if special in (_ADDRESS, _FROM):
             self._hold = _Hold.ADDRESS
-            self._held_name = name
+            self._held_from = special == _FROM
             self._held = [line]
             self._held_size = len(line)
             return True
         self._hold = _Hold.COPY
-        if name == b"received":
+        if special == _RECEIVED:
             self._received += 1
             if self._received >= MAX_HOPS:
                 self._fail(Verdict.LOOP)
                 return False
-        elif name == b"date":
+        elif special == _DATE:
             self._has_date = True
-        elif name == b"message-id":
+        else:
             self._has_message_id = True
         out.append(line)
         return True
 
     def _continuation(self, line: bytes, out: list[bytes]) -> None:
-        hold = self._hold
-        if hold is _Hold.COPY:
-            out.append(line)
-        elif hold is _Hold.ADDRESS:
-            self._held.append(line)
-            self._held_size += len(line)
-            if self._held_size > MAX_HEADER:
-                out.extend(self._held)
-                self._held = []
-                self._hold = _Hold.COPY
+        self._held.append(line)
+        self._held_size += len(line)
+        if self._held_size > MAX_HEADER:
+            out.extend(self._held)
+            self._held = []
+            self._hold = _Hold.COPY
 
     def _end_header(self, out: list[bytes]) -> None:
-        if not self._in_header:
-            return
-        self._in_header = False
         if self._hold is _Hold.ADDRESS:
             held = b"".join(self._held)
             self._held = []
             out.append(self._rewrite(held))
-        self._hold = _Hold.COPY
+        self._hold = _Hold.NONE
 
     def _rewrite(self, header: bytes) -> bytes:
         colon = header.index(b":")
         value = header[colon + 1 : -2]
-        masquerade = self._masquerade if self._held_name == b"from" else None
+        masquerade = self._masquerade if self._held_from else None
         new = rewrite_address_header(value, self._hostname, masquerade)
         if new is value:
             return header

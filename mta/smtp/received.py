@@ -18,8 +18,8 @@ client cannot add lines: every control character is written as ``\\xNN``.
 from __future__ import annotations
 
 import datetime as _dt
-import ipaddress
 import re
+import socket
 
 import attrs
 
@@ -46,12 +46,7 @@ def trace_text(value: str) -> str:
 
 
 def _check_peer(instance: ReceivedInfo, attribute: attrs.Attribute[str], value: str) -> None:
-    if value == LOCAL_PEER:
-        return
-    try:
-        ipaddress.ip_address(value.partition("%")[0])
-    except ValueError:
-        raise ValueError(f"peer must be an IP address or {LOCAL_PEER!r}: {value!r}") from None
+    _peer_text(value)
 
 
 def _check_msgid(instance: ReceivedInfo, attribute: attrs.Attribute[int], value: int) -> None:
@@ -103,14 +98,20 @@ class ReceivedInfo:
 
 
 def _peer_text(peer: str) -> str:
+    """``[local]``, ``[192.0.2.1]`` or ``[2001:db8::1]`` (IPv6 written as
+    getnameinfo(3) writes it, which is what OpenSMTPD shows)."""
     if peer == LOCAL_PEER:
         return f"[{LOCAL_PEER}]"
     address, percent, scope = peer.partition("%")
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        text = f"::ffff:{ip.ipv4_mapped}"  # as getnameinfo(3) writes it
-    else:
-        text = str(ip)
+    try:
+        if ":" in address:
+            text = socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, address))
+        else:
+            text = socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, address))
+    except (OSError, ValueError):
+        raise ValueError(f"peer must be an IP address or {LOCAL_PEER!r}: {peer!r}") from None
+    if percent and not scope.isprintable():
+        raise ValueError(f"bad scope in peer address: {peer!r}")
     return f"[{text}{percent}{scope}]"
 
 

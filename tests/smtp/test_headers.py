@@ -6,7 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mta.smtp.headers import MailboxSpan, parse_address_list, rewrite_address_header
+from mta.smtp.headers import (
+    MailboxSpan,
+    _rewrite_parsed,
+    parse_address_list,
+    rewrite_address_header,
+)
 
 HOST = b"mx.example.org"
 
@@ -187,3 +192,28 @@ def test_arbitrary_bytes_never_raise(value: bytes) -> None:
     out = qualify(value)
     if parse_address_list(value) is None:
         assert out == value
+
+
+@given(st.one_of(ADDRESS_LIST.map(str.encode), st.binary(max_size=60)))
+def test_fast_path_agrees_with_the_parser(value: bytes) -> None:
+    assert qualify(value) == _rewrite_parsed(value, HOST, None)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b" a@b, c@d",
+        b" Name <a@b>, Other <c@[1.2.3.4]>",
+        b" Name@x <bob>",  # does not parse: untouched either way
+        b" <bob> @x",
+        b" x@[1,2], y@z",
+        b" a@b, ",
+    ],
+)
+def test_fast_path_edge_cases(value: bytes) -> None:
+    assert qualify(value) == _rewrite_parsed(value, HOST, None)
+
+
+def test_huge_value_is_linear() -> None:
+    value = b" " + b"@" * 200_000 + b'"'
+    assert qualify(value) == value

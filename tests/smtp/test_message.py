@@ -409,3 +409,25 @@ def test_fifty_megabyte_body_streams_in_bounded_memory() -> None:
     assert got.hexdigest() == expected.hexdigest()
     assert peak - baseline < 256 * 1024
     assert current - baseline < 64 * 1024
+
+
+def test_last_line_without_crlf_is_taken_as_a_line() -> None:
+    rewriter = MessageRewriter(LOCAL)
+    assert rewriter.feed(b"Subject: s\r\nTo: bo") == RECEIVED + b"Subject: s\r\n"
+    assert rewriter.feed(b"b") == b""
+    assert rewriter.finish() == b"To: bob@mx.example.org\r\n" + DATE_LINE + MSGID_LINE
+    assert rewriter.verdict is Verdict.OK
+
+
+def test_last_line_without_crlf_can_be_refused() -> None:
+    rewriter = MessageRewriter(OPTIONS)
+    rewriter.feed(b"Subject: s\r\nno colon")
+    assert rewriter.finish() == b""
+    assert rewriter.verdict is Verdict.NOT_COMPLIANT
+
+
+def test_received_count() -> None:
+    rewriter = MessageRewriter(OPTIONS)
+    rewriter.feed(received_lines(3) + b"X-Received: no\r\n\r\n" + received_lines(5))
+    rewriter.finish()
+    assert rewriter.received_count == 3
