@@ -1,0 +1,219 @@
+"""DNS queries for the daemon: dnspython's asynchronous resolver on trio, with
+short timeouts, configured from ``MTA_DNS`` or ``/etc/resolv.conf``.
+
+``MTA_DNS`` lists nameservers as ``127.0.0.1:5353,[::1]:5353`` (port optional,
+53 by default; a bare IPv6 address takes no port), so that tests and sandboxed
+labs never depend on the machine's resolver.  When it is unset,
+``/etc/resolv.conf`` is read.  When neither gives a nameserver there is no
+resolver at all and callers answer "unknown" at once.
+
+A query never raises: it returns a :class:`Lookup` whose status tells a
+missing name (NXDOMAIN), a name without such records (NODATA) and a failure
+(SERVFAIL, refused, timeout, malformed answer) apart.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import os
+from collections.abc import Mapping, Sequence
+
+import attrs
+import dns.asyncbackend
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.nameserver
+import dns.rdata
+import dns.rdatatype
+import dns.resolver
+import trio
+
+from mta.log import get_logger
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ENV_VAR",
+    "RESOLV_CONF",
+    "DnsResolver",
+    "Lookup",
+    "LookupStatus",
+    "Nameserver",
+    "load_nameservers",
+    "parse_nameservers",
+]
+
+ENV_VAR = "MTA_DNS"
+RESOLV_CONF = "/etc/resolv.conf"
+DEFAULT_TIMEOUT = 2.0
+"""Seconds a whole query may take, every nameserver and retry included."""
+
+log = get_logger("dns")
+
+
+@attrs.frozen
+class Nameserver:
+    """A nameserver address and UDP/TCP port."""
+
+    host: str
+    port: int = 53
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def _address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValueError(f"not an IP address: {text!r}") from None
+
+
+def _port(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"bad port {text!r}")
+    return int(text)
+
+
+def parse_nameservers(text: str) -> tuple[Nameserver, ...]:
+    """Parse ``MTA_DNS``: comma-separated ``ip``, ``ip:port``, ``[ipv6]`` or
+    ``[ipv6]:port``; ValueError when an item is not one of those."""
+    servers = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        if item.startswith("["):
+            host, bracket, rest = item[1:].partition("]")
+            if not bracket or (rest and not rest.startswith(":")):
+                raise ValueError(f"bad nameserver {item!r}")
+            servers.append(Nameserver(_address(host), _port(rest[1:]) if rest else 53))
+        elif item.count(":") == 1:
+            host, _, port = item.partition(":")
+            servers.append(Nameserver(_address(host), _port(port)))
+        else:
+            servers.append(Nameserver(_address(item)))
+    if not servers:
+        raise ValueError("no nameserver given")
+    return tuple(servers)
+
+
+def load_nameservers(
+    environ: Mapping[str, str] | None = None, resolv_conf: str = RESOLV_CONF
+) -> tuple[Nameserver, ...]:
+    """The nameservers to use: ``MTA_DNS`` when set (an invalid value gives
+    none), else those of ``resolv_conf``; empty when neither works."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(ENV_VAR)
+    if value is not None:
+        try:
+            return parse_nameservers(value)
+        except ValueError as exc:
+            log.warning("dns: ignoring %s=%r: %s; no DNS lookups", ENV_VAR, value, exc)
+            return ()
+    try:
+        system = dns.resolver.Resolver(filename=resolv_conf, configure=True)
+    except (OSError, dns.exception.DNSException) as exc:
+        log.warning("dns: no usable nameserver in %s (%s); no DNS lookups", resolv_conf, exc)
+        return ()
+    servers = []
+    for server in system.nameservers:
+        address = server if isinstance(server, str) else getattr(server, "address", None)
+        if isinstance(address, str):
+            try:
+                servers.append(Nameserver(_address(address), system.port))
+            except ValueError:
+                continue
+    return tuple(servers)
+
+
+class LookupStatus(enum.Enum):
+    """How a query ended."""
+
+    FOUND = "found"
+    NXDOMAIN = "nxdomain"  # the name does not exist
+    NODATA = "nodata"  # the name exists, without records of that type
+    ERROR = "error"  # SERVFAIL, refused, timeout, malformed: try again later
+
+
+@attrs.frozen
+class Lookup:
+    """The outcome of one query; ``records`` hold the answer when FOUND."""
+
+    status: LookupStatus
+    records: tuple[dns.rdata.Rdata, ...] = ()
+    reason: str = ""
+
+
+class DnsResolver:
+    """Asynchronous DNS queries on trio against fixed nameservers."""
+
+    def __init__(self, nameservers: Sequence[Nameserver], *, timeout: float = DEFAULT_TIMEOUT):
+        if not nameservers:
+            raise ValueError("a resolver needs at least one nameserver")
+        self.nameservers = tuple(nameservers)
+        self.timeout = timeout
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = [
+            dns.nameserver.Do53Nameserver(server.host, server.port) for server in nameservers
+        ]
+        # each server gets its share of the budget before the next is tried;
+        # the lifetime caps the whole query
+        resolver.timeout = timeout / len(self.nameservers)
+        resolver.lifetime = timeout
+        resolver.retry_servfail = False
+        resolver.use_search_by_default = False
+        self._resolver = resolver
+        self._backend = dns.asyncbackend.get_backend("trio")
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        resolv_conf: str = RESOLV_CONF,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> DnsResolver | None:
+        """A resolver for :func:`load_nameservers`, or None when there is none."""
+        servers = load_nameservers(environ, resolv_conf)
+        return cls(servers, timeout=timeout) if servers else None
+
+    async def query(
+        self,
+        name: str | dns.name.Name,
+        rdtype: dns.rdatatype.RdataType,
+        *,
+        timeout: float | None = None,
+    ) -> Lookup:
+        """Query ``name`` (always absolute, no search list) for ``rdtype``,
+        giving up after ``timeout`` seconds (the resolver's by default)."""
+        budget = self.timeout if timeout is None else timeout
+        if budget <= 0:
+            return Lookup(LookupStatus.ERROR, reason="timeout")
+        try:
+            qname = name if isinstance(name, dns.name.Name) else dns.name.from_text(name)
+        except dns.exception.DNSException as exc:
+            return Lookup(LookupStatus.NXDOMAIN, reason=f"bad name: {exc}")
+        with trio.move_on_after(budget + 0.1):  # in case dnspython overruns its lifetime
+            try:
+                answer = await self._resolver.resolve(
+                    qname,
+                    rdtype,
+                    search=False,
+                    lifetime=budget,
+                    backend=self._backend,
+                )
+            except dns.resolver.NXDOMAIN:
+                return Lookup(LookupStatus.NXDOMAIN)
+            except dns.resolver.NoAnswer:
+                return Lookup(LookupStatus.NODATA)
+            except dns.exception.Timeout:
+                return Lookup(LookupStatus.ERROR, reason="timeout")
+            except dns.resolver.NoNameservers as exc:
+                return Lookup(LookupStatus.ERROR, reason=f"no nameserver answered: {exc}")
+            except (dns.exception.DNSException, OSError) as exc:
+                return Lookup(LookupStatus.ERROR, reason=str(exc) or type(exc).__name__)
+            return Lookup(LookupStatus.FOUND, tuple(answer))
+        return Lookup(LookupStatus.ERROR, reason="timeout")
