@@ -3,7 +3,8 @@ short timeouts, configured from ``MTA_DNS`` or ``/etc/resolv.conf``.
 
 ``MTA_DNS`` lists nameservers as ``127.0.0.1:5353,[::1]:5353`` (port optional,
 53 by default; a bare IPv6 address takes no port), so that tests and sandboxed
-labs never depend on the machine's resolver.  When it is unset,
+labs never depend on the machine's resolver; ``MTA_DNS=none`` (or empty) means
+no DNS at all.  When it is unset,
 ``/etc/resolv.conf`` is read.  When neither gives a nameserver there is no
 resolver at all and callers answer "unknown" at once.
 
@@ -103,11 +104,14 @@ def parse_nameservers(text: str) -> tuple[Nameserver, ...]:
 def load_nameservers(
     environ: Mapping[str, str] | None = None, resolv_conf: str = RESOLV_CONF
 ) -> tuple[Nameserver, ...]:
-    """The nameservers to use: ``MTA_DNS`` when set (an invalid value gives
-    none), else those of ``resolv_conf``; empty when neither works."""
+    """The nameservers to use: ``MTA_DNS`` when set (empty or ``none`` switches
+    DNS off; an invalid value gives none, with a warning), else those of
+    ``resolv_conf``; empty when neither works."""
     environ = os.environ if environ is None else environ
     value = environ.get(ENV_VAR)
     if value is not None:
+        if value.strip().lower() in ("", "none"):
+            return ()  # DNS switched off on purpose
         try:
             return parse_nameservers(value)
         except ValueError as exc:

@@ -71,6 +71,8 @@ def test_load_nameservers_nothing_usable(tmp_path: Path) -> None:
     conf.write_text("nameserver 192.0.2.1\n")
     # a broken MTA_DNS never falls back to the system resolver
     assert load_nameservers({"MTA_DNS": "nonsense"}, str(conf)) == ()
+    assert load_nameservers({"MTA_DNS": "none"}, str(conf)) == ()
+    assert load_nameservers({"MTA_DNS": ""}, str(conf)) == ()
     assert load_nameservers({}, str(tmp_path / "missing")) == ()
     empty = tmp_path / "empty.conf"
     empty.write_text("# nothing\nsearch example.org\n")
