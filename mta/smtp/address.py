@@ -174,6 +174,8 @@ def parse_mailbox(
             if not valid_domain(hop[1:], utf8=smtputf8):
                 return PathError.SYNTAX
         path = path[route.end() :]
+        if not path:
+            return PathError.SYNTAX
     if not path:
         return NULL_ADDRESS if null_ok else PathError.SYNTAX
     local, domain = _split_mailbox(path)

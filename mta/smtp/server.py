@@ -93,6 +93,11 @@ class ServerConnection(Commands):
         return self._pending
 
     @property
+    def awaiting_tls(self) -> bool:
+        """STARTTLS was accepted: run the handshake, then call ``tls_established()``."""
+        return self._state is State.TLS
+
+    @property
     def in_transaction(self) -> bool:
         return self._tx is not None
 

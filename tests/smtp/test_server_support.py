@@ -72,6 +72,8 @@ class Client:
                 break
             if isinstance(event, ev.REQUESTS):
                 self.decide(self.conn, event)
+            if self.conn.awaiting_tls:
+                break
         self.events += got
         return got
 
