@@ -8,6 +8,7 @@ driver must decide on.
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Callable
 
 from mta.config.model import AuthMode, TlsMode
@@ -34,6 +35,12 @@ from mta.smtp.state import SessionSettings, State
 __all__ = ["Commands"]
 
 
+@functools.lru_cache(maxsize=512)
+def _encode(reply: Reply) -> bytes:
+    """Replies repeat (the fixed ones above all): encode each once."""
+    return reply.encode()
+
+
 class Commands:
     """Command handlers; :class:`~mta.smtp.server.ServerConnection` owns the state."""
 
@@ -43,6 +50,7 @@ class Commands:
     helo: str | None
     esmtp: bool
     _in: bytearray
+    _start: int
     _out: bytearray
     _state: State
     _queued: collections.deque[Event]
@@ -58,8 +66,18 @@ class Commands:
     def _peer(self) -> str:
         return self.settings.peer
 
+    def _unread(self) -> int:
+        """How many received bytes are not parsed yet."""
+        return len(self._in) - self._start
+
+    def _compact(self) -> None:
+        """Drop the parsed bytes from the input buffer."""
+        if self._start:
+            del self._in[: self._start]
+            self._start = 0
+
     def _send(self, reply: Reply) -> None:
-        self._out += reply.encode()
+        self._out += _encode(reply)
 
     def _close(self, reason: str, reply: Reply | None = None) -> ConnectionClosed:
         if reply is not None:
@@ -68,6 +86,7 @@ class Commands:
             self._close_reason = reason
         self._state = State.CLOSED
         self._in.clear()
+        self._start = 0
         self._queued.clear()
         self._reader = None
         return ConnectionClosed(self._close_reason)
@@ -257,7 +276,7 @@ class Commands:
         return RcptTo(rcpt, params)
 
     def _data(self, verb: str, args: str | None) -> Event | None:
-        if self._in:  # RFC 2920: DATA ends a group; content before the 354 is an attack
+        if self._unread():  # RFC 2920: DATA ends a group; content before the 354 is an attack
             return self._close("pipelining", replies.DATA_PIPELINED)
         if args is not None:
             return self._reply(replies.NO_ARGUMENTS)

@@ -67,6 +67,7 @@ class ServerConnection(Commands):
         self.helo: str | None = None
         self.esmtp = False
         self._in = bytearray()
+        self._start = 0  # where the unparsed bytes of _in begin
         self._out = bytearray()
         self._eof = False
         self._state = State.COMMAND
@@ -104,7 +105,7 @@ class ServerConnection(Commands):
     @property
     def buffered(self) -> int:
         """How many received bytes wait to be parsed (bounded by one read plus one line)."""
-        return len(self._in)
+        return self._unread()
 
     def receive_data(self, data: bytes) -> None:
         """Bytes from the client; ``b""`` means the client closed its side."""
@@ -166,7 +167,7 @@ class ServerConnection(Commands):
                 self._send(replies.helo(self.settings.hostname, request.domain, self._peer))
         elif isinstance(request, StartTls):
             self._send(replies.TLS_READY)
-            if self._in:  # plaintext sent after STARTTLS (CVE-2011-0411 style injection)
+            if self._unread():  # plaintext sent after STARTTLS (CVE-2011-0411 style injection)
                 self._close("starttls-injection")
             else:
                 self._state = State.TLS
@@ -217,6 +218,7 @@ class ServerConnection(Commands):
         self.authenticated = self.settings.local
         self._reset_tx()
         self._in.clear()
+        self._start = 0
 
     # -- internals -------------------------------------------------------------
 
@@ -237,6 +239,7 @@ class ServerConnection(Commands):
     def _data_event(self) -> Event | NeedData | None:
         reader = self._reader
         assert reader is not None
+        self._compact()
         out = bytearray()
         try:
             used = reader.feed(self._in, out)
@@ -259,18 +262,20 @@ class ServerConnection(Commands):
 
     def _command_event(self) -> Event | NeedData | None:
         buf = self._in
-        newline = buf.find(b"\n")
+        start = self._start
+        newline = buf.find(b"\n", start)
         if newline < 0:
+            self._compact()
             if len(buf) > COMMAND_LINE_MAX:
                 return self._close("command-too-long", replies.COMMAND_TOO_LONG)
             return NEED_DATA
-        raw = bytes(buf[:newline])
-        del buf[: newline + 1]
+        raw = bytes(buf[start:newline])
+        self._start = newline + 1
         if raw.endswith(b"\r"):
             raw = raw[:-1]
         if len(raw) >= COMMAND_LINE_MAX:
             return self._close("command-too-long", replies.COMMAND_TOO_LONG)
-        if buf and not self.esmtp:
+        if self._start < len(buf) and not self.esmtp:
             return self._close("pipelining", replies.PIPELINING_REFUSED)
         if b"\r" in raw or b"\0" in raw:
             if self._state in AUTH_STATES:

@@ -126,3 +126,14 @@ def test_plaintext_after_starttls_closes_the_session() -> None:
     assert client.conn.closed
     assert client.events[-1] == ev.ConnectionClosed("starttls-injection")
     assert client.of(ev.MailFrom) == []
+
+
+def test_a_large_group_is_answered_in_full() -> None:
+    client = Client()
+    client.ehlo()
+    client.conn.receive_data(b"NOOP\r\n" * 10000 + b"NO")
+    assert client.conn.next_event() is ev.NEED_DATA
+    assert client.conn.data_to_send() == b"250 2.0.0 Ok\r\n" * 10000
+    assert client.conn.buffered == 2
+    assert client.send("OP\r\n") == "250 2.0.0 Ok\r\n"
+    assert client.conn.buffered == 0
