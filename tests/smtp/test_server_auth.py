@@ -219,3 +219,13 @@ def test_authentication_is_forgotten_after_starttls() -> None:
     client.ehlo()
     assert client.send("AUTH PLAIN " + b64(b"\0a\0b") + "\r\n") == OK
     assert client.conn.authenticated
+
+
+def test_commands_inside_an_exchange_are_responses() -> None:
+    client = auth_client()
+    client.send("AUTH PLAIN\r\n")
+    assert client.send("QUIT\r\n") == SYNTAX
+    assert not client.conn.closed
+    client.send("AUTH LOGIN\r\n")
+    assert client.send(b"a\rb\r\n") == "501 5.5.2 Syntax error: Invalid character in command\r\n"
+    assert client.send("NOOP\r\n") == "250 2.0.0 Ok\r\n"
