@@ -3,6 +3,9 @@ parser and builder, and the table set opened for them."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from mta.config.load import load_text
 from mta.config.model import Config
 from mta.envelope import Address
@@ -47,3 +50,32 @@ def local_socket(**changes: object) -> MatchContext:
     }
     values.update(changes)
     return MatchContext(**values)  # type: ignore[arg-type]
+
+
+PROC_HELPER = """\
+import json, sys, time
+aliases, domains = json.loads(sys.argv[1])
+for line in sys.stdin:
+    if line.rstrip("\\n") == "config|ready":
+        break
+print("register|alias")
+print("register|domain")
+print("register|ready", flush=True)
+for line in sys.stdin:
+    fields = line.rstrip("\\n").split("|", 7)
+    op, service, rid, key = fields[4], fields[5], fields[6], fields[7]
+    time.sleep(0.002)
+    data = aliases if service == "alias" else {d: d for d in domains}
+    if key in data:
+        print(f"{op}-result|{rid}|found" + ("" if op == "check" else "|" + data[key]), flush=True)
+    else:
+        print(f"{op}-result|{rid}|not-found", flush=True)
+"""
+
+
+def write_proc_helper(directory: Path) -> Path:
+    """A table-proc helper; its argument is JSON ``[aliases, domains]``."""
+    path = directory / "table-test"
+    path.write_text(f"#!{sys.executable}\n{PROC_HELPER}")
+    path.chmod(0o755)
+    return path

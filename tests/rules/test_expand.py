@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
+from mta.config.model import NamedTable
 from mta.envelope import Address, DeliveryNode, EnvelopeKind
 from mta.errors import PermanentFailure, TableError, TemporaryFailure
 from mta.reply import Reply
@@ -15,8 +18,17 @@ from mta.rules.expand import Delivery, RecipientRejected, Resolver
 from mta.rules.ruleset import MatchContext
 from mta.rules.tableset import TableSet
 from mta.tables import Service, Table, TableType, builtin_tables
+from mta.tables.proctable import ProcTable
 from mta.tables.values import UserInfo
-from tests.rules.helpers import HOSTNAME, LOCAL_ADDRESSES, load, local_socket, open_tables, remote
+from tests.rules.helpers import (
+    HOSTNAME,
+    LOCAL_ADDRESSES,
+    load,
+    local_socket,
+    open_tables,
+    remote,
+    write_proc_helper,
+)
 
 ROOT = os.geteuid() == 0
 UID = 4242 if ROOT else os.getuid()  # as root, test users get their own uid
@@ -550,3 +562,40 @@ async def test_forward_reader_is_called_with_the_userinfo(made: list[Setup], hom
     assert seen == [UserInfo("alice", UID, UID, str(homes.home("alice")))]
     exc = await s.reject(f"bob@{HOSTNAME}")
     assert (exc.reply.code, exc.reply.enhanced) == (524, "5.2.4")
+
+
+# -- tables that may block ---------------------------------------------------------------
+
+
+async def test_helper_tables_in_rules_and_aliases(homes: Homes, tmp_path: Path) -> None:
+    config = load(
+        homes.table()
+        + "table aliases { x = y }\ntable domains { example.com }\n"
+        + 'action "local" mbox alias <aliases> userbase <users>\n'
+        + 'match from any for domain <domains> action "local"\n'
+    )
+    helper = str(write_proc_helper(tmp_path))
+    argument = json.dumps([{"team": "alice, bob"}, [HOSTNAME]])
+    static = open_tables(config)
+    named: dict[str, Table] = dict(builtin_tables(HOSTNAME, LOCAL_ADDRESSES))
+    named["aliases"] = ProcTable("aliases", helper, argument)
+    named["domains"] = ProcTable("domains", helper, argument)
+    named["users"] = static.get(NamedTable("users"))
+    tables = TableSet(named)
+    resolver = Resolver(config, tables, HOSTNAME)
+    results: list[list[str]] = []
+
+    async def one() -> None:
+        results.append(users(await resolver.resolve(remote(), Address("team", HOSTNAME))))
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for _ in range(8):
+                nursery.start_soon(one)
+        assert results == [["alice", "bob"]] * 8
+        with pytest.raises(RecipientRejected) as info:
+            await resolver.resolve(remote(), Address("team", "example.com"))
+        assert info.value.reply.code == 550
+    finally:
+        tables.close()
+        static.close()

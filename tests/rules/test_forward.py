@@ -149,3 +149,10 @@ def test_parse_errors_are_temporary() -> None:
     with pytest.raises(TemporaryFailure, match="destinations"):
         parse_forward("\n".join(f"user{i}" for i in range(MAX_FORWARD_NODES + 1)))
     assert len(parse_forward("\n".join(f"user{i}" for i in range(MAX_FORWARD_NODES)))) == 100
+
+
+def test_home_not_a_directory_is_temporary(tmp_path: Path) -> None:
+    home = tmp_path / "file"
+    home.write_text("")
+    with pytest.raises(TemporaryFailure):
+        read_forward(info(home))
