@@ -3,20 +3,28 @@
 ``mta [-dnv] [-f file] [-D name=value] [--spool DIR] [-P mda|mta|smtp]``.
 ``-n`` checks the configuration and prints ``configuration OK`` or the errors
 (``file:line: message``), exiting 0 or 1; with ``-v`` it also prints the
-configuration in canonical modern syntax, which migrates a legacy file.  The
-server itself arrives with the receive path; until then running without ``-n``
-checks the configuration and says so.
+configuration in canonical modern syntax, which migrates a legacy file.
+Without ``-n`` it runs the daemon (:mod:`mta.daemon`): in the foreground with
+logs on stderr under ``-d``, detached and logging to syslog otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import sys
 
+import trio
+
 from mta.config.load import load_config
+from mta.config.model import Config
 from mta.config.render import render
-from mta.errors import ConfigErrors
+from mta.daemon import DaemonOptions, serve
+from mta.errors import ConfigErrors, MTAError
+from mta.log import get_logger, setup_logging
+from mta.server.listeners import raise_fd_limit
+from mta.server.timeouts import Timeouts
 
 __all__ = ["default_config_path", "default_spool", "main"]
 
@@ -80,10 +88,61 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(render(result.config))
         print("configuration OK", file=sys.stderr)
         return 0
-    print("configuration OK", file=sys.stderr)
-    print(
-        "mta: the SMTP server is not available yet in this version; "
-        "the configuration was checked and nothing else was started",
-        file=sys.stderr,
+    return run_daemon(result.config, args)
+
+
+def _queue_key(config: Config) -> bytes | None:
+    """The queue encryption key: from the configuration, stdin (``stdin`` / ``-``)
+    or, when none is given, asked on the terminal as OpenSMTPD does."""
+    if not config.queue.encryption:
+        return None
+    key = config.queue.key
+    if key in ("stdin", "-"):
+        key = sys.stdin.readline().rstrip("\r\n")
+    elif key is None:
+        key = getpass.getpass("queue key: ")
+    data = key.encode("utf-8", "surrogateescape")
+    if len(data) != 32:
+        raise SystemExit(f"mta: the queue key must be exactly 32 bytes, not {len(data)}")
+    return data
+
+
+def _daemonize() -> None:
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+def run_daemon(config: Config, args: argparse.Namespace) -> int:
+    """Run the server: in the foreground with ``-d``, else detached."""
+    try:
+        timeouts = Timeouts.from_env()
+    except ValueError as exc:
+        print(f"mta: {exc}", file=sys.stderr)
+        return 1
+    options = DaemonOptions(
+        spool=os.path.abspath(args.spool or default_spool()),
+        queue_key=_queue_key(config),
+        timeouts=timeouts,
+        paused=frozenset(args.P),
     )
+    raise_fd_limit()
+    if not args.d:
+        _daemonize()
+    setup_logging(foreground=args.d, verbose=args.v)
+    try:
+        trio.run(serve, config, options)
+    except KeyboardInterrupt:
+        return 0
+    except MTAError as exc:
+        get_logger("smtpd").error("mta: %s", exc)
+        if args.d:
+            print(f"mta: {exc}", file=sys.stderr)
+        return 1
     return 0

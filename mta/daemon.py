@@ -1,0 +1,202 @@
+"""The daemon: everything ``mta`` runs in one trio event loop.
+
+:func:`serve` opens the spool (recovering it), opens the tables, binds every
+listener plus the local enqueue socket, and serves SMTP sessions until it is
+told to stop (SIGTERM / SIGINT, or cancellation).  Sessions still running at
+shutdown get a short grace period, then a 421.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import socket
+import ssl
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from mta.config.model import Config, Listener
+from mta.log import get_logger
+from mta.net.rdns import Rdns
+from mta.net.tls import server_context
+from mta.rules.expand import Resolver
+from mta.rules.tableset import TableSet
+from mta.server.listeners import (
+    CAPACITY_ERRNOS,
+    Bound,
+    SessionGate,
+    bind_listener,
+    bind_unix,
+    session_capacity,
+)
+from mta.server.services import Endpoint, Services
+from mta.server.session import Session
+from mta.server.timeouts import Timeouts
+from mta.spool.spool import Spool
+from mta.tables import local_addresses
+
+__all__ = ["ENQUEUE_SOCKET", "DaemonOptions", "Running", "serve"]
+
+log = get_logger("smtpd")
+
+ENQUEUE_SOCKET = "enqueue.sock"
+
+
+@attrs.frozen
+class DaemonOptions:
+    spool: str
+    queue_key: bytes | None = None
+    timeouts: Timeouts = attrs.field(factory=Timeouts)
+    paused: frozenset[str] = frozenset()
+
+
+@attrs.frozen(eq=False)
+class Running:
+    """What :func:`serve` reports once it accepts connections (for tests)."""
+
+    endpoints: tuple[Endpoint, ...]
+    services: Services
+    gate: SessionGate
+    stop: Callable[[], None]
+
+
+def _endpoint(
+    bound: Bound, config: Config, tables: TableSet, contexts: dict[int, ssl.SSLContext | None]
+) -> Endpoint:
+    listener = bound.listener
+    if listener is None:
+        return Endpoint(bound, None, config.socket, None, None, None, None)
+    return Endpoint(
+        bound=bound,
+        listener=listener,
+        socket_listener=None,
+        tls_context=contexts[id(listener)],
+        auth_table=tables.get(listener.auth_table) if listener.auth_table else None,
+        senders=tables.get(listener.senders) if listener.senders else None,
+        hostnames=tables.get(listener.hostnames) if listener.hostnames else None,
+    )
+
+
+def _contexts(config: Config) -> dict[int, ssl.SSLContext | None]:
+    contexts: dict[int, ssl.SSLContext | None] = {}
+    for listener in config.listeners:
+        contexts[id(listener)] = server_context(listener, config) if listener.pki else None
+    return contexts
+
+
+async def _bind_all(config: Config, spool_dir: str) -> list[Bound]:
+    bound: list[Bound] = []
+    try:
+        for listener in config.listeners:
+            bound += await bind_listener(listener)
+        bound.append(await bind_unix(os.path.join(spool_dir, ENQUEUE_SOCKET)))
+    except BaseException:
+        for b in bound:
+            await b.socket.aclose()
+        raise
+    return bound
+
+
+async def _accept_loop(
+    services: Services, endpoint: Endpoint, gate: SessionGate, nursery: trio.Nursery
+) -> None:
+    listener = endpoint.bound.socket
+    while True:
+        await gate.acquire()
+        try:
+            stream = await listener.accept()
+        except OSError as exc:
+            gate.release()
+            if exc.errno in CAPACITY_ERRNOS:
+                log.warning("smtp: out of file descriptors, pausing incoming connections")
+                await trio.sleep(0.5)
+                continue
+            if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                continue
+            raise
+        except BaseException:
+            gate.release()
+            raise
+        nursery.start_soon(_run_session, services, endpoint, stream, gate)
+
+
+async def _run_session(
+    services: Services, endpoint: Endpoint, stream: trio.SocketStream, gate: SessionGate
+) -> None:
+    try:
+        if isinstance(stream, trio.SocketStream) and endpoint.bound.listener is not None:
+            with contextlib.suppress(OSError):
+                stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        await Session(services, endpoint, stream).run()
+    except Exception:
+        log.exception("smtp: session failed")
+    finally:
+        gate.release()
+
+
+def _describe(listener: Listener | None, bound: Bound) -> str:
+    if listener is None:
+        return f"socket {bound.address}"
+    host = f"[{bound.address}]" if ":" in bound.address else bound.address
+    return f"{host}:{bound.port}"
+
+
+async def serve(
+    config: Config,
+    options: DaemonOptions,
+    *,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the daemon until SIGTERM/SIGINT or cancellation."""
+    os.makedirs(options.spool, mode=0o711, exist_ok=True)
+    contexts = _contexts(config)
+    spool = await Spool.open(
+        options.spool, compression=config.queue.compression, key=options.queue_key
+    )
+    tables = TableSet.open(config, config.hostname, local_addresses())
+    try:
+        services = Services(
+            config=config,
+            spool=spool,
+            tables=tables,
+            resolver=Resolver(config, tables, config.hostname),
+            rdns=Rdns.from_env(),
+            timeouts=options.timeouts,
+            hostname=config.hostname,
+        )
+        bound = await _bind_all(config, options.spool)
+        endpoints = tuple(_endpoint(b, config, tables, contexts) for b in bound)
+        gate = SessionGate(session_capacity())
+        async with trio.open_nursery() as sessions:
+            async with trio.open_nursery() as nursery:
+                for endpoint in endpoints:
+                    nursery.start_soon(_accept_loop, services, endpoint, gate, sessions)
+                    log.info("smtp: listening on %s", _describe(endpoint.listener, endpoint.bound))
+                nursery.start_soon(_signals, nursery.cancel_scope)
+                log.info("mta: ready, %d session(s) at most", gate.capacity)
+                task_status.started(Running(endpoints, services, gate, nursery.cancel_scope.cancel))
+            # listeners are closed: give sessions a moment, then cut them off
+            for endpoint in endpoints:
+                await endpoint.bound.socket.aclose()
+            with trio.move_on_after(options.timeouts.shutdown):
+                while gate.active:
+                    await trio.sleep(0.05)
+            sessions.cancel_scope.cancel()
+    finally:
+        tables.close()
+        sock = os.path.join(options.spool, ENQUEUE_SOCKET)
+        with contextlib.suppress(OSError):
+            os.unlink(sock)
+        log.info("mta: exiting")
+
+
+async def _signals(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("mta: received %s, shutting down", signal.Signals(signum).name)
+            scope.cancel()
+            return

@@ -1,0 +1,176 @@
+"""Binding the listening sockets of ``listen on`` directives, and the session cap.
+
+Each ``listen on`` names an interface, an address or a host name; every address
+it resolves to gets its own socket, with a large backlog.  The local enqueue
+socket is a Unix socket in the spool directory.  :class:`SessionGate` keeps the
+number of sessions below what the file descriptor limit allows, holding some
+descriptors in reserve (OpenSMTPD: ``(free fds) / 2 - reserve``); when it is
+full, listeners stop accepting until a session ends, and clients wait in the
+kernel's backlog instead of being refused.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import socket
+import stat
+
+import attrs
+import trio
+
+from mta.config.interfaces import resolve_listen
+from mta.config.model import Listener
+from mta.errors import MTAError
+
+__all__ = [
+    "BACKLOG",
+    "Bound",
+    "ListenError",
+    "SessionGate",
+    "bind_listener",
+    "bind_unix",
+    "raise_fd_limit",
+    "session_capacity",
+]
+
+BACKLOG = 4096
+FD_RESERVE = 16
+CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+class ListenError(MTAError):
+    """A listener could not be set up (address in use, no such interface...)."""
+
+
+@attrs.frozen
+class Bound:
+    """A bound socket and what it serves."""
+
+    listener: Listener | None  # None: the local enqueue socket
+    socket: trio.SocketListener
+    address: str  # IP address or Unix socket path
+    port: int
+    local: bool  # loopback or Unix: sessions count as local
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft file descriptor limit to the hard one; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError):
+            pass
+    return soft
+
+
+def _open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 64
+
+
+def session_capacity() -> int:
+    """How many sessions the descriptor limit allows: each can hold a socket and a
+    spool file, and a reserve stays free for the spool, logs and deliveries."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(1, (soft - _open_fds()) // 2 - FD_RESERVE)
+
+
+class SessionGate:
+    """A counter of open sessions with a ceiling: acquire before accept."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._semaphore = trio.Semaphore(capacity)
+
+    @property
+    def active(self) -> int:
+        return self.capacity - self._semaphore.value
+
+    async def acquire(self) -> None:
+        await self._semaphore.acquire()
+
+    def release(self) -> None:
+        self._semaphore.release()
+
+
+async def bind_listener(listener: Listener, backlog: int = BACKLOG) -> list[Bound]:
+    """Bind every address ``listener`` resolves to; ListenError if none works."""
+    addresses = resolve_listen(listener.interface, listener.family)
+    if not addresses:
+        raise ListenError(f"listen on {listener.interface}: no address to listen on")
+    port = listener.effective_port
+    bound: list[Bound] = []
+    try:
+        for address in addresses:
+            sock = trio.socket.socket(address.family, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if address.family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                await sock.bind((address.address, port))
+                sock.listen(backlog)
+            except OSError as exc:
+                sock.close()
+                raise ListenError(
+                    f"listen on {listener.interface}: cannot listen on "
+                    f"{_show(address.address)}:{port}: {exc.strerror}"
+                ) from None
+            bound.append(
+                Bound(listener, trio.SocketListener(sock), address.address, port, address.local)
+            )
+    except BaseException:
+        for b in bound:
+            await b.socket.aclose()
+        raise
+    return bound
+
+
+def _show(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+async def bind_unix(path: str, backlog: int = BACKLOG, mode: int = 0o666) -> Bound:
+    """Bind the local enqueue socket at ``path``, replacing a stale one (but never
+    another kind of file, nor a socket a running server still answers on)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise ListenError(f"{path}: exists and is not a socket")
+        if await _answers(path):
+            raise ListenError(f"{path}: another server is running on this spool")
+        os.unlink(path)
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        await sock.bind(path)
+        os.chmod(path, mode)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {path}: {exc.strerror}") from None
+    return Bound(None, trio.SocketListener(sock), path, 0, True)
+
+
+async def _answers(path: str) -> bool:
+    probe = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with trio.move_on_after(1):
+            await probe.connect(path)
+            return True
+        return False
+    except OSError:
+        return False
+    finally:
+        probe.close()

@@ -1,0 +1,98 @@
+"""Run the real ``mta -d`` as a child process for end-to-end tests.
+
+Each daemon gets its own spool and configuration in a temporary directory and
+its own loopback port, so tests never collide and can kill it with SIGKILL.
+Reverse DNS is switched off (``MTA_DNS=none``): these tests must not depend on
+the machine's resolver.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["Daemon", "free_port"]
+
+MTA = [sys.executable, "-m", "mta"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Daemon:
+    """``mta -d -f DIR/smtpd.conf --spool DIR/spool`` with a readiness wait."""
+
+    def __init__(self, directory: Path, config: str, *, env: dict[str, str] | None = None) -> None:
+        self.directory = directory
+        self.spool = directory / "spool"
+        self.config_path = directory / "smtpd.conf"
+        self.config_path.write_text(config)
+        self.log_path = directory / "mta.log"
+        self.env = dict(os.environ)
+        self.env.setdefault("MTA_DNS", "none")
+        self.env.update(env or {})
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0, stdin: bytes | None = None) -> None:
+        offset = len(self.log())
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed by the child's exit
+        self.process = subprocess.Popen(
+            [*MTA, "-d", "-f", str(self.config_path), "--spool", str(self.spool)],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            env=self.env,
+            cwd=self.directory,
+        )
+        log.close()
+        if stdin is not None:
+            assert self.process.stdin is not None
+            self.process.stdin.write(stdin)
+            self.process.stdin.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mta exited with {self.process.returncode}:\n{self.log()}")
+            if "mta: ready" in self.log()[offset:]:
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"mta did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode
+
+    def queued(self) -> list[Path]:
+        """The committed message directories in the spool."""
+        queue = self.spool / "queue"
+        if not queue.is_dir():
+            return []
+        return sorted(p for bucket in queue.iterdir() for p in bucket.iterdir())

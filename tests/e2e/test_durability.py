@@ -1,0 +1,88 @@
+"""Durability: SIGKILL right after the 250 loses nothing; SIGKILL before it leaves
+nothing behind (RFC 5321 section 6.1)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import BinaryIO
+
+from tests.e2e.daemon import Daemon, free_port
+from tests.e2e.test_receive import MESSAGE, base_config
+
+
+def _read_reply(f: BinaryIO) -> bytes:
+    return f.readline()
+
+
+def _open(port: int) -> tuple[socket.socket, BinaryIO]:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    f = sock.makefile("rb")
+    assert f.readline().startswith(b"220 ")
+    sock.sendall(b"EHLO client.example\r\n")
+    while not f.readline().startswith(b"250 "):
+        pass
+    return sock, f
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def test_sigkill_after_250_keeps_the_message(tmp_path: Path) -> None:
+    port = free_port()
+    d = Daemon(tmp_path, base_config(port))
+    d.start()
+    sock, f = _open(port)
+    try:
+        sock.sendall(b"MAIL FROM:<alice@example.org>\r\n")
+        assert _read_reply(f).startswith(b"250 ")
+        sock.sendall(b"RCPT TO:<bob@localhost>\r\n")
+        assert _read_reply(f).startswith(b"250 ")
+        sock.sendall(b"DATA\r\n")
+        assert _read_reply(f).startswith(b"354 ")
+        sock.sendall(MESSAGE + b".\r\n")
+        reply = _read_reply(f)
+        d.kill()  # the very moment the client has its 250
+        assert reply.startswith(b"250 2.0.0 "), reply
+        msgid = reply.split()[2].decode()
+    finally:
+        sock.close()
+    d.start()
+    try:
+        queued = d.queued()
+        assert [p.name for p in queued] == [msgid]
+        assert b"Hello.\r\n" in (queued[0] / "message").read_bytes()
+        assert len([p for p in queued[0].iterdir() if p.name != "message"]) == 1
+    finally:
+        d.stop()
+
+
+def test_sigkill_before_250_leaves_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    d = Daemon(tmp_path, base_config(port))
+    d.start()
+    sock, f = _open(port)
+    try:
+        sock.sendall(b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@localhost>\r\n")
+        assert _read_reply(f).startswith(b"250 ")
+        assert _read_reply(f).startswith(b"250 ")
+        sock.sendall(b"DATA\r\n")
+        assert _read_reply(f).startswith(b"354 ")
+        sock.sendall(MESSAGE + b"x" * 100_000 + b"\r\n")  # no final dot: still in DATA
+        # wait until the daemon has started writing the transaction
+        incoming = d.spool / "incoming"
+        for _ in range(200):
+            if any(incoming.iterdir()):
+                break
+            sock.sendall(b"y" * 1000 + b"\r\n")
+        assert any(incoming.iterdir())
+        d.kill()
+    finally:
+        sock.close()
+    d.start()
+    try:
+        assert d.queued() == []
+        assert _files(d.spool / "incoming") == []
+    finally:
+        d.stop()
