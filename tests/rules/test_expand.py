@@ -599,3 +599,22 @@ async def test_helper_tables_in_rules_and_aliases(homes: Homes, tmp_path: Path) 
     finally:
         tables.close()
         static.close()
+
+
+async def test_legacy_grammar(made: list[Setup], homes: Homes) -> None:
+    s = setup_of(
+        made,
+        homes.table()
+        + "table aliases { postmaster = alice }\n"
+        + 'accept from any for domain "example.com" alias <aliases> userbase <users>'
+        + " deliver to mbox\n"
+        + "accept from local for any relay\n",
+    )
+    assert await s.resolve("postmaster@example.com") == [
+        Delivery(
+            "legacy-mbox", EnvelopeKind.MDA, Address("postmaster", "example.com"), mda_user="alice"
+        )
+    ]
+    await s.reject("postmaster@example.net")
+    [relayed] = await s.resolve("postmaster@example.net", local_socket())
+    assert (relayed.action, relayed.kind) == ("legacy-relay", EnvelopeKind.MTA)
