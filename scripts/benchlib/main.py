@@ -148,11 +148,10 @@ def _throughput(
                     f"{peer.name}: {c} sessions: {args.messages} messages in {seconds:.2f} s"
                     f" = {rate:.1f} msg/s{run}"
                 )
-        if peer.maildir_counts:
-            new = workdir / "maildir" / "new"
-            got = sum(1 for _ in new.iterdir()) if new.is_dir() else 0
-            if got != sent:
-                result.fail("delivery check", f"{got} messages in {new}, {sent} accepted")
+    if sent and not result.failed:
+        got = peer.accepted(workdir)
+        if got != sent:
+            result.fail("delivery check", f"the server recorded {got} messages, {sent} got a 250")
 
 
 def _with_state(exc: Exception, server: Server) -> str:

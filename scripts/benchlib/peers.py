@@ -15,7 +15,16 @@ from pathlib import Path
 
 from benchlib.procs import Server
 
-__all__ = ["BENCH_USER", "PEERS", "Peer", "aiosmtpd_server", "mta_config", "mta_server"]
+__all__ = [
+    "BENCH_USER",
+    "PEERS",
+    "Peer",
+    "aiosmtpd_server",
+    "maildir_accepted",
+    "mta_accepted",
+    "mta_config",
+    "mta_server",
+]
 
 BENCH_USER = "bench"
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent
@@ -69,14 +78,29 @@ def aiosmtpd_server(workdir: Path, port: int, mta: Path) -> Server:
     )
 
 
+def mta_accepted(workdir: Path) -> int:
+    """Messages ``mta`` committed: its ``smtp message`` log lines (OpenSMTPD's format)."""
+    try:
+        text = (workdir / "server.log").read_text(errors="replace")
+    except OSError:
+        return 0
+    return text.count(" smtp message msgid=")
+
+
+def maildir_accepted(workdir: Path) -> int:
+    """Messages the aiosmtpd peer stored: files in its Maildir's ``new/``."""
+    new = workdir / "maildir" / "new"
+    return sum(1 for _ in new.iterdir()) if new.is_dir() else 0
+
+
 @dataclass(frozen=True)
 class Peer:
     name: str
     make: Callable[[Path, int, Path], Server]
-    maildir_counts: bool  # whether delivered messages land in workdir/maildir/new at once
+    accepted: Callable[[Path], int]  # messages the server says it took, read after it stopped
 
 
 PEERS = (
-    Peer("mta", mta_server, maildir_counts=False),
-    Peer("aiosmtpd", aiosmtpd_server, maildir_counts=True),
+    Peer("mta", mta_server, mta_accepted),
+    Peer("aiosmtpd", aiosmtpd_server, maildir_accepted),
 )

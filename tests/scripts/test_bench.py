@@ -178,3 +178,17 @@ def test_report_shows_failures_and_ratios() -> None:
     assert "aiosmtpd: ok" in text
     assert "per idle session: aiosmtpd 2.0 KiB" in text
     assert "FAIL  4 sessions" in text
+
+
+def test_accepted_counts_read_what_each_server_records(tmp_path: Path) -> None:
+    assert peers.mta_accepted(tmp_path) == 0
+    (tmp_path / "server.log").write_text(
+        "1 smtp connected address=127.0.0.1\n"
+        "1 smtp message msgid=0a size=10 nrcpt=1 proto=ESMTP\n"
+        "2 smtp message msgid=0b size=10 nrcpt=1 proto=ESMTP\n"
+    )
+    assert peers.mta_accepted(tmp_path) == 2
+    assert peers.maildir_accepted(tmp_path) == 0
+    md = peer_mod.Maildir(tmp_path / "maildir")
+    md.deliver(md.unique_name(), b"x\r\n")
+    assert peers.maildir_accepted(tmp_path) == 1
