@@ -1,9 +1,9 @@
 """The ``mtactl`` command: smtpctl(8)'s verbs.
 
-``makemap`` and ``newaliases`` work offline and are complete.  The verbs that
-talk to a running daemon through ``SPOOL/mta.sock`` (show, schedule, remove,
-pause, resume, update, log, monitor) and ``encrypt`` are parsed and answered
-with a clear "not available yet" until the daemon side lands.
+``makemap``, ``newaliases`` and ``encrypt`` work offline and are complete.
+The verbs that talk to a running daemon through ``SPOOL/mta.sock`` (show,
+schedule, remove, pause, resume, update, log, monitor) are parsed and answered
+with a clear "not available yet" until the control socket lands.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mta.auth.hashes import make_hash
 from mta.cli.main import default_spool
 from mta.errors import TableError
 from mta.tables.makemap import MapType, makemap
@@ -27,7 +28,6 @@ DAEMON_VERBS = {
     "log": ["brief", "verbose"],
     "monitor": None,
     "discover": None,
-    "encrypt": None,
 }
 
 
@@ -53,6 +53,20 @@ def _newaliases(argv: list[str]) -> int:
     return _makemap(["-t", "aliases", args.source], "mtactl newaliases")
 
 
+def _encrypt(argv: list[str]) -> int:
+    """``smtpctl encrypt [string]``: print the crypt hash of the argument, or of
+    every line read from stdin, for a listener's credentials table."""
+    if len(argv) > 1:
+        print("usage: mtactl encrypt [string]", file=sys.stderr)
+        return 2
+    if argv:
+        print(make_hash(argv[0]))
+        return 0
+    for line in sys.stdin:
+        print(make_hash(line.rstrip("\r\n")))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     spool = default_spool()
@@ -60,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         spool = argv[1]
         argv = argv[2:]
     if not argv or argv[0] in ("-h", "--help", "help"):
-        verbs = ", ".join(["makemap", "newaliases", *DAEMON_VERBS])
+        verbs = ", ".join(["makemap", "newaliases", "encrypt", *DAEMON_VERBS])
         print(f"usage: mtactl [--spool DIR] VERB ...\nverbs: {verbs}")
         return 0 if argv else 2
     verb, rest = argv[0], argv[1:]
@@ -68,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         return _makemap(rest)
     if verb == "newaliases":
         return _newaliases(rest)
+    if verb == "encrypt":
+        return _encrypt(rest)
     if verb not in DAEMON_VERBS:
         print(f"mtactl: unknown verb {verb!r}", file=sys.stderr)
         return 2
