@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import secrets
+import socket
 import ssl
 from typing import cast
 
@@ -100,6 +101,8 @@ class Session:
         self.conn: ServerConnection | None = None
         self.buffered = b""  # bytes that came with the PROXY header
         self.reason = "disconnect"
+        sock = getattr(stream, "socket", None)
+        self._quickack = sock if hasattr(socket, "TCP_QUICKACK") and sock is not None else None
 
     # -- the whole session -------------------------------------------------
 
@@ -247,7 +250,15 @@ class Session:
 
     async def _receive(self, deadline: float) -> bytes:
         with trio.move_on_at(deadline):
-            return bytes(await self.stream.receive_some(RECEIVE_SIZE))
+            data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
+            if self._quickack is not None:
+                # answer at once: a client that waits for our ACK before sending its
+                # last small segment (Nagle) would otherwise wait for delayed ACKs
+                try:
+                    self._quickack.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+                except OSError:
+                    self._quickack = None
+            return data
         raise _Timeout
 
     async def _serve(self) -> None:

@@ -4,8 +4,11 @@ nothing behind (RFC 5321 section 6.1)."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+import pytest
 
 from tests.e2e.daemon import Daemon, free_port
 from tests.e2e.test_receive import MESSAGE, base_config
@@ -29,10 +32,17 @@ def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
-def test_sigkill_after_250_keeps_the_message(tmp_path: Path) -> None:
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[Daemon, int]]:
     port = free_port()
     d = Daemon(tmp_path, base_config(port))
     d.start()
+    yield d, port
+    d.stop()
+
+
+def test_sigkill_after_250_keeps_the_message(daemon: tuple[Daemon, int]) -> None:
+    d, port = daemon
     sock, f = _open(port)
     try:
         sock.sendall(b"MAIL FROM:<alice@example.org>\r\n")
@@ -49,19 +59,14 @@ def test_sigkill_after_250_keeps_the_message(tmp_path: Path) -> None:
     finally:
         sock.close()
     d.start()
-    try:
-        queued = d.queued()
-        assert [p.name for p in queued] == [msgid]
-        assert b"Hello.\r\n" in (queued[0] / "message").read_bytes()
-        assert len([p for p in queued[0].iterdir() if p.name != "message"]) == 1
-    finally:
-        d.stop()
+    queued = d.queued()
+    assert [p.name for p in queued] == [msgid]
+    assert b"Hello.\r\n" in (queued[0] / "message").read_bytes()
+    assert len([p for p in queued[0].iterdir() if p.name != "message"]) == 1
 
 
-def test_sigkill_before_250_leaves_nothing(tmp_path: Path) -> None:
-    port = free_port()
-    d = Daemon(tmp_path, base_config(port))
-    d.start()
+def test_sigkill_before_250_leaves_nothing(daemon: tuple[Daemon, int]) -> None:
+    d, port = daemon
     sock, f = _open(port)
     try:
         sock.sendall(b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@localhost>\r\n")
@@ -81,8 +86,5 @@ def test_sigkill_before_250_leaves_nothing(tmp_path: Path) -> None:
     finally:
         sock.close()
     d.start()
-    try:
-        assert d.queued() == []
-        assert _files(d.spool / "incoming") == []
-    finally:
-        d.stop()
+    assert d.queued() == []
+    assert _files(d.spool / "incoming") == []
