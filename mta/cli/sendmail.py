@@ -34,10 +34,11 @@ import secrets
 import sys
 import time
 
+import attrs
 import trio
 
 from mta.config.hostname import server_name
-from mta.enqueue.addresses import AddressError, arguments_addresses, sender_option, unique
+from mta.enqueue.addresses import arguments_addresses, sender_option, unique
 from mta.enqueue.compose import Content, compose
 from mta.enqueue.location import default_spool, offline_dir, socket_path
 from mta.enqueue.offline import OfflineEnvelope, write_offline
@@ -112,12 +113,15 @@ def _user() -> tuple[str, pwd.struct_passwd | None]:
     return entry.pw_name, entry
 
 
-def _dsn(args: argparse.Namespace) -> dict[str, str | None]:
-    return {
-        "dsn_notify": args.N.upper() if args.N else None,
-        "dsn_ret": args.R.upper() if args.R else None,
-        "dsn_envid": xtext(args.V) if args.V else None,
-    }
+def _envelope(args: argparse.Namespace, sender: str) -> Submission:
+    """The sender and DSN options (ValueError for a bad DSN option)."""
+    return Submission(
+        sender,
+        (),
+        dsn_notify=args.N.upper() if args.N else None,
+        dsn_ret=args.R.upper() if args.R else None,
+        dsn_envid=xtext(args.V) if args.V else None,
+    )
 
 
 def _trace(line: str) -> None:
@@ -168,21 +172,15 @@ def _enqueue(args: argparse.Namespace) -> int:
     user, entry = _user()
     given = args.f if args.f is not None else args.r
     try:
-        sender = f"{user}@{hostname}" if given is None else sender_option(given, hostname)
-        if given is None:
-            sender = sender_option(sender, hostname)
+        sender = sender_option(user if given is None else given, hostname)
         recipients = arguments_addresses(args.recipients, hostname)
-    except AddressError as exc:
+        template = _envelope(args, sender)
+    except ValueError as exc:  # AddressError included
         _error(str(exc))
         return os.EX_USAGE
     full_name = args.F
     if full_name is None and given is None and entry is not None:
         full_name = gecos_name(entry)
-    try:
-        submission = Submission(sender, (), False, **_dsn(args))
-    except ValueError as exc:
-        _error(str(exc))
-        return os.EX_USAGE
     scanner = InputScanner(
         hostname=hostname, ignore_dots=args.i or "i" in args.o, read_recipients=args.t
     )
@@ -214,30 +212,32 @@ def _enqueue(args: argparse.Namespace) -> int:
         except ScanError as exc:
             _error(str(exc))
             return os.EX_DATAERR
-        submission = Submission(
-            sender,
-            tuple(recipients),
-            eight_bit=scanner.eight_bit,
-            **_dsn(args),
+        submission = attrs.evolve(
+            template, recipients=tuple(recipients), eight_bit=scanner.eight_bit
         )
-        try:
-            timeouts = ClientTimeouts.from_env()
-        except ValueError:
-            timeouts = ClientTimeouts()
-        result = trio.run(
-            lambda: submit(
-                socket_path(spool),
-                submission,
-                content,
-                timeouts=timeouts,
-                trace=_trace if args.v else None,
-            )
+        with content:
+            return _submit(args, spool, submission, content)
+
+
+def _submit(args: argparse.Namespace, spool: str, submission: Submission, content: Content) -> int:
+    try:
+        timeouts = ClientTimeouts.from_env()
+    except ValueError:
+        timeouts = ClientTimeouts()
+    result = trio.run(
+        lambda: submit(
+            socket_path(spool),
+            submission,
+            content,
+            timeouts=timeouts,
+            trace=_trace if args.v else None,
         )
-        if result.unreachable and result.pending and not result.refused:
-            return _save_offline(spool, submission, result.pending, content, result)
-        if result.exit_code != os.EX_OK:
-            _report(result)
-        return result.exit_code
+    )
+    if result.unreachable and result.pending and not result.refused:
+        return _save_offline(spool, submission, result.pending, content, result)
+    if result.exit_code != os.EX_OK:
+        _report(result)
+    return result.exit_code
 
 
 def main(argv: list[str] | None = None) -> int:

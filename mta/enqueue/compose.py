@@ -42,12 +42,24 @@ _UTF8 = email.charset.Charset("utf-8")
 class Content:
     """The message: ``prefix``, then ``length`` bytes of ``file`` from ``offset``.
 
-    Every line ends with CRLF; nothing is dot-stuffed."""
+    Every line ends with CRLF; nothing is dot-stuffed.  ``owns_file``: the file
+    was made for this content, and :meth:`close` (or ``with``) closes it."""
 
     prefix: bytes
     file: IO[bytes] | None = None
     offset: int = 0
     length: int = 0
+    owns_file: bool = False
+
+    def close(self) -> None:
+        if self.owns_file and self.file is not None:
+            self.file.close()
+
+    def __enter__(self) -> Content:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @property
     def size(self) -> int:
@@ -128,23 +140,27 @@ def _added_headers(
 def _encode_body(kept: IO[bytes], body_offset: int, length: int) -> tuple[IO[bytes], int]:
     """A new file: the header block of ``kept`` as it is, then its body quoted-printable."""
     out = spool_file()
-    kept.seek(0)
-    left = body_offset
-    while left:
-        data = kept.read(min(BLOCK, left))
-        if not data:
-            raise OSError("message file shorter than expected")
-        out.write(data)
-        left -= len(data)
-    size = body_offset
-    while kept.tell() < length:
-        line = kept.readline()
-        if not line:
-            raise OSError("message file shorter than expected")
-        encoded = binascii.b2a_qp(line, istext=True)
-        out.write(encoded)
-        size += len(encoded)
-    out.flush()
+    try:
+        kept.seek(0)
+        left = body_offset
+        while left:
+            data = kept.read(min(BLOCK, left))
+            if not data:
+                raise OSError("message file shorter than expected")
+            out.write(data)
+            left -= len(data)
+        size = body_offset
+        while kept.tell() < length:
+            line = kept.readline()
+            if not line:
+                raise OSError("message file shorter than expected")
+            encoded = binascii.b2a_qp(line, istext=True)
+            out.write(encoded)
+            size += len(encoded)
+        out.flush()
+    except BaseException:
+        out.close()
+        raise
     return out, size
 
 
@@ -179,4 +195,4 @@ def compose(
     if not quoted_printable:
         return Content(prefix, kept, 0, scan.size)
     encoded, size = _encode_body(kept, scan.body_offset, scan.size)
-    return Content(prefix, encoded, 0, size)
+    return Content(prefix, encoded, 0, size, owns_file=True)
