@@ -106,11 +106,12 @@ async def _accept_loop(
 ) -> None:
     listener = endpoint.bound.socket
     while True:
-        await gate.acquire()
+        # every listener waits for a free place, but only takes it with a
+        # connection in hand: so an idle listener never starves the others
+        await gate.wait_free()
         try:
             stream = await listener.accept()
         except OSError as exc:
-            gate.release()
             if exc.errno in CAPACITY_ERRNOS:
                 log.warning("smtp: out of file descriptors, pausing incoming connections")
                 await trio.sleep(0.5)
@@ -118,8 +119,11 @@ async def _accept_loop(
             if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                 continue
             raise
+        try:
+            # immediate unless another listener took the last place meanwhile
+            await gate.acquire()
         except BaseException:
-            gate.release()
+            await trio.aclose_forcefully(stream)
             raise
         nursery.start_soon(_run_session, services, endpoint, stream, gate)
 

@@ -6,7 +6,8 @@ socket is a Unix socket in the spool directory.  :class:`SessionGate` keeps the
 number of sessions below what the file descriptor limit allows, holding some
 descriptors in reserve (OpenSMTPD: ``(free fds) / 2 - reserve``); when it is
 full, listeners stop accepting until a session ends, and clients wait in the
-kernel's backlog instead of being refused.
+kernel's backlog instead of being refused.  A listener only takes a place with
+a connection in hand, so idle listeners never hold places others need.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def session_capacity() -> int:
 
 
 class SessionGate:
-    """A counter of open sessions with a ceiling: acquire before accept."""
+    """A counter of open sessions with a ceiling: wait for a free place before
+    accept, take it once a connection is accepted."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -98,6 +100,12 @@ class SessionGate:
 
     async def acquire(self) -> None:
         await self._semaphore.acquire()
+
+    async def wait_free(self) -> None:
+        """Wait until a session could start, without taking the place: an idle
+        listener must not hold one while other listeners need it."""
+        await self._semaphore.acquire()
+        self._semaphore.release()
 
     def release(self) -> None:
         self._semaphore.release()

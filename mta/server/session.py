@@ -242,11 +242,13 @@ class Session:
 
     # -- the command loop ----------------------------------------------------
 
-    async def _flush(self) -> None:
+    async def _flush(self) -> bool:
+        """Send the replies queued so far; True if there were any."""
         assert self.conn is not None
         out = self.conn.data_to_send()
         if out:
             await self.stream.send_all(out)
+        return bool(out)
 
     async def _receive(self, deadline: float) -> bytes:
         with trio.move_on_at(deadline):
@@ -270,7 +272,10 @@ class Session:
         while True:
             event = conn.next_event()
             if event is ev.NEED_DATA:
-                await self._flush()
+                if await self._flush():
+                    # a command line was answered (NOOP, RSET... make no event):
+                    # the next one gets a deadline of its own
+                    deadline = None
                 if conn.closed:
                     return
                 now = trio.current_time()

@@ -1,0 +1,237 @@
+"""End to end: limits and timeouts of SMTP sessions.
+
+``smtp limit max-rcpt`` / ``max-mails`` (452 4.5.3), a 1000-recipient
+transaction, the per-command deadline shortened with ``MTA_TIMEOUT_SCALE``
+(a silent client and a client dribbling one byte at a time are both cut with
+``421 4.4.2``; a client that keeps sending commands is not), silence inside
+DATA, and the session cap that a low file descriptor limit makes small.
+"""
+
+from __future__ import annotations
+
+import re
+import select
+import shutil
+import smtplib
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import tests.e2e.daemon as daemon_module
+from tests.e2e.daemon import Daemon
+from tests.e2e.test_listeners import (
+    CLIENT,
+    MESSAGE,
+    USERS,
+    Conversation,
+    envelopes,
+    envelopes_for,
+    free_ports,
+)
+
+COMMAND_DEADLINE = 1.0  # seconds, with MTA_TIMEOUT_SCALE below
+SCALE = COMMAND_DEADLINE / 300  # the command deadline is 300 s unscaled
+DATA_SILENCE = 180 * SCALE  # the data block timeout: 0.6 s
+
+
+def config(port: int, head: str = "") -> str:
+    return f"""
+{USERS}
+{head}
+listen on 127.0.0.1 port {port}
+action "local" maildir "/nonexistent/%{{user.username}}" userbase <users>
+match from any for domain "localhost" action "local"
+"""
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, int]]:
+    [port] = free_ports(1)
+    d = Daemon(
+        tmp_path_factory.mktemp("limited"),
+        config(port, "smtp limit max-rcpt 3 max-mails 2"),
+    )
+    d.start()
+    yield d, port
+    d.stop()
+
+
+@pytest.fixture(scope="module")
+def fast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, int]]:
+    """Default limits, every timeout scaled down (the command deadline is 1 s)."""
+    [port] = free_ports(1)
+    d = Daemon(tmp_path_factory.mktemp("fast"), config(port), env={"MTA_TIMEOUT_SCALE": str(SCALE)})
+    d.start()
+    yield d, port
+    d.stop()
+
+
+# -- max-rcpt, max-mails, 1000 recipients ------------------------------------------------------
+
+
+def test_max_rcpt(limited: tuple[Daemon, int]) -> None:
+    d, port = limited
+    with smtplib.SMTP("127.0.0.1", port, local_hostname=CLIENT, timeout=10) as client:
+        client.ehlo(CLIENT)
+        client.mail("alice@example.org")
+        for n in range(3):
+            assert client.rcpt(f"bob+rcpt{n}@localhost")[0] == 250
+        code, text = client.rcpt("bob+rcpt3@localhost")
+        assert (code, text) == (452, b"4.5.3 Too many recipients: Too many recipients")
+        assert client.data(MESSAGE)[0] == 250  # the first three are kept
+    assert [len(envelopes_for(d, f"bob+rcpt{n}@localhost")) for n in range(4)] == [1, 1, 1, 0]
+
+
+def test_max_mails(limited: tuple[Daemon, int]) -> None:
+    d, port = limited
+    with smtplib.SMTP("127.0.0.1", port, local_hostname=CLIENT, timeout=10) as client:
+        client.ehlo(CLIENT)
+        for n in range(2):
+            assert client.sendmail("alice@example.org", [f"bob+mail{n}@localhost"], MESSAGE) == {}
+        code, text = client.mail("alice@example.org")
+        assert (code, text) == (452, b"4.5.3 Too many recipients: Too many messages sent")
+        assert client.noop()[0] == 250  # the session goes on
+    # a new session may send again
+    with smtplib.SMTP("127.0.0.1", port, local_hostname=CLIENT, timeout=10) as client:
+        assert client.sendmail("alice@example.org", ["bob+mail2@localhost"], MESSAGE) == {}
+    assert all(len(envelopes_for(d, f"bob+mail{n}@localhost")) == 1 for n in range(3))
+
+
+def test_a_thousand_recipients(fast: tuple[Daemon, int]) -> None:
+    d, port = fast
+    rcpts = [f"bob+r{n}@localhost" for n in range(1000)]
+    with Conversation.open("127.0.0.1", port) as c:
+        c.reply()
+        assert c.command(f"EHLO {CLIENT}")[0] == 250
+        # pipelined, as a real client sends a big transaction
+        c.send(
+            b"MAIL FROM:<alice@example.org>\r\n"
+            + b"".join(f"RCPT TO:<{r}>\r\n".encode() for r in rcpts)
+            + b"RCPT TO:<bob+toomany@localhost>\r\nDATA\r\n"
+        )
+        assert c.reply()[0] == 250
+        codes = [c.reply()[0] for _ in rcpts]
+        assert codes == [250] * 1000
+        assert c.reply()[0] == 452  # the 1001st: over the default max-rcpt 1000
+        assert c.reply()[0] == 354
+        c.send(MESSAGE + b".\r\n")
+        code, text = c.reply()
+        assert code == 250, text
+    found = [e for e in envelopes(d) if str(e.rcpt).startswith("bob+r")]
+    assert len(found) == 1000 and len({e.msgid for e in found}) == 1
+    assert {str(e.rcpt) for e in found} == set(rcpts)
+
+
+# -- the command deadline ------------------------------------------------------------------------
+
+
+def expect_timeout(c: Conversation, started: float) -> float:
+    code, text = c.reply()
+    elapsed = time.monotonic() - started
+    assert (code, text) == (421, "4.4.2 Timeout, closing connection")
+    assert c.closed()
+    return elapsed
+
+
+def test_silent_client_is_closed(fast: tuple[Daemon, int]) -> None:
+    _, port = fast
+    with Conversation.open("127.0.0.1", port, timeout=10) as c:
+        c.reply()
+        started = time.monotonic()
+        elapsed = expect_timeout(c, started)
+    assert COMMAND_DEADLINE * 0.8 <= elapsed < COMMAND_DEADLINE + 2
+
+
+def test_dribbling_client_is_cut_at_the_deadline(fast: tuple[Daemon, int]) -> None:
+    _, port = fast
+    with Conversation.open("127.0.0.1", port, timeout=10) as c:
+        c.reply()
+        started = time.monotonic()
+        # one byte every 0.2 s of a line that never ends: an idle timer never fires
+        line = b"NOOP " + b"x" * 100
+        sent = 0
+        while time.monotonic() - started < COMMAND_DEADLINE + 3:
+            readable, _, _ = select.select([c.sock], [], [], 0.2)
+            if readable:
+                break
+            c.send(line[sent % len(line) : sent % len(line) + 1])
+            sent += 1
+        elapsed = expect_timeout(c, started)
+    assert sent >= 3  # it did keep sending
+    assert COMMAND_DEADLINE * 0.8 <= elapsed < COMMAND_DEADLINE + 1
+
+
+def test_busy_client_is_not_cut(fast: tuple[Daemon, int]) -> None:
+    _, port = fast
+    with Conversation.open("127.0.0.1", port, timeout=10) as c:
+        c.reply()
+        started = time.monotonic()
+        while time.monotonic() - started < COMMAND_DEADLINE * 2.5:
+            assert c.command("NOOP")[0] == 250
+            time.sleep(COMMAND_DEADLINE * 0.4)
+        assert c.command("QUIT")[0] == 221
+
+
+def test_silence_inside_data(fast: tuple[Daemon, int]) -> None:
+    d, port = fast
+    with Conversation.open("127.0.0.1", port, timeout=10) as c:
+        c.reply()
+        c.command(f"EHLO {CLIENT}")
+        assert c.command("MAIL FROM:<alice@example.org>")[0] == 250
+        assert c.command("RCPT TO:<bob+silent@localhost>")[0] == 250
+        assert c.command("DATA")[0] == 354
+        c.send(b"Subject: half\r\n\r\nhalf a mess")
+        started = time.monotonic()
+        elapsed = expect_timeout(c, started)
+    assert DATA_SILENCE * 0.8 <= elapsed < DATA_SILENCE + 2
+    assert envelopes_for(d, "bob+silent@localhost") == []
+    assert list((d.spool / "incoming").iterdir()) == []  # the transaction is gone
+
+
+# -- the session cap ------------------------------------------------------------------------------
+
+FD_LIMIT = 52
+
+
+def test_session_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prlimit = shutil.which("prlimit")
+    if prlimit is None:
+        pytest.skip("prlimit (util-linux) is not installed")
+    monkeypatch.setattr(
+        daemon_module,
+        "MTA",
+        [prlimit, f"--nofile={FD_LIMIT}:{FD_LIMIT}", sys.executable, "-m", "mta"],
+    )
+    [port] = free_ports(1)
+    d = Daemon(tmp_path, config(port))
+    d.start()
+    opened: list[Conversation] = []
+    try:
+        found = re.search(r"mta: ready, (\d+) session\(s\) at most", d.log())
+        assert found is not None
+        cap = int(found.group(1))
+        assert 1 <= cap <= 8, d.log()
+        for _ in range(cap):
+            opened.append(Conversation.open("127.0.0.1", port, timeout=5))
+            assert opened[-1].reply()[0] == 220
+        waiting = Conversation.open("127.0.0.1", port, timeout=5)  # the kernel accepts it
+        opened.append(waiting)
+        # no banner while the sessions are all taken
+        assert select.select([waiting.sock], [], [], 0.5)[0] == []
+        assert opened[0].command("QUIT")[0] == 221
+        assert waiting.reply()[0] == 220  # served once a session ended
+        # and it works under that limit
+        waiting.command(f"EHLO {CLIENT}")
+        assert waiting.command("MAIL FROM:<alice@example.org>")[0] == 250
+        assert waiting.command("RCPT TO:<bob@localhost>")[0] == 250
+        assert waiting.command("DATA")[0] == 354
+        waiting.send(MESSAGE + b".\r\n")
+        assert waiting.reply()[0] == 250
+    finally:
+        for c in opened:
+            c.close()
+        d.stop()
+    assert len(envelopes_for(d, "bob@localhost")) == 1
