@@ -8,6 +8,7 @@ timeouts: a deadline for every command line and for a whole DATA transfer.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import secrets
@@ -294,6 +295,18 @@ class Session:
                     conn.send_reply(TIMEOUT)
                     await self._flush()
                     return
+                except trio.Cancelled:
+                    # the server stops and the grace period is over: say so while
+                    # the client waits for us (never in the middle of a reply)
+                    self.reason = "shutdown"
+                    with trio.move_on_after(1) as scope:
+                        scope.shield = True
+                        conn.send_reply(SHUTDOWN)
+                        with contextlib.suppress(
+                            trio.BrokenResourceError, trio.ClosedResourceError, OSError
+                        ):
+                            await self._flush()
+                    raise
                 conn.receive_data(data)
                 continue
             deadline = None
