@@ -33,6 +33,7 @@ import pwd
 import secrets
 import sys
 import time
+from typing import NoReturn
 
 import attrs
 import trio
@@ -59,8 +60,15 @@ EX_TEMPFAIL = os.EX_TEMPFAIL
 PROG = "mta-sendmail"
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(os.EX_USAGE, f"{self.prog}: {message}\n")
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=PROG, add_help=True, allow_abbrev=False)
+    """The arguments; exits with EX_USAGE (64) on a bad one, as sendmail."""
+    p = _Parser(prog=PROG, add_help=True, allow_abbrev=False)
     p.add_argument("-t", action="store_true", help="read recipients from the headers")
     p.add_argument("-i", action="store_true", help="a lone dot does not end the message")
     p.add_argument(

@@ -7,8 +7,9 @@ needs (enqueue.c ``parse_message``):
 * without ``-i`` a line holding only ``.`` ends the input (``ended``);
 * a trailing CR is part of the line ending; any other CR ends a line too, as
   the server would take it, so a dot after it is stuffed like any other;
-* a first line ``From `` (mbox) and ``Return-Path:`` headers are dropped, and
-  ``Bcc:`` headers (with their continuation lines) always;
+* an mbox ``From `` line (``From sender date``, with a time in it) at the top
+  or among the headers, ``Return-Path:`` headers, and ``Bcc:`` headers (with
+  their continuation lines) are dropped;
 * the addresses of ``To:`` / ``Cc:`` / ``Bcc:`` are collected for ``-t`` and
   the first ``From:`` address is noted (it becomes the sender without ``-f``);
 * which of ``From:`` / ``Date:`` / ``Message-ID:`` and the MIME headers exist;
@@ -39,6 +40,7 @@ RFC_LINE_MAX = 998
 """RFC 5322 2.1.1: a line is at most 998 characters without its CRLF."""
 
 _HEADER = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
+_MBOX_FROM = re.compile(rb"From \S+ .*[0-9]:[0-9][0-9]")
 _BARE_CR = re.compile(rb"\r(?!\n)")
 
 _ADDRESS_HEADERS = frozenset((b"to", b"cc", b"bcc"))
@@ -113,8 +115,8 @@ class InputScanner:
 
     def _one(self, line: bytes) -> bytes:
         if self._part is _Part.START:
-            if line[:5].lower() == b"from " and not self.seen:
-                return b""  # mbox "From " line
+            if _MBOX_FROM.match(line):
+                return b""
             if _HEADER.match(line) is None:
                 if line:
                     self._part = _Part.BODY
@@ -137,7 +139,7 @@ class InputScanner:
             if self._value is not None:
                 self._hold(b"\r\n" + line)
             return b"" if self._drop else self._keep(line, body=False)
-        if line[:5].lower() == b"from ":
+        if _MBOX_FROM.match(line):
             self._end_header()
             self._drop = True
             return b""

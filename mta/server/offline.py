@@ -5,6 +5,8 @@ down (:mod:`mta.enqueue.offline`).  About a second after the listeners are up,
 :func:`run_offline_scan` goes through that directory in name (creation) order
 and submits each file through the local enqueue socket, as ``mta-sendmail``
 would have for its owner: the envelope it stored, the message it prepared.
+A second pass a little later takes the files written while the daemon was
+starting (after the first pass listed the directory).
 
 Nothing is lost: a file is deleted only after the server committed the
 message for every recipient.  When only some were accepted the file is
@@ -167,24 +169,22 @@ async def resubmit_file(
         return Resubmitted.NARROWED
 
 
-async def run_offline_scan(spool_dir: str, socket_path: str, *, delay: float = 1.0) -> None:
-    """After ``delay`` seconds, re-submit every file of ``<spool_dir>/offline/``
-    through the local socket at ``socket_path``; see the module docstring."""
-    await trio.sleep(delay)
-    directory = SpoolPaths(spool_dir).offline
+async def _scan(
+    directory: str, socket_path: str, timeouts: ClientTimeouts, skip: frozenset[str]
+) -> set[str] | None:
+    """One pass over the directory (names in ``skip`` left alone); the names seen,
+    or None when the directory cannot be read."""
     try:
         names = sorted(await trio.to_thread.run_sync(os.listdir, directory))
     except FileNotFoundError:
-        return
+        return None
     except OSError as exc:
         log.warning("offline: cannot read %s: %s", directory, exc.strerror)
-        return
-    try:
-        timeouts = ClientTimeouts.from_env()
-    except ValueError:
-        timeouts = ClientTimeouts()
+        return None
     counts = dict.fromkeys(Resubmitted, 0)
     for name in names:
+        if name in skip:
+            continue
         if not is_offline_name(name):
             if not name.startswith("."):
                 log.warning("offline: %s: not an offline message; left alone", visible(name))
@@ -198,3 +198,26 @@ async def run_offline_scan(spool_dir: str, socket_path: str, *, delay: float = 1
             counts[Resubmitted.NARROWED],
             counts[Resubmitted.KEPT],
         )
+    return set(names)
+
+
+async def run_offline_scan(
+    spool_dir: str, socket_path: str, *, delay: float = 1.0, settle: float | None = 30.0
+) -> None:
+    """After ``delay`` seconds, re-submit every file of ``<spool_dir>/offline/``
+    through the local socket at ``socket_path``; see the module docstring.
+
+    ``settle`` seconds later, one more pass takes the files that appeared since
+    (written by an ``mta-sendmail`` that found the daemon down just before it
+    started listening); None: no second pass."""
+    await trio.sleep(delay)
+    directory = SpoolPaths(spool_dir).offline
+    try:
+        timeouts = ClientTimeouts.from_env()
+    except ValueError:
+        timeouts = ClientTimeouts()
+    seen = await _scan(directory, socket_path, timeouts, frozenset())
+    if seen is None or settle is None:
+        return
+    await trio.sleep(settle)
+    await _scan(directory, socket_path, timeouts, frozenset(seen))

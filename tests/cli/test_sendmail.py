@@ -246,6 +246,18 @@ def test_bad_arguments(daemon: Daemon, args: list[str]) -> None:
     assert len(queued(daemon)) == before
 
 
+def test_unknown_option_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_sendmail(["-q", "x@remote.example"], b"s\n", tmp_path)
+    assert result.returncode == os.EX_USAGE
+    assert b"usage: mta-sendmail" in result.stderr
+
+
+def test_unsupported_mode(tmp_path: Path) -> None:
+    result = run_sendmail(["-bp"], b"", tmp_path)
+    assert result.returncode == os.EX_USAGE
+    assert b"unsupported mode -bp" in result.stderr
+
+
 def test_bad_address_header_with_t(daemon: Daemon) -> None:
     result = run_sendmail(["-t"], b"To: <broken@\n\nb\n", daemon.spool)
     assert result.returncode == os.EX_DATAERR

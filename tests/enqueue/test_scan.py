@@ -98,6 +98,14 @@ def test_mbox_from_line_and_return_path_dropped() -> None:
     assert out == b"Subject: s\r\n\r\nb\r\n"
 
 
+def test_from_line_that_is_not_mbox_is_kept() -> None:
+    s, out = scan(b"from the desk of Bob\nFrom me to you\n")
+    assert not s.has_headers
+    assert out == b"from the desk of Bob\r\nFrom me to you\r\n"
+    _, out = scan(b"Subject: s\nFrom here on, the body\n")
+    assert out == b"Subject: s\r\n\r\nFrom here on, the body\r\n"
+
+
 def test_no_header_block() -> None:
     s, out = scan(b"just a body\nline two\n")
     assert not s.has_headers

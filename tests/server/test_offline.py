@@ -66,7 +66,7 @@ async def test_scan_submits_and_removes(
     first = keep(drop, "o1@r.example", "o2@r.example")
     second = keep(drop, "o3@r.example", sender="")
     caplog.set_level(logging.INFO, logger="mta")
-    await run_offline_scan(str(drop.parent), sock(daemon), delay=0)
+    await run_offline_scan(str(drop.parent), sock(daemon), delay=0, settle=None)
     assert offline_names(drop) == []
     [(rcpts, sender, content)] = messages_for(daemon, "o1@r.example")
     assert rcpts == ["o1@r.example", "o2@r.example"]
@@ -105,7 +105,7 @@ async def test_all_refused_is_kept_unchanged(daemon: Daemon, drop: Path) -> None
 async def test_daemon_not_answering_keeps_files(tmp_path: Path, drop: Path) -> None:
     path = keep(drop, "o5@r.example")
     before = path.read_bytes()
-    await run_offline_scan(str(drop.parent), str(tmp_path / "absent.sock"), delay=0)
+    await run_offline_scan(str(drop.parent), str(tmp_path / "absent.sock"), delay=0, settle=None)
     assert offline_names(drop) == [path.name]
     assert path.read_bytes() == before
 
@@ -124,7 +124,7 @@ async def test_bad_files_are_kept_and_others_still_sent(
     foreign.write_text("not mail")
     temporary = drop / ".1000000002.0123456789abcdef.tmp"
     temporary.write_bytes(b"being written")
-    await run_offline_scan(str(drop.parent), sock(daemon), delay=0)
+    await run_offline_scan(str(drop.parent), sock(daemon), delay=0, settle=None)
     assert offline_names(drop) == sorted(
         [corrupt.name, linked.name, symlink.name, foreign.name, temporary.name]
     )
@@ -139,7 +139,9 @@ async def test_bad_files_are_kept_and_others_still_sent(
 async def test_scan_waits_for_the_delay(daemon: Daemon, drop: Path) -> None:
     keep(drop, "o8@r.example")
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: run_offline_scan(str(drop.parent), sock(daemon), delay=0.5))
+        nursery.start_soon(
+            lambda: run_offline_scan(str(drop.parent), sock(daemon), delay=0.5, settle=None)
+        )
         await trio.sleep(0.3)
         assert len(offline_names(drop)) == 1
     assert offline_names(drop) == []
@@ -147,7 +149,23 @@ async def test_scan_waits_for_the_delay(daemon: Daemon, drop: Path) -> None:
 
 
 async def test_missing_offline_directory(daemon: Daemon, tmp_path: Path) -> None:
-    await run_offline_scan(str(tmp_path / "no-spool"), sock(daemon), delay=0)
+    await run_offline_scan(str(tmp_path / "no-spool"), sock(daemon), delay=0)  # returns at once
+
+
+async def test_second_pass_takes_late_files_only(
+    daemon: Daemon, drop: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    refused = keep(drop, "nobody@localhost")  # kept by the first pass
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            lambda: run_offline_scan(str(drop.parent), sock(daemon), delay=0, settle=0.5)
+        )
+        await trio.sleep(0.25)
+        late = keep(drop, "o9@r.example")  # written after the first pass listed the directory
+        assert offline_names(drop) == sorted([refused.name, late.name])
+    assert offline_names(drop) == [refused.name]
+    assert len(messages_for(daemon, "o9@r.example")) == 1
+    assert caplog.text.count(f"offline: {refused.name}") == 2  # refused once, kept once: one pass
 
 
 def test_written_names_are_offline_names(drop: Path) -> None:
