@@ -21,7 +21,8 @@ took the message, EX_NOUSER when a recipient was refused (nothing is sent
 then), EX_TEMPFAIL for a temporary failure, EX_DATAERR for a message or
 address the daemon or this command refuses, EX_UNAVAILABLE for other refusals,
 EX_USAGE for bad arguments.  ``-bs`` speaks SMTP on standard input and output,
-relayed to the daemon; ``-bi`` rebuilds the aliases (``newaliases``).
+relayed to the daemon (or, while it is down, served here with each message
+kept offline); ``-bi`` rebuilds the aliases (``newaliases``).
 """
 
 from __future__ import annotations
@@ -248,6 +249,22 @@ def _submit(args: argparse.Namespace, spool: str, submission: Submission, conten
     return result.exit_code
 
 
+def _smtp_mode(spool: str) -> int:
+    """``-bs``: relayed to the daemon, or served here into the offline directory."""
+    from mta.enqueue.proxy import UNAVAILABLE, relay_stdio
+
+    status = trio.run(relay_stdio, socket_path(spool))
+    if status is not None:
+        return status
+    directory = offline_dir(spool)
+    if not os.path.isdir(directory):
+        os.write(1, UNAVAILABLE)
+        return os.EX_TEMPFAIL
+    from mta.enqueue.standin import serve_standin
+
+    return serve_standin(directory, server_name())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.b == "i":
@@ -255,10 +272,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return ctl(["newaliases"])
     if args.b == "s":
-        from mta.enqueue.proxy import relay_stdio
-
-        spool = args.spool or default_spool()
-        return trio.run(relay_stdio, socket_path(spool))
+        return _smtp_mode(args.spool or default_spool())
     if args.b not in (None, "m"):
         _error(f"unsupported mode -b{args.b}")
         return os.EX_USAGE

@@ -4,7 +4,8 @@ The bytes go both ways unchanged between the caller and the local socket, so
 the caller talks to the daemon's own SMTP server (a local, authenticated
 session).  When the caller closes its side the socket is half-closed so the
 server sees the end; when the server closes, the relay ends.  If the daemon
-cannot be reached, a ``421`` is written and the exit status is EX_TEMPFAIL.
+cannot be reached nothing is written and the caller decides what to do
+(:mod:`mta.enqueue.standin`, or :data:`UNAVAILABLE`).
 """
 
 from __future__ import annotations
@@ -34,15 +35,15 @@ async def _pump(source: trio.abc.ReceiveStream, sink: trio.abc.SendStream) -> No
             return
 
 
-async def relay_stdio(path: str, stdin_fd: int = 0, stdout_fd: int = 1) -> int:
-    """Relay ``stdin_fd`` / ``stdout_fd`` to the Unix socket at ``path``; an exit status."""
+async def relay_stdio(path: str, stdin_fd: int = 0, stdout_fd: int = 1) -> int | None:
+    """Relay ``stdin_fd`` / ``stdout_fd`` to the Unix socket at ``path``; an exit
+    status, or None when the socket does not answer (nothing was read or written)."""
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         await sock.connect(path)
     except OSError:
         sock.close()
-        os.write(stdout_fd, UNAVAILABLE)
-        return os.EX_TEMPFAIL
+        return None
     server = trio.SocketStream(sock)
     caller_in = trio.lowlevel.FdStream(os.dup(stdin_fd))
     caller_out = trio.lowlevel.FdStream(os.dup(stdout_fd))

@@ -5,9 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import pwd
-import select
 import stat
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,7 @@ from mta.cli.sendmail import gecos_name, parse_args
 from mta.config.hostname import server_name
 from mta.enqueue.offline import is_offline_name, read_offline
 from tests.e2e.daemon import Daemon
-from tests.enqueue.daemons import SENDMAIL, queued, run_sendmail, running
+from tests.enqueue.daemons import SmtpPipe, queued, run_sendmail, running
 
 USER = pwd.getpwuid(os.getuid()).pw_name
 HOST = server_name()
@@ -264,43 +262,17 @@ def test_bad_address_header_with_t(daemon: Daemon) -> None:
 
 
 def test_bs_relays_smtp(daemon: Daemon) -> None:
-    env = dict(os.environ, MTA_SPOOL=str(daemon.spool))
-    with subprocess.Popen(
-        [*SENDMAIL, "-bs"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
-    ) as proc:
-        assert proc.stdin is not None and proc.stdout is not None
-        stdin, stdout = proc.stdin, proc.stdout.fileno()
-        pending = bytearray()
-
-        def reply() -> bytes:
-            """One whole reply (the last line has a space after the code)."""
-            while True:
-                lines = bytes(pending).split(b"\r\n")
-                for index, line in enumerate(lines[:-1]):
-                    if line[3:4] == b" ":
-                        size = sum(len(x) + 2 for x in lines[: index + 1])
-                        del pending[:size]
-                        return b"\r\n".join(lines[: index + 1])
-                ready, _, _ = select.select([stdout], [], [], 10)
-                assert ready, "no reply"
-                data = os.read(stdout, 4096)
-                assert data, "end of output"
-                pending.extend(data)
-
-        def say(line: bytes) -> bytes:
-            stdin.write(line + b"\r\n")
-            stdin.flush()
-            return reply()
-
-        assert reply().startswith(b"220 ")
-        assert b"250 " in say(b"EHLO client")
-        assert say(b"MAIL FROM:<bs@sender.example>").startswith(b"250")
-        assert say(b"RCPT TO:<bs@remote.example>").startswith(b"250")
-        assert say(b"DATA").startswith(b"354")
-        assert say(b"Subject: bs\r\n\r\nover -bs\r\n.").startswith(b"250")
-        assert say(b"QUIT").startswith(b"221")
-        proc.stdin.close()
-        assert proc.wait(10) == 0
+    with SmtpPipe(daemon.spool) as smtp:
+        banner = smtp.reply()
+        assert banner.startswith(b"220 ")
+        assert b"250 " in smtp.say(b"EHLO client")
+        assert smtp.say(b"MAIL FROM:<bs@sender.example>").startswith(b"250")
+        assert smtp.say(b"RCPT TO:<bs@remote.example>").startswith(b"250")
+        assert smtp.say(b"RCPT TO:<nobody@localhost>").startswith(b"550")  # the daemon's rules
+        assert smtp.say(b"DATA").startswith(b"354")
+        assert smtp.say(b"Subject: bs\r\n\r\nover -bs\r\n.").startswith(b"250")
+        assert smtp.say(b"QUIT").startswith(b"221")
+        assert smtp.finish() == 0
     _, sender, content = only_message(daemon, "bs@remote.example")
     assert sender == "bs@sender.example"
     assert body_of(content) == b"over -bs\r\n"
@@ -373,11 +345,39 @@ def test_stale_socket_file_counts_as_down(tmp_path: Path) -> None:
     assert len(offline_files(d.spool)) == 1
 
 
-def test_bs_with_daemon_down(tmp_path: Path) -> None:
-    d = stopped_daemon(tmp_path)
-    result = run_sendmail(["-bs"], b"EHLO x\r\n", d.spool)
+def test_bs_without_daemon_or_spool(tmp_path: Path) -> None:
+    result = run_sendmail(["-bs"], b"EHLO x\r\n", tmp_path / "nothing")
     assert result.returncode == os.EX_TEMPFAIL
     assert result.stdout.startswith(b"421 ")
+
+
+def test_bs_with_daemon_down_keeps_messages_offline(tmp_path: Path) -> None:
+    d = stopped_daemon(tmp_path)
+    with SmtpPipe(d.spool) as smtp:
+        assert smtp.reply().startswith(b"220 ")
+        assert b"250 " in smtp.say(b"EHLO client")
+        for n in (1, 2):
+            assert smtp.say(b"MAIL FROM:<bs@sender.example> RET=HDRS ENVID=e+2B").startswith(b"250")
+            assert smtp.say(b"RCPT TO:<bs%d@remote.example> NOTIFY=NEVER" % n).startswith(b"250")
+            assert smtp.say(b"RCPT TO:<local%d>" % n).startswith(b"250")
+            assert smtp.say(b"DATA").startswith(b"354")
+            accepted = smtp.say(b"Subject: %d\r\n\r\n..dot\r\n." % n)
+            assert accepted.startswith(b"250 ")
+        assert smtp.say(b"MAIL FROM:<x@y.example>").startswith(b"250")
+        assert smtp.say(b"RSET").startswith(b"250")  # a reset transaction keeps nothing
+        assert smtp.say(b"QUIT").startswith(b"221")
+        assert smtp.finish() == 0
+    files = offline_files(d.spool)
+    assert len(files) == 2
+    for n, path in enumerate(files, 1):
+        with path.open("rb") as f:
+            checked = read_offline(f)
+            message = checked.content(f).read_all()
+        envelope = checked.envelope
+        assert envelope.sender == "bs@sender.example"
+        assert envelope.recipients == (f"bs{n}@remote.example", f"local{n}@{HOST}")
+        assert (envelope.dsn_ret, envelope.dsn_envid, envelope.dsn_notify) == ("HDRS", "e+2B", None)
+        assert message == b"Subject: %d\r\n\r\n.dot\r\n" % n
 
 
 @pytest.mark.skipif(

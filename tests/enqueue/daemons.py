@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from mta.spool.paths import SpoolPaths
 from mta.spool.store import Store
 from tests.e2e.daemon import Daemon, free_port
 
-__all__ = ["SENDMAIL", "config", "queued", "run_sendmail", "running"]
+__all__ = ["SENDMAIL", "SmtpPipe", "config", "queued", "run_sendmail", "running"]
 
 SENDMAIL = [sys.executable, "-c", "import sys; from mta.cli.sendmail import main; sys.exit(main())"]
 
@@ -76,3 +77,52 @@ def run_sendmail(
         timeout=timeout,
         check=False,
     )
+
+
+class SmtpPipe:
+    """``mta-sendmail -bs`` as a process, spoken to one command at a time."""
+
+    def __init__(self, spool: Path) -> None:
+        env = dict(os.environ, MTA_SPOOL=str(spool))
+        self.proc = subprocess.Popen(
+            [*SENDMAIL, "-bs"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.stdin = self.proc.stdin
+        self.stdout = self.proc.stdout.fileno()
+        self.pending = bytearray()
+
+    def __enter__(self) -> SmtpPipe:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self.stdin.close()
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+
+    def reply(self) -> bytes:
+        """One whole reply (its last line has a space after the code), CRLFs between lines."""
+        while True:
+            lines = bytes(self.pending).split(b"\r\n")
+            for index, line in enumerate(lines[:-1]):
+                if line[3:4] == b" ":
+                    del self.pending[: sum(len(x) + 2 for x in lines[: index + 1])]
+                    return b"\r\n".join(lines[: index + 1])
+            ready, _, _ = select.select([self.stdout], [], [], 10)
+            assert ready, "no reply"
+            data = os.read(self.stdout, 4096)
+            assert data, f"end of output after {bytes(self.pending)!r}"
+            self.pending.extend(data)
+
+    def say(self, line: bytes) -> bytes:
+        self.stdin.write(line + b"\r\n")
+        self.stdin.flush()
+        return self.reply()
+
+    def finish(self) -> int:
+        """Close our side; the exit status."""
+        self.stdin.close()
+        return self.proc.wait(10)
