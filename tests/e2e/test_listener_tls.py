@@ -38,7 +38,7 @@ from tests.e2e.test_listeners import (
 
 class Ports:
     def __init__(self) -> None:
-        self.sni, self.tls13, self.ciphers, self.auth, self.optional = free_ports(5)
+        self.sni, self.tls13, self.ciphers, self.auth, self.optional, self.verify = free_ports(6)
 
 
 CHACHA = "ECDHE-ECDSA-CHACHA20-POLY1305"
@@ -52,6 +52,7 @@ pki localhost cert "{certs.cert_file}"
 pki localhost key "{certs.key_file}"
 pki other cert "{certs.other_cert_file}"
 pki other key "{certs.other_key_file}"
+ca testca cert "{certs.ca_file}"
 table creds file:{creds}
 table sendtab {{ alice = "alice@example.org, @alice.test", carol = "carol@example.org" }}
 listen on 127.0.0.1 port {p.sni} tls pki localhost pki other
@@ -60,6 +61,7 @@ listen on 127.0.0.1 port {p.ciphers} tls pki localhost ciphers "{CHACHA}"
 listen on 127.0.0.1 port {p.auth} tls pki localhost auth <creds> received-auth senders <sendtab>
 listen on 127.0.0.1 port {p.optional} tls pki localhost auth-optional <creds> \
 senders <sendtab> masquerade received-auth
+listen on 127.0.0.1 port {p.verify} smtps verify pki localhost ca testca
 action "local" maildir "/nonexistent/%{{user.username}}" userbase <users>
 action "out" relay
 match from any for domain "localhost" action "local"
@@ -135,6 +137,33 @@ def test_pki_chosen_by_sni(
         tls.sock.close()
 
 
+def test_plaintext_after_starttls_is_not_executed(
+    daemon: Daemon, ports: Ports, certs: Certs
+) -> None:
+    """RFC 3207: commands sent with STARTTLS before the handshake must not run
+    inside TLS (the STARTTLS command injection attack)."""
+    with Conversation.open("127.0.0.1", ports.sni) as c:
+        c.reply()
+        c.command(f"EHLO {CLIENT}")
+        c.send(b"STARTTLS\r\nMAIL FROM:<evil@example.org>\r\n")
+        code, _ = c.reply()
+        if code != 220:
+            return  # refused outright: nothing runs either
+        try:
+            tls = Conversation(
+                certs.client_context().wrap_socket(c.sock, server_hostname="localhost")
+            )
+        except (ssl.SSLError, ConnectionError):
+            # the server closed the session instead: fine as well
+            assert "smtp disconnected reason=starttls-injection" in daemon.log()
+            return
+        code, text = tls.command(f"EHLO {CLIENT}")
+        assert code == 250 and f"Hello {CLIENT} [127.0.0.1]" in text  # EHLO's, not MAIL's
+        assert tls.command("MAIL FROM:<alice@example.org>")[0] == 250  # no MAIL was pending
+        tls.command("QUIT")
+        tls.sock.close()
+
+
 # -- protocols and ciphers -------------------------------------------------------------------
 
 
@@ -175,6 +204,24 @@ def test_ciphers(daemon: Daemon, ports: Ports, certs: Certs) -> None:
         client.sendmail("alice@example.org", ["bob+cipher@localhost"], MESSAGE)
     _, msg = the_message(daemon, "bob+cipher@localhost")
     assert f" (TLSv1.2:{CHACHA}:256:NO)" in received_of(msg)
+
+
+def test_smtps_verify(daemon: Daemon, ports: Ports, certs: Certs) -> None:
+    with (
+        pytest.raises((ssl.SSLError, ConnectionError, smtplib.SMTPServerDisconnected)),
+        smtplib.SMTP_SSL(
+            "localhost", ports.verify, timeout=10, context=certs.client_context()
+        ) as client,
+    ):
+        client.ehlo(CLIENT)  # TLS 1.3: the refusal may only show on the first read
+    context = certs.client_context()
+    context.load_cert_chain(str(certs.client_file))
+    with smtplib.SMTP_SSL(
+        "localhost", ports.verify, local_hostname=CLIENT, timeout=10, context=context
+    ) as client:
+        client.sendmail("alice@example.org", ["bob+verified@localhost"], MESSAGE)
+    _, msg = the_message(daemon, "bob+verified@localhost")
+    assert ":YES)\r\n\tfor <bob+verified@localhost>" in received_of(msg)
 
 
 # -- auth, received-auth, senders ----------------------------------------------------------------

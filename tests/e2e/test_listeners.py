@@ -215,11 +215,18 @@ class Ports:
             self.inet6,
             self.hostnames,
             self.proxy,
-        ) = free_ports(8)
+            self.any4,
+            self.any6,
+        ) = free_ports(10)
 
 
 def listeners_config(p: Ports) -> str:
-    v6 = f"listen on ::1 port {p.v6}\nlisten on lo inet6 port {p.inet6}\n" if IPV6 else ""
+    v6 = (
+        f"listen on ::1 port {p.v6}\nlisten on lo inet6 port {p.inet6}\n"
+        f"listen on :: port {p.any6}\n"
+        if IPV6
+        else ""
+    )
     return f"""
 {USERS}
 table names {{ 127.0.0.1 = "v4.names.test", "[::1]" = "v6.names.test", \
@@ -230,6 +237,8 @@ listen on 127.0.0.1 port {p.named} hostname mx.one.test tag TAGGED mask-src no-d
 listen on lo inet4 port {p.inet4}
 listen on lo port {p.hostnames} hostnames <names>
 listen on 127.0.0.1 port {p.proxy} proxy-v2 hostnames <names>
+listen on 0.0.0.0 port {p.any4}
+listen on socket tag SOCKTAG
 {v6}
 action "local" maildir "/nonexistent/%{{user.username}}" userbase <users>
 action "tagged" maildir "/nonexistent/tagged/%{{user.username}}" userbase <users>
@@ -304,6 +313,15 @@ def test_listen_on_ipv6_address_and_inet6(daemon: Daemon, ports: Ports) -> None:
     env, msg = the_message(daemon, "carol@localhost")
     assert env.sockaddr == "::1"
     assert received_of(msg).startswith(f"Received: from {CLIENT} (<unknown> [::1])\r\n")
+
+
+def test_listen_on_the_unspecified_addresses(daemon: Daemon, ports: Ports) -> None:
+    assert banner("127.0.0.1", ports.any4)[0] == 220
+    assert f"smtp: listening on 0.0.0.0:{ports.any4}" in daemon.log()
+    if IPV6:
+        assert refused("::1", ports.any4)
+        assert banner("::1", ports.any6)[0] == 220
+        assert refused("127.0.0.1", ports.any6)  # IPV6_V6ONLY: "::" is IPv6 only
 
 
 def test_inet4_only(daemon: Daemon, ports: Ports) -> None:
@@ -477,6 +495,7 @@ def test_local_socket_session(daemon: Daemon) -> None:
         )
     env, msg = the_message(daemon, "someone@example.net")
     assert env.sockaddr == "local" and env.kind is EnvelopeKind.MTA
+    assert env.tag == "SOCKTAG"  # listen on socket tag SOCKTAG
     assert EnvelopeFlag.AUTHENTICATED in env.flags
     assert env.hostname == env.smtpname  # rdns of a local session is the server's name
     received = received_of(msg)
@@ -498,3 +517,28 @@ def test_local_socket_keeps_date_and_message_id(daemon: Daemon) -> None:
     headers = msg.split(b"\r\n\r\n", 1)[0]
     assert headers.count(b"\r\nDate: ") == 1 and headers.count(b"Message-ID: ") == 1
     assert b"Message-ID: <given@example.org>" in headers
+
+
+# -- what DATA does to the message --------------------------------------------------------------
+
+
+def test_bcc_removed_and_loop_detected(daemon: Daemon, ports: Ports) -> None:
+    message = (
+        b"From: alice@example.org\r\nTo: bob@localhost\r\nBcc: secret@example.org,\r\n"
+        b" other@example.org\r\nSubject: bcc\r\n\r\nbody\r\n"
+    )
+    assert send("127.0.0.1", ports.localhost, "bob+bcc@localhost", message=message) == {}
+    _, msg = the_message(daemon, "bob+bcc@localhost")
+    assert b"Bcc" not in msg and b"secret@" not in msg and b"other@" not in msg
+    assert b"\r\nTo: bob@localhost\r\nSubject: bcc\r\n" in msg and msg.endswith(b"\r\n\r\nbody\r\n")
+    hops = b"".join(b"Received: from hop%02d.example\r\n" % n for n in range(100))
+    with smtplib.SMTP("127.0.0.1", ports.localhost, local_hostname=CLIENT, timeout=10) as client:
+        client.ehlo(CLIENT)
+        client.mail("alice@example.org")
+        client.rcpt("bob+loop@localhost")
+        code, text = client.data(hops + MESSAGE)
+        assert (code, text) == (500, b"5.4.6 Routing loop detected: Loop detected")
+        one_less = hops.split(b"\r\n", 1)[1]  # 99 are fine
+        assert client.sendmail("a@example.org", ["bob+hops@localhost"], one_less + MESSAGE) == {}
+    assert envelopes_for(daemon, "bob+loop@localhost") == []
+    assert len(envelopes_for(daemon, "bob+hops@localhost")) == 1

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import smtplib
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,9 +25,11 @@ from mta.auth.hashes import make_hash
 from mta.envelope import EnvelopeFlag, EnvelopeKind
 from tests.e2e.certs import Certs, make_certs
 from tests.e2e.daemon import Daemon
+from tests.e2e.test_limits import config as plain_config
 from tests.e2e.test_listeners import (
     CLIENT,
     MESSAGE,
+    Conversation,
     envelopes_for,
     free_ports,
     message_of,
@@ -252,3 +256,33 @@ def test_forward_file(daemon: Daemon, ports: Ports) -> None:
     assert EnvelopeFlag.INTERNAL in relayed.flags
     assert carol.msgid == relayed.msgid
     assert b"Hello.\r\n" in message_of(daemon, carol.msgid)
+
+
+def test_dead_dns_server_delays_nobody(tmp_path: Path) -> None:
+    """A nameserver that never answers: every session gets its banner once the
+    (scaled) rDNS timeout passes, all at the same time, not one after another."""
+    [port] = free_ports(1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead:
+        dead.bind(("127.0.0.1", 0))  # bound, never read: queries vanish
+        d = Daemon(
+            tmp_path,
+            plain_config(port),
+            env={"MTA_DNS": f"127.0.0.1:{dead.getsockname()[1]}", "MTA_TIMEOUT_SCALE": "0.1"},
+        )
+        d.start()
+        try:
+            started = time.monotonic()
+            clients = [Conversation.open("127.0.0.1", port) for _ in range(8)]
+            try:
+                for c in clients:
+                    assert c.reply()[0] == 220
+                elapsed = time.monotonic() - started
+                assert clients[0].command(f"EHLO {CLIENT}")[0] == 250
+            finally:
+                for c in clients:
+                    c.close()
+        finally:
+            d.stop()
+    # the rDNS budget is 0.3 s (3 s scaled by 0.1); eight in a row would take 2.4 s
+    assert 0.2 <= elapsed < 1.5
+    assert d.log().count("smtp connected address=127.0.0.1 host=<unknown>") == 8
