@@ -11,12 +11,14 @@ and the scheduler's read / update calls.  Blocking work runs in worker threads.
     # or: await txn.abort()
 
 Group commit needs no nursery: concurrent commits elect a leader among
-themselves (:mod:`mta.spool.commit`).
+themselves (:mod:`mta.spool.commit`).  Message ids are random but runs of
+:data:`BUCKET_RUN` consecutive transactions share their top byte, i.e. their
+queue bucket, so a batch of concurrent commits fsyncs one or two bucket
+directories instead of one per message; over time the buckets fill evenly.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 from typing import BinaryIO
@@ -27,8 +29,7 @@ from mta.envelope import Envelope
 from mta.errors import SpoolError
 from mta.spool import crypto
 from mta.spool.commit import CommitStats, GroupCommitter
-from mta.spool.fsio import create_file, spool_error
-from mta.spool.paths import MESSAGE_NAME, SpoolPaths
+from mta.spool.paths import SpoolPaths
 from mta.spool.recovery import RecoveryReport, recover
 from mta.spool.store import Store
 from mta.spool.transaction import Transaction
@@ -36,30 +37,7 @@ from mta.spool.transaction import Transaction
 __all__ = ["Spool"]
 
 _MSGID_TRIES = 64
-
-
-def _new_transaction(paths: SpoolPaths) -> tuple[int, int]:
-    """Blocking: make ``incoming/<msgid>`` for an unused random msgid and create its
-    message file.  Returns (msgid, fd)."""
-    for _ in range(_MSGID_TRIES):
-        msgid = secrets.randbits(32)
-        if msgid == 0:
-            continue
-        directory = paths.incoming_dir(msgid)
-        try:
-            os.mkdir(directory, 0o700)
-        except FileExistsError:
-            continue  # another transaction has it
-        try:
-            if os.path.lexists(paths.message_dir(msgid)):
-                os.rmdir(directory)
-                continue  # a queued message has it
-            return msgid, create_file(os.path.join(directory, MESSAGE_NAME))
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.rmdir(directory)
-            raise
-    raise SpoolError("spool: no free message id")
+BUCKET_RUN = 1024  # consecutive transactions that share a queue bucket
 
 
 class Spool:
@@ -75,6 +53,9 @@ class Spool:
         self.stats = CommitStats()
         self.store = Store(paths, compress=compression, key=key)
         self._committer = GroupCommitter(paths, self.stats)
+        self._active: set[int] = set()  # msgids of open transactions
+        self._bucket = secrets.randbits(8)
+        self._bucket_left = BUCKET_RUN
 
     @classmethod
     async def open(
@@ -97,19 +78,31 @@ class Spool:
     # -- write path ----------------------------------------------------------
 
     async def begin(self) -> Transaction:
-        """A new transaction with a fresh random msgid; SpoolFull / SpoolError."""
-        try:
-            msgid, fd = await trio.to_thread.run_sync(_new_transaction, self.paths)
-        except OSError as exc:
-            raise spool_error(exc, "creating transaction") from exc
+        """A new transaction with a fresh random msgid (no disk I/O yet: the
+        message is created when it grows or at commit, whose errors say why)."""
+        await trio.lowlevel.checkpoint()
+        if self._bucket_left == 0:
+            self._bucket, self._bucket_left = (self._bucket + 1) % 256, BUCKET_RUN
+        self._bucket_left -= 1
+        for _ in range(_MSGID_TRIES):
+            msgid = self._bucket << 24 | secrets.randbits(24)
+            if msgid == 0 or msgid in self._active:
+                continue
+            # A queued message keeps its id until delivered (a cached stat, no write).
+            if os.path.lexists(self.paths.message_dir(msgid)):
+                continue
+            break
+        else:
+            raise SpoolError("spool: no free message id")
+        self._active.add(msgid)
         return Transaction(
             msgid=msgid,
-            fd=fd,
             paths=self.paths,
             compress=self.compression,
             key=self.key,
             committer=self._committer,
             stats=self.stats,
+            release=self._active.discard,
         )
 
     # -- read / update path (scheduler, deliveries, mtactl) ------------------

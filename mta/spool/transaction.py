@@ -1,5 +1,8 @@
 """One message being received: its ``incoming/<msgid>`` directory until commit.
 
+Nothing touches the disk before the commit unless the message outgrows the
+writer's buffer, so a small message costs one worker-thread hop of its own.
+
 ``commit`` is what allows the ``250`` after DATA: when it returns, the message
 file, every envelope file and the directory entries are on stable storage
 (reliability-rules 1.6).  It assigns the envelope ids, prepares in a worker
@@ -16,7 +19,7 @@ from __future__ import annotations
 import enum
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 import trio
@@ -25,8 +28,8 @@ from mta.envelope import Envelope
 from mta.errors import SpoolError
 from mta.spool.codec import encode_envelope
 from mta.spool.commit import CommitStats, GroupCommitter
-from mta.spool.fsio import fsync_dir, remove_tree, spool_error, write_file
-from mta.spool.paths import SpoolPaths
+from mta.spool.fsio import create_file, fsync_dir, remove_tree, spool_error, write_file
+from mta.spool.paths import MESSAGE_NAME, SpoolPaths
 from mta.spool.seal import StreamEncoder, seal_buffer
 from mta.spool.writer import MessageWriter
 
@@ -60,12 +63,12 @@ class Transaction:
         self,
         *,
         msgid: int,
-        fd: int,
         paths: SpoolPaths,
         compress: bool,
         key: bytes | None,
         committer: GroupCommitter,
         stats: CommitStats,
+        release: Callable[[int], None],
     ) -> None:
         self.msgid = msgid
         self._paths = paths
@@ -73,8 +76,20 @@ class Transaction:
         self._key = key
         self._committer = committer
         self._stats = stats
-        self._writer = MessageWriter(fd, StreamEncoder(compress=compress, key=key))
+        self._release = release
+        self._writer = MessageWriter(self._create, StreamEncoder(compress=compress, key=key))
         self._state = _State.OPEN
+
+    def _create(self) -> int:
+        """Make ``incoming/<msgid>/`` and its message file (blocking; run once, when
+        the message outgrows its buffer or at commit)."""
+        directory = self.directory
+        os.mkdir(directory, 0o700)
+        try:
+            return create_file(os.path.join(directory, MESSAGE_NAME))
+        except BaseException:
+            os.rmdir(directory)
+            raise
 
     @property
     def msgid_text(self) -> str:
@@ -118,6 +133,7 @@ class Transaction:
             await self._give_up()
             raise
         self._state = _State.COMMITTED
+        self._release(self.msgid)
         return assigned
 
     def _prepare(self, envelopes: list[Envelope]) -> int:
@@ -145,8 +161,14 @@ class Transaction:
 
     async def _give_up(self) -> None:
         self._state = _State.ABORTED
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(self._discard)
+        try:
+            if self._writer.created:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(self._discard)
+            else:
+                self._writer.close()  # nothing reached the disk
+        finally:
+            self._release(self.msgid)
 
     def _discard(self) -> None:
         self._writer.close()

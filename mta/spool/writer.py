@@ -1,17 +1,19 @@
 """The message file of a transaction, written as DATA arrives.
 
 :meth:`MessageWriter.write` is the hot path: it encodes the chunk (gzip and
-AES-GCM if configured, incrementally) into a buffer and writes to the page
-cache when the buffer is large; it never raises for I/O.  The first write
-error is kept in :attr:`MessageWriter.error` and everything after it is
-dropped, so a session can finish reading DATA and then learn at commit that
-the spool failed (``452`` / ``451``).  Finishing (tail, fsync, close) happens
-in a worker thread during the commit.
+AES-GCM if configured, incrementally) into a buffer; only when the buffer is
+large does it create the file (first time) and write to the page cache, so a
+small message touches the disk once, in the commit's worker thread.  It never
+raises for I/O: the first error is kept in :attr:`MessageWriter.error` and
+everything after it is dropped, so a session can finish reading DATA and then
+learn at commit that the spool failed (``452`` / ``451``).  Finishing (tail,
+fsync, close) happens in a worker thread during the commit.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from mta.spool.fsio import write_all
 from mta.spool.seal import StreamEncoder
@@ -22,12 +24,19 @@ FLUSH_AT = 128 * 1024
 
 
 class MessageWriter:
-    """Writes one message file; made by :meth:`Transaction.open_message`."""
+    """Writes one message file; made by :meth:`Transaction.open_message`.
 
-    __slots__ = ("_buffer", "_encoder", "_fd", "error", "size")
+    ``opener`` creates the file and returns its fd; it is called once, on the
+    first flush, or by :meth:`finish` if the message stayed small.
+    """
 
-    def __init__(self, fd: int, encoder: StreamEncoder) -> None:
-        self._fd: int | None = fd
+    __slots__ = ("_buffer", "_closed", "_created", "_encoder", "_fd", "_opener", "error", "size")
+
+    def __init__(self, opener: Callable[[], int], encoder: StreamEncoder) -> None:
+        self._opener = opener
+        self._fd: int | None = None
+        self._closed = False
+        self._created = False
         self._encoder = encoder
         self._buffer = bytearray()
         self.error: Exception | None = None  # the first failure; later data is dropped
@@ -35,11 +44,21 @@ class MessageWriter:
 
     @property
     def closed(self) -> bool:
-        return self._fd is None
+        return self._closed
+
+    @property
+    def created(self) -> bool:
+        """Whether the file was (or may have been) created on disk."""
+        return self._created
+
+    def _open(self) -> int:
+        self._created = True
+        self._fd = self._opener()
+        return self._fd
 
     def write(self, data: bytes) -> None:
         """Append ``data`` to the message (synchronous, cheap, never raises for I/O)."""
-        if self._fd is None:
+        if self._closed:
             raise RuntimeError("message writer is closed (transaction committed or aborted)")
         if self.error is not None:
             return
@@ -47,33 +66,38 @@ class MessageWriter:
         try:
             self._buffer += self._encoder.encode(data)
             if len(self._buffer) >= FLUSH_AT:
-                write_all(self._fd, self._buffer)
+                write_all(self._fd if self._fd is not None else self._open(), self._buffer)
                 self._buffer.clear()
         except (OSError, ValueError) as exc:
             self.error = exc
-            self._buffer.clear()
+            self._buffer = bytearray()
 
     def finish(self) -> None:
-        """Write the tail, fsync and close (blocking).  Raises the kept error, if
-        any, or the failure of this step; the fd is closed either way and never
-        fsynced twice."""
-        fd = self._fd
-        if fd is None:
+        """Create the file if needed, write the tail, fsync and close (blocking).
+        Raises the kept error, if any, or the failure of this step; the fd is
+        closed either way and never fsynced twice."""
+        if self._closed:
             raise RuntimeError("message writer is closed")
-        self._fd = None
+        self._closed = True
+        if self.error is not None:
+            self._close_fd()
+            raise self.error
         try:
-            if self.error is not None:
-                raise self.error
+            fd = self._fd if self._fd is not None else self._open()
             self._buffer += self._encoder.finish()
             write_all(fd, self._buffer)
-            self._buffer.clear()
+            self._buffer = bytearray()
             os.fsync(fd)
         finally:
-            os.close(fd)
+            self._close_fd()
 
     def close(self) -> None:
         """Drop the message without finishing it (abort)."""
+        self._closed = True
+        self._buffer = bytearray()
+        self._close_fd()
+
+    def _close_fd(self) -> None:
         fd, self._fd = self._fd, None
-        self._buffer.clear()
         if fd is not None:
             os.close(fd)

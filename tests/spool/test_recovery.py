@@ -54,7 +54,7 @@ async def test_uncommitted_work_is_purged(
     kept = await queue_message(spool)
     for _ in range(2):
         txn = await spool.begin()
-        (await txn.open_message()).write(MESSAGE)
+        (await txn.open_message()).write(MESSAGE * 100)  # large: reaches incoming/ now
     (root / "incoming" / "stray-file").write_bytes(b"x")
     (root / "temporary" / "scratch").write_bytes(b"y")
     with caplog.at_level(logging.INFO, logger="mta.spool"):

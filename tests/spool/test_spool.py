@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import secrets
 import stat
 
 import pytest
@@ -13,6 +14,8 @@ from mta.errors import SpoolError
 from mta.spool import Spool
 from mta.spool.codec import decode_envelope
 from mta.spool.paths import bucket_of
+from mta.spool.spool import BUCKET_RUN
+from mta.spool.writer import FLUSH_AT
 
 from .conftest import KEY, make_envelope
 
@@ -54,11 +57,11 @@ async def test_commit_writes_message_and_envelopes_in_the_queue(root: pathlib.Pa
     spool = await Spool.open(root)
     txn = await spool.begin()
     assert txn.msgid != 0
-    assert pathlib.Path(txn.directory).is_dir()
     writer = await txn.open_message()
     for start in range(0, len(MESSAGE), 100):
         writer.write(MESSAGE[start : start + 100])
     assert writer.size == len(MESSAGE)
+    assert not pathlib.Path(txn.directory).exists()  # a small message: no I/O before commit
     envelopes = await txn.commit([make_envelope("a@x.org"), make_envelope("b@y.org")])
 
     assert not pathlib.Path(txn.directory).exists()
@@ -126,13 +129,44 @@ async def test_commit_needs_an_envelope(root: pathlib.Path) -> None:
     await txn.abort()
 
 
-async def test_transactions_get_distinct_msgids(root: pathlib.Path) -> None:
+async def test_transactions_get_distinct_msgids_in_shared_buckets(root: pathlib.Path) -> None:
     spool = await Spool.open(root)
-    txns = [await spool.begin() for _ in range(200)]
-    assert len({txn.msgid for txn in txns}) == 200
-    assert len(os.listdir(root / "incoming")) == 200
+    txns = [await spool.begin() for _ in range(BUCKET_RUN + 10)]
+    assert len({txn.msgid for txn in txns}) == len(txns)
+    assert all(txn.msgid for txn in txns)
+    buckets = [txn.msgid >> 24 for txn in txns]
+    assert len(set(buckets)) == 2  # runs of BUCKET_RUN share a bucket, then the next one
+    assert buckets[-1] == (buckets[0] + 1) % 256
+    assert os.listdir(root / "incoming") == []
     for txn in txns:
         await txn.abort()
+    assert os.listdir(root / "incoming") == []
+
+
+async def test_msgids_of_queued_messages_are_not_reused(
+    root: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = await Spool.open(root)
+    first = await spool.begin()
+    (await first.open_message()).write(MESSAGE)
+    await first.commit([make_envelope()])
+    bucket, low = first.msgid >> 24, first.msgid & 0xFFFFFF
+    draws = iter([low, low ^ 1, low ^ 1, low ^ 2])
+    monkeypatch.setattr(secrets, "randbits", lambda bits: next(draws))
+    second = await spool.begin()  # skips the queued message's id
+    third = await spool.begin()  # skips the open transaction's id
+    assert second.msgid == bucket << 24 | low ^ 1
+    assert third.msgid == bucket << 24 | low ^ 2
+
+
+async def test_large_message_reaches_incoming_before_commit(root: pathlib.Path) -> None:
+    spool = await Spool.open(root)
+    txn = await spool.begin()
+    writer = await txn.open_message()
+    writer.write(MESSAGE * 100)
+    assert len(MESSAGE) * 100 >= FLUSH_AT
+    assert (pathlib.Path(txn.directory) / "message").stat().st_size >= FLUSH_AT
+    await txn.abort()
     assert os.listdir(root / "incoming") == []
 
 
@@ -142,7 +176,8 @@ async def test_reopen_purges_uncommitted_and_keeps_committed(root: pathlib.Path)
     (await kept.open_message()).write(MESSAGE)
     await kept.commit([make_envelope(), make_envelope()])
     lost = await spool.begin()
-    (await lost.open_message()).write(MESSAGE)  # the daemon "dies" before commit
+    (await lost.open_message()).write(MESSAGE * 100)  # the daemon "dies" before commit
+    assert os.path.exists(lost.directory)
 
     again = await Spool.open(root)
     assert again.recovery.purged == 1

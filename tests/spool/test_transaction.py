@@ -150,15 +150,27 @@ async def test_envelope_write_error(root: pathlib.Path, monkeypatch: pytest.Monk
     assert_nothing_left(root)
 
 
-async def test_begin_failures(root: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_directory_creation_failures(
+    root: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spool = await Spool.open(root)
+    real_mkdir = os.mkdir
 
     def no_space(path: str, mode: int = 0o777) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device", path)
+        if os.path.dirname(path) == str(root / "incoming"):
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        real_mkdir(path, mode)
 
     monkeypatch.setattr(os, "mkdir", no_space)
+    small = await start(spool)
     with pytest.raises(SpoolFull):
-        await spool.begin()
+        await small.commit([make_envelope()])
+    large = await spool.begin()
+    writer = await large.open_message()
+    writer.write(b"x" * FLUSH_AT)  # the file is made now, and fails
+    assert isinstance(writer.error, OSError)
+    with pytest.raises(SpoolFull):
+        await large.commit([make_envelope()])
     monkeypatch.undo()
 
     real_open = os.open
@@ -169,8 +181,9 @@ async def test_begin_failures(root: pathlib.Path, monkeypatch: pytest.MonkeyPatc
         return real_open(path, flags, mode)
 
     monkeypatch.setattr(os, "open", no_file)
+    txn = await start(spool)
     with pytest.raises(SpoolError, match="Permission denied"):
-        await spool.begin()
+        await txn.commit([make_envelope()])
     assert_nothing_left(root)
 
 

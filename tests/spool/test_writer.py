@@ -19,15 +19,17 @@ from .test_crypto import reference_decrypt
 def open_writer(
     path: pathlib.Path, compress: bool = False, key: bytes | None = None
 ) -> MessageWriter:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    return MessageWriter(fd, StreamEncoder(compress=compress, key=key))
+    def opener() -> int:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+    return MessageWriter(opener, StreamEncoder(compress=compress, key=key))
 
 
 def test_small_writes_stay_in_memory_until_finish(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "m"
     writer = open_writer(path)
     writer.write(b"a" * 1000)
-    assert path.stat().st_size == 0
+    assert not path.exists() and not writer.created
     writer.finish()
     assert path.read_bytes() == b"a" * 1000
     assert writer.closed and writer.size == 1000
@@ -47,6 +49,7 @@ def test_errors_are_kept_and_raised_at_finish(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     writer = open_writer(tmp_path / "m")
+    writer.write(b"x")
 
     def failing_write(fd: int, data: bytes) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -56,10 +59,26 @@ def test_errors_are_kept_and_raised_at_finish(
     error = writer.error
     assert isinstance(error, OSError) and error.errno == errno.ENOSPC
     writer.write(b"y")
-    assert writer.error is error and writer.size == FLUSH_AT
+    assert writer.error is error and writer.size == FLUSH_AT + 1
     with pytest.raises(OSError) as caught:
         writer.finish()
     assert caught.value is error
+    assert writer.closed
+
+
+def test_opener_failure_is_kept(tmp_path: pathlib.Path) -> None:
+    writer = open_writer(tmp_path / "missing" / "m")
+    writer.write(b"x" * FLUSH_AT)
+    assert isinstance(writer.error, FileNotFoundError)
+    with pytest.raises(FileNotFoundError):
+        writer.finish()
+
+
+def test_finish_creates_the_file_of_a_small_message(tmp_path: pathlib.Path) -> None:
+    writer = open_writer(tmp_path / "missing" / "m")
+    writer.write(b"x")
+    with pytest.raises(FileNotFoundError):
+        writer.finish()
     assert writer.closed
 
 
