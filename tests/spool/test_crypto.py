@@ -3,14 +3,19 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import os
+import pathlib
+import shutil
+import subprocess
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mta.spool import crypto
+from mta.spool import crypto, seal
 
 from .conftest import KEY
 
@@ -87,3 +92,93 @@ def test_key_must_be_32_bytes() -> None:
     for bad in (b"", b"k" * 31, b"k" * 33):
         with pytest.raises(ValueError, match="32 bytes"):
             crypto.check_key(bad)
+
+
+# -- differential: OpenSMTPD's own crypto.c, compiled from the source mirror ---------
+
+OPENSMTPD_GIT = os.environ.get("MTA_OPENSMTPD_GIT", "/work/.mirror/OpenSMTPD+OpenSMTPD/repo")
+DRIVER = r"""
+#include <stdio.h>
+#include <string.h>
+int crypto_setup(const char *, size_t);
+int crypto_encrypt_file(FILE *, FILE *);
+int crypto_decrypt_file(FILE *, FILE *);
+int main(int argc, char **argv) {  /* enc|dec KEYFILE IN OUT */
+    char key[64];
+    FILE *k = fopen(argv[2], "rb");
+    size_t n = fread(key, 1, sizeof key, k);
+    fclose(k);
+    if (argc != 5 || !crypto_setup(key, n)) return 2;
+    FILE *in = fopen(argv[3], "rb"), *out = fopen(argv[4], "wb");
+    int ok = strcmp(argv[1], "enc") == 0 ? crypto_encrypt_file(in, out)
+                                         : crypto_decrypt_file(in, out);
+    fclose(in);
+    fclose(out);
+    return ok ? 0 : 1;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def opensmtpd_crypto(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """OpenSMTPD's crypto.c built with a small driver (skipped without the source,
+    a C compiler or the OpenSSL headers)."""
+    if shutil.which("cc") is None or not os.path.exists("/usr/include/openssl/evp.h"):
+        pytest.skip("no C compiler or OpenSSL headers to build OpenSMTPD's crypto.c")
+    show = subprocess.run(
+        ["git", "-C", OPENSMTPD_GIT, "show", "HEAD:usr.sbin/smtpd/crypto.c"],
+        capture_output=True,
+        check=False,
+    )
+    if show.returncode != 0:
+        pytest.skip(f"no OpenSMTPD source at {OPENSMTPD_GIT} (set MTA_OPENSMTPD_GIT)")
+    work = tmp_path_factory.mktemp("opensmtpd-crypto")
+    source = show.stdout.replace(
+        b'#include "includes.h"', b"#include <stdint.h>\n#include <stdlib.h>"
+    )
+    (work / "crypto.c").write_bytes(source)
+    (work / "driver.c").write_text(DRIVER)
+    build = subprocess.run(
+        ["cc", "-o", str(work / "driver"), str(work / "driver.c"), str(work / "crypto.c"),
+         "-lcrypto"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    if build.returncode != 0:
+        pytest.skip(f"cannot build OpenSMTPD's crypto.c: {build.stderr[-500:]}")
+    return work
+
+
+def run_opensmtpd(work: pathlib.Path, verb: str, key: bytes, data: bytes) -> bytes | None:
+    (work / "key").write_bytes(key)
+    (work / "in").write_bytes(data)
+    result = subprocess.run(
+        [str(work / "driver"), verb, str(work / "key"), str(work / "in"), str(work / "out")],
+        check=False,
+    )
+    return (work / "out").read_bytes() if result.returncode == 0 else None
+
+
+@pytest.mark.parametrize("size", [1, 100, 16384, 16385, 200_000])
+def test_opensmtpd_encrypts_what_we_decrypt(opensmtpd_crypto: pathlib.Path, size: int) -> None:
+    content = b"Received: by opensmtpd\r\n\r\n" + os.urandom(size)
+    theirs = run_opensmtpd(opensmtpd_crypto, "enc", KEY, gzip.compress(content))
+    assert theirs is not None and theirs[0] == 1
+    assert gzip.decompress(crypto.decrypt(KEY, theirs)) == content
+    stream = io.BytesIO(theirs)
+    assert b"".join(seal.decode_stream(stream, len(theirs), KEY)) == content
+
+
+@pytest.mark.parametrize("size", [1, 100, 16384, 200_000])
+def test_opensmtpd_decrypts_what_we_write(opensmtpd_crypto: pathlib.Path, size: int) -> None:
+    content = b"Received: by mta\r\n\r\n" + os.urandom(size)
+    encoder = seal.StreamEncoder(compress=True, key=KEY)
+    ours = b"".join(encoder.encode(content[i : i + 5000]) for i in range(0, len(content), 5000))
+    ours += encoder.finish()
+    plain = run_opensmtpd(opensmtpd_crypto, "dec", KEY, ours)
+    assert plain is not None and gzip.decompress(plain) == content
+    assert run_opensmtpd(opensmtpd_crypto, "dec", KEY, crypto.encrypt(KEY, b"buffer")) == b"buffer"
+    tampered = ours[:-1] + bytes([ours[-1] ^ 1])
+    assert run_opensmtpd(opensmtpd_crypto, "dec", KEY, tampered) is None
+    assert run_opensmtpd(opensmtpd_crypto, "dec", bytes(32), ours) is None
