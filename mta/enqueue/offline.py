@@ -20,8 +20,9 @@ an address or of the message can forge a field::
     end <sha-256 of everything above, hex>\\n
 
 Files are written as ``.<name>.tmp`` (mode 0600), fsynced, renamed to
-``<created>.<random>`` and the directory fsynced: a file without a leading dot
-is complete.  Reading checks the format, every address and the checksum, and
+``<nanoseconds since the epoch, 20 digits>.<random>`` (so names sort in the
+order the files were written) and the directory fsynced: a file without a
+leading dot is complete.  Reading checks the format, every address and the checksum, and
 raises :class:`~mta.errors.SpoolCorrupt` for anything else.
 """
 
@@ -32,6 +33,7 @@ import hashlib
 import os
 import re
 import secrets
+import time
 from collections.abc import Iterable
 from typing import IO
 
@@ -106,7 +108,7 @@ class OfflineFile:
 
 
 def is_offline_name(name: str) -> bool:
-    """A complete offline file's name (``<created>.<16 hex>``); temporary files
+    """A complete offline file's name (``<digits>.<16 hex>``); temporary files
     start with a dot."""
     return _NAME.fullmatch(name) is not None
 
@@ -190,7 +192,7 @@ def write_offline(
     the new file's path.  ``name`` replaces an existing file of that name (the
     daemon narrowing the recipients), by default a new one is made."""
     if name is None:
-        name = f"{envelope.created}.{secrets.token_hex(8)}"
+        name = f"{time.time_ns():020d}.{secrets.token_hex(8)}"
     return _write_file(directory, name, _pieces(envelope, content))
 
 

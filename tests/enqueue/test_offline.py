@@ -50,7 +50,7 @@ def test_round_trip(tmp_path: Path) -> None:
 def test_file_name_mode_and_no_temporary_left(tmp_path: Path) -> None:
     path = written(tmp_path)
     assert is_offline_name(path.name)
-    assert path.name.startswith("1700000000.")
+    assert len(path.name.partition(".")[0]) == 20
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
@@ -69,6 +69,11 @@ def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         write_offline(str(tmp_path), ENVELOPE, short)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_names_sort_in_writing_order(tmp_path: Path) -> None:
+    paths = [written(tmp_path) for _ in range(20)]
+    assert sorted(paths) == paths
 
 
 def test_replacing_by_name(tmp_path: Path) -> None:
