@@ -153,7 +153,7 @@ class SubmitResult:
             return os.EX_TEMPFAIL
         error = self.error
         if error is not None and not error.temporary:
-            if self.stage is Stage.MAIL and error.code in (501, 553, 555):
+            if self.stage is Stage.MAIL and error.code in (501, 552, 553, 555):
                 return os.EX_DATAERR
             if self.stage is Stage.MESSAGE:
                 return os.EX_DATAERR

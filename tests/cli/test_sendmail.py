@@ -186,6 +186,15 @@ def test_eight_bit_declared_and_verbose_dialogue(daemon: Daemon) -> None:
     assert body_of(content) == "d\u00e9j\u00e0\r\n".encode()
 
 
+def test_utf8_addresses_use_smtputf8(daemon: Daemon) -> None:
+    rcpt = "j\u00f6rg@b\u00fccher.example"
+    result = run_sendmail(["-v", "-f", "\u00e9l\u00e8ve@x.example", rcpt], b"s\n", daemon.spool)
+    assert result.returncode == 0, result.stderr
+    assert "SMTPUTF8" in result.stdout.decode()
+    _, sender, _ = only_message(daemon, rcpt)
+    assert sender == "\u00e9l\u00e8ve@x.example"
+
+
 def test_dsn_options(daemon: Daemon) -> None:
     rcpt = "dsn@remote.example"
     result = run_sendmail(

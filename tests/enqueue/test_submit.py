@@ -251,6 +251,7 @@ async def test_size_declared_and_temporary_failure_at_data_end(tmp_path: Path) -
         (SubmitResult(pending=("a",), stage=Stage.DATA, error=Reply.of(554, None)), 69),
         (SubmitResult(pending=("a",), stage=Stage.MAIL, error=Reply.of(550, None)), 69),
         (SubmitResult(pending=("a",), stage=Stage.MAIL, error=Reply.of(553, None)), 65),
+        (SubmitResult(pending=("a",), stage=Stage.MAIL, error=Reply.of(552, None)), 65),
         (SubmitResult(pending=("a",), stage=Stage.MESSAGE, error=Reply.of(552, None)), 65),
         (SubmitResult(pending=("a",), stage=Stage.BANNER, error=Reply.of(554, None)), 69),
         (SubmitResult(refused=(("a", Reply.of(550, None)),), pending=("b",)), 67),
