@@ -189,7 +189,11 @@ async def _scan(
             if not name.startswith("."):
                 log.warning("offline: %s: not an offline message; left alone", visible(name))
             continue
-        outcome = await resubmit_file(directory, name, socket_path, timeouts=timeouts)
+        try:
+            outcome = await resubmit_file(directory, name, socket_path, timeouts=timeouts)
+        except Exception:  # one bad file must never take the daemon down
+            log.exception("offline: %s: re-submission failed; kept", visible(name))
+            outcome = Resubmitted.KEPT
         counts[outcome] += 1
     if any(counts.values()):
         log.info(
