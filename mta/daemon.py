@@ -33,6 +33,7 @@ from mta.server.listeners import (
     bind_unix,
     session_capacity,
 )
+from mta.server.offline import run_offline_scan
 from mta.server.services import Endpoint, Services
 from mta.server.session import Session
 from mta.server.timeouts import Timeouts
@@ -181,6 +182,9 @@ async def serve(
                     nursery.start_soon(_accept_loop, services, endpoint, gate, sessions)
                     log.info("smtp: listening on %s", _describe(endpoint.listener, endpoint.bound))
                 nursery.start_soon(_signals, nursery.cancel_scope)
+                nursery.start_soon(
+                    run_offline_scan, options.spool, os.path.join(options.spool, ENQUEUE_SOCKET)
+                )
                 log.info("mta: ready, %d session(s) at most", gate.capacity)
                 task_status.started(Running(endpoints, services, gate, nursery.cancel_scope.cancel))
             # listeners are closed: give sessions a moment, then cut them off
