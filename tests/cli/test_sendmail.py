@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import pwd
 import stat
@@ -12,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-import mta.daemon
 from mta.cli.sendmail import gecos_name, parse_args
 from mta.config.hostname import server_name
 from mta.enqueue.offline import is_offline_name, read_offline
@@ -389,10 +387,6 @@ def test_bs_with_daemon_down_keeps_messages_offline(tmp_path: Path) -> None:
         assert message == b"Subject: %d\r\n\r\n.dot\r\n" % n
 
 
-@pytest.mark.skipif(
-    "run_offline_scan" not in inspect.getsource(mta.daemon),
-    reason="the daemon does not run the offline scan yet (mta/daemon.py must call it)",
-)
 def test_offline_message_submitted_when_the_daemon_starts(tmp_path: Path) -> None:
     d = stopped_daemon(tmp_path)
     result = run_sendmail(["later@remote.example"], b"Subject: later\n\nb\n", d.spool)
