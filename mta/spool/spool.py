@@ -34,7 +34,7 @@ from mta.spool.recovery import RecoveryReport, recover
 from mta.spool.store import Store
 from mta.spool.transaction import Transaction
 
-__all__ = ["Spool"]
+__all__ = ["BUCKET_RUN", "Spool"]
 
 _MSGID_TRIES = 64
 BUCKET_RUN = 1024  # consecutive transactions that share a queue bucket
