@@ -21,7 +21,7 @@ import trio
 from mta.auth.check import AuthResult, authenticate
 from mta.config.model import TlsMode
 from mta.envelope import Address, Envelope, EnvelopeFlag
-from mta.errors import SpoolFull, TemporaryFailure
+from mta.errors import SpoolFull, TableError, TemporaryFailure
 from mta.log import get_logger, quote, visible
 from mta.net.proxy import ProxyCommand, ProxyError, ProxyFamily, ProxyV2Parser
 from mta.net.tls import TlsInfo, tls_summary
@@ -213,8 +213,12 @@ class Session:
         if ep.listener is not None and ep.listener.hostname:
             self.smtpname = ep.listener.hostname
         elif ep.hostnames is not None and self.local_address:
+            table = ep.hostnames
             try:
-                found = lookup_addrname(ep.hostnames, ipaddress.ip_address(self.local_address))
+                address = ipaddress.ip_address(self.local_address)
+                found = await self.services.tables.call(
+                    table, lambda: lookup_addrname(table, address)
+                )
             except (ValueError, TemporaryFailure):
                 found = None
             except Exception as exc:  # a table backend failing must not kill the session
@@ -388,23 +392,29 @@ class Session:
     async def _mail(self, event: ev.MailFrom) -> None:
         conn = self.conn
         assert conn is not None
-        if not self._sender_allowed(event.sender):
+        try:
+            allowed = await self._sender_allowed(event.sender)
+        except TableError as exc:
+            log.warning("%016x smtp senders lookup failed: %s", self.id, visible(str(exc)))
+            self._failed(f"MAIL FROM:<{event.sender}>", TEMPFAIL)
+            conn.reject(TEMPFAIL)
+            return
+        if not allowed:
             self._failed(f"MAIL FROM:<{event.sender}>", SENDER_REJECTED)
             conn.reject(SENDER_REJECTED)
             return
         self.tx = _Transaction(event.sender, event)
         conn.accept()
 
-    def _sender_allowed(self, sender: Address) -> bool:
+    async def _sender_allowed(self, sender: Address) -> bool:
         """``senders <table>``: an authenticated user may only use the addresses
-        the table maps them to."""
+        the table maps them to.  TableError when the lookup fails (try again)."""
         table = self.endpoint.senders
-        if table is None or self.auth_user is None or self.endpoint.is_socket:
+        user = self.auth_user
+        if table is None or user is None or self.endpoint.is_socket:
             return True
-        try:
-            allowed = lookup_mailaddrmap(table, self.auth_user)
-        except Exception:
-            return False
+        # a helper-backed table may take its time: never on the event loop
+        allowed = await self.services.tables.call(table, lambda: lookup_mailaddrmap(table, user))
         if allowed is None:
             return False
         candidate = parse_mailaddr(str(sender)) if not sender.is_null else None

@@ -134,7 +134,7 @@ def test_pki_chosen_by_sni(
         code, text = tls.command(f"EHLO {CLIENT}")
         assert code == 250 and "STARTTLS" not in text
         tls.command("QUIT")
-        tls.sock.close()
+        tls.close()
 
 
 def test_plaintext_after_starttls_is_not_executed(
@@ -161,7 +161,7 @@ def test_plaintext_after_starttls_is_not_executed(
         assert code == 250 and f"Hello {CLIENT} [127.0.0.1]" in text  # EHLO's, not MAIL's
         assert tls.command("MAIL FROM:<alice@example.org>")[0] == 250  # no MAIL was pending
         tls.command("QUIT")
-        tls.sock.close()
+        tls.close()
 
 
 # -- protocols and ciphers -------------------------------------------------------------------
