@@ -14,10 +14,12 @@ import shutil
 import smtplib
 import ssl
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import bcrypt
 import pytest
 from cryptography import x509
 
@@ -41,6 +43,7 @@ class Ports:
         self.sni, self.tls13, self.ciphers, self.auth, self.optional, self.verify = free_ports(6)
 
 
+MTACTL = [sys.executable, "-c", "import sys; from mta.cli.ctl import main; sys.exit(main())"]
 CHACHA = "ECDHE-ECDSA-CHACHA20-POLY1305"
 AES128 = "ECDHE-ECDSA-AES128-GCM-SHA256"
 
@@ -54,7 +57,8 @@ pki other cert "{certs.other_cert_file}"
 pki other key "{certs.other_key_file}"
 ca testca cert "{certs.ca_file}"
 table creds file:{creds}
-table sendtab {{ alice = "alice@example.org, @alice.test", carol = "carol@example.org" }}
+table sendtab {{ alice = "alice@example.org, @alice.test", carol = "carol@example.org", \
+dave = "dave@example.org" }}
 listen on 127.0.0.1 port {p.sni} tls pki localhost pki other
 listen on 127.0.0.1 port {p.tls13} smtps pki localhost protocols "tlsv1.3"
 listen on 127.0.0.1 port {p.ciphers} tls pki localhost ciphers "{CHACHA}"
@@ -85,7 +89,16 @@ def daemon(
 ) -> Iterator[Daemon]:
     directory = tmp_path_factory.mktemp("tls")
     creds = directory / "creds"
-    creds.write_text(f"alice {make_hash('secret')}\ncarol {make_hash('carolpw')}\n")
+    # SHA-512 crypt as "smtpctl encrypt" makes on Linux, bcrypt as it makes on OpenBSD
+    encrypted = subprocess.run(
+        [*MTACTL, "encrypt", "carolpw"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert encrypted.startswith("$6$")
+    dave = bcrypt.hashpw(b"davepw", bcrypt.gensalt(rounds=4)).decode()
+    creds.write_text(f"alice {make_hash('secret')}\ncarol {encrypted}\ndave {dave}\n")
     d = Daemon(directory, tls_config(ports, certs, creds))
     d.start()
     yield d
@@ -262,7 +275,9 @@ def test_auth_with_senders_and_received_auth(daemon: Daemon, ports: Ports, certs
 def test_senders_per_user_and_unknown_user(daemon: Daemon, ports: Ports, certs: Certs) -> None:
     with tls_client(ports.auth, certs) as client:
         with pytest.raises(smtplib.SMTPAuthenticationError):
-            client.login("dave", "secret")  # not in the credentials table
+            client.login("mallory", "secret")  # not in the credentials table
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            client.login("carol", "secret")  # alice's password
         client.login("carol", "carolpw")
         assert client.mail("alice@example.org")[0] == 530  # alice's, not carol's
         client.rset()
@@ -296,6 +311,19 @@ def test_auth_optional_and_masquerade(daemon: Daemon, ports: Ports, certs: Certs
     assert "auth=yes user=alice" in received_of(msg)
     assert b"\r\nFrom: Someone <alice@alice.test>\r\n" in msg  # the envelope sender
     assert b"someone@elsewhere.example" not in msg
+
+
+def test_bcrypt_credentials(daemon: Daemon, ports: Ports, certs: Certs) -> None:
+    with (
+        tls_client(ports.optional, certs) as client,
+        pytest.raises(smtplib.SMTPAuthenticationError),
+    ):
+        client.login("dave", "carolpw")
+    with tls_client(ports.optional, certs) as client:
+        client.login("dave", "davepw")
+        assert client.sendmail("dave@example.org", ["bob+bcrypt@localhost"], MESSAGE) == {}
+    env, _ = the_message(daemon, "bob+bcrypt@localhost")
+    assert env.username == "dave"
 
 
 # -- auth without a table: system users ----------------------------------------------------------
