@@ -125,6 +125,24 @@ def test_a_thousand_recipients(fast: tuple[Daemon, int]) -> None:
     assert {str(e.rcpt) for e in found} == set(rcpts)
 
 
+def test_line_limits(limited: tuple[Daemon, int]) -> None:
+    d, port = limited
+    with Conversation.open("127.0.0.1", port) as c:
+        c.reply()
+        assert c.command("NOOP " + "x" * 3000) == (500, "5.0.0 Command line too long")
+        assert c.closed()
+    with Conversation.open("127.0.0.1", port) as c:
+        c.reply()
+        c.command(f"EHLO {CLIENT}")
+        c.command("MAIL FROM:<alice@example.org>")
+        c.command("RCPT TO:<bob+longline@localhost>")
+        assert c.command("DATA")[0] == 354
+        c.send(b"Subject: long\r\n\r\n" + b"y" * 70000 + b"\r\n.\r\n")
+        assert c.reply() == (500, "5.0.0 Line too long")
+        assert c.closed()
+    assert envelopes_for(d, "bob+longline@localhost") == []
+
+
 # -- the command deadline ------------------------------------------------------------------------
 
 
