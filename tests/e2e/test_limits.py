@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import tests.e2e.daemon as daemon_module
+from tests.e2e.certs import make_certs
 from tests.e2e.daemon import Daemon
 from tests.e2e.test_listeners import (
     CLIENT,
@@ -60,10 +61,24 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, 
 
 
 @pytest.fixture(scope="module")
-def fast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, int]]:
+def fast_ports() -> list[int]:
+    return free_ports(3)  # plain, smtps, proxy-v2
+
+
+@pytest.fixture(scope="module")
+def fast(
+    tmp_path_factory: pytest.TempPathFactory, fast_ports: list[int]
+) -> Iterator[tuple[Daemon, int]]:
     """Default limits, every timeout scaled down (the command deadline is 1 s)."""
-    [port] = free_ports(1)
-    d = Daemon(tmp_path_factory.mktemp("fast"), config(port), env={"MTA_TIMEOUT_SCALE": str(SCALE)})
+    port, smtps, proxy = fast_ports
+    directory = tmp_path_factory.mktemp("fast")
+    certs = make_certs(directory)
+    listeners = (
+        f'pki localhost cert "{certs.cert_file}"\npki localhost key "{certs.key_file}"\n'
+        f"listen on 127.0.0.1 port {smtps} smtps pki localhost\n"
+        f"listen on 127.0.0.1 port {proxy} proxy-v2\n"
+    )
+    d = Daemon(directory, config(port, listeners), env={"MTA_TIMEOUT_SCALE": str(SCALE)})
     d.start()
     yield d, port
     d.stop()
@@ -143,6 +158,49 @@ def test_line_limits(limited: tuple[Daemon, int]) -> None:
     assert envelopes_for(d, "bob+longline@localhost") == []
 
 
+def vm_hwm_kib(pid: int) -> int:
+    """Peak resident memory of process ``pid`` in KiB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_memory_does_not_grow_with_message_size(tmp_path: Path) -> None:
+    [port] = free_ports(1)
+    d = Daemon(tmp_path, config(port, "smtp max-message-size 100M"))
+    d.start()
+    try:
+        assert d.process is not None
+        # warm up: one small message, so that everything a message needs is loaded
+        with smtplib.SMTP("127.0.0.1", port, local_hostname=CLIENT, timeout=30) as client:
+            client.sendmail("alice@example.org", ["bob+warm@localhost"], MESSAGE)
+        before = vm_hwm_kib(d.process.pid)
+        line = b"z" * 998 + b"\r\n"
+        size = 24 << 20
+        with smtplib.SMTP("127.0.0.1", port, local_hostname=CLIENT, timeout=60) as client:
+            client.ehlo(CLIENT)
+            client.mail("alice@example.org")
+            client.rcpt("bob+huge@localhost")
+            client.putcmd("DATA")
+            assert client.getreply()[0] == 354
+            assert client.sock is not None
+            client.sock.sendall(MESSAGE)
+            chunk = line * 1024
+            for _ in range(size // len(chunk)):
+                client.sock.sendall(chunk)
+            client.sock.sendall(b".\r\n")
+            assert client.getreply()[0] == 250
+        grown = vm_hwm_kib(d.process.pid) - before
+    finally:
+        d.stop()
+    [env] = envelopes_for(d, "bob+huge@localhost")
+    assert (d.spool / "queue").is_dir()
+    assert grown < 8 * 1024, f"peak RSS grew by {grown} KiB for a {size >> 20} MiB message"
+    assert env.msgid
+
+
 # -- the command deadline ------------------------------------------------------------------------
 
 
@@ -191,6 +249,22 @@ def test_busy_client_is_not_cut(fast: tuple[Daemon, int]) -> None:
             assert c.command("NOOP")[0] == 250
             time.sleep(COMMAND_DEADLINE * 0.4)
         assert c.command("QUIT")[0] == 221
+
+
+@pytest.mark.parametrize(
+    ("which", "limit"), [("smtps", 60 * SCALE), ("proxy-v2", 30 * SCALE)], ids=["tls", "proxy"]
+)
+def test_silence_before_the_banner(
+    fast: tuple[Daemon, int], fast_ports: list[int], which: str, limit: float
+) -> None:
+    """No TLS ClientHello on an smtps listener, no PROXY header on a proxy-v2 one:
+    closed once the (scaled) handshake / header timeout passes, without a word."""
+    port = fast_ports[1] if which == "smtps" else fast_ports[2]
+    with Conversation.open("127.0.0.1", port, timeout=10) as c:
+        started = time.monotonic()
+        assert c.closed()
+        elapsed = time.monotonic() - started
+    assert limit * 0.8 <= elapsed < limit + 1.5
 
 
 def test_silence_inside_data(fast: tuple[Daemon, int]) -> None:
