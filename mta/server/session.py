@@ -235,7 +235,6 @@ class Session:
             with trio.fail_after(self.services.timeouts.tls_handshake):
                 await tls_stream.do_handshake()
         except (trio.TooSlowError, trio.BrokenResourceError, ssl.SSLError, OSError):
-            log.info("%016x smtp disconnected reason=tls-accept-failed", self.id)
             self.reason = "tls-accept-failed"
             # the handshake failed: nothing more can be said on this stream
             return False
@@ -294,7 +293,6 @@ class Session:
                 try:
                     data = await self._receive(deadline)
                 except _Timeout:
-                    log.info("%016x smtp disconnected reason=timeout", self.id)
                     self.reason = "timeout"
                     conn.send_reply(TIMEOUT)
                     await self._flush()

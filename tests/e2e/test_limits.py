@@ -267,6 +267,21 @@ def test_silence_before_the_banner(
     assert limit * 0.8 <= elapsed < limit + 1.5
 
 
+def test_one_disconnect_line_per_session(fast: tuple[Daemon, int], fast_ports: list[int]) -> None:
+    d, port = fast
+    with Conversation.open("127.0.0.1", port) as c:  # times out
+        c.reply()
+        assert c.reply()[0] == 421
+    with Conversation.open("127.0.0.1", fast_ports[1]) as c:  # not TLS at all
+        c.send(b"EHLO " + b"x" * 600 + b"\r\n")
+        assert c.closed()
+    ended = re.findall(r"^([0-9a-f]{16}) smtp disconnected reason=(\S+)", d.log(), re.M)
+    reasons = {reason for _, reason in ended}
+    assert {"timeout", "tls-accept-failed"} <= reasons
+    sessions = [session for session, _ in ended]
+    assert len(sessions) == len(set(sessions)), "a session logged its end twice"
+
+
 def test_silence_inside_data(fast: tuple[Daemon, int]) -> None:
     d, port = fast
     with Conversation.open("127.0.0.1", port, timeout=10) as c:
