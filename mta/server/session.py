@@ -128,8 +128,13 @@ class Session:
         ep = self.endpoint
         if ep.listener is not None and ep.listener.proxy_v2 and not await self._read_proxy():
             return
-        if ep.tls_mode is TlsMode.SMTPS and not await self._start_tls():
-            return
+        if ep.tls_mode is TlsMode.SMTPS:
+            if self.buffered:
+                # the ClientHello came along with the PROXY header
+                self.stream = _Prefixed(self.stream, self.buffered)
+                self.buffered = b""
+            if not await self._start_tls():
+                return
         await self._identify()
         log.info(
             "%016x smtp connected address=%s host=%s",
@@ -635,6 +640,31 @@ class Session:
         tx.rewriter = None
         if not keep:
             self.tx = None
+
+
+class _Prefixed(trio.abc.Stream):
+    """A stream whose first bytes were already received (with the PROXY header)."""
+
+    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
+        self._stream = stream
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if not self._prefix:
+            return await self._stream.receive_some(max_bytes)
+        await trio.lowlevel.checkpoint()
+        size = len(self._prefix) if max_bytes is None else max_bytes
+        data, self._prefix = self._prefix[:size], self._prefix[size:]
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 class _Timeout(Exception):

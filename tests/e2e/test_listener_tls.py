@@ -33,6 +33,7 @@ from tests.e2e.test_listeners import (
     USERS,
     Conversation,
     free_ports,
+    proxy_header,
     received_of,
     the_message,
 )
@@ -40,7 +41,15 @@ from tests.e2e.test_listeners import (
 
 class Ports:
     def __init__(self) -> None:
-        self.sni, self.tls13, self.ciphers, self.auth, self.optional, self.verify = free_ports(6)
+        (
+            self.sni,
+            self.tls13,
+            self.ciphers,
+            self.auth,
+            self.optional,
+            self.verify,
+            self.proxied,
+        ) = free_ports(7)
 
 
 MTACTL = [sys.executable, "-c", "import sys; from mta.cli.ctl import main; sys.exit(main())"]
@@ -66,6 +75,7 @@ listen on 127.0.0.1 port {p.auth} tls pki localhost auth <creds> received-auth s
 listen on 127.0.0.1 port {p.optional} tls pki localhost auth-optional <creds> \
 senders <sendtab> masquerade received-auth
 listen on 127.0.0.1 port {p.verify} smtps verify pki localhost ca testca
+listen on 127.0.0.1 port {p.proxied} smtps pki localhost proxy-v2
 action "local" maildir "/nonexistent/%{{user.username}}" userbase <users>
 action "out" relay
 match from any for domain "localhost" action "local"
@@ -235,6 +245,44 @@ def test_smtps_verify(daemon: Daemon, ports: Ports, certs: Certs) -> None:
         client.sendmail("alice@example.org", ["bob+verified@localhost"], MESSAGE)
     _, msg = the_message(daemon, "bob+verified@localhost")
     assert ":YES)\r\n\tfor <bob+verified@localhost>" in received_of(msg)
+
+
+def test_proxy_v2_then_tls_in_one_segment(daemon: Daemon, ports: Ports, certs: Certs) -> None:
+    """A proxy forwards the client's ClientHello right behind its PROXY header:
+    the TLS handshake must see those bytes."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = certs.client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    hello = outgoing.read()
+    with Conversation.open("127.0.0.1", ports.proxied) as c:
+        c.send(proxy_header("192.0.2.99", "192.0.2.25") + hello)
+        c.sock.settimeout(5)
+
+        def pump() -> bytes:
+            """Handshake (then read) through the socket; the decrypted bytes."""
+            while True:
+                try:
+                    if tls.version() is None:
+                        tls.do_handshake()
+                        continue
+                    return tls.read(4096)
+                except ssl.SSLWantReadError:
+                    if outgoing.pending:
+                        c.sock.sendall(outgoing.read())
+                    data = c.sock.recv(65536)
+                    if not data:
+                        raise ConnectionError("closed during the handshake") from None
+                    incoming.write(data)
+
+        banner = pump()
+        assert banner.startswith(b"220 ")
+        tls.write(f"EHLO {CLIENT}\r\n".encode())
+        c.sock.sendall(outgoing.read())
+        reply = b""
+        while b"\r\n250 " not in reply:
+            reply += pump()
+        assert f"Hello {CLIENT} [192.0.2.99],".encode() in reply
 
 
 # -- auth, received-auth, senders ----------------------------------------------------------------
