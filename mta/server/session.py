@@ -488,7 +488,8 @@ class Session:
                 esmtp=self.esmtp,
                 tls=TlsDetails(tls.version, tls.cipher, tls.bits) if tls else None,
                 verified=bool(tls and tls.verified),
-                authenticated=self.auth_user is not None,
+                # local enqueue sessions count as authenticated (OpenSMTPD: ESMTPA)
+                authenticated=self.auth_user is not None or self.endpoint.is_socket,
                 received_auth=bool(self.endpoint.listener and self.endpoint.listener.received_auth),
                 username=self.auth_user or "",
                 msgid=tx.spool.msgid,
