@@ -215,9 +215,10 @@ class Session:
                 result = await self.services.rdns.lookup(self.peer)
                 self.rdns = result.name
                 self.fcrdns = result.fcrdns
+        # the listener's hostname, unless its hostnames table names the local address
         if ep.listener is not None and ep.listener.hostname:
             self.smtpname = ep.listener.hostname
-        elif ep.hostnames is not None and self.local_address:
+        if ep.hostnames is not None and self.local_address:
             table = ep.hostnames
             try:
                 address = ipaddress.ip_address(self.local_address)

@@ -236,7 +236,7 @@ listen on lo port {p.lo}
 listen on 127.0.0.1 port {p.named} hostname mx.one.test tag TAGGED mask-src no-dsn
 listen on lo inet4 port {p.inet4}
 listen on lo port {p.hostnames} hostnames <names>
-listen on 127.0.0.1 port {p.proxy} proxy-v2 hostnames <names>
+listen on 127.0.0.1 port {p.proxy} proxy-v2 hostnames <names> hostname fallback.names.test
 listen on 0.0.0.0 port {p.any4}
 listen on socket tag SOCKTAG mask-src
 {v6}
@@ -439,6 +439,12 @@ def test_proxy_v2_uses_the_proxied_addresses(daemon: Daemon, ports: Ports) -> No
     assert env.smtpname == "proxied.names.test"
     assert received_of(msg).startswith(f"Received: from {CLIENT} (<unknown> [192.0.2.10])\r\n")
     assert "smtp connected address=192.0.2.10 " in daemon.log()
+
+
+def test_hostname_when_hostnames_has_no_entry(daemon: Daemon, ports: Ports) -> None:
+    with Conversation.open("127.0.0.1", ports.proxy) as c:
+        c.send(proxy_header("192.0.2.10", "192.0.2.26"))  # no entry for 192.0.2.26
+        assert c.reply() == (220, "fallback.names.test ESMTP mta")
 
 
 def test_proxy_v2_ipv6_and_local_command(daemon: Daemon, ports: Ports) -> None:
