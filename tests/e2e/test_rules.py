@@ -286,3 +286,31 @@ def test_dead_dns_server_delays_nobody(tmp_path: Path) -> None:
     # the rDNS budget is 0.3 s (3 s scaled by 0.1); eight in a row would take 2.4 s
     assert 0.2 <= elapsed < 1.5
     assert d.log().count("smtp connected address=127.0.0.1 host=<unknown>") == 8
+
+
+def test_legacy_grammar_configuration(tmp_path: Path) -> None:
+    """A pre-6.4 configuration (accept/reject ... deliver to) runs unchanged."""
+    [port] = free_ports(1)
+    config = f"""
+table users {{ bob = "{NOBODY}:{NOBODY}:/nonexistent" }}
+listen on 127.0.0.1 port {port} hostname legacy.test tag LEG mask-source
+max-message-size 64K
+accept tagged LEG from any for domain "localhost" userbase <users> \\
+    deliver to maildir "/nonexistent/%{{user.username}}"
+reject from any for any
+"""
+    d = Daemon(tmp_path, config)
+    d.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", port, local_hostname=CLIENT, timeout=10) as client:
+            _, text = client.ehlo(CLIENT)
+            assert text.startswith(b"legacy.test Hello ") and b"SIZE 65536" in text
+            client.mail("alice@example.org")
+            assert client.rcpt("bob@elsewhere.test")[0] == 550  # the reject rule
+            assert client.rcpt("bob@localhost")[0] == 250
+            assert client.data(MESSAGE)[0] == 250
+        env, msg = the_message(d, "bob@localhost")
+        assert env.tag == "LEG" and env.mda_user == "bob"
+        assert received_of(msg).startswith("Received: \r\n\tby legacy.test (mta) with ESMTP id ")
+    finally:
+        d.stop()
