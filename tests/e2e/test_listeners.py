@@ -11,9 +11,11 @@ other end-to-end modules.
 from __future__ import annotations
 
 import ipaddress
+import shutil
 import smtplib
 import socket
 import struct
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -22,6 +24,7 @@ import pytest
 
 from mta.envelope import DsnNotify, Envelope, EnvelopeFlag, EnvelopeKind
 from mta.net.proxy import SIGNATURE
+from mta.server.listeners import BACKLOG
 from mta.spool.paths import SpoolPaths
 from mta.spool.store import Store
 from tests.e2e.daemon import Daemon
@@ -549,3 +552,18 @@ def test_bcc_removed_and_loop_detected(daemon: Daemon, ports: Ports) -> None:
         assert client.sendmail("a@example.org", ["bob+hops@localhost"], one_less + MESSAGE) == {}
     assert envelopes_for(daemon, "bob+loop@localhost") == []
     assert len(envelopes_for(daemon, "bob+hops@localhost")) == 1
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="ss (iproute2) is not installed")
+def test_large_listen_backlog(daemon: Daemon, ports: Ports) -> None:
+    result = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{ports.localhost}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    [line] = result.stdout.splitlines()
+    backlog = int(line.split()[2])  # Send-Q of a listening socket: its backlog
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    assert backlog == min(BACKLOG, somaxconn)
+    assert backlog >= min(1024, somaxconn)
