@@ -13,6 +13,8 @@ import re
 import select
 import shutil
 import smtplib
+import socket
+import struct
 import sys
 import time
 from collections.abc import Iterator
@@ -296,6 +298,29 @@ def test_silence_inside_data(fast: tuple[Daemon, int]) -> None:
     assert DATA_SILENCE * 0.8 <= elapsed < DATA_SILENCE + 2
     assert envelopes_for(d, "bob+silent@localhost") == []
     assert list((d.spool / "incoming").iterdir()) == []  # the transaction is gone
+
+
+def test_client_reset_during_data_leaves_nothing(fast: tuple[Daemon, int]) -> None:
+    d, port = fast
+    c = Conversation.open("127.0.0.1", port)
+    try:
+        c.reply()
+        c.command(f"EHLO {CLIENT}")
+        c.command("MAIL FROM:<alice@example.org>")
+        assert c.command("RCPT TO:<bob+reset@localhost>")[0] == 250
+        assert c.command("DATA")[0] == 354
+        c.send(MESSAGE + (b"r" * 998 + b"\r\n") * 2048)  # 2 MB, no end
+        ended = d.log().count("smtp disconnected")
+        # an abortive close: RST instead of FIN
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    finally:
+        c.close()
+    deadline = time.monotonic() + 5
+    while d.log().count("smtp disconnected") == ended and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert d.log().count("smtp disconnected") > ended
+    assert list((d.spool / "incoming").rglob("*")) == []
+    assert envelopes_for(d, "bob+reset@localhost") == []
 
 
 # -- the session cap ------------------------------------------------------------------------------
