@@ -20,6 +20,7 @@ from mta.errors import TableError
 from mta.log import get_logger, visible
 from mta.tables.base import MAX_KEY_LENGTH, Table
 from mta.tables.lookups import lookup_credentials
+from mta.tables.memory import MemoryTable
 from mta.tables.services import Service
 
 __all__ = ["AuthResult", "authenticate"]
@@ -65,6 +66,19 @@ def _offload(table: Table, username: str, password: str) -> bool | None:
         return None  # the helper registered its services: no AUTH after all
 
 
+def _lookup(table: Table, username: str, password: str) -> AuthResult | str | None:
+    """The verdict of a table that checks passwords itself, else the stored hash
+    of ``username`` (None: unknown user).  Raises TableError."""
+    if Service.AUTH & table.services:
+        offloaded = _offload(table, username, password)
+        if offloaded is not None:
+            return AuthResult.OK if offloaded else AuthResult.FAIL
+    if len(username) > MAX_KEY_LENGTH:
+        return None
+    credentials = lookup_credentials(table, username)
+    return credentials.password if credentials is not None else None
+
+
 async def authenticate(table: Table | None, username: str, password: str) -> AuthResult:
     """Check ``username``/``password``: against the K_CREDENTIALS ``table``
     (crypt hashes), or the system users when ``table`` is None."""
@@ -75,15 +89,12 @@ async def authenticate(table: Table | None, username: str, password: str) -> Aut
             password,
             limiter=_limiter(_SYSTEM_LIMITER, SYSTEM_THREADS),
         )
-    stored: str | None = None
     try:
-        if Service.AUTH & table.services:
-            offloaded = _offload(table, username, password)
-            if offloaded is not None:
-                return AuthResult.OK if offloaded else AuthResult.FAIL
-        if len(username) <= MAX_KEY_LENGTH:
-            credentials = lookup_credentials(table, username)
-            stored = credentials.password if credentials is not None else None
+        if isinstance(table, MemoryTable):
+            found = _lookup(table, username, password)
+        else:
+            # a helper process or a file may be slow: never stall other sessions
+            found = await trio.to_thread.run_sync(_lookup, table, username, password)
     except TableError as exc:
         log.warning(
             "smtp authentication lookup failed in table %s for user %s: %s",
@@ -92,6 +103,9 @@ async def authenticate(table: Table | None, username: str, password: str) -> Aut
             visible(str(exc)),
         )
         return AuthResult.ERROR
+    if isinstance(found, AuthResult):
+        return found
+    stored = found
     like = _seen.get(table)
     if stored is not None and stored != like:
         _seen[table] = stored

@@ -198,12 +198,6 @@ def test_slow_hostnames_lookup_stalls_no_other_session(daemon: Daemon, ports: Po
     assert while_busy(slow, ports.plain) < SLOW * 0.5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mta/auth/check.py authenticate() looks the user up in the credentials table "
-    "on the event loop (lookup_credentials / _offload are synchronous), so a slow "
-    "table helper stalls every session",
-)
 def test_slow_auth_lookup_stalls_no_other_session(
     daemon: Daemon, ports: Ports, certs: Certs
 ) -> None:
