@@ -58,6 +58,7 @@ def test_sigkill_after_250_keeps_the_message(daemon: tuple[Daemon, int]) -> None
         assert reply.startswith(b"250 2.0.0 "), reply
         msgid = reply.split()[2].decode()
     finally:
+        f.close()
         sock.close()
     d.start()
     queued = d.queued()
@@ -84,6 +85,7 @@ def test_sigkill_before_250_leaves_nothing(daemon: tuple[Daemon, int]) -> None:
         assert any(incoming.iterdir())
         d.kill()
     finally:
+        f.close()
         sock.close()
     d.start()
     assert d.queued() == []
