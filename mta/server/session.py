@@ -612,7 +612,7 @@ class Session:
                     ctime=now,
                     tag=self.endpoint.tag or "",
                     username=self.auth_user or "",
-                    flags=flags | (EnvelopeFlag.INTERNAL if delivery.internal else flags),
+                    flags=flags | EnvelopeFlag.INTERNAL if delivery.internal else flags,
                     node=delivery.node,
                     mda_user=delivery.mda_user or "",
                     mda_exec=delivery.mda_exec or "",
