@@ -21,6 +21,7 @@ import os
 import stat
 
 from mta.errors import TableError, TemporaryFailure
+from mta.tables.aliases import strip_comment
 from mta.tables.aliasnodes import AliasNode, parse_alias_value
 from mta.tables.values import UserInfo
 
@@ -114,22 +115,10 @@ def _logical_lines(text: str) -> list[str]:
             pending = line[:-1]
             continue
         pending = ""
-        lines.append(_strip_comment(line))
+        lines.append(strip_comment(line))
     if pending:
-        lines.append(_strip_comment(pending))
+        lines.append(strip_comment(pending))
     return lines
-
-
-def _strip_comment(line: str) -> str:
-    escaped = False
-    for index, char in enumerate(line):
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == "#":
-            return line[:index]
-    return line
 
 
 def parse_forward(text: str, path: str = ".forward") -> tuple[AliasNode, ...]:

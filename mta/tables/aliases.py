@@ -17,6 +17,7 @@ __all__ = [
     "lookup_virtual",
     "parse_aliases_text",
     "read_include",
+    "strip_comment",
     "virtual_keys",
 ]
 
@@ -86,7 +87,7 @@ def read_include(path: str) -> tuple[AliasNode, ...]:
             pending = line[:-1]
             continue
         pending = ""
-        line = _strip_comment(line)
+        line = strip_comment(line)
         try:
             for node in parse_alias_value(line, includes=False):
                 nodes.setdefault(node, None)
@@ -95,7 +96,8 @@ def read_include(path: str) -> tuple[AliasNode, ...]:
     return tuple(nodes)
 
 
-def _strip_comment(line: str) -> str:
+def strip_comment(line: str) -> str:
+    """``line`` without its ``#`` comment (a backslash escapes ``#``)."""
     escaped = False
     for index, char in enumerate(line):
         if escaped:
