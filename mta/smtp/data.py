@@ -32,6 +32,22 @@ _SPECIAL = re.compile(rb"\r\n\.|\r(?!\n)|(?<!\r)\n|\x00")
 _TERMINATOR = re.compile(rb"[\r\n]")
 
 
+def _first_special(buf: bytes | bytearray, pos: int) -> int:
+    """Where :data:`_SPECIAL` first matches at or after ``pos``, or -1.
+
+    The common case (every CR and LF paired as CRLF) is decided with C-speed
+    ``count`` / ``find``; anything else falls back to the regular expression."""
+    pairs = buf.count(b"\r\n", pos)
+    if buf.count(b"\r", pos) == pairs and buf.count(b"\n", pos) == pairs:
+        dot = buf.find(b"\r\n.", pos)
+        nul = buf.find(b"\0", pos)
+        if dot < 0 or 0 <= nul < dot:
+            return nul
+        return dot
+    match = _SPECIAL.search(buf, pos)
+    return -1 if match is None else match.start()
+
+
 class LineTooLong(Exception):
     """A content line exceeded :data:`TEXT_LINE_MAX` (the session must close)."""
 
@@ -74,13 +90,13 @@ class DataReader:
     def _plain(self, buf: bytes | bytearray, pos: int, out: bytearray) -> int:
         """Copy the run of ordinary CRLF lines starting at ``pos`` (no dot at a line
         start after the first, no bare CR / LF, no NUL); return where it stops."""
-        match = _SPECIAL.search(buf, pos)
-        if match is None:
+        special = _first_special(buf, pos)
+        if special < 0:
             stop = buf.rfind(b"\r\n", pos) + 2
-        elif buf[match.start()] == CR and buf[match.start() + 1 : match.start() + 2] == b"\n":
-            stop = match.start() + 2  # "\r\n." : the CRLF belongs to the run
+        elif buf[special] == CR and buf[special + 1 : special + 2] == b"\n":
+            stop = special + 2  # "\r\n." : the CRLF belongs to the run
         else:
-            stop = buf.rfind(b"\r\n", pos, match.start()) + 2
+            stop = buf.rfind(b"\r\n", pos, special) + 2
         if stop <= pos + 1:
             return pos
         length = stop - pos

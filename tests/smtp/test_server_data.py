@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mta.smtp import events as ev
-from mta.smtp.data import TEXT_LINE_MAX, DataReader
+from mta.smtp.data import _SPECIAL, TEXT_LINE_MAX, DataReader, _first_special
 from tests.smtp.test_server_support import Client, run_session
 
 
@@ -229,3 +229,15 @@ def test_memory_stays_bounded_for_a_50_mb_message() -> None:
     assert isinstance(end, ev.DataEnd) and end.error is None
     assert end.size > 50_000_000
     assert chunks >= total // len(block)
+
+
+@given(
+    st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b".", b"\0", b"a", b"\r\n."]), max_size=40),
+    st.integers(min_value=0, max_value=80),
+)
+def test_fast_special_scan_agrees_with_the_pattern(parts: list[bytes], pos: int) -> None:
+    buf = b"".join(parts)
+    pos = min(pos, len(buf))
+    match = _SPECIAL.search(buf, pos)
+    assert _first_special(buf, pos) == (-1 if match is None else match.start())
+    assert _first_special(bytearray(buf), pos) == _first_special(buf, pos)
