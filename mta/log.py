@@ -26,6 +26,12 @@ def get_logger(name: str) -> logging.Logger:
 def visible(text: str, limit: int = 256) -> str:
     """Text safe for a log line: control characters escaped C-style (as
     OpenSMTPD's ``strnvis(VIS_SAFE|VIS_CSTYLE)``), cut to ``limit``."""
+    if len(text) <= limit and "\\" not in text and text.isprintable():
+        return text  # nothing to escape (isprintable is False for every control character)
+    return _escaped(text, limit)
+
+
+def _escaped(text: str, limit: int) -> str:
     out = []
     for char in text[:limit]:
         code = ord(char)
@@ -52,6 +58,11 @@ class _Formatter(logging.Formatter):
 
 def setup_logging(*, foreground: bool, verbose: int = 0) -> None:
     """Route the ``mta`` loggers: stderr in the foreground, else syslog."""
+    # No record needs its caller, thread or process name: skip gathering them
+    # (the logging HOWTO's "Optimization" section).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     root = logging.getLogger(_ROOT)
     for old in list(root.handlers):
         root.removeHandler(old)

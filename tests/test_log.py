@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from mta.log import quote, visible
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mta.log import _escaped, quote, visible
 
 
 def test_visible_escapes_controls() -> None:
@@ -13,3 +16,8 @@ def test_visible_escapes_controls() -> None:
 
 def test_quote() -> None:
     assert quote('say "hi"\n') == '"say \\"hi\\"\\n"'
+
+
+@given(st.text(max_size=40), st.integers(min_value=0, max_value=50))
+def test_visible_fast_path_agrees_with_escaping(text: str, limit: int) -> None:
+    assert visible(text, limit) == _escaped(text, limit)

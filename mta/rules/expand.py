@@ -22,8 +22,8 @@ from collections import deque
 from collections.abc import Callable
 
 import attrs
-import trio
 
+from mta import threads
 from mta.config.model import Config, LocalDelivery, Relay, Rule
 from mta.envelope import Address, DeliveryNode, EnvelopeKind
 from mta.errors import PermanentFailure, TableError, TemporaryFailure
@@ -367,7 +367,7 @@ class _Expansion:
             return
         node.forwarded = True
         try:
-            text = await trio.to_thread.run_sync(resolver.forward_reader, info)
+            text = await threads.run_sync(resolver.forward_reader, info)
             entries = None if text is None else parse_forward(text)
         except TemporaryFailure as exc:
             raise self.expansion(str(exc), temporary=True) from None
@@ -415,7 +415,7 @@ class Resolver:
     async def match(self, ctx: MatchContext, rcpt: Address) -> Rule | None:
         """:func:`match_rule`, in a worker thread when a rule table may block."""
         if self._rules_block:
-            return await trio.to_thread.run_sync(match_rule, self.config, self.tables, ctx, rcpt)
+            return await threads.run_sync(match_rule, self.config, self.tables, ctx, rcpt)
         return match_rule(self.config, self.tables, ctx, rcpt)
 
     async def aliases(
@@ -437,7 +437,7 @@ class Resolver:
         result: dict[AliasNode, None] = {}
         for entry in entries:
             if isinstance(entry, AliasInclude):
-                included = await trio.to_thread.run_sync(read_include, entry.path)
+                included = await threads.run_sync(read_include, entry.path)
                 for item in included:
                     result.setdefault(item, None)
             else:

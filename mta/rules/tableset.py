@@ -18,8 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-import trio
-
+from mta import threads
 from mta.config.model import Config, InlineTable, NamedTable, TableRef
 from mta.errors import TableError
 from mta.tables import Service, Table, builtin_tables, open_table
@@ -150,7 +149,7 @@ class TableSet:
         in a worker thread otherwise."""
         if not is_blocking(table):
             return fn()
-        return await trio.to_thread.run_sync(fn)
+        return await threads.run_sync(fn)
 
     def close(self) -> None:
         """Close every table (stops helper processes)."""

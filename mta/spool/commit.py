@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import attrs
 import trio
 
+from mta import threads
 from mta.errors import SpoolError
 from mta.spool.fsio import fsync_dir, remove_tree, spool_error
 from mta.spool.paths import SpoolPaths
@@ -170,7 +171,7 @@ class GroupCommitter:
         try:
             # Shielded: the leader always sees its batch through, whoever is cancelled.
             with trio.CancelScope(shield=True):
-                result = await trio.to_thread.run_sync(_publish, self._paths, msgids)
+                result = await threads.run_sync(_publish, self._paths, msgids)
         except Exception as exc:  # a bug, not an OSError: fail the batch, keep going
             result = _BatchResult(
                 [SpoolError(f"spool: publishing failed: {exc!r}") for _ in batch], 0

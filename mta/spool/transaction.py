@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 import attrs
 import trio
 
+from mta import threads
 from mta.envelope import Envelope
 from mta.errors import SpoolError
 from mta.spool.codec import encode_envelope
@@ -118,7 +119,7 @@ class Transaction:
         self._state = _State.COMMITTING
         assigned = assign_ids(self.msgid, envelopes)
         try:
-            files = await trio.to_thread.run_sync(self._prepare, assigned)
+            files = await threads.run_sync(self._prepare, assigned)
         except BaseException:
             self._stats.failures += 1
             await self._give_up()
@@ -164,7 +165,7 @@ class Transaction:
         try:
             if self._writer.created:
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(self._discard)
+                    await threads.run_sync(self._discard)
             else:
                 self._writer.close()  # nothing reached the disk
         finally:
