@@ -36,6 +36,7 @@ from mta.server.listeners import (
 from mta.server.offline import run_offline_scan
 from mta.server.services import Endpoint, Services
 from mta.server.session import Session
+from mta.server.stream import ConnectionStream
 from mta.server.timeouts import Timeouts
 from mta.spool.spool import Spool
 from mta.tables import local_addresses
@@ -133,10 +134,13 @@ async def _run_session(
     services: Services, endpoint: Endpoint, stream: trio.SocketStream, gate: SessionGate
 ) -> None:
     try:
-        if isinstance(stream, trio.SocketStream) and endpoint.bound.listener is not None:
-            with contextlib.suppress(OSError):
-                stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
-        await Session(services, endpoint, stream).run()
+        connection: trio.abc.Stream = stream
+        if isinstance(stream, trio.SocketStream):
+            connection = ConnectionStream.take(stream)
+            if endpoint.bound.listener is not None:
+                with contextlib.suppress(OSError):
+                    connection.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        await Session(services, endpoint, connection).run()
     except Exception:
         log.exception("smtp: session failed")
     finally:
