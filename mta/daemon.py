@@ -38,6 +38,7 @@ from mta.server.services import Endpoint, Services
 from mta.server.session import Session
 from mta.server.stream import ConnectionStream
 from mta.server.timeouts import Timeouts
+from mta.server.watchdog import Watchdog, tick_for
 from mta.spool.spool import Spool
 from mta.tables import local_addresses
 
@@ -98,21 +99,34 @@ async def _bind_all(config: Config, spool_dir: str) -> list[Bound]:
         bound.append(await bind_unix(os.path.join(spool_dir, ENQUEUE_SOCKET)))
     except BaseException:
         for b in bound:
-            await b.socket.aclose()
+            await b.aclose()
         raise
     return bound
+
+
+ACCEPT_BURST = 16  # connections accepted in a row before the loop lets others run
 
 
 async def _accept_loop(
     services: Services, endpoint: Endpoint, gate: SessionGate, nursery: trio.Nursery
 ) -> None:
-    listener = endpoint.bound.socket
+    bound = endpoint.bound
+    burst = 0
     while True:
         # every listener waits for a free place, but only takes it with a
         # connection in hand: so an idle listener never starves the others
-        await gate.wait_free()
+        if gate.full:
+            await gate.wait_free()
+        burst += 1
+        if burst >= ACCEPT_BURST:
+            burst = 0
+            await trio.lowlevel.checkpoint()
         try:
-            stream = await listener.accept()
+            try:
+                conn, address = bound.socket.accept()
+            except BlockingIOError:
+                burst = 0
+                conn, address = await bound.accept()
         except OSError as exc:
             if exc.errno in CAPACITY_ERRNOS:
                 log.warning("smtp: out of file descriptors, pausing incoming connections")
@@ -121,26 +135,29 @@ async def _accept_loop(
             if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                 continue
             raise
-        try:
-            # immediate unless another listener took the last place meanwhile
-            await gate.acquire()
-        except BaseException:
-            await trio.aclose_forcefully(stream)
-            raise
-        nursery.start_soon(_run_session, services, endpoint, stream, gate)
+        if not gate.try_acquire():
+            try:
+                # another listener took the last place meanwhile
+                await gate.acquire()
+            except BaseException:
+                conn.close()
+                raise
+        nursery.start_soon(_run_session, services, endpoint, conn, address, gate)
 
 
 async def _run_session(
-    services: Services, endpoint: Endpoint, stream: trio.SocketStream, gate: SessionGate
+    services: Services,
+    endpoint: Endpoint,
+    conn: socket.socket,
+    address: object,
+    gate: SessionGate,
 ) -> None:
     try:
-        connection: trio.abc.Stream = stream
-        if isinstance(stream, trio.SocketStream):
-            connection = ConnectionStream.take(stream)
-            if endpoint.bound.listener is not None:
-                with contextlib.suppress(OSError):
-                    connection.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
-        await Session(services, endpoint, connection).run()
+        connection = ConnectionStream(conn)
+        if endpoint.bound.listener is not None:
+            with contextlib.suppress(OSError):
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        await Session(services, endpoint, connection, address).run()
     except Exception:
         log.exception("smtp: session failed")
     finally:
@@ -176,11 +193,13 @@ async def serve(
             rdns=Rdns.from_env(),
             timeouts=options.timeouts,
             hostname=config.hostname,
+            watchdog=Watchdog(tick_for(options.timeouts.command, options.timeouts.data_block)),
         )
         bound = await _bind_all(config, options.spool)
         endpoints = tuple(_endpoint(b, config, tables, contexts) for b in bound)
         gate = SessionGate(session_capacity())
         async with trio.open_nursery() as sessions:
+            sessions.start_soon(services.watchdog.run)  # until the sessions are cut off
             async with trio.open_nursery() as nursery:
                 for endpoint in endpoints:
                     nursery.start_soon(_accept_loop, services, endpoint, gate, sessions)
@@ -193,7 +212,7 @@ async def serve(
                 task_status.started(Running(endpoints, services, gate, nursery.cancel_scope.cancel))
             # listeners are closed: give sessions a moment, then cut them off
             for endpoint in endpoints:
-                await endpoint.bound.socket.aclose()
+                await endpoint.bound.aclose()
             with trio.move_on_after(options.timeouts.shutdown):
                 while gate.active:
                     await trio.sleep(0.05)

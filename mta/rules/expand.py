@@ -28,6 +28,7 @@ from mta.config.model import Config, LocalDelivery, Relay, Rule
 from mta.envelope import Address, DeliveryNode, EnvelopeKind
 from mta.errors import PermanentFailure, TableError, TemporaryFailure
 from mta.rules.forward import parse_forward, read_forward
+from mta.rules.forwardcache import ForwardCache
 from mta.rules.rejection import (
     RecipientDeferred,
     RecipientRefused,
@@ -367,7 +368,7 @@ class _Expansion:
             return
         node.forwarded = True
         try:
-            text = await threads.run_sync(resolver.forward_reader, info)
+            text = await resolver.forwards.read(info, resolver.read_forward)
             entries = None if text is None else parse_forward(text)
         except TemporaryFailure as exc:
             raise self.expansion(str(exc), temporary=True) from None
@@ -388,7 +389,8 @@ class Resolver:
 
     ``tables`` is the configuration's :class:`TableSet`; ``smtpname`` completes
     a recipient without a domain; ``forward_reader`` reads ``.forward`` files
-    (default :func:`mta.rules.forward.read_forward`).
+    (default :func:`mta.rules.forward.read_forward`) in a worker thread, and its
+    results are reused for a second (:mod:`mta.rules.forwardcache`).
     """
 
     def __init__(
@@ -404,9 +406,14 @@ class Resolver:
         self.tables = tables
         self.smtpname = smtpname
         self.forward_reader = forward_reader
+        self.forwards = ForwardCache()
         self.max_depth = max_depth
         self.delimiter = config.smtp.sub_addr_delim
         self._rules_block = any(is_blocking(t) for t in rule_tables(config, tables))
+
+    async def read_forward(self, info: UserInfo) -> str | None:
+        """The ``.forward`` of a user, read in a worker thread (uncached)."""
+        return await threads.run_sync(self.forward_reader, info)
 
     async def resolve(self, ctx: MatchContext, rcpt: Address) -> list[Delivery]:
         """The deliveries for ``rcpt`` (never empty), or RecipientRejected."""

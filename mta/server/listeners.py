@@ -8,6 +8,10 @@ descriptors in reserve (OpenSMTPD: ``(free fds) / 2 - reserve``); when it is
 full, listeners stop accepting until a session ends, and clients wait in the
 kernel's backlog instead of being refused.  A listener only takes a place with
 a connection in hand, so idle listeners never hold places others need.
+
+Listening sockets are plain non-blocking :class:`socket.socket` objects: the
+daemon's accept loop calls ``accept()`` itself and waits with trio only when
+no connection is pending (:meth:`Bound.accept`).
 """
 
 from __future__ import annotations
@@ -41,19 +45,37 @@ FD_RESERVE = 16
 CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
+Socket = socket.socket  # (the Bound field named ``socket`` hides the module in its body)
+
+
 class ListenError(MTAError):
     """A listener could not be set up (address in use, no such interface...)."""
 
 
 @attrs.frozen
 class Bound:
-    """A bound socket and what it serves."""
+    """A bound, listening, non-blocking socket and what it serves."""
 
     listener: Listener | None  # None: the local enqueue socket
-    socket: trio.SocketListener
+    socket: Socket
     address: str  # IP address or Unix socket path
     port: int
     local: bool  # loopback or Unix: sessions count as local
+
+    async def accept(self) -> tuple[Socket, object]:
+        """The next connection and its peer address (a pending one at once)."""
+        while True:
+            try:
+                return self.socket.accept()
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self.socket)
+
+    async def aclose(self) -> None:
+        """Stop listening (a task waiting in :meth:`accept` gets ClosedResourceError)."""
+        if self.socket.fileno() >= 0:
+            trio.lowlevel.notify_closing(self.socket)
+            self.socket.close()
+        await trio.lowlevel.checkpoint()
 
 
 def raise_fd_limit() -> int:
@@ -107,6 +129,18 @@ class SessionGate:
         await self._semaphore.acquire()
         self._semaphore.release()
 
+    def try_acquire(self) -> bool:
+        """Take a place if one is free (no waiting, no checkpoint)."""
+        try:
+            self._semaphore.acquire_nowait()
+        except trio.WouldBlock:
+            return False
+        return True
+
+    @property
+    def full(self) -> bool:
+        return self._semaphore.value == 0
+
     def release(self) -> None:
         self._semaphore.release()
 
@@ -120,12 +154,13 @@ async def bind_listener(listener: Listener, backlog: int = BACKLOG) -> list[Boun
     bound: list[Bound] = []
     try:
         for address in addresses:
-            sock = trio.socket.socket(address.family, socket.SOCK_STREAM)
+            sock = socket.socket(address.family, socket.SOCK_STREAM)
             try:
+                sock.setblocking(False)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if address.family == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                await sock.bind((address.address, port))
+                sock.bind((address.address, port))  # a numeric address: no lookup
                 sock.listen(backlog)
             except OSError as exc:
                 sock.close()
@@ -133,12 +168,10 @@ async def bind_listener(listener: Listener, backlog: int = BACKLOG) -> list[Boun
                     f"listen on {listener.interface}: cannot listen on "
                     f"{_show(address.address)}:{port}: {exc.strerror}"
                 ) from None
-            bound.append(
-                Bound(listener, trio.SocketListener(sock), address.address, port, address.local)
-            )
+            bound.append(Bound(listener, sock, address.address, port, address.local))
     except BaseException:
         for b in bound:
-            await b.socket.aclose()
+            await b.aclose()
         raise
     return bound
 
@@ -160,15 +193,16 @@ async def bind_unix(path: str, backlog: int = BACKLOG, mode: int = 0o666) -> Bou
         if await _answers(path):
             raise ListenError(f"{path}: another server is running on this spool")
         os.unlink(path)
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        await sock.bind(path)
+        sock.setblocking(False)
+        sock.bind(path)
         os.chmod(path, mode)
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
         raise ListenError(f"cannot listen on {path}: {exc.strerror}") from None
-    return Bound(None, trio.SocketListener(sock), path, 0, True)
+    return Bound(None, sock, path, 0, True)
 
 
 async def _answers(path: str) -> bool:

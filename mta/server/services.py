@@ -13,6 +13,7 @@ from mta.rules.expand import Resolver
 from mta.rules.tableset import TableSet
 from mta.server.listeners import Bound
 from mta.server.timeouts import Timeouts
+from mta.server.watchdog import Watchdog
 from mta.spool.spool import Spool
 from mta.tables.base import Table
 
@@ -30,6 +31,7 @@ class Services:
     rdns: Rdns | None
     timeouts: Timeouts
     hostname: str  # the server name when a listener sets none
+    watchdog: Watchdog  # read deadlines of the sessions (run by the daemon)
 
 
 @attrs.frozen(eq=False)

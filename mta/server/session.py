@@ -3,7 +3,9 @@
 The state machine (:mod:`mta.smtp.server`) parses and answers; this module
 does what needs the outside world: reverse DNS, TLS handshakes, credential
 checks, the ``match`` rules, and writing to the spool.  It also enforces the
-timeouts: a deadline for every command line and for a whole DATA transfer.
+timeouts: a deadline for every command line and for a whole DATA transfer,
+kept by the daemon's :class:`~mta.server.watchdog.Watchdog` (one cancel scope
+per session, not one per read).
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import ipaddress
+import math
+import os
+import random
 import secrets
 import socket
 import ssl
@@ -30,6 +35,7 @@ from mta.rules.expand import Delivery
 from mta.rules.rejection import RecipientRejected
 from mta.rules.ruleset import MatchContext
 from mta.server.services import Endpoint, Services
+from mta.server.watchdog import Deadline
 from mta.smtp import events as ev
 from mta.smtp.message import MessageRewriter, RewriteOptions, Verdict
 from mta.smtp.received import ReceivedInfo, TlsDetails, received_header
@@ -42,6 +48,8 @@ from mta.tables.mailaddr import mailaddr_match, parse_mailaddr
 __all__ = ["Session"]
 
 log = get_logger("smtp")
+
+_ids = random.Random(os.urandom(32))  # session ids and Message-ID parts: unique, not secret
 
 RECEIVE_SIZE = 65536
 
@@ -83,12 +91,19 @@ class _Transaction:
 class Session:
     """Serve one accepted connection until it ends."""
 
-    def __init__(self, services: Services, endpoint: Endpoint, stream: trio.abc.Stream) -> None:
+    def __init__(
+        self,
+        services: Services,
+        endpoint: Endpoint,
+        stream: trio.abc.Stream,
+        peer_address: object = None,
+    ) -> None:
         self.services = services
         self.endpoint = endpoint
         self.stream: trio.abc.Stream = stream
         self.raw_stream = stream
-        self.id = secrets.randbits(64)
+        self.peer_address = peer_address  # as accept() gave it, when it did
+        self.id = _ids.getrandbits(64)
         self.peer = "local"
         self.local_address = ""
         self.rdns: str | None = None
@@ -102,6 +117,7 @@ class Session:
         self.conn: ServerConnection | None = None
         self.buffered = b""  # bytes that came with the PROXY header
         self.reason = "disconnect"
+        self._deadline: Deadline | None = None
         sock = getattr(stream, "socket", None)
         self._quickack = sock if hasattr(socket, "TCP_QUICKACK") and sock is not None else None
 
@@ -146,15 +162,17 @@ class Session:
         self.conn.banner()
         if self.buffered:
             self.conn.receive_data(self.buffered)
-        await self._serve()
+        await self._serve_watched()
 
     def _addresses(self) -> None:
         sock = getattr(self.raw_stream, "socket", None)
         if sock is None or self.endpoint.is_socket:
             return
         try:
-            self.peer = _peer_text(sock.getpeername())
-            self.local_address = _peer_text(sock.getsockname())
+            address = self.peer_address
+            self.peer = _peer_text(address if address is not None else sock.getpeername())
+            if self.endpoint.hostnames is not None:  # the only use of the local address
+                self.local_address = _peer_text(sock.getsockname())
         except OSError:
             pass
 
@@ -210,7 +228,7 @@ class Session:
         if ep.is_socket:
             self.rdns = self.services.hostname
             self.peer = "local"
-        elif self.services.rdns is not None:
+        elif self.services.rdns is not None and self.services.rdns.resolver is not None:
             with trio.move_on_after(self.services.timeouts.rdns):
                 result = await self.services.rdns.lookup(self.peer)
                 self.rdns = result.name
@@ -260,18 +278,41 @@ class Session:
             await self.stream.send_all(out)
         return bool(out)
 
-    async def _receive(self, deadline: float) -> bytes:
-        with trio.move_on_at(deadline):
-            data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
-            if self._quickack is not None:
-                # answer at once: a client that waits for our ACK before sending its
-                # last small segment (Nagle) would otherwise wait for delayed ACKs
-                try:
-                    self._quickack.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-                except OSError:
-                    self._quickack = None
-            return data
-        raise _Timeout
+    async def _receive(self, deadline: float, in_data: bool) -> bytes:
+        """The next bytes from the client; the watchdog cancels the wait at ``deadline``."""
+        watched = self._deadline
+        assert watched is not None
+        watched.at = deadline
+        data = bytes(await self.stream.receive_some(RECEIVE_SIZE))
+        watched.at = math.inf
+        if in_data and self._quickack is not None:
+            # answer at once: a client that waits for our ACK before sending its
+            # last small segment of DATA (Nagle) would otherwise wait for a
+            # delayed ACK; between commands our reply carries the ACK
+            try:
+                self._quickack.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+            except OSError:
+                self._quickack = None
+        return data
+
+    async def _serve_watched(self) -> None:
+        """:meth:`_serve` under one cancel scope that the watchdog cancels when a
+        read deadline passes; then the client gets a 421."""
+        watchdog = self.services.watchdog
+        with trio.CancelScope() as scope:
+            self._deadline = Deadline(scope)
+            watchdog.add(self._deadline)
+            try:
+                await self._serve()
+            finally:
+                watchdog.discard(self._deadline)
+        if scope.cancelled_caught:
+            conn = self.conn
+            assert conn is not None
+            self.reason = "timeout"
+            conn.send_reply(TIMEOUT)
+            with trio.move_on_after(1):
+                await self._flush()
 
     async def _serve(self) -> None:
         conn = self.conn
@@ -288,22 +329,20 @@ class Session:
                     deadline = None
                 if conn.closed:
                     return
-                now = trio.current_time()
+                in_data = self.tx is not None and self.tx.rewriter is not None
                 if deadline is None:
-                    if self.tx is not None and self.tx.rewriter is not None:
+                    now = trio.current_time()
+                    if in_data:
                         deadline = now + timeouts.data_block
                         if data_deadline is not None:
                             deadline = min(deadline, data_deadline)
                     else:
                         deadline = now + timeouts.command
                 try:
-                    data = await self._receive(deadline)
-                except _Timeout:
-                    self.reason = "timeout"
-                    conn.send_reply(TIMEOUT)
-                    await self._flush()
-                    return
+                    data = await self._receive(deadline, in_data)
                 except trio.Cancelled:
+                    if self._deadline is not None and self._deadline.expired:
+                        raise  # a timeout: answered once out of the watched scope
                     # the server stops and the grace period is over: say so while
                     # the client waits for us (never in the middle of a reply)
                     self.reason = "shutdown"
@@ -514,7 +553,7 @@ class Session:
                 add_missing=self.endpoint.local
                 or (listener is not None and listener.effective_port == 587),
                 date=now,
-                message_id_random=secrets.randbits(64),
+                message_id_random=_ids.getrandbits(64),
             )
         )
         conn.accept()
@@ -667,10 +706,6 @@ class _Prefixed(trio.abc.Stream):
 
     async def aclose(self) -> None:
         await self._stream.aclose()
-
-
-class _Timeout(Exception):
-    pass
 
 
 class _Closed(Exception):

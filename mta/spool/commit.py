@@ -1,35 +1,38 @@
-"""Group commit: publishing prepared transactions into ``queue/`` in shared batches.
+"""Group commit: writing, fsyncing and publishing transactions in shared batches.
 
-A transaction is *prepared* on its own (its message, envelopes and
-``incoming/<msgid>`` directory fsynced, in the session's own worker thread,
-so many prepare in parallel).  Publishing renames ``incoming/<msgid>`` to
-``queue/<bucket>/<msgid>`` and fsyncs the directories the rename changed:
-``queue/`` if the bucket was just made, the bucket, and ``incoming/``.  Those
-directory fsyncs are what concurrent commits share.
+A committing transaction hands the committer a :class:`CommitJob`: a blocking
+``write`` that leaves its ``incoming/<msgid>`` file complete and fsynced, and
+a ``discard`` that removes it.  One worker-thread hop runs a whole batch:
+every job's ``write``, the rename of each file into ``queue/<bucket>/``, then
+one fsync of each bucket the batch touched (and of ``queue/`` when a bucket
+was just made).  ``incoming/`` itself is never fsynced: a name left there by
+a crash is purged at startup, and the queue entry is what counts.
 
 Leader / follower, no background task: the first committer to find the
-publisher idle becomes the leader and publishes every transaction waiting at
-that moment in one thread hop; commits that arrive meanwhile wait, and when the
-batch is done the leader wakes the first of them to lead the next batch.  A
-caller cancelled while still waiting is simply withdrawn; once its transaction
-is in a batch (or it was made leader), it waits for the batch, shielded, so
-the queue never stalls and nothing is left half-published.
+publisher idle becomes the leader and runs every job waiting at that moment
+in one thread hop; commits that arrive meanwhile wait, and when the batch is
+done the leader wakes the first of them to lead the next batch.  A caller
+cancelled while still waiting is simply withdrawn; once its job is in a batch
+(or it was made leader), it waits for the batch, shielded, so the queue never
+stalls and nothing is left half-published, and a job the batch published is
+committed (the cancellation reaches the caller at its next checkpoint).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 import trio
 
 from mta import threads
 from mta.errors import SpoolError
-from mta.spool.fsio import fsync_dir, remove_tree, spool_error
+from mta.spool.fsio import fsync_dir, spool_error
 from mta.spool.paths import SpoolPaths
 
-__all__ = ["MAX_BATCH", "CommitStats", "GroupCommitter"]
+__all__ = ["MAX_BATCH", "CommitJob", "CommitStats", "GroupCommitter"]
 
 MAX_BATCH = 512
 
@@ -41,14 +44,25 @@ class CommitStats:
     commits: int = 0  # transactions published
     batches: int = 0  # publishing thread hops
     max_batch: int = 0  # the largest batch so far
-    file_fsyncs: int = 0  # message and envelope files
-    dir_fsyncs: int = 0  # directories (incoming/<msgid>, buckets, queue/, incoming/)
-    failures: int = 0  # commits that raised
+    file_fsyncs: int = 0  # message files
+    dir_fsyncs: int = 0  # directories (buckets, queue/)
+    failures: int = 0  # commits that raised (counted by the transactions)
+
+
+@attrs.frozen(eq=False)
+class CommitJob:
+    """One transaction to publish: its ``incoming/`` file is made complete and
+    durable by ``write`` (blocking; raises OSError or SpoolError) and removed,
+    whatever its state, by ``discard`` (blocking, never raises)."""
+
+    msgid: int
+    write: Callable[[], None]
+    discard: Callable[[], None]
 
 
 @attrs.define(eq=False)
 class _Waiter:
-    msgid: int
+    job: CommitJob
     wake: trio.Event = attrs.field(factory=trio.Event)
     leader: bool = False
     taken: bool = False  # in a batch being published
@@ -62,31 +76,38 @@ class _BatchResult:
     dir_fsyncs: int
 
 
-def _publish(paths: SpoolPaths, msgids: Sequence[int]) -> _BatchResult:
-    """Rename each prepared transaction into the queue, then fsync the directories
-    once for the whole batch.  Blocking; a failure only fails the items it touches."""
-    errors: list[SpoolError | None] = [None] * len(msgids)
+def _publish(paths: SpoolPaths, jobs: Sequence[CommitJob]) -> _BatchResult:
+    """Write each job's file, rename it into the queue, then fsync the directories
+    once for the whole batch.  Blocking; a failure only fails the jobs it touches."""
+    errors: list[SpoolError | None] = [None] * len(jobs)
     buckets: dict[str, list[int]] = {}
-    created = False
-    for index, msgid in enumerate(msgids):
-        source = paths.incoming_dir(msgid)
-        bucket = paths.bucket_dir(msgid)
-        target = paths.message_dir(msgid)
+    created: list[str] = []  # buckets made by this batch
+    for index, job in enumerate(jobs):
+        try:
+            job.write()
+        except OSError as exc:
+            errors[index] = spool_error(exc, "writing message")
+        except SpoolError as exc:
+            errors[index] = exc
+        if errors[index] is not None:
+            job.discard()
+            continue
+        bucket = paths.bucket_dir(job.msgid)
         try:
             try:
-                os.rename(source, target)
+                os.rename(paths.incoming_file(job.msgid), paths.message_file(job.msgid))
             except FileNotFoundError:
                 if os.path.isdir(bucket):
                     raise
                 try:
                     os.mkdir(bucket, 0o700)
-                    created = True
+                    created.append(bucket)
                 except FileExistsError:
                     pass
-                os.rename(source, target)
+                os.rename(paths.incoming_file(job.msgid), paths.message_file(job.msgid))
         except OSError as exc:
             errors[index] = spool_error(exc, "publishing message")
-            remove_tree(source)
+            job.discard()
             continue
         buckets.setdefault(bucket, []).append(index)
 
@@ -97,29 +118,37 @@ def _publish(paths: SpoolPaths, msgids: Sequence[int]) -> _BatchResult:
             if errors[index] is None:
                 errors[index] = spool_error(exc, "syncing queue directory")
 
-    published = [index for indexes in buckets.values() for index in indexes]
     if created:
         try:
             dir_fsyncs += 1
             fsync_dir(paths.queue)
         except OSError as exc:
-            fail(published, exc)
+            fail([index for indexes in buckets.values() for index in indexes], exc)
+        else:
+            created = []
     for bucket, indexes in buckets.items():
         try:
             dir_fsyncs += 1
             fsync_dir(bucket)
         except OSError as exc:
             fail(indexes, exc)
-    if published:
-        try:
-            dir_fsyncs += 1
-            fsync_dir(paths.incoming)
-        except OSError as exc:
-            fail(published, exc)
-    for index in published:
-        if errors[index] is not None:  # renamed but not known durable: take it back out
-            remove_tree(paths.message_dir(msgids[index]))
+    for indexes in buckets.values():
+        for index in indexes:
+            if errors[index] is not None:  # renamed but not known durable: take it back out
+                with contextlib.suppress(OSError):
+                    os.unlink(paths.message_file(jobs[index].msgid))
+    for bucket in created:  # not known to be in queue/: the next commit makes it again
+        with contextlib.suppress(OSError):
+            os.rmdir(bucket)
     return _BatchResult(errors, dir_fsyncs)
+
+
+def _take_back(paths: SpoolPaths, jobs: Sequence[CommitJob]) -> None:
+    """Remove every trace of ``jobs``, wherever the failed batch left them."""
+    for job in jobs:
+        job.discard()
+        with contextlib.suppress(OSError):
+            os.unlink(paths.message_file(job.msgid))
 
 
 class GroupCommitter:
@@ -131,10 +160,11 @@ class GroupCommitter:
         self._pending: list[_Waiter] = []
         self._busy = False
 
-    async def publish(self, msgid: int) -> None:
-        """Publish the prepared transaction ``msgid``; when this returns it is durable
-        in the queue.  On failure (:class:`SpoolError`) nothing of it is left."""
-        waiter = _Waiter(msgid)
+    async def publish(self, job: CommitJob) -> None:
+        """Write and publish ``job``; when this returns it is durable in the queue.
+        On failure (:class:`SpoolError`) nothing of it is left.  Cancelled while
+        still waiting, the job is withdrawn untouched: the caller discards it."""
+        waiter = _Waiter(job)
         self._pending.append(waiter)
         if not self._busy:
             self._busy = True
@@ -160,24 +190,27 @@ class GroupCommitter:
                         await self._lead()
                     else:
                         await waiter.wake.wait()
-            raise
+            if waiter.error is not None:
+                raise
+            # Published: the commit stands (its id must stay taken), as a cancelled
+            # leader's does; the caller's next checkpoint raises the cancellation.
 
     async def _lead(self) -> None:
         batch = self._pending[:MAX_BATCH]
         del self._pending[:MAX_BATCH]
         for waiter in batch:
             waiter.taken = True
-        msgids = [waiter.msgid for waiter in batch]
+        jobs = [waiter.job for waiter in batch]
         try:
             # Shielded: the leader always sees its batch through, whoever is cancelled.
             with trio.CancelScope(shield=True):
-                result = await threads.run_sync(_publish, self._paths, msgids)
+                result = await threads.run_sync(_publish, self._paths, jobs)
         except Exception as exc:  # a bug, not an OSError: fail the batch, keep going
             result = _BatchResult(
                 [SpoolError(f"spool: publishing failed: {exc!r}") for _ in batch], 0
             )
-            for msgid in msgids:
-                remove_tree(self._paths.incoming_dir(msgid))
+            with trio.CancelScope(shield=True):
+                await threads.run_sync(_take_back, self._paths, jobs)
         self._finish(batch, result)
 
     def _finish(self, batch: list[_Waiter], result: _BatchResult) -> None:
@@ -188,10 +221,9 @@ class GroupCommitter:
         for waiter, error in zip(batch, result.errors, strict=True):
             waiter.finished = True
             waiter.error = error
-            if error is None:
+            if error is None:  # failures are counted by the transaction
                 stats.commits += 1
-            else:
-                stats.failures += 1
+                stats.file_fsyncs += 1
             waiter.wake.set()
         if self._pending:
             successor = self._pending[0]

@@ -2,16 +2,20 @@
 
 ::
 
-    <root>/incoming/<msgid %08x>/                 a transaction being written
-    <root>/queue/<msgid >> 24 %02x>/<msgid %08x>/  a committed message:
-        message                                   its content (maybe gzip / AES-GCM)
-        <evpid %016x>                             one file per envelope
+    <root>/incoming/<msgid %08x>                  a message being received
+    <root>/queue/<msgid >> 24 %02x>/               a bucket of committed messages:
+        <msgid %08x>                              a message: its content and its
+                                                  envelopes (:mod:`mta.spool.msgfile`)
+        <evpid %016x>                             an envelope changed since the commit
+                                                  (empty: delivered, gone)
     <root>/corrupt/                               quarantined messages (never deleted)
     <root>/temporary/                             scratch space, purged at startup
     <root>/offline/                               mta-sendmail's drop while the daemon is down
 
 The root also holds the daemon's sockets, so only these subdirectories are
 created in it.  Everything must be one filesystem: commits are ``rename(2)``.
+(Before format 2, a committed message was a directory ``<msgid>/`` holding
+``message`` and one file per envelope; recovery converts those.)
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ import attrs
 from mta.errors import SpoolError
 
 __all__ = [
-    "MESSAGE_NAME",
     "TEMP_SUFFIX",
     "SpoolPaths",
     "bucket_of",
@@ -34,7 +37,6 @@ __all__ = [
     "parse_msgid",
 ]
 
-MESSAGE_NAME = "message"
 TEMP_SUFFIX = ".tmp"
 
 _DIR_MODES = {
@@ -107,20 +109,20 @@ class SpoolPaths:
     def offline(self) -> str:
         return os.path.join(self.root, "offline")
 
-    def incoming_dir(self, msgid: int) -> str:
+    def incoming_file(self, msgid: int) -> str:
+        """Where a message is written until it is committed."""
         return os.path.join(self.incoming, f"{msgid:08x}")
 
     def bucket_dir(self, msgid: int) -> str:
         return os.path.join(self.queue, bucket_of(msgid))
 
-    def message_dir(self, msgid: int) -> str:
+    def message_file(self, msgid: int) -> str:
+        """The committed message (content and envelopes)."""
         return os.path.join(self.queue, bucket_of(msgid), f"{msgid:08x}")
 
-    def message_file(self, msgid: int) -> str:
-        return os.path.join(self.message_dir(msgid), MESSAGE_NAME)
-
     def envelope_file(self, evpid: int) -> str:
-        return os.path.join(self.message_dir(evpid >> 32), f"{evpid:016x}")
+        """The changed copy of an envelope (it supersedes the one in its message file)."""
+        return os.path.join(self.queue, bucket_of(evpid >> 32), f"{evpid:016x}")
 
     def create(self) -> None:
         """Create the root (if missing) and every subdirectory, then check the layout.

@@ -2,11 +2,18 @@
 
 - ``incoming/`` holds transactions that never committed (no client got a 250
   for them): purged.  ``temporary/`` and leftover ``*.tmp`` files: removed.
-- Every committed message in ``queue/`` is checked: its ``message`` file must
-  be present and decode (gzip CRC, GCM tag), every envelope file must parse and
-  belong to its message.  A message failing any check moves whole to
-  ``corrupt/``: never deleted, never delivered.  A message without envelopes
-  (a crash while its last envelope was being deleted) is removed.
+- Every committed message in ``queue/`` is checked: its file must have a valid
+  trailer (:mod:`mta.spool.msgfile`), its content must decode (gzip CRC, GCM
+  tag), every envelope in it and every envelope file next to it must parse and
+  belong to it.  A message failing any check moves whole (its file and its
+  envelope files) to ``corrupt/``: never deleted, never delivered.  A message
+  whose envelopes were all deleted (a crash while removing it) is removed, and
+  so are envelope files whose message is gone.
+- A message in the format before 2 (a directory with ``message`` and one file
+  per envelope) is checked the same way and converted: the directory is first
+  renamed ``<msgid>.v1`` (so a crash midway is resumed, never repeated), then
+  the new file is written, fsynced and renamed into place, then the old
+  directory is removed.
 - Everything else is kept.  Each event is one log line on ``mta.spool``.
 """
 
@@ -18,22 +25,27 @@ import stat
 
 import attrs
 
-from mta.errors import CorruptEnvelope, CorruptMessage
+from mta.errors import CorruptEnvelope, CorruptMessage, SpoolCorrupt
 from mta.log import quote
-from mta.spool.fsio import fsync_dir, remove_tree, spool_error
-from mta.spool.paths import (
-    MESSAGE_NAME,
-    TEMP_SUFFIX,
-    SpoolPaths,
-    parse_bucket,
-    parse_evpid,
-    parse_msgid,
+from mta.spool.fsio import create_file, fsync_dir, remove_tree, spool_error, write_all
+from mta.spool.msgfile import encode_tail, read_tail
+from mta.spool.paths import TEMP_SUFFIX, SpoolPaths, parse_bucket, parse_evpid, parse_msgid
+from mta.spool.seal import DecodeError, decode_stream
+from mta.spool.store import (
+    decode_sealed_envelope,
+    parse_entry,
+    quarantine_files,
+    quarantine_path,
+    read_envelope_file,
+    verify_content,
 )
-from mta.spool.store import quarantine_path, read_envelope_file, verify_message_file
 
 __all__ = ["Quarantined", "RecoveryReport", "recover"]
 
 log = logging.getLogger("mta.spool")
+
+V1_MESSAGE = "message"  # the content file of a format 1 message directory
+V1_SUFFIX = ".v1"  # a format 1 message directory being converted
 
 
 @attrs.frozen
@@ -61,6 +73,7 @@ def _entries(path: str) -> list[os.DirEntry[str]]:
 
 
 def _remove(entry: os.DirEntry[str]) -> None:
+    """Remove a file or a directory tree (incoming/ held directories before format 2)."""
     if entry.is_dir(follow_symlinks=False):
         remove_tree(entry.path)
     else:
@@ -106,24 +119,107 @@ class _Recovery:
                 self.quarantine(entry.path, "unexpected entry in queue/")
 
     def scan_bucket(self, path: str, number: int) -> None:
+        messages: list[int] = []
+        envelopes: dict[int, list[int]] = {}
+        old: dict[int, list[str]] = {}  # format 1 directories, by msgid
         for entry in _entries(path):
-            msgid = parse_msgid(entry.name)
-            if msgid is None or not entry.is_dir(follow_symlinks=False):
-                if entry.name.endswith(TEMP_SUFFIX) and entry.is_file(follow_symlinks=False):
-                    self.remove_temp(entry.path)
-                else:
-                    self.quarantine(entry.path, "unexpected entry in a queue bucket")
-            elif msgid >> 24 != number:
+            name = entry.name
+            is_file = entry.is_file(follow_symlinks=False)
+            is_dir = entry.is_dir(follow_symlinks=False)
+            msgid, evpid = parse_entry(name)
+            if name.endswith(V1_SUFFIX) and is_dir:
+                msgid = parse_msgid(name.removesuffix(V1_SUFFIX))
+            if name.endswith(TEMP_SUFFIX) and is_file:
+                self.remove_temp(entry.path)
+            elif msgid is not None and msgid >> 24 != number:
                 self.quarantine(entry.path, "message in the wrong bucket")
+            elif evpid is not None and evpid >> 56 != number:
+                self.quarantine(entry.path, "envelope in the wrong bucket")
+            elif msgid is not None and is_file:
+                messages.append(msgid)
+            elif msgid is not None and is_dir:
+                # a converted one (.v1) sorts after the plain name
+                old.setdefault(msgid, []).insert(0, name)
+            elif evpid is not None and is_file:
+                envelopes.setdefault(evpid >> 32, []).append(evpid)
             else:
-                self.check_message(entry.path, msgid)
+                self.quarantine(entry.path, "unexpected entry in a queue bucket")
+        for msgid, names in old.items():
+            first, *others = names
+            for other in others:  # cannot happen unless someone copied things around
+                self.quarantine(os.path.join(path, other), "second copy of a message")
+            if msgid in messages:  # converted just before a crash: the old copy is done with
+                self.remove_old(os.path.join(path, first))
+            elif self.convert(path, first, msgid):
+                messages.append(msgid)
+        for msgid in sorted(messages):
+            self.check_message(path, msgid, envelopes.pop(msgid, []))
+        for evpids in envelopes.values():
+            for evpid in evpids:
+                orphan = os.path.join(path, f"{evpid:016x}")
+                os.unlink(orphan)
+                self.report.removed += 1
+                log.info("spool: remove envelope of a removed message path=%s", self._rel(orphan))
 
     def remove_temp(self, path: str) -> None:
         os.unlink(path)
         self.report.removed += 1
         log.info("spool: remove temporary path=%s", self._rel(path))
 
-    def check_message(self, path: str, msgid: int) -> None:
+    def remove_old(self, path: str) -> None:
+        remove_tree(path)
+        log.info("spool: remove converted message path=%s", self._rel(path))
+
+    def check_message(self, bucket: str, msgid: int, overrides: list[int]) -> None:
+        path = os.path.join(bucket, f"{msgid:08x}")
+        names = [f"{msgid:08x}", *(f"{evpid:016x}" for evpid in overrides)]
+        try:
+            live = self.check_files(bucket, msgid, overrides)
+        except SpoolCorrupt as exc:
+            self.quarantine_message(bucket, names, msgid, str(exc))
+            return
+        if not live:
+            for name in names:
+                os.unlink(os.path.join(bucket, name))
+            self.report.removed += 1
+            log.info("spool: remove message without envelopes path=%s", self._rel(path))
+            return
+        self.report.kept_messages += 1
+        self.report.kept_envelopes += live
+
+    def check_files(self, bucket: str, msgid: int, overrides: list[int]) -> int:
+        """Check a message and its envelope files; return how many envelopes are
+        live.  Raises :class:`SpoolCorrupt` for anything wrong."""
+        with open(os.path.join(bucket, f"{msgid:08x}"), "rb") as file:
+            tail = read_tail(file, os.fstat(file.fileno()).st_size)
+            ids = set()
+            for blob in tail.envelopes:
+                envelope = decode_sealed_envelope(blob, self.key)
+                if envelope.msgid != msgid or envelope.id in ids:
+                    raise CorruptEnvelope(f"envelope {envelope.id:016x} of another message")
+                ids.add(envelope.id)
+            verify_content(file, tail.content_length, self.key)
+        deleted = 0
+        for evpid in overrides:
+            if evpid not in ids:
+                raise CorruptEnvelope(f"envelope file {evpid:016x} of an unknown envelope")
+            envelope_path = os.path.join(bucket, f"{evpid:016x}")
+            if os.lstat(envelope_path).st_size == 0:
+                deleted += 1
+            else:
+                read_envelope_file(envelope_path, self.key, evpid)
+        return len(ids) - deleted
+
+    def quarantine_message(self, bucket: str, names: list[str], msgid: int, reason: str) -> None:
+        quarantine_files(self.paths, bucket, names, f"{msgid:08x}", reason)
+        where = os.path.relpath(os.path.join(bucket, f"{msgid:08x}"), self.paths.root)
+        self.report.quarantined.append(Quarantined(where, reason))
+
+    # -- messages of format 1 ------------------------------------------------
+
+    def check_old(self, path: str, msgid: int) -> list[int]:
+        """The envelope ids of the format 1 message directory ``path``, checked.
+        Raises :class:`SpoolCorrupt` (its reason) when anything is wrong."""
         evpids: list[int] = []
         has_message = False
         for entry in _entries(path):
@@ -132,36 +228,74 @@ class _Recovery:
                 self.remove_temp(entry.path)
                 continue
             if not stat.S_ISREG(mode):
-                self.quarantine(path, f"unexpected non-file {entry.name!r}")
-                return
-            if entry.name == MESSAGE_NAME:
+                raise SpoolCorrupt(f"unexpected non-file {entry.name!r}")
+            if entry.name == V1_MESSAGE:
                 has_message = True
                 continue
             evpid = parse_evpid(entry.name)
             if evpid is None:
-                self.quarantine(path, f"unexpected file {entry.name!r}")
-                return
+                raise SpoolCorrupt(f"unexpected file {entry.name!r}")
             if evpid >> 32 != msgid:
-                self.quarantine(path, f"envelope {entry.name} of another message")
-                return
+                raise SpoolCorrupt(f"envelope {entry.name} of another message")
             evpids.append(evpid)
+        if evpids and not has_message:
+            raise SpoolCorrupt("message file missing")
+        if evpids:
+            with open(os.path.join(path, V1_MESSAGE), "rb") as file:
+                size = os.fstat(file.fileno()).st_size
+                try:
+                    for _chunk in decode_stream(file, size, self.key):
+                        pass
+                except DecodeError as exc:
+                    raise CorruptMessage(f"message: {exc}") from None
+            for evpid in evpids:
+                read_envelope_file(os.path.join(path, f"{evpid:016x}"), self.key, evpid)
+        return evpids
+
+    def convert(self, bucket: str, name: str, msgid: int) -> bool:
+        """Turn the format 1 directory ``bucket/name`` into a message file; False
+        when there was nothing to keep (no envelopes, or quarantined)."""
+        path = os.path.join(bucket, name)
+        try:
+            evpids = self.check_old(path, msgid)
+        except SpoolCorrupt as exc:
+            self.quarantine(path, str(exc))
+            return False
         if not evpids:
             remove_tree(path)
             self.report.removed += 1
             log.info("spool: remove message without envelopes path=%s", self._rel(path))
-            return
-        if not has_message:
-            self.quarantine(path, "message file missing")
-            return
+            return False
+        if not name.endswith(V1_SUFFIX):
+            moved = path + V1_SUFFIX
+            os.rename(path, moved)
+            fsync_dir(bucket)
+            path = moved
+        sealed = []
+        for evpid in sorted(evpids):
+            with open(os.path.join(path, f"{evpid:016x}"), "rb") as file:
+                sealed.append(file.read())
+        target = os.path.join(bucket, f"{msgid:08x}")
+        temp = f"{target}.{os.getpid()}{TEMP_SUFFIX}"
+        fd = create_file(temp)
         try:
-            verify_message_file(os.path.join(path, MESSAGE_NAME), self.key)
-            for evpid in evpids:
-                read_envelope_file(os.path.join(path, f"{evpid:016x}"), self.key, evpid)
-        except (CorruptMessage, CorruptEnvelope) as exc:
-            self.quarantine(path, str(exc))
-            return
-        self.report.kept_messages += 1
-        self.report.kept_envelopes += len(evpids)
+            length = 0
+            with open(os.path.join(path, V1_MESSAGE), "rb") as source:
+                while chunk := source.read(1 << 20):
+                    write_all(fd, chunk)
+                    length += len(chunk)
+            write_all(fd, encode_tail(length, sealed))
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(temp)
+            raise
+        os.close(fd)
+        os.rename(temp, target)
+        fsync_dir(bucket)
+        remove_tree(path)
+        log.info("spool: convert message to format 2 path=%s", self._rel(target))
+        return True
 
 
 def recover(paths: SpoolPaths, key: bytes | None) -> RecoveryReport:

@@ -15,12 +15,15 @@ themselves (:mod:`mta.spool.commit`).  Message ids are random but runs of
 :data:`BUCKET_RUN` consecutive transactions share their top byte, i.e. their
 queue bucket, so a batch of concurrent commits fsyncs one or two bucket
 directories instead of one per message; over time the buckets fill evenly.
+The spool keeps the ids of queued and open messages in memory (from recovery,
+commits and deletions), so a new id never needs a look at the disk and a
+commit can never replace a queued message.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
+import random
 from typing import BinaryIO
 
 import trio
@@ -53,8 +56,9 @@ class Spool:
         self.stats = CommitStats()
         self.store = Store(paths, compress=compression, key=key)
         self._committer = GroupCommitter(paths, self.stats)
-        self._active: set[int] = set()  # msgids of open transactions
-        self._bucket = secrets.randbits(8)
+        self._taken: set[int] = set()  # msgids of queued messages and open transactions
+        self._random = random.Random(os.urandom(32))  # ids must be distinct, not secret
+        self._bucket = self._random.getrandbits(8)
         self._bucket_left = BUCKET_RUN
 
     @classmethod
@@ -68,12 +72,15 @@ class Spool:
             crypto.check_key(key)
         paths = SpoolPaths(os.fspath(root))
 
-        def prepare() -> RecoveryReport:
+        def prepare() -> tuple[RecoveryReport, list[int]]:
             paths.create()
-            return recover(paths, key)
+            report = recover(paths, key)
+            return report, Store(paths, compress=compression, key=key).message_ids()
 
-        report = await trio.to_thread.run_sync(prepare)
-        return cls(paths, compression=compression, key=key, report=report)
+        report, queued = await trio.to_thread.run_sync(prepare)
+        spool = cls(paths, compression=compression, key=key, report=report)
+        spool._taken.update(queued)
+        return spool
 
     # -- write path ----------------------------------------------------------
 
@@ -85,16 +92,12 @@ class Spool:
             self._bucket, self._bucket_left = (self._bucket + 1) % 256, BUCKET_RUN
         self._bucket_left -= 1
         for _ in range(_MSGID_TRIES):
-            msgid = self._bucket << 24 | secrets.randbits(24)
-            if msgid == 0 or msgid in self._active:
-                continue
-            # A queued message keeps its id until delivered (a cached stat, no write).
-            if os.path.lexists(self.paths.message_dir(msgid)):
-                continue
-            break
+            msgid = self._bucket << 24 | self._random.getrandbits(24)
+            if msgid != 0 and msgid not in self._taken:
+                break
         else:
             raise SpoolError("spool: no free message id")
-        self._active.add(msgid)
+        self._taken.add(msgid)
         return Transaction(
             msgid=msgid,
             paths=self.paths,
@@ -102,8 +105,13 @@ class Spool:
             key=self.key,
             committer=self._committer,
             stats=self.stats,
-            release=self._active.discard,
+            release=self._release,
         )
+
+    def _release(self, msgid: int, committed: bool) -> None:
+        """A transaction is over: a committed message keeps its id until it goes."""
+        if not committed:
+            self._taken.discard(msgid)
 
     # -- read / update path (scheduler, deliveries, mtactl) ------------------
 
@@ -125,7 +133,10 @@ class Spool:
 
     async def delete_envelope(self, evpid: int) -> bool:
         """Remove an envelope (and its message with the last one; returns whether)."""
-        return await trio.to_thread.run_sync(self.store.delete_envelope, evpid)
+        gone = await trio.to_thread.run_sync(self.store.delete_envelope, evpid)
+        if gone:
+            self._taken.discard(evpid >> 32)
+        return gone
 
     async def open_message(self, msgid: int) -> BinaryIO:
         """The verified content of a message as a binary stream (blocking reads:
@@ -133,5 +144,6 @@ class Spool:
         return await trio.to_thread.run_sync(self.store.open_message, msgid)
 
     async def quarantine(self, msgid: int, reason: str) -> str:
-        """Move a message to ``corrupt/`` (logged); returns its new path."""
+        """Move a message to ``corrupt/`` (logged); returns its new path.  Its id
+        stays taken: recovery could find a part of it left behind."""
         return await trio.to_thread.run_sync(self.store.quarantine, msgid, reason)

@@ -2,12 +2,18 @@
 
 The scheduler and deliveries use it through :class:`mta.spool.Spool` (which
 runs these calls in worker threads); ``mtactl`` can use it directly on a spool
-whose daemon is down.  Envelope updates are durable (temporary file, fsync,
-rename, directory fsync, like OpenSMTPD's ``envelope_update``); deletions are
-not fsynced (delivery is at-least-once: a deletion lost in a crash means a
-duplicate, never a loss).  Message content handed out is verified: a message
-whose gzip CRC or GCM tag fails raises :class:`~mta.errors.CorruptMessage`
-before any of it can be trusted.
+whose daemon is down.
+
+A committed message is one file (:mod:`mta.spool.msgfile`) holding its
+content and the envelopes as they were at commit.  A later change to an
+envelope is a file of its own next to it, ``<evpid>``, which supersedes the
+copy in the message file: an update writes it durably (temporary file, fsync,
+rename, directory fsync, like OpenSMTPD's ``envelope_update``); a deletion
+makes it empty, without an fsync (delivery is at-least-once: a deletion lost
+in a crash means a duplicate, never a loss).  Deleting the last envelope
+removes the message file, then the envelope files.  Message content handed
+out is verified: a message whose gzip CRC or GCM tag fails raises
+:class:`~mta.errors.CorruptMessage` before any of it can be trusted.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import io
 import logging
 import os
 import secrets
+import stat
+import threading
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -25,22 +33,18 @@ from mta.errors import CorruptEnvelope, CorruptMessage, SpoolError, SpoolNotFoun
 from mta.log import quote
 from mta.spool import crypto
 from mta.spool.codec import MAX_SIZE, decode_envelope, encode_envelope
-from mta.spool.fsio import fsync_dir, remove_tree, spool_error, write_file
-from mta.spool.paths import (
-    MESSAGE_NAME,
-    TEMP_SUFFIX,
-    SpoolPaths,
-    parse_bucket,
-    parse_evpid,
-    parse_msgid,
-)
+from mta.spool.fsio import fsync_dir, spool_error, write_file
+from mta.spool.msgfile import Tail, read_tail
+from mta.spool.paths import TEMP_SUFFIX, SpoolPaths, parse_bucket, parse_evpid, parse_msgid
 from mta.spool.seal import GZIP_MAGIC, DecodeError, decode_stream, open_buffer, seal_buffer
 
 __all__ = [
     "IN_MEMORY_LIMIT",
     "Store",
+    "decode_sealed_envelope",
     "read_envelope_file",
-    "verify_message_file",
+    "read_message_tail",
+    "verify_content",
 ]
 
 log = logging.getLogger("mta.spool")
@@ -48,11 +52,9 @@ log = logging.getLogger("mta.spool")
 IN_MEMORY_LIMIT = 4 << 20  # encoded messages up to this size are decoded into memory
 
 
-def read_envelope_file(path: str, key: bytes | None, evpid: int | None = None) -> Envelope:
-    """Load the envelope file at ``path``; with ``evpid``, it must be that envelope.
-    Raises FileNotFoundError, OSError or :class:`CorruptEnvelope`."""
-    with open(path, "rb") as file:
-        data = file.read(4 * MAX_SIZE + 1)
+def decode_sealed_envelope(data: bytes, key: bytes | None, evpid: int | None = None) -> Envelope:
+    """An envelope as an envelope file (or a message file's section) holds it;
+    with ``evpid``, it must be that envelope.  Raises :class:`CorruptEnvelope`."""
     if len(data) > 4 * MAX_SIZE:
         raise CorruptEnvelope("envelope: file too large")
     try:
@@ -65,21 +67,35 @@ def read_envelope_file(path: str, key: bytes | None, evpid: int | None = None) -
     return envelope
 
 
+def read_envelope_file(path: str, key: bytes | None, evpid: int | None = None) -> Envelope:
+    """Load the envelope file at ``path``; with ``evpid``, it must be that envelope.
+    Raises FileNotFoundError, OSError or :class:`CorruptEnvelope`."""
+    with open(path, "rb") as file:
+        data = file.read(4 * MAX_SIZE + 1)
+    return decode_sealed_envelope(data, key, evpid)
+
+
+def read_message_tail(path: str) -> Tail:
+    """The trailer and sealed envelopes of the message file at ``path``.
+    Raises FileNotFoundError, OSError or :class:`CorruptMessage`."""
+    with open(path, "rb") as file:
+        return read_tail(file, os.fstat(file.fileno()).st_size)
+
+
 def _is_encoded(first: bytes) -> bool:
     return bool(first) and first[0] in (crypto.VERSION, GZIP_MAGIC[0])
 
 
-def verify_message_file(path: str, key: bytes | None) -> int:
-    """Decode the whole message file (gzip CRC, GCM tag) without keeping it; return its
-    decoded size.  Raises FileNotFoundError, OSError or :class:`CorruptMessage`."""
-    with open(path, "rb") as file:
-        size = os.fstat(file.fileno()).st_size
-        total = 0
-        try:
-            for chunk in decode_stream(file, size, key):
-                total += len(chunk)
-        except DecodeError as exc:
-            raise CorruptMessage(f"message: {exc}") from None
+def verify_content(file: BinaryIO, length: int, key: bytes | None) -> int:
+    """Decode the first ``length`` bytes of ``file`` (gzip CRC, GCM tag) without
+    keeping them; return the decoded size.  Raises OSError or :class:`CorruptMessage`."""
+    file.seek(0)
+    total = 0
+    try:
+        for chunk in decode_stream(file, length, key):
+            total += len(chunk)
+    except DecodeError as exc:
+        raise CorruptMessage(f"message: {exc}") from None
     return total
 
 
@@ -116,6 +132,31 @@ class _DecodedReader(io.RawIOBase):
         super().close()
 
 
+class _RawReader(io.RawIOBase):
+    """The first ``length`` bytes of a raw (unencoded) message file."""
+
+    def __init__(self, file: BinaryIO, length: int) -> None:
+        super().__init__()
+        self._file = file
+        self._left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        if self._left <= 0:
+            return 0
+        with memoryview(buffer) as view:
+            count = self._file.readinto(view[: min(len(view), self._left)])  # type: ignore[attr-defined]
+        self._left -= count
+        return int(count)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._file.close()
+        super().close()
+
+
 class Store:
     """Committed messages and envelopes of one spool."""
 
@@ -123,6 +164,9 @@ class Store:
         self.paths = paths
         self.compress = compress
         self.key = key
+        # updates and deletions of one message must not interleave (the last
+        # deletion removes the message); they are rare next to commits
+        self._lock = threading.Lock()
 
     # -- listing -------------------------------------------------------------
 
@@ -139,79 +183,149 @@ class Store:
                     result.append(msgid)
         return sorted(result)
 
+    def _tail(self, msgid: int) -> Tail:
+        try:
+            return read_message_tail(self.paths.message_file(msgid))
+        except FileNotFoundError:
+            raise SpoolNotFound(f"spool: no message {msgid:08x}") from None
+        except OSError as exc:
+            raise spool_error(exc, "reading message") from exc
+
+    def _committed(self, msgid: int) -> dict[int, Envelope]:
+        """Every envelope the message had at commit, by id (each decoded once)."""
+        result = {}
+        for blob in self._tail(msgid).envelopes:
+            envelope = decode_sealed_envelope(blob, self.key)
+            if envelope.msgid != msgid:
+                raise CorruptEnvelope(f"envelope {envelope.id:016x} in message {msgid:08x}")
+            result[envelope.id] = envelope
+        return result
+
+    def _override(self, evpid: int) -> os.stat_result | None:
+        try:
+            return os.lstat(self.paths.envelope_file(evpid))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise spool_error(exc, "reading envelope") from exc
+
+    def _live_ids(self, msgid: int) -> list[int]:
+        return [evpid for evpid in self._committed(msgid) if not _deleted(self._override(evpid))]
+
     def envelope_ids(self, msgid: int) -> list[int]:
-        """The envelopes of message ``msgid`` still in the queue, in id order."""
-        ids = [parse_evpid(name) for name in _listdir(self.paths.message_dir(msgid))]
-        return sorted(evpid for evpid in ids if evpid is not None and evpid >> 32 == msgid)
+        """The envelopes of message ``msgid`` still in the queue, in id order
+        (none when the message is gone)."""
+        try:
+            return sorted(self._live_ids(msgid))
+        except SpoolNotFound:
+            return []
 
     def iter_envelopes(self) -> Iterator[Envelope]:
         """Every committed envelope; one that cannot be loaded is logged and skipped."""
         for msgid in self.message_ids():
-            for evpid in self.envelope_ids(msgid):
+            try:
+                committed = self._committed(msgid)
+            except SpoolNotFound:
+                continue  # removed meanwhile
+            except SpoolError as exc:
+                log.warning("spool: cannot load message msgid=%08x: %s", msgid, exc)
+                continue
+            for evpid in sorted(committed):
                 try:
-                    yield self.load_envelope(evpid)
-                except SpoolNotFound:
-                    continue  # removed meanwhile
+                    found = self._load(evpid, committed)
                 except SpoolError as exc:
                     log.warning("spool: cannot load envelope evpid=%016x: %s", evpid, exc)
+                    continue
+                if found is not None:
+                    yield found
 
     # -- envelopes -----------------------------------------------------------
 
     def load_envelope(self, evpid: int) -> Envelope:
         """The envelope ``evpid``; :class:`SpoolNotFound` if it is not in the queue."""
+        missing = SpoolNotFound(f"spool: no envelope {evpid:016x}")
         try:
-            return read_envelope_file(self.paths.envelope_file(evpid), self.key, evpid)
-        except FileNotFoundError:
-            raise SpoolNotFound(f"spool: no envelope {evpid:016x}") from None
-        except OSError as exc:
-            raise spool_error(exc, "reading envelope") from exc
+            found = self._load(evpid, None)
+        except SpoolNotFound:
+            raise missing from None
+        if found is None:
+            raise missing
+        return found
+
+    def _load(self, evpid: int, committed: dict[int, Envelope] | None) -> Envelope | None:
+        """The current envelope ``evpid`` (its file, else its committed copy from
+        ``committed`` or the message file); None when it was deleted or is unknown."""
+        override = self._override(evpid)
+        if _deleted(override):
+            return None
+        if override is not None:
+            try:
+                return read_envelope_file(self.paths.envelope_file(evpid), self.key, evpid)
+            except FileNotFoundError:
+                pass  # its message went meanwhile: answered below
+            except OSError as exc:
+                raise spool_error(exc, "reading envelope") from exc
+        if committed is None:
+            committed = self._committed(evpid >> 32)
+        return committed.get(evpid)
 
     def update_envelope(self, envelope: Envelope) -> None:
         """Replace the stored envelope ``envelope.id`` durably (temp file, fsync,
         rename, directory fsync); :class:`SpoolNotFound` if it is gone."""
-        path = self.paths.envelope_file(envelope.id)
+        evpid = envelope.id
+        path = self.paths.envelope_file(evpid)
         directory = os.path.dirname(path)
         temp = f"{path}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
         data = seal_buffer(encode_envelope(envelope), compress=self.compress, key=self.key)
-        try:
-            if not os.path.exists(path):
-                raise SpoolNotFound(f"spool: no envelope {envelope.id:016x}")
-            write_file(temp, data)
+        with self._lock:
+            if evpid not in self._live_ids(evpid >> 32):
+                raise SpoolNotFound(f"spool: no envelope {evpid:016x}")
             try:
-                os.rename(temp, path)
-            except BaseException:
-                os.unlink(temp)
-                raise
-            fsync_dir(directory)
-        except FileNotFoundError:
-            raise SpoolNotFound(f"spool: no envelope {envelope.id:016x}") from None
-        except OSError as exc:
-            raise spool_error(exc, "updating envelope") from exc
+                write_file(temp, data)
+                try:
+                    os.rename(temp, path)
+                except BaseException:
+                    os.unlink(temp)
+                    raise
+                fsync_dir(directory)
+            except OSError as exc:
+                raise spool_error(exc, "updating envelope") from exc
 
     def delete_envelope(self, evpid: int) -> bool:
         """Remove envelope ``evpid``, and its message when it was the last one.
         Returns whether the message went too; :class:`SpoolNotFound` if it was gone."""
         msgid = evpid >> 32
-        try:
-            os.unlink(self.paths.envelope_file(evpid))
-        except FileNotFoundError:
-            raise SpoolNotFound(f"spool: no envelope {evpid:016x}") from None
-        except OSError as exc:
-            raise spool_error(exc, "removing envelope") from exc
-        try:
-            if self.envelope_ids(msgid):
-                return False
-            directory = self.paths.message_dir(msgid)
-            # A concurrent delete of the other last envelope may get there first.
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(directory, MESSAGE_NAME))
+        with self._lock:
             try:
-                os.rmdir(directory)
-            except OSError:
-                remove_tree(directory)  # a stray temporary file: nothing of value left
-        except OSError as exc:
-            raise spool_error(exc, "removing message") from exc
-        return True
+                every = list(self._committed(msgid))
+            except SpoolNotFound:
+                raise SpoolNotFound(f"spool: no envelope {evpid:016x}") from None
+            live = [e for e in every if not _deleted(self._override(e))]
+            if evpid not in live:
+                raise SpoolNotFound(f"spool: no envelope {evpid:016x}")
+            try:
+                if live != [evpid]:
+                    self._mark_deleted(evpid)
+                    return False
+                os.unlink(self.paths.message_file(msgid))
+                for other in every:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.paths.envelope_file(other))
+            except OSError as exc:
+                raise spool_error(exc, "removing envelope") from exc
+            return True
+
+    def _mark_deleted(self, evpid: int) -> None:
+        """Make the envelope file of ``evpid`` empty (atomically, not fsynced)."""
+        path = self.paths.envelope_file(evpid)
+        temp = f"{path}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        try:
+            os.rename(temp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
 
     # -- messages ------------------------------------------------------------
 
@@ -226,19 +340,20 @@ class Store:
         except OSError as exc:
             raise spool_error(exc, "opening message") from exc
         try:
-            size = os.fstat(file.fileno()).st_size
+            length = read_tail(file, os.fstat(file.fileno()).st_size).content_length
+            file.seek(0)
             if not _is_encoded(file.read(1)):
                 file.seek(0)
-                return file
+                return io.BufferedReader(_RawReader(file, length), 64 * 1024)
             file.seek(0)
-            if size <= IN_MEMORY_LIMIT:
-                content = b"".join(decode_stream(file, size, self.key))
+            if length <= IN_MEMORY_LIMIT:
+                content = b"".join(decode_stream(file, length, self.key))
                 file.close()
                 return io.BytesIO(content)
-            for _chunk in decode_stream(file, size, self.key):
+            for _chunk in decode_stream(file, length, self.key):
                 pass  # verify everything before handing anything out
             file.seek(0)
-            return io.BufferedReader(_DecodedReader(file, size, self.key), 64 * 1024)
+            return io.BufferedReader(_DecodedReader(file, length, self.key), 64 * 1024)
         except DecodeError as exc:
             file.close()
             raise CorruptMessage(f"message {msgid:08x}: {exc}") from None
@@ -250,30 +365,71 @@ class Store:
             raise
 
     def message_size(self, msgid: int) -> int:
-        """The size of the stored (encoded) message file."""
-        try:
-            return os.stat(self.paths.message_file(msgid)).st_size
-        except FileNotFoundError:
-            raise SpoolNotFound(f"spool: no message {msgid:08x}") from None
-        except OSError as exc:
-            raise spool_error(exc, "reading message") from exc
+        """The size of the stored (encoded) message content."""
+        return self._tail(msgid).content_length
 
     # -- quarantine ----------------------------------------------------------
 
     def quarantine(self, msgid: int, reason: str) -> str:
-        """Move message ``msgid`` (all of it) to ``corrupt/`` and log why; returns
-        where it went.  Nothing is deleted; it is never delivered."""
-        return quarantine_path(self.paths, self.paths.message_dir(msgid), reason)
+        """Move message ``msgid`` (its file and its envelope files) to ``corrupt/``
+        and log why; returns where it went.  Nothing is deleted; it is never delivered."""
+        bucket = self.paths.bucket_dir(msgid)
+        prefix = f"{msgid:08x}"
+        with self._lock:
+            names = [name for name in _listdir(bucket) if name.startswith(prefix)]
+            if prefix not in names:
+                raise SpoolNotFound(f"spool: no message {prefix}")
+            return quarantine_files(self.paths, bucket, names, prefix, reason)
 
 
-def quarantine_path(paths: SpoolPaths, path: str, reason: str) -> str:
-    """Move ``path`` into ``corrupt/`` under a free name, fsync both directories, log."""
-    name = os.path.basename(path)
+def _deleted(override: os.stat_result | None) -> bool:
+    """An empty envelope file marks a deleted envelope."""
+    return override is not None and stat.S_ISREG(override.st_mode) and override.st_size == 0
+
+
+def _free_target(paths: SpoolPaths, name: str) -> str:
+    """``corrupt/<name>``, or ``corrupt/<name>.<n>`` if that is taken: never overwrite."""
     target = os.path.join(paths.corrupt, name)
     suffix = 0
     while os.path.lexists(target):
         suffix += 1
         target = os.path.join(paths.corrupt, f"{name}.{suffix}")
+    return target
+
+
+def _logged(paths: SpoolPaths, source: str, target: str, reason: str) -> str:
+    log.warning(
+        "spool: quarantine path=%s to=%s reason=%s",
+        quote(os.path.relpath(source, paths.root)),
+        quote(os.path.relpath(target, paths.root)),
+        quote(reason),
+    )
+    return target
+
+
+def quarantine_files(
+    paths: SpoolPaths, directory: str, names: list[str], label: str, reason: str
+) -> str:
+    """Move the entries ``names`` of ``directory`` into a new ``corrupt/<label>``
+    directory (a free name), fsync what changed, log; returns the new directory."""
+    target = _free_target(paths, label)
+    try:
+        os.mkdir(target, 0o700)
+        for name in names:
+            os.rename(os.path.join(directory, name), os.path.join(target, name))
+        fsync_dir(target)
+        fsync_dir(paths.corrupt)
+        fsync_dir(directory)
+    except FileNotFoundError:
+        raise SpoolNotFound(f"spool: nothing at {directory}/{label}") from None
+    except OSError as exc:
+        raise spool_error(exc, "quarantining") from exc
+    return _logged(paths, os.path.join(directory, label), target, reason)
+
+
+def quarantine_path(paths: SpoolPaths, path: str, reason: str) -> str:
+    """Move ``path`` into ``corrupt/`` under a free name, fsync both directories, log."""
+    target = _free_target(paths, os.path.basename(path))
     try:
         os.rename(path, target)
         fsync_dir(paths.corrupt)
@@ -282,13 +438,7 @@ def quarantine_path(paths: SpoolPaths, path: str, reason: str) -> str:
         raise SpoolNotFound(f"spool: nothing at {path}") from None
     except OSError as exc:
         raise spool_error(exc, "quarantining") from exc
-    log.warning(
-        "spool: quarantine path=%s to=%s reason=%s",
-        quote(os.path.relpath(path, paths.root)),
-        quote(os.path.relpath(target, paths.root)),
-        quote(reason),
-    )
-    return target
+    return _logged(paths, path, target, reason)
 
 
 def _listdir(path: str) -> list[str]:
@@ -298,3 +448,13 @@ def _listdir(path: str) -> list[str]:
         return []
     except OSError as exc:
         raise spool_error(exc, "listing") from exc
+
+
+def parse_entry(name: str) -> tuple[int | None, int | None]:
+    """``(msgid, None)`` for a message file name, ``(None, evpid)`` for an envelope
+    file name, ``(None, None)`` for anything else."""
+    if len(name) == 8:
+        return parse_msgid(name), None
+    if len(name) == 16:
+        return None, parse_evpid(name)
+    return None, None

@@ -1,24 +1,24 @@
-"""One message being received: its ``incoming/<msgid>`` directory until commit.
+"""One message being received: its ``incoming/<msgid>`` file until commit.
 
 Nothing touches the disk before the commit unless the message outgrows the
-writer's buffer, so a small message costs one worker-thread hop of its own.
+writer's buffer, so a small message is written whole by the commit.
 
 ``commit`` is what allows the ``250`` after DATA: when it returns, the message
-file, every envelope file and the directory entries are on stable storage
-(reliability-rules 1.6).  It assigns the envelope ids, prepares in a worker
-thread (message tail + fsync, envelope files + fsync, fsync of
-``incoming/<msgid>``) and hands the transaction to the spool's
-:class:`~mta.spool.commit.GroupCommitter` for the rename into ``queue/`` and
-the shared directory fsyncs.  Any failure removes the whole transaction and
-raises :class:`~mta.errors.SpoolFull` (ENOSPC / EDQUOT) or
-:class:`~mta.errors.SpoolError`.
+file (content, envelopes and trailer, :mod:`mta.spool.msgfile`) is fsynced
+and renamed into its queue bucket, and the bucket is fsynced (reliability-rules
+1.6).  It assigns the envelope ids and encodes them on the event loop (cheap),
+then hands the file to the spool's :class:`~mta.spool.commit.GroupCommitter`,
+which writes, fsyncs and publishes whole batches in one worker-thread hop.
+Any failure removes the whole transaction and raises
+:class:`~mta.errors.SpoolFull` (ENOSPC / EDQUOT) or :class:`~mta.errors.SpoolError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
-import secrets
+import random
 from collections.abc import Callable, Sequence
 
 import attrs
@@ -28,13 +28,17 @@ from mta import threads
 from mta.envelope import Envelope
 from mta.errors import SpoolError
 from mta.spool.codec import encode_envelope
-from mta.spool.commit import CommitStats, GroupCommitter
-from mta.spool.fsio import create_file, fsync_dir, remove_tree, spool_error, write_file
-from mta.spool.paths import MESSAGE_NAME, SpoolPaths
+from mta.spool.commit import CommitJob, CommitStats, GroupCommitter
+from mta.spool.fsio import create_file, spool_error
+from mta.spool.msgfile import encode_tail
+from mta.spool.paths import SpoolPaths
 from mta.spool.seal import StreamEncoder, seal_buffer
 from mta.spool.writer import MessageWriter
 
 __all__ = ["Transaction", "assign_ids"]
+
+_random = random.Random()  # envelope ids need to be distinct, not secret
+_random.seed(os.urandom(32))
 
 
 class _State(enum.Enum):
@@ -51,14 +55,16 @@ def assign_ids(msgid: int, envelopes: Sequence[Envelope]) -> list[Envelope]:
     for envelope in envelopes:
         low = 0
         while low == 0 or low in used:
-            low = secrets.randbits(32)
+            low = _random.getrandbits(32)
         used.add(low)
         result.append(attrs.evolve(envelope, msgid=msgid, id=msgid << 32 | low))
     return result
 
 
 class Transaction:
-    """A message being written; made by :meth:`mta.spool.Spool.begin`."""
+    """A message being written; made by :meth:`mta.spool.Spool.begin`.
+
+    ``release(msgid, committed)`` tells the spool the transaction is over."""
 
     def __init__(
         self,
@@ -69,7 +75,7 @@ class Transaction:
         key: bytes | None,
         committer: GroupCommitter,
         stats: CommitStats,
-        release: Callable[[int], None],
+        release: Callable[[int, bool], None],
     ) -> None:
         self.msgid = msgid
         self._paths = paths
@@ -82,24 +88,18 @@ class Transaction:
         self._state = _State.OPEN
 
     def _create(self) -> int:
-        """Make ``incoming/<msgid>/`` and its message file (blocking; run once, when
-        the message outgrows its buffer or at commit)."""
-        directory = self.directory
-        os.mkdir(directory, 0o700)
-        try:
-            return create_file(os.path.join(directory, MESSAGE_NAME))
-        except BaseException:
-            os.rmdir(directory)
-            raise
+        """Create the ``incoming/`` file (blocking; run once, when the message
+        outgrows its buffer or at commit)."""
+        return create_file(self.path)
 
     @property
     def msgid_text(self) -> str:
         return f"{self.msgid:08x}"
 
     @property
-    def directory(self) -> str:
-        """Where the transaction lives until it is committed."""
-        return self._paths.incoming_dir(self.msgid)
+    def path(self) -> str:
+        """Where the message lives until it is committed."""
+        return self._paths.incoming_file(self.msgid)
 
     async def open_message(self) -> MessageWriter:
         """The writer of the message content (the same one on every call)."""
@@ -119,46 +119,33 @@ class Transaction:
         self._state = _State.COMMITTING
         assigned = assign_ids(self.msgid, envelopes)
         try:
-            files = await threads.run_sync(self._prepare, assigned)
+            # The commit's only other checkpoints are shielded (a leader publishes its
+            # batch whatever happens): a caller cancelled already must not publish.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                length = self._writer.seal()
+                tail = encode_tail(
+                    length,
+                    [
+                        seal_buffer(encode_envelope(e), compress=self._compress, key=self._key)
+                        for e in assigned
+                    ],
+                )
+            except OSError as exc:
+                raise spool_error(exc, "writing message") from exc
+            except ValueError as exc:
+                raise SpoolError(f"spool: writing message: {exc}") from exc
+            job = CommitJob(self.msgid, lambda: self._writer.finish(tail), self._discard)
+            await self._committer.publish(job)
         except BaseException:
+            # The committer discarded a job that failed; one withdrawn (its caller
+            # cancelled while waiting) or never handed over is removed here.
             self._stats.failures += 1
             await self._give_up()
             raise
-        self._stats.file_fsyncs += files
-        self._stats.dir_fsyncs += 1
-        try:
-            await self._committer.publish(self.msgid)
-        except BaseException:
-            # The committer counted and cleaned up a failure; a caller cancelled while
-            # waiting was withdrawn and its directory is still in incoming/.
-            await self._give_up()
-            raise
         self._state = _State.COMMITTED
-        self._release(self.msgid)
+        self._release(self.msgid, True)
         return assigned
-
-    def _prepare(self, envelopes: list[Envelope]) -> int:
-        """Blocking: finish the message, write the envelopes, fsync the directory.
-        Returns the number of files fsynced.  On failure everything is removed."""
-        directory = self.directory
-        try:
-            self._writer.finish()
-            for envelope in envelopes:
-                data = seal_buffer(
-                    encode_envelope(envelope), compress=self._compress, key=self._key
-                )
-                write_file(os.path.join(directory, envelope.evpid_text), data)
-            fsync_dir(directory)
-        except OSError as exc:
-            self._discard()
-            raise spool_error(exc, "writing message") from exc
-        except ValueError as exc:
-            self._discard()
-            raise SpoolError(f"spool: writing message: {exc}") from exc
-        except BaseException:
-            self._discard()
-            raise
-        return 1 + len(envelopes)
 
     async def _give_up(self) -> None:
         self._state = _State.ABORTED
@@ -169,11 +156,13 @@ class Transaction:
             else:
                 self._writer.close()  # nothing reached the disk
         finally:
-            self._release(self.msgid)
+            self._release(self.msgid, False)
 
     def _discard(self) -> None:
+        """Remove everything of the transaction (blocking, never raises)."""
         self._writer.close()
-        remove_tree(self.directory)
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
 
     async def abort(self) -> None:
         """Remove everything of the transaction (idempotent; a no-op once committed)."""

@@ -6,8 +6,10 @@ large does it create the file (first time) and write to the page cache, so a
 small message touches the disk once, in the commit's worker thread.  It never
 raises for I/O: the first error is kept in :attr:`MessageWriter.error` and
 everything after it is dropped, so a session can finish reading DATA and then
-learn at commit that the spool failed (``452`` / ``451``).  Finishing (tail,
-fsync, close) happens in a worker thread during the commit.
+learn at commit that the spool failed (``452`` / ``451``).  At commit,
+:meth:`MessageWriter.seal` ends the encoded content (cheap, on the event loop)
+and :meth:`MessageWriter.finish` writes what is left and the envelopes after
+it, fsyncs and closes (in the commit's worker thread).
 """
 
 from __future__ import annotations
@@ -30,7 +32,18 @@ class MessageWriter:
     first flush, or by :meth:`finish` if the message stayed small.
     """
 
-    __slots__ = ("_buffer", "_closed", "_created", "_encoder", "_fd", "_opener", "error", "size")
+    __slots__ = (
+        "_buffer",
+        "_closed",
+        "_created",
+        "_encoder",
+        "_fd",
+        "_flushed",
+        "_opener",
+        "_sealed",
+        "error",
+        "size",
+    )
 
     def __init__(self, opener: Callable[[], int], encoder: StreamEncoder) -> None:
         self._opener = opener
@@ -39,6 +52,8 @@ class MessageWriter:
         self._created = False
         self._encoder = encoder
         self._buffer = bytearray()
+        self._flushed = 0  # encoded bytes already written to the file
+        self._sealed = False
         self.error: Exception | None = None  # the first failure; later data is dropped
         self.size = 0  # bytes of message content written (before encoding)
 
@@ -58,7 +73,7 @@ class MessageWriter:
 
     def write(self, data: bytes) -> None:
         """Append ``data`` to the message (synchronous, cheap, never raises for I/O)."""
-        if self._closed:
+        if self._closed or self._sealed:
             raise RuntimeError("message writer is closed (transaction committed or aborted)")
         if self.error is not None:
             return
@@ -67,24 +82,33 @@ class MessageWriter:
             self._buffer += self._encoder.encode(data)
             if len(self._buffer) >= FLUSH_AT:
                 write_all(self._fd if self._fd is not None else self._open(), self._buffer)
+                self._flushed += len(self._buffer)
                 self._buffer.clear()
         except (OSError, ValueError) as exc:
             self.error = exc
             self._buffer = bytearray()
 
-    def finish(self) -> None:
-        """Create the file if needed, write the tail, fsync and close (blocking).
-        Raises the kept error, if any, or the failure of this step; the fd is
-        closed either way and never fsynced twice."""
-        if self._closed:
+    def seal(self) -> int:
+        """End the content (no more :meth:`write`) and return its encoded length.
+        Raises the kept error, if any (cheap: no disk I/O)."""
+        if self._closed or self._sealed:
             raise RuntimeError("message writer is closed")
-        self._closed = True
+        self._sealed = True
         if self.error is not None:
-            self._close_fd()
             raise self.error
+        self._buffer += self._encoder.finish()
+        return self._flushed + len(self._buffer)
+
+    def finish(self, tail: bytes = b"") -> None:
+        """After :meth:`seal`: create the file if needed, write the rest of the content
+        and ``tail``, fsync and close (blocking).  Raises the failure of this step;
+        the fd is closed either way and never fsynced twice."""
+        if self._closed or not self._sealed:
+            raise RuntimeError("message writer is closed or not sealed")
+        self._closed = True
         try:
             fd = self._fd if self._fd is not None else self._open()
-            self._buffer += self._encoder.finish()
+            self._buffer += tail
             write_all(fd, self._buffer)
             self._buffer = bytearray()
             os.fsync(fd)

@@ -32,9 +32,11 @@ class NetAddr:
 
     def contains(self, address: IPAddress) -> bool:
         """True when ``address`` falls inside this network (same family only)."""
-        if address.version != self.address.version:
+        mine = self.address
+        if address.version != mine.version:
             return False
-        return address in self.network
+        shift = mine.max_prefixlen - self.bits  # the host bits, compared as integers
+        return int(address) >> shift == int(mine) >> shift
 
 
 def _strip_prefix(text: str) -> str:

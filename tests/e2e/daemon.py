@@ -16,6 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+from mta.spool.paths import SpoolPaths
+from mta.spool.store import Store
+
 __all__ = ["Daemon", "free_port"]
 
 MTA = [sys.executable, "-m", "mta"]
@@ -91,8 +94,21 @@ class Daemon:
         return self.process.returncode
 
     def queued(self) -> list[Path]:
-        """The committed message directories in the spool."""
+        """The committed message files in the spool (named by their msgid)."""
         queue = self.spool / "queue"
         if not queue.is_dir():
             return []
-        return sorted(p for bucket in queue.iterdir() for p in bucket.iterdir())
+        return sorted(p for bucket in queue.iterdir() for p in bucket.iterdir() if len(p.name) == 8)
+
+    def store(self, key: bytes | None = None) -> Store:
+        """The spool read the way the daemon reads it (while it is stopped or idle)."""
+        return Store(SpoolPaths(str(self.spool)), compress=False, key=key)
+
+    def contents(self, key: bytes | None = None) -> list[bytes]:
+        """The content of every committed message, in msgid order."""
+        store = self.store(key)
+        result = []
+        for msgid in store.message_ids():
+            with store.open_message(msgid) as stream:
+                result.append(stream.read())
+        return result

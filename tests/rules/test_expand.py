@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from mta.config.model import NamedTable
 from mta.envelope import Address, DeliveryNode, EnvelopeKind
 from mta.errors import PermanentFailure, TableError, TemporaryFailure
 from mta.reply import Reply
+from mta.rules import forwardcache
 from mta.rules.expand import Delivery, RecipientRejected, Resolver
+from mta.rules.forward import read_forward
 from mta.rules.ruleset import MatchContext
 from mta.rules.tableset import TableSet
 from mta.tables import Service, Table, TableType, builtin_tables
@@ -490,8 +493,10 @@ async def test_files_and_commands_refused_in_roots_forward(made: list[Setup], ho
     exc = await s.reject(f"postmaster@{HOSTNAME}")
     assert exc.reply == Reply.of(451, "4.3.0", f"Temporary failure: <postmaster@{HOSTNAME}>")
     homes.forward("rooty", '"|/bin/true"\n')
+    s.resolver.forwards.clear()  # a changed .forward shows after the cache TTL
     assert (await s.reject(f"rooty@{HOSTNAME}")).reply.code == 451
     homes.forward("rooty", "alice\n")
+    s.resolver.forwards.clear()  # a changed .forward shows after the cache TTL
     assert users(await s.resolve(f"postmaster@{HOSTNAME}")) == ["alice"]
 
 
@@ -522,11 +527,14 @@ async def test_forward_only(made: list[Setup], homes: Homes) -> None:
     exc = await s.reject(f"alice@{HOSTNAME}")
     assert (exc.reply.code, exc.reply.enhanced) == (424, "4.2.4")
     homes.forward("alice", "alice@example.net\n")
+    s.resolver.forwards.clear()  # a changed .forward shows after the cache TTL
     [delivery] = await s.resolve(f"alice@{HOSTNAME}")
     assert delivery.kind is EnvelopeKind.MTA
     homes.forward("alice", "/tmp/file\n")
+    s.resolver.forwards.clear()  # a changed .forward shows after the cache TTL
     assert (await s.reject(f"alice@{HOSTNAME}")).reply.code == 451
     homes.forward("alice", "error:550 gone\n")
+    s.resolver.forwards.clear()  # a changed .forward shows after the cache TTL
     assert (await s.reject(f"alice@{HOSTNAME}")).reply.code == 451
 
 
@@ -535,6 +543,7 @@ async def test_expand_only(made: list[Setup], homes: Homes) -> None:
     exc = await s.reject(f"alice@{HOSTNAME}")
     assert (exc.reply.code, exc.reply.enhanced) == (524, "5.2.4")
     homes.forward("alice", "bob@example.net\n")
+    s.resolver.forwards.clear()  # a changed .forward shows after the cache TTL
     assert len(await s.resolve(f"alice@{HOSTNAME}")) == 1
 
 
@@ -618,3 +627,36 @@ async def test_legacy_grammar(made: list[Setup], homes: Homes) -> None:
     await s.reject("postmaster@example.net")
     [relayed] = await s.resolve("postmaster@example.net", local_socket())
     assert (relayed.action, relayed.kind) == ("legacy-relay", EnvelopeKind.MTA)
+
+
+async def test_forward_reads_are_cached_for_a_second(
+    made: list[Setup], homes: Homes, autojump_clock: trio.testing.MockClock
+) -> None:
+    calls: list[str] = []
+
+    def reader(info: UserInfo) -> str | None:
+        calls.append(info.username)
+        return read_forward(info)
+
+    s = setup_of(made, forward_config(homes), forward_reader=reader)
+    assert users(await s.resolve(f"alice@{HOSTNAME}")) == ["alice"]
+    homes.forward("alice", "bob\n")
+    assert users(await s.resolve(f"alice@{HOSTNAME}")) == ["alice"]  # within the TTL
+    assert calls == ["alice"]
+    await trio.sleep(forwardcache.TTL)
+    assert users(await s.resolve(f"alice@{HOSTNAME}")) == ["bob"]
+    assert calls == ["alice", "alice", "bob"]
+
+
+async def test_forward_failures_are_not_cached(made: list[Setup], homes: Homes) -> None:
+    calls = 0
+
+    def reader(info: UserInfo) -> str | None:
+        nonlocal calls
+        calls += 1
+        raise TemporaryFailure("home directory unreachable")
+
+    s = setup_of(made, forward_config(homes), forward_reader=reader)
+    for _ in range(2):
+        assert (await s.reject(f"alice@{HOSTNAME}")).reply.code == 424
+    assert calls == 2

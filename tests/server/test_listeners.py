@@ -51,7 +51,7 @@ async def test_bind_loopback_and_conflict() -> None:
             await bind_listener(Listener("127.0.0.1", port=port))
     finally:
         for b in bound:
-            await b.socket.aclose()
+            await b.aclose()
 
 
 async def test_bind_nothing_to_listen_on() -> None:
@@ -70,7 +70,7 @@ async def test_unix_socket_replaces_stale_but_not_live(tmp_path: Path) -> None:
         with pytest.raises(ListenError, match="another server"):
             await bind_unix(path)
     finally:
-        await live.socket.aclose()
+        await live.aclose()
     (tmp_path / "file").write_text("x")
     with pytest.raises(ListenError, match="not a socket"):
         await bind_unix(str(tmp_path / "file"))

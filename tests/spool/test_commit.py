@@ -7,24 +7,35 @@ import os
 import pathlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 import trio
+import trio.testing
 
+from mta.envelope import Envelope
 from mta.errors import SpoolError
 from mta.spool import Spool, Transaction, commit
+from mta.spool.commit import CommitJob
 from mta.spool.paths import SpoolPaths, bucket_of
+from mta.spool.writer import FLUSH_AT
 
-from .conftest import make_envelope
+from .conftest import (
+    Draws,
+    bucket_path,
+    files_under,
+    make_envelope,
+    message_path,
+    read_message,
+)
 from .recorder import Recorder
 
 MESSAGE = b"Received: by test\r\n\r\n" + b"x" * 4000 + b"\r\n"
 
 
-async def start(spool: Spool) -> Transaction:
+async def start(spool: Spool, content: bytes = MESSAGE) -> Transaction:
     txn = await spool.begin()
-    (await txn.open_message()).write(MESSAGE)
+    (await txn.open_message()).write(content)
     return txn
 
 
@@ -37,23 +48,29 @@ async def test_durability_order_of_one_commit(
     envelopes = await txn.commit([make_envelope("a@x.org"), make_envelope("b@x.org")])
     recorder.events.append(("returned", "", None))
 
-    work = pathlib.Path(txn.directory)
+    incoming = pathlib.Path(txn.path)
     queue = root / "queue"
     bucket = queue / bucket_of(txn.msgid)
     published = bucket / f"{txn.msgid:08x}"
-    rename = recorder.index("rename", work)
+    # The whole message (content, envelopes, trailer) is one file, fsynced once, before
+    # the rename that publishes it; the rename keeps the inode that was fsynced.
+    assert recorder.fsynced(incoming) == 1
+    fsync = recorder.index("fsync", incoming)
+    rename = recorder.index("rename", incoming)
+    assert fsync < rename
     assert recorder.events[rename][2] == str(published)
-    files = [work / "message", *(work / e.evpid_text for e in envelopes)]
-    for path in files:
-        assert recorder.fsynced(path) == 1
-        assert recorder.index("fsync", path) < recorder.index("fsync", work)
-    assert recorder.fsynced(work) == 1
-    assert recorder.index("fsync", work) < rename
-    # After the rename: the new bucket's parent, the bucket and incoming/, before returning.
-    for directory in (queue, bucket, root / "incoming"):
+    assert recorder.events[fsync][2] == published.stat().st_ino
+    # After the rename: the new bucket's parent and the bucket, before returning.
+    for directory in (queue, bucket):
         assert recorder.fsynced(directory) == 1
         assert rename < recorder.index("fsync", directory) < recorder.index("returned", "")
-    assert len(recorder.events) == 3 + 1 + 1 + 3 + 1
+    # incoming/ is never fsynced: a name left there by a crash is purged at startup.
+    assert recorder.fsynced(root / "incoming") == 0
+    assert len(recorder.events) == 1 + 1 + 2 + 1
+    assert spool.stats.file_fsyncs == 1 and spool.stats.dir_fsyncs == 2
+    content, tail = read_message(published)
+    assert content == MESSAGE
+    assert len(tail.envelopes) == len(envelopes) == 2
 
 
 async def test_existing_bucket_parent_is_not_fsynced(
@@ -61,11 +78,25 @@ async def test_existing_bucket_parent_is_not_fsynced(
 ) -> None:
     spool = await Spool.open(root)
     txn = await start(spool)
-    (root / "queue" / bucket_of(txn.msgid)).mkdir(mode=0o700)
+    bucket_path(root, txn.msgid).mkdir(mode=0o700)
     recorder = Recorder(monkeypatch)
     await txn.commit([make_envelope()])
     assert recorder.fsynced(root / "queue") == 0
-    assert recorder.fsynced(root / "queue" / bucket_of(txn.msgid)) == 1
+    assert recorder.fsynced(bucket_path(root, txn.msgid)) == 1
+
+
+async def test_a_large_message_is_fsynced_once_at_commit(
+    root: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = await Spool.open(root)
+    recorder = Recorder(monkeypatch)
+    txn = await start(spool, MESSAGE * 100)  # in incoming/ before the commit
+    assert os.path.getsize(txn.path) >= FLUSH_AT
+    assert recorder.events == []  # written, not fsynced, while DATA arrives
+    await txn.commit([make_envelope()])
+    assert recorder.fsynced(txn.path) == 1
+    assert recorder.index("fsync", txn.path) < recorder.index("rename", txn.path)
+    assert read_message(message_path(root, txn.msgid))[0] == MESSAGE * 100
 
 
 async def test_concurrent_commits_share_batches_and_directory_fsyncs(
@@ -74,13 +105,14 @@ async def test_concurrent_commits_share_batches_and_directory_fsyncs(
     spool = await Spool.open(root)
     txns = [await start(spool) for _ in range(50)]
     recorder = Recorder(monkeypatch)
+    queue = root / "queue"
 
     def slow_shared_fsync(path: str) -> None:
-        if path == str(root / "incoming"):
+        if os.path.dirname(path) == str(queue):
             time.sleep(0.02)  # a slow disk: commits pile up behind the batch in flight
 
     recorder.before_fsync = slow_shared_fsync
-    results: dict[int, list[object]] = {}
+    results: dict[int, list[Envelope]] = {}
 
     async def one(txn: Transaction) -> None:
         results[txn.msgid] = list(await txn.commit([make_envelope()]))
@@ -94,46 +126,73 @@ async def test_concurrent_commits_share_batches_and_directory_fsyncs(
     assert stats.commits == 50 and stats.failures == 0
     assert 1 <= stats.batches < stats.commits
     assert stats.max_batch > 1
-    # One incoming/ fsync per batch, not per commit; bucket fsyncs at most one per bucket per batch.
-    assert recorder.fsynced(root / "incoming") == stats.batches
+    # Bucket fsyncs: at most one per bucket per batch, not one per commit.
     buckets = {bucket_of(txn.msgid) for txn in txns}
-    bucket_fsyncs = sum(recorder.fsynced(root / "queue" / b) for b in buckets)
     assert len(buckets) <= 2  # consecutive transactions share a bucket
+    bucket_fsyncs = sum(recorder.fsynced(queue / b) for b in buckets)
     assert bucket_fsyncs <= stats.batches * len(buckets)
     assert bucket_fsyncs < stats.commits
-    # Per-transaction fsyncs are not shared: message, envelope, incoming/<msgid>.
-    assert stats.file_fsyncs == 100
+    queue_fsyncs = recorder.fsynced(queue)
+    assert 1 <= queue_fsyncs <= len(buckets)  # only by a batch that made a bucket
+    assert stats.dir_fsyncs == bucket_fsyncs + queue_fsyncs
+    assert recorder.fsynced(root / "incoming") == 0
+    # The message file fsync is each transaction's own.
+    assert stats.file_fsyncs == 50
+    assert sum(recorder.fsynced(txn.path) for txn in txns) == 50
     assert sorted(await spool.message_ids()) == sorted(results)
     assert os.listdir(root / "incoming") == []
 
 
-class Gate:
-    """Holds the first publishing batch in its worker thread until released."""
+async def test_batches_are_bounded(root: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(commit, "MAX_BATCH", 3)
+    spool = await Spool.open(root)
+    txns = [await start(spool) for _ in range(10)]
+    async with trio.open_nursery() as nursery:
+        for txn in txns:
+            nursery.start_soon(txn.commit, [make_envelope()])
+    assert spool.stats.commits == 10
+    assert spool.stats.max_batch <= 3
+    assert spool.stats.batches >= 4
+    assert len(await spool.message_ids()) == 10
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
+
+class Gate:
+    """Holds publishing batches number ``held`` (1 is the first) in their worker
+    thread until each is released."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, held: Sequence[int] = (1,)) -> None:
+        self.entered = {number: threading.Event() for number in held}
+        self.released = {number: threading.Event() for number in held}
         self.calls = 0
+        self.batches: list[list[int]] = []
         original = commit._publish
 
-        def gated(paths: SpoolPaths, msgids: Sequence[int]) -> commit._BatchResult:
+        def gated(paths: SpoolPaths, jobs: Sequence[CommitJob]) -> commit._BatchResult:
             self.calls += 1
-            if self.calls == 1:
-                self.entered.set()
-                self.release.wait(10)
-            return original(paths, msgids)
+            number = self.calls
+            self.batches.append([job.msgid for job in jobs])
+            if number in self.entered:
+                self.entered[number].set()
+                self.released[number].wait(10)
+            return original(paths, jobs)
 
         monkeypatch.setattr(commit, "_publish", gated)
 
-    async def wait_entered(self) -> None:
-        await trio.to_thread.run_sync(self.entered.wait, 10)
+    @property
+    def release(self) -> threading.Event:
+        """The release of the first held batch."""
+        return self.released[min(self.released)]
+
+    async def wait_entered(self, number: int = 1) -> None:
+        await trio.to_thread.run_sync(self.entered[number].wait, 10)
 
 
+@pytest.mark.parametrize("content", [MESSAGE, MESSAGE * 100], ids=["small", "large"])
 async def test_cancelled_follower_is_withdrawn(
-    root: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+    root: pathlib.Path, monkeypatch: pytest.MonkeyPatch, content: bytes
 ) -> None:
     spool = await Spool.open(root)
-    leader, follower = await start(spool), await start(spool)
+    leader, follower = await start(spool), await start(spool, content)
     gate = Gate(monkeypatch)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(leader.commit, [make_envelope()])
@@ -142,8 +201,10 @@ async def test_cancelled_follower_is_withdrawn(
             nursery.start_soon(gate_release_later, gate, scope)
             await follower.commit([make_envelope()])
     assert scope.cancelled_caught
+    assert gate.batches == [[leader.msgid]]  # the follower never reached a batch
     assert await spool.message_ids() == [leader.msgid]
     assert os.listdir(root / "incoming") == []
+    assert spool.stats.failures == 1
     later = await start(spool)
     await later.commit([make_envelope()])  # the publisher is not stuck
     assert sorted(await spool.message_ids()) == sorted([leader.msgid, later.msgid])
@@ -178,11 +239,11 @@ async def test_cancelled_leader_still_publishes_its_batch_and_hands_over(
     assert committed == [second.msgid]
     assert sorted(await spool.message_ids()) == sorted([first.msgid, second.msgid])
     assert os.listdir(root / "incoming") == []
+    assert spool.stats.failures == 0
 
 
-async def commit_second_after(gate: Gate, commit_second: object) -> None:
+async def commit_second_after(gate: Gate, commit_second: Callable[[], Awaitable[None]]) -> None:
     await gate.wait_entered()
-    assert callable(commit_second)
     await commit_second()
 
 
@@ -194,6 +255,44 @@ async def cancel_then_release(gate: Gate, scope: trio.CancelScope) -> None:
     gate.release.set()
 
 
+async def test_cancelled_follower_already_in_a_batch_is_committed(
+    root: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follower cancelled once its job is in a batch waits for the batch, and the
+    message it published is committed: its id stays taken, nothing counts it failed."""
+    spool = await Spool.open(root)
+    txns = [await start(spool) for _ in range(3)]
+    first, second, third = txns
+    gate = Gate(monkeypatch, held=(1, 2))
+    outcome: dict[str, object] = {}
+
+    async def commit_third(scope: trio.CancelScope) -> None:
+        with scope:
+            outcome["third"] = await third.commit([make_envelope()])
+
+    scope = trio.CancelScope()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(first.commit, [make_envelope()])
+        await gate.wait_entered(1)
+        nursery.start_soon(second.commit, [make_envelope()])
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(commit_third, scope)
+        await trio.testing.wait_all_tasks_blocked()
+        gate.released[1].set()
+        await gate.wait_entered(2)  # second leads a batch holding third
+        assert gate.batches == [[first.msgid], [second.msgid, third.msgid]]
+        scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        gate.released[2].set()
+    assert "third" in outcome  # its commit returned: the message is in the queue
+    assert sorted(await spool.message_ids()) == sorted(t.msgid for t in (first, second, third))
+    assert spool.stats.commits == 3 and spool.stats.failures == 0
+    # Its id is not handed out again while it is queued.
+    free = next(low for low in range(1, 5) if all(t.msgid & 0xFFFFFF != low for t in txns))
+    monkeypatch.setattr(spool, "_random", Draws([third.msgid & 0xFFFFFF] * 3 + [free]))
+    assert (await spool.begin()).msgid == (third.msgid >> 24) << 24 | free
+
+
 async def test_a_failed_rename_fails_only_its_transaction(
     root: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -202,11 +301,26 @@ async def test_a_failed_rename_fails_only_its_transaction(
     rename = os.rename
 
     def failing_rename(source: str, target: str) -> None:
-        if source == bad.directory:
+        if source == bad.path:
             raise OSError(errno.EIO, "Input/output error", source)
         rename(source, target)
 
     monkeypatch.setattr(os, "rename", failing_rename)
+    outcome = await attempt_all([good, bad])
+    assert outcome[good.msgid] == "ok"
+    assert isinstance(outcome[bad.msgid], SpoolError)
+    assert "Input/output error" in str(outcome[bad.msgid])
+    assert await spool.message_ids() == [good.msgid]
+    assert os.listdir(root / "incoming") == []
+    assert spool.stats.failures == 1
+
+
+async def attempt_all(
+    txns: Sequence[Transaction], before: Transaction | None = None, gate: Gate | None = None
+) -> dict[int, object]:
+    """Commit ``txns`` concurrently: msgid -> "ok" or the SpoolError raised.  With
+    ``before`` and ``gate``: ``before`` is committed first and held in its batch so
+    that ``txns`` all wait, then make one batch."""
     outcome: dict[int, object] = {}
 
     async def attempt(txn: Transaction) -> None:
@@ -217,11 +331,84 @@ async def test_a_failed_rename_fails_only_its_transaction(
             outcome[txn.msgid] = exc
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(attempt, good)
-        nursery.start_soon(attempt, bad)
-    assert outcome[good.msgid] == "ok"
-    assert isinstance(outcome[bad.msgid], SpoolError)
+        if before is not None and gate is not None:
+            nursery.start_soon(attempt, before)
+            await gate.wait_entered()
+        for txn in txns:
+            nursery.start_soon(attempt, txn)
+        if gate is not None:
+            await trio.testing.wait_all_tasks_blocked()
+            gate.release.set()
+    return outcome
+
+
+async def test_a_failed_write_fails_only_its_transaction(
+    root: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = await Spool.open(root)
+    lead, first, bad, last = [await start(spool) for _ in range(4)]
+    gate = Gate(monkeypatch)
+    real_write = os.write
+
+    def failing_write(fd: int, data: bytes) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}") == bad.path:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", failing_write)
+    outcome = await attempt_all([first, bad, last], lead, gate)
+    assert {frozenset(batch) for batch in gate.batches} == {
+        frozenset([lead.msgid]),
+        frozenset([first.msgid, bad.msgid, last.msgid]),
+    }
+    assert outcome[lead.msgid] == outcome[first.msgid] == outcome[last.msgid] == "ok"
     assert "Input/output error" in str(outcome[bad.msgid])
-    assert await spool.message_ids() == [good.msgid]
+    assert sorted(await spool.message_ids()) == sorted([lead.msgid, first.msgid, last.msgid])
     assert os.listdir(root / "incoming") == []
-    assert spool.stats.failures == 1
+
+
+async def test_a_failed_bucket_fsync_fails_only_that_bucket(
+    root: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = await Spool.open(root)
+    lead, good = await start(spool), await start(spool)
+    spool._bucket_left = 0  # the next transaction goes to the next bucket
+    bad = await start(spool)
+    assert bucket_of(good.msgid) != bucket_of(bad.msgid)
+    recorder = Recorder(monkeypatch)
+
+    def failing_bucket(path: str) -> None:
+        if path == str(bucket_path(root, bad.msgid)):
+            raise OSError(errno.EIO, "Input/output error", path)
+
+    recorder.before_fsync = failing_bucket
+    gate = Gate(monkeypatch)
+    outcome = await attempt_all([good, bad], lead, gate)
+    assert sorted(gate.batches[1]) == sorted([good.msgid, bad.msgid])
+    assert outcome[lead.msgid] == outcome[good.msgid] == "ok"
+    assert "syncing queue directory" in str(outcome[bad.msgid])
+    # Renamed but not known durable: taken back out of the queue.
+    assert sorted(await spool.message_ids()) == sorted([lead.msgid, good.msgid])
+    assert files_under(root / "queue") == sorted(
+        f"{bucket_of(t.msgid)}/{t.msgid:08x}" for t in (lead, good)
+    )
+    assert spool.stats.commits == 2 and spool.stats.failures == 1
+
+
+async def test_a_bug_while_publishing_fails_the_batch_and_takes_it_back(
+    root: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = await Spool.open(root)
+    txns = [await start(spool), await start(spool, MESSAGE * 100)]
+
+    def broken(path: str) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(commit, "fsync_dir", broken)  # after the renames
+    outcome = await attempt_all(txns)
+    assert all("publishing failed" in str(outcome[txn.msgid]) for txn in txns)
+    assert files_under(root / "queue") == [] and os.listdir(root / "incoming") == []
+    monkeypatch.undo()
+    later = await start(spool)
+    await later.commit([make_envelope()])  # the publisher keeps going
+    assert await spool.message_ids() == [later.msgid]

@@ -21,7 +21,10 @@ def test_names() -> None:
     assert parse_evpid("0a1b2c3d00000001") == 0x0A1B2C3D00000001
     for bad in ("AB", "a", "abc", "g0", ""):
         assert parse_bucket(bad) is None
-    for bad in ("00000000", "0A1B2C3D", "0a1b2c3", "0a1b2c3d0", "message", " a1b2c3d"):
+    for bad in (
+        "00000000", "0A1B2C3D", "0a1b2c3", "0a1b2c3d0", "message", " a1b2c3d", "0a1b2c3d.v1",
+        "0a1b2c3d.tmp",
+    ):  # fmt: skip
         assert parse_msgid(bad) is None
     for bad in ("0000000000000001", "0a1b2c3d00000000", "0a1b2c3d0000001", "0a1b2c3d0000000g"):
         assert parse_evpid(bad) is None
@@ -31,12 +34,12 @@ def test_paths(tmp_path: pathlib.Path) -> None:
     paths = SpoolPaths(tmp_path / "s")
     assert paths.root == str(tmp_path / "s")
     assert SpoolPaths("relative").root == os.path.join(os.getcwd(), "relative")
-    assert paths.incoming_dir(0x0A1B2C3D) == f"{tmp_path}/s/incoming/0a1b2c3d"
-    assert paths.message_dir(0x0A1B2C3D) == f"{tmp_path}/s/queue/0a/0a1b2c3d"
-    assert paths.message_file(0x0A1B2C3D) == f"{tmp_path}/s/queue/0a/0a1b2c3d/message"
-    assert paths.envelope_file(0x0A1B2C3D_00000005) == (
-        f"{tmp_path}/s/queue/0a/0a1b2c3d/0a1b2c3d00000005"
-    )
+    assert paths.incoming_file(0x0A1B2C3D) == f"{tmp_path}/s/incoming/0a1b2c3d"
+    assert paths.bucket_dir(0x0A1B2C3D) == f"{tmp_path}/s/queue/0a"
+    assert paths.message_file(0x0A1B2C3D) == f"{tmp_path}/s/queue/0a/0a1b2c3d"
+    # An envelope file lives next to its message, in the message's bucket.
+    assert paths.envelope_file(0x0A1B2C3D_00000005) == f"{tmp_path}/s/queue/0a/0a1b2c3d00000005"
+    assert paths.envelope_file(0xFF000001_FFFFFFFF) == f"{tmp_path}/s/queue/ff/ff000001ffffffff"
 
 
 def test_create_is_idempotent_and_repairs_modes(tmp_path: pathlib.Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import secrets
 import stat
 
 import pytest
@@ -14,14 +13,20 @@ from mta.errors import SpoolError
 from mta.spool import Spool
 from mta.spool.codec import decode_envelope
 from mta.spool.paths import bucket_of
-from mta.spool.spool import BUCKET_RUN
+from mta.spool.spool import _MSGID_TRIES, BUCKET_RUN
 from mta.spool.writer import FLUSH_AT
 
-from .conftest import KEY, make_envelope
+from .conftest import (
+    Draws,
+    bucket_path,
+    every_setting,
+    files_under,
+    make_envelope,
+    message_path,
+    read_message,
+)
 
 MESSAGE = b"Received: from client\r\nSubject: hi\r\n\r\nbody line\r\n" * 50
-
-SETTINGS = [(False, None), (True, None), (False, KEY), (True, KEY)]
 
 
 def mode_of(path: pathlib.Path) -> int:
@@ -61,25 +66,27 @@ async def test_commit_writes_message_and_envelopes_in_the_queue(root: pathlib.Pa
     for start in range(0, len(MESSAGE), 100):
         writer.write(MESSAGE[start : start + 100])
     assert writer.size == len(MESSAGE)
-    assert not pathlib.Path(txn.directory).exists()  # a small message: no I/O before commit
+    assert txn.path == str(root / "incoming" / f"{txn.msgid:08x}")
+    assert not os.path.exists(txn.path)  # a small message: no I/O before commit
     envelopes = await txn.commit([make_envelope("a@x.org"), make_envelope("b@y.org")])
 
-    assert not pathlib.Path(txn.directory).exists()
-    directory = root / "queue" / bucket_of(txn.msgid) / f"{txn.msgid:08x}"
-    assert (directory / "message").read_bytes() == MESSAGE
+    assert not os.path.exists(txn.path)
+    # One file: the content as it came (raw), then the envelopes in commit order.
+    content, tail = read_message(message_path(root, txn.msgid))
+    assert content == MESSAGE
+    assert [decode_envelope(blob) for blob in tail.envelopes] == envelopes
     assert [str(e.rcpt) for e in envelopes] == ["a@x.org", "b@y.org"]
     assert len({e.id for e in envelopes}) == 2
     for envelope in envelopes:
         assert envelope.msgid == txn.msgid
         assert envelope.id >> 32 == txn.msgid and envelope.id & 0xFFFFFFFF
-        stored = decode_envelope((directory / envelope.evpid_text).read_bytes())
-        assert stored == envelope
-    assert sorted(os.listdir(directory)) == sorted(["message", *(e.evpid_text for e in envelopes)])
+    assert files_under(root / "queue") == [f"{bucket_of(txn.msgid)}/{txn.msgid:08x}"]
+    assert stat.S_IMODE(message_path(root, txn.msgid).stat().st_mode) == 0o600
     assert await spool.message_ids() == [txn.msgid]
     assert spool.stats.commits == 1
 
 
-@pytest.mark.parametrize(("compression", "key"), SETTINGS)
+@every_setting
 async def test_message_round_trips_with_every_setting(
     root: pathlib.Path, compression: bool, key: bytes | None
 ) -> None:
@@ -90,7 +97,7 @@ async def test_message_round_trips_with_every_setting(
     writer.write(b"")
     writer.write(b"last line\r\n")
     (envelope,) = await txn.commit([make_envelope()])
-    stored = (root / "queue" / bucket_of(txn.msgid) / f"{txn.msgid:08x}" / "message").read_bytes()
+    stored, _tail = read_message(message_path(root, txn.msgid))
     assert (stored == MESSAGE + b"last line\r\n") == (not compression and key is None)
     with await spool.open_message(txn.msgid) as stream:
         assert stream.read() == MESSAGE + b"last line\r\n"
@@ -149,14 +156,69 @@ async def test_msgids_of_queued_messages_are_not_reused(
     spool = await Spool.open(root)
     first = await spool.begin()
     (await first.open_message()).write(MESSAGE)
-    await first.commit([make_envelope()])
+    (one, two) = await first.commit([make_envelope(), make_envelope()])
     bucket, low = first.msgid >> 24, first.msgid & 0xFFFFFF
-    draws = iter([low, low ^ 1, low ^ 1, low ^ 2])
-    monkeypatch.setattr(secrets, "randbits", lambda bits: next(draws))
+    draws = Draws([low, low ^ 1, low, low ^ 1, low ^ 2])
+    monkeypatch.setattr(spool, "_random", draws)
     second = await spool.begin()  # skips the queued message's id
-    third = await spool.begin()  # skips the open transaction's id
+    third = await spool.begin()  # skips the queued and the open transaction's ids
     assert second.msgid == bucket << 24 | low ^ 1
     assert third.msgid == bucket << 24 | low ^ 2
+    assert draws.calls == 5
+    # An aborted transaction's id is free again.
+    await second.abort()
+    monkeypatch.setattr(spool, "_random", Draws([low, low ^ 1]))
+    assert (await spool.begin()).msgid == bucket << 24 | low ^ 1
+    # A queued message's id stays taken until its last envelope goes.
+    assert await spool.delete_envelope(one.id) is False
+    monkeypatch.setattr(spool, "_random", Draws([low, low ^ 3]))
+    assert (await spool.begin()).msgid == bucket << 24 | low ^ 3
+    assert await spool.delete_envelope(two.id) is True
+    monkeypatch.setattr(spool, "_random", Draws([low]))
+    reused = await spool.begin()
+    assert reused.msgid == first.msgid
+    (await reused.open_message()).write(b"another message\r\n")
+    (envelope,) = await reused.commit([make_envelope()])
+    assert [e.id for e in await spool.envelopes()] == [envelope.id]
+
+
+async def test_msgids_of_the_queue_found_at_startup_are_taken(
+    root: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = await Spool.open(root)
+    txn = await spool.begin()
+    (await txn.open_message()).write(MESSAGE)
+    await txn.commit([make_envelope()])
+    again = await Spool.open(root)
+    again._bucket = txn.msgid >> 24
+    low = txn.msgid & 0xFFFFFF
+    monkeypatch.setattr(again, "_random", Draws([low, low, low ^ 1]))
+    assert (await again.begin()).msgid == txn.msgid ^ 1
+
+
+async def test_a_quarantined_message_keeps_its_id(
+    root: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = await Spool.open(root)
+    txn = await spool.begin()
+    (await txn.open_message()).write(MESSAGE)
+    await txn.commit([make_envelope()])
+    await spool.quarantine(txn.msgid, "test")
+    low = txn.msgid & 0xFFFFFF
+    monkeypatch.setattr(spool, "_random", Draws([low, low ^ 1]))
+    assert (await spool.begin()).msgid == txn.msgid ^ 1
+
+
+async def test_no_free_msgid(root: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = await Spool.open(root)
+    txn = await spool.begin()
+    low = txn.msgid & 0xFFFFFF
+    monkeypatch.setattr(spool, "_random", Draws([low] * _MSGID_TRIES + [0] * _MSGID_TRIES))
+    with pytest.raises(SpoolError, match="no free message id"):
+        await spool.begin()
+    spool._bucket = 0
+    with pytest.raises(SpoolError, match="no free message id"):
+        await spool.begin()  # 0 is never a msgid
 
 
 async def test_large_message_reaches_incoming_before_commit(root: pathlib.Path) -> None:
@@ -165,9 +227,10 @@ async def test_large_message_reaches_incoming_before_commit(root: pathlib.Path) 
     writer = await txn.open_message()
     writer.write(MESSAGE * 100)
     assert len(MESSAGE) * 100 >= FLUSH_AT
-    assert (pathlib.Path(txn.directory) / "message").stat().st_size >= FLUSH_AT
+    assert os.path.getsize(txn.path) >= FLUSH_AT
     await txn.abort()
     assert os.listdir(root / "incoming") == []
+    assert not bucket_path(root, txn.msgid).exists()
 
 
 async def test_reopen_purges_uncommitted_and_keeps_committed(root: pathlib.Path) -> None:
@@ -177,7 +240,7 @@ async def test_reopen_purges_uncommitted_and_keeps_committed(root: pathlib.Path)
     await kept.commit([make_envelope(), make_envelope()])
     lost = await spool.begin()
     (await lost.open_message()).write(MESSAGE * 100)  # the daemon "dies" before commit
-    assert os.path.exists(lost.directory)
+    assert os.path.isfile(lost.path)
 
     again = await Spool.open(root)
     assert again.recovery.purged == 1
@@ -188,12 +251,19 @@ async def test_reopen_purges_uncommitted_and_keeps_committed(root: pathlib.Path)
     assert await again.message_ids() == [kept.msgid]
 
 
-async def test_cancelled_commit_before_publishing_leaves_nothing(root: pathlib.Path) -> None:
+@pytest.mark.parametrize("content", [MESSAGE, MESSAGE * 100], ids=["small", "large"])
+async def test_cancelled_commit_before_publishing_leaves_nothing(
+    root: pathlib.Path, content: bytes
+) -> None:
     spool = await Spool.open(root)
     txn = await spool.begin()
-    (await txn.open_message()).write(MESSAGE)
+    (await txn.open_message()).write(content)
     with trio.CancelScope() as scope:
         scope.cancel()
         await txn.commit([make_envelope()])
+    assert scope.cancelled_caught
     assert os.listdir(root / "incoming") == []
     assert await spool.message_ids() == []
+    assert spool.stats.failures == 1 and spool.stats.batches == 0
+    with pytest.raises(RuntimeError, match="aborted"):
+        await txn.commit([make_envelope()])

@@ -6,18 +6,18 @@ from __future__ import annotations
 import errno
 import os
 import pathlib
-import secrets
 import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from mta.errors import SpoolError, SpoolFull
-from mta.spool import Spool, Transaction, transaction
+from mta.spool import Spool, Transaction, msgfile, transaction
 from mta.spool.paths import bucket_of
 from mta.spool.writer import FLUSH_AT
 
-from .conftest import make_envelope
+from .conftest import Draws, files_under, make_envelope, message_path, read_message
+from .recorder import Recorder
 
 MESSAGE = b"Received: by test\r\n\r\nhello\r\n"
 
@@ -30,14 +30,11 @@ async def start(spool: Spool, content: bytes = MESSAGE) -> Transaction:
 
 def assert_nothing_left(root: pathlib.Path) -> None:
     assert os.listdir(root / "incoming") == []
-    leftovers = [path for path in (root / "queue").rglob("*") if not path.is_dir()]
-    assert leftovers == []
-    assert list((root / "queue").glob("*/*")) == []
+    assert files_under(root / "queue") == []
 
 
 def test_assign_ids_are_distinct_and_never_zero(monkeypatch: pytest.MonkeyPatch) -> None:
-    draws = iter([0, 5, 5, 0, 7])
-    monkeypatch.setattr(secrets, "randbits", lambda bits: next(draws))
+    monkeypatch.setattr(transaction, "_random", Draws([0, 5, 5, 0, 7]))
     envelopes = transaction.assign_ids(0xAB, [make_envelope(msgid=3, id=9), make_envelope()])
     assert [e.id for e in envelopes] == [0xAB << 32 | 5, 0xAB << 32 | 7]
     assert {e.msgid for e in envelopes} == {0xAB}
@@ -66,20 +63,16 @@ class FsyncFault:
     def matches(self, path: str) -> bool:
         name = os.path.basename(path)
         parent = os.path.basename(os.path.dirname(path))
-        if self.target == "message":
-            return name == "message"
-        if self.target == "envelope":
-            return len(name) == 16 and name != "message"
-        if self.target == "workdir":
+        if self.target == "message":  # the message file, before its rename
             return parent == "incoming"
-        if self.target == "bucket":
+        if self.target == "bucket":  # after the rename
             return parent == "queue"
-        if self.target == "incoming":
-            return name == "incoming"
+        if self.target == "queue":  # after the rename into a new bucket
+            return name == "queue"
         raise AssertionError(self.target)
 
 
-@pytest.mark.parametrize("target", ["message", "envelope", "workdir", "bucket", "incoming"])
+@pytest.mark.parametrize("target", ["message", "bucket", "queue"])
 @pytest.mark.parametrize(
     ("error", "expected"), [(errno.EIO, SpoolError), (errno.ENOSPC, SpoolFull)]
 )
@@ -100,11 +93,15 @@ async def test_fsync_failure_anywhere(
     assert fault.synced_inodes.count(fault.failed_inode) == 1  # never retried
     assert_nothing_left(root)
     assert spool.stats.failures == 1 and spool.stats.commits == 0
-    # The spool keeps working afterwards.
+    # The spool keeps working afterwards, durably: a bucket that is not known to be
+    # in queue/ for good (made by the failed commit, or not at all) is fsynced in it.
     monkeypatch.setattr(os, "fsync", fault.real)
     again = await start(spool)
+    assert bucket_of(again.msgid) == bucket_of(txn.msgid)
+    recorder = Recorder(monkeypatch)
     await again.commit([make_envelope()])
     assert await spool.message_ids() == [again.msgid]
+    assert recorder.fsynced(root / "queue") == (0 if target == "bucket" else 1)
 
 
 @pytest.mark.parametrize(
@@ -120,7 +117,7 @@ async def test_message_write_error_is_kept_until_commit(
     real_write = os.write
 
     def failing_write(fd: int, data: bytes) -> int:
-        if os.readlink(f"/proc/self/fd/{fd}").endswith("/message"):
+        if os.readlink(f"/proc/self/fd/{fd}") == txn.path:
             raise OSError(error, os.strerror(error))
         return real_write(fd, data)
 
@@ -134,36 +131,76 @@ async def test_message_write_error_is_kept_until_commit(
     assert_nothing_left(root)
 
 
-async def test_envelope_write_error(root: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("error", "expected"), [(errno.ENOSPC, SpoolFull), (errno.EIO, SpoolError)]
+)
+async def test_write_error_at_commit(
+    root: pathlib.Path, monkeypatch: pytest.MonkeyPatch, error: int, expected: type[SpoolError]
+) -> None:
+    """A small message and its envelopes reach the disk in the commit's one write."""
     spool = await Spool.open(root)
     txn = await start(spool)
     real_write = os.write
 
     def failing_write(fd: int, data: bytes) -> int:
-        if len(os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))) == 16:
-            raise OSError(errno.ENOSPC, "No space left on device")
+        if os.readlink(f"/proc/self/fd/{fd}") == txn.path:
+            raise OSError(error, os.strerror(error))
         return real_write(fd, data)
 
     monkeypatch.setattr(os, "write", failing_write)
-    with pytest.raises(SpoolFull, match="No space left"):
-        await txn.commit([make_envelope()])
+    with pytest.raises(expected) as caught:
+        await txn.commit([make_envelope(), make_envelope()])
+    assert type(caught.value) is expected
+    assert "writing message" in str(caught.value)
     assert_nothing_left(root)
+    assert spool.stats.failures == 1
 
 
-async def test_directory_creation_failures(
+async def test_short_writes_are_completed(
     root: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spool = await Spool.open(root)
-    real_mkdir = os.mkdir
+    content = MESSAGE * 10_000  # flushed while written, then the rest and the tail
+    txn = await spool.begin()
+    real_write = os.write
 
-    def no_space(path: str, mode: int = 0o777) -> None:
+    def short_write(fd: int, data: bytes) -> int:
+        return real_write(fd, bytes(data[:1000]))
+
+    monkeypatch.setattr(os, "write", short_write)
+    (await txn.open_message()).write(content)
+    envelopes = await txn.commit([make_envelope(), make_envelope()])
+    assert read_message(message_path(root, txn.msgid))[0] == content
+    assert [e.id for e in await spool.envelopes()] == sorted(e.id for e in envelopes)
+
+
+async def test_an_envelope_too_large_for_the_message_file(
+    root: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(msgfile, "MAX_ENVELOPE_BYTES", 100)
+    spool = await Spool.open(root)
+    for content in (MESSAGE, MESSAGE * 10_000):  # still in memory, already on disk
+        txn = await start(spool, content)
+        with pytest.raises(SpoolError, match="sealed envelope"):
+            await txn.commit([make_envelope()])
+        assert_nothing_left(root)
+    assert spool.stats.failures == 2
+
+
+async def test_file_and_bucket_creation_failures(
+    root: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = await Spool.open(root)
+    real_open = os.open
+
+    def no_space(path: str, flags: int, mode: int = 0o777, **kwargs: object) -> int:
         if os.path.dirname(path) == str(root / "incoming"):
             raise OSError(errno.ENOSPC, "No space left on device", path)
-        real_mkdir(path, mode)
+        return real_open(path, flags, mode)
 
-    monkeypatch.setattr(os, "mkdir", no_space)
+    monkeypatch.setattr(os, "open", no_space)
     small = await start(spool)
-    with pytest.raises(SpoolFull):
+    with pytest.raises(SpoolFull):  # created at commit
         await small.commit([make_envelope()])
     large = await spool.begin()
     writer = await large.open_message()
@@ -172,11 +209,10 @@ async def test_directory_creation_failures(
     with pytest.raises(SpoolFull):
         await large.commit([make_envelope()])
     monkeypatch.undo()
+    assert_nothing_left(root)
 
-    real_open = os.open
-
-    def no_file(path: str, flags: int, mode: int = 0o777) -> int:
-        if str(path).endswith("/message"):
+    def no_file(path: str, flags: int, mode: int = 0o777, **kwargs: object) -> int:
+        if os.path.dirname(path) == str(root / "incoming"):
             raise OSError(errno.EACCES, "Permission denied", path)
         return real_open(path, flags, mode)
 
@@ -184,7 +220,27 @@ async def test_directory_creation_failures(
     txn = await start(spool)
     with pytest.raises(SpoolError, match="Permission denied"):
         await txn.commit([make_envelope()])
+    monkeypatch.undo()
     assert_nothing_left(root)
+
+    real_mkdir = os.mkdir
+
+    def no_bucket(path: str, mode: int = 0o777) -> None:
+        if os.path.dirname(path) == str(root / "queue"):
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        real_mkdir(path, mode)
+
+    monkeypatch.setattr(os, "mkdir", no_bucket)
+    txn = await start(spool)
+    with pytest.raises(SpoolFull, match="publishing message"):
+        await txn.commit([make_envelope()])
+    monkeypatch.undo()
+    assert_nothing_left(root)
+    assert os.listdir(root / "queue") == []
+    assert spool.stats.failures == 4
+    again = await start(spool)
+    await again.commit([make_envelope()])
+    assert await spool.message_ids() == [again.msgid]
 
 
 @pytest.fixture
@@ -223,11 +279,10 @@ async def test_real_disk_full(small_fs: pathlib.Path, compression: bool) -> None
     fits = await start(spool)
     (envelope,) = await fits.commit([make_envelope()])
     assert await spool.load_envelope(envelope.id) == envelope
-    message = root / "queue" / bucket_of(fits.msgid) / f"{fits.msgid:08x}" / "message"
-    assert message.exists()
+    assert message_path(root, fits.msgid).is_file()
 
 
-async def test_real_disk_full_while_writing_envelopes(small_fs: pathlib.Path) -> None:
+async def test_real_disk_full_at_commit(small_fs: pathlib.Path) -> None:
     root = small_fs / "spool"
     spool = await Spool.open(root)
     filler = small_fs / "filler"
@@ -243,3 +298,9 @@ async def test_real_disk_full_while_writing_envelopes(small_fs: pathlib.Path) ->
     with pytest.raises(SpoolFull):
         await txn.commit([make_envelope() for _ in range(3)])
     assert_nothing_left(root)
+    filler.unlink()
+    again = await start(spool, b"")
+    envelopes = await again.commit([make_envelope() for _ in range(3)])
+    assert sorted(e.id for e in await spool.envelopes()) == sorted(e.id for e in envelopes)
+    with await spool.open_message(again.msgid) as stream:
+        assert stream.read() == b""

@@ -7,7 +7,7 @@ import ipaddress
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mta.tables.netaddr import netaddr_match, parse_address, parse_netaddr
+from mta.tables.netaddr import NetAddr, netaddr_match, parse_address, parse_netaddr
 
 
 def test_ipv4_forms() -> None:
@@ -51,3 +51,24 @@ def test_parse_address() -> None:
 @given(st.text(max_size=60), st.text(max_size=60))
 def test_match_never_raises(a: str, b: str) -> None:
     netaddr_match(a, b)
+
+
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 32),
+    st.integers(0, 2**128 - 1),
+    st.integers(0, 128),
+)
+def test_contains_agrees_with_ipaddress(
+    net4: int, addr4: int, bits4: int, net6: int, bits6: int
+) -> None:
+    v4 = NetAddr(ipaddress.IPv4Address(net4), bits4)
+    candidate = ipaddress.IPv4Address(addr4)
+    assert v4.contains(candidate) == (candidate in v4.network)
+    assert v4.contains(ipaddress.IPv4Address(net4))
+    v6 = NetAddr(ipaddress.IPv6Address(net6), bits6)
+    assert v6.contains(ipaddress.IPv6Address(net6 ^ 1)) == (
+        ipaddress.IPv6Address(net6 ^ 1) in v6.network
+    )
+    assert not v6.contains(candidate) and not v4.contains(ipaddress.IPv6Address(net6))
