@@ -392,6 +392,9 @@ class Session:
         elif isinstance(event, ev.AuthCredentials):
             await self._auth(event)
 
+    def _spool_failed(self, exc: Exception) -> None:
+        log.warning("%016x smtp spool failure: %s", self.id, visible(str(exc)))
+
     def _failed(self, command: str, reply: Reply) -> None:
         log.info(
             "%016x smtp failed-command command=%s result=%s",
@@ -507,13 +510,10 @@ class Session:
         try:
             tx.spool = await self.services.spool.begin()
             tx.writer = await tx.spool.open_message()
-        except SpoolFull:
+        except TemporaryFailure as exc:  # SpoolFull and other spool failures
+            self._spool_failed(exc)
             await self._abort_tx(keep=True)
-            conn.reject(SPOOL_FULL)
-            return
-        except TemporaryFailure:
-            await self._abort_tx(keep=True)
-            conn.reject(TEMPFAIL)
+            conn.reject(SPOOL_FULL if isinstance(exc, SpoolFull) else TEMPFAIL)
             return
         tx.started = trio.current_time()
         now = datetime.datetime.now().astimezone()
@@ -592,6 +592,7 @@ class Session:
             conn.reject(reply)
             return
         if tx.write_error is not None:
+            self._spool_failed(tx.write_error)
             full = isinstance(tx.write_error, SpoolFull)
             await self._abort_tx()
             conn.reject(SPOOL_FULL if full else TEMPFAIL)
@@ -599,13 +600,10 @@ class Session:
         envelopes = self._envelopes(tx, tx.spool.msgid)
         try:
             committed = await tx.spool.commit(envelopes)
-        except SpoolFull:
+        except TemporaryFailure as exc:  # SpoolFull and other spool failures
+            self._spool_failed(exc)
             await self._abort_tx()
-            conn.reject(SPOOL_FULL)
-            return
-        except TemporaryFailure:
-            await self._abort_tx()
-            conn.reject(TEMPFAIL)
+            conn.reject(SPOOL_FULL if isinstance(exc, SpoolFull) else TEMPFAIL)
             return
         msgid = f"{tx.spool.msgid:08x}"
         tx.spool = None

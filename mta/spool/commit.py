@@ -4,14 +4,19 @@ A committing transaction hands the committer a :class:`CommitJob`: a blocking
 ``write`` that leaves its ``incoming/<msgid>`` file complete and fsynced, and
 a ``discard`` that removes it.  One worker-thread hop runs a whole batch:
 every job's ``write``, the rename of each file into ``queue/<bucket>/``, then
-one fsync of each bucket the batch touched (and of ``queue/`` when a bucket
-was just made).  ``incoming/`` itself is never fsynced: a name left there by
-a crash is purged at startup, and the queue entry is what counts.
+one fsync of each bucket the batch touched.  The 256 buckets are made when the
+spool is opened; one found missing (removed by hand) is made again, and
+``queue/`` is fsynced by every batch that uses it until one such fsync worked.
+``incoming/`` itself is never fsynced: a name left there by a crash is purged
+at startup, and the queue entry is what counts.
 
-Leader / follower, no background task: the first committer to find the
-publisher idle becomes the leader and runs every job waiting at that moment
-in one thread hop; commits that arrive meanwhile wait, and when the batch is
-done the leader wakes the first of them to lead the next batch.  A caller
+Leader / follower, no background task: a committer that finds one of the
+:data:`LANES` idle becomes a leader and runs every job waiting at that moment
+in one thread hop; commits that arrive while every lane is busy wait, and when
+a batch is done its leader wakes the first of them to lead the next batch.
+So a commit never waits behind a batch while a lane is free (at low
+concurrency each one goes at once, their fsyncs overlapping), and under load
+the batches grow instead of the number of thread hops.  A caller
 cancelled while still waiting is simply withdrawn; once its job is in a batch
 (or it was made leader), it waits for the batch, shielded, so the queue never
 stalls and nothing is left half-published, and a job the batch published is
@@ -22,7 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 import trio
@@ -32,9 +38,10 @@ from mta.errors import SpoolError
 from mta.spool.fsio import fsync_dir, spool_error
 from mta.spool.paths import SpoolPaths
 
-__all__ = ["MAX_BATCH", "CommitJob", "CommitStats", "GroupCommitter"]
+__all__ = ["LANES", "MAX_BATCH", "CommitJob", "CommitStats", "GroupCommitter"]
 
 MAX_BATCH = 512
+LANES = 4  # batches in flight at once
 
 
 @attrs.define
@@ -76,12 +83,33 @@ class _BatchResult:
     dir_fsyncs: int
 
 
-def _publish(paths: SpoolPaths, jobs: Sequence[CommitJob]) -> _BatchResult:
+class _Unsure:
+    """Buckets made again after being removed by hand, not yet known to be durable
+    in ``queue/``: every batch that publishes into one fsyncs ``queue/`` (the
+    lanes share this, under a lock)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.buckets: set[str] = set()
+
+    def add(self, bucket: str) -> None:
+        with self.lock:
+            self.buckets.add(bucket)
+
+    def among(self, buckets: Iterable[str]) -> set[str]:
+        with self.lock:
+            return self.buckets.intersection(buckets)
+
+    def settled(self, buckets: Iterable[str]) -> None:
+        with self.lock:
+            self.buckets.difference_update(buckets)
+
+
+def _publish(paths: SpoolPaths, jobs: Sequence[CommitJob], unsure: _Unsure) -> _BatchResult:
     """Write each job's file, rename it into the queue, then fsync the directories
     once for the whole batch.  Blocking; a failure only fails the jobs it touches."""
     errors: list[SpoolError | None] = [None] * len(jobs)
     buckets: dict[str, list[int]] = {}
-    created: list[str] = []  # buckets made by this batch
     for index, job in enumerate(jobs):
         try:
             job.write()
@@ -93,18 +121,15 @@ def _publish(paths: SpoolPaths, jobs: Sequence[CommitJob]) -> _BatchResult:
             job.discard()
             continue
         bucket = paths.bucket_dir(job.msgid)
+        source, target = paths.incoming_file(job.msgid), paths.message_file(job.msgid)
         try:
             try:
-                os.rename(paths.incoming_file(job.msgid), paths.message_file(job.msgid))
+                os.rename(source, target)
             except FileNotFoundError:
-                if os.path.isdir(bucket):
-                    raise
-                try:
+                unsure.add(bucket)  # before it exists: no batch can miss it
+                with contextlib.suppress(FileExistsError):
                     os.mkdir(bucket, 0o700)
-                    created.append(bucket)
-                except FileExistsError:
-                    pass
-                os.rename(paths.incoming_file(job.msgid), paths.message_file(job.msgid))
+                os.rename(source, target)
         except OSError as exc:
             errors[index] = spool_error(exc, "publishing message")
             job.discard()
@@ -118,14 +143,15 @@ def _publish(paths: SpoolPaths, jobs: Sequence[CommitJob]) -> _BatchResult:
             if errors[index] is None:
                 errors[index] = spool_error(exc, "syncing queue directory")
 
-    if created:
+    remade = unsure.among(buckets)
+    if remade:
         try:
             dir_fsyncs += 1
             fsync_dir(paths.queue)
         except OSError as exc:
-            fail([index for indexes in buckets.values() for index in indexes], exc)
+            fail([index for bucket in remade for index in buckets[bucket]], exc)
         else:
-            created = []
+            unsure.settled(remade)
     for bucket, indexes in buckets.items():
         try:
             dir_fsyncs += 1
@@ -137,9 +163,6 @@ def _publish(paths: SpoolPaths, jobs: Sequence[CommitJob]) -> _BatchResult:
             if errors[index] is not None:  # renamed but not known durable: take it back out
                 with contextlib.suppress(OSError):
                     os.unlink(paths.message_file(jobs[index].msgid))
-    for bucket in created:  # not known to be in queue/: the next commit makes it again
-        with contextlib.suppress(OSError):
-            os.rmdir(bucket)
     return _BatchResult(errors, dir_fsyncs)
 
 
@@ -154,11 +177,13 @@ def _take_back(paths: SpoolPaths, jobs: Sequence[CommitJob]) -> None:
 class GroupCommitter:
     """Publishes prepared transactions of one spool, batching concurrent ones."""
 
-    def __init__(self, paths: SpoolPaths, stats: CommitStats) -> None:
+    def __init__(self, paths: SpoolPaths, stats: CommitStats, lanes: int | None = None) -> None:
         self._paths = paths
         self._stats = stats
+        self._lanes = LANES if lanes is None else lanes
         self._pending: list[_Waiter] = []
-        self._busy = False
+        self._running = 0  # batches in flight (leaders)
+        self._unsure = _Unsure()
 
     async def publish(self, job: CommitJob) -> None:
         """Write and publish ``job``; when this returns it is durable in the queue.
@@ -166,8 +191,8 @@ class GroupCommitter:
         still waiting, the job is withdrawn untouched: the caller discards it."""
         waiter = _Waiter(job)
         self._pending.append(waiter)
-        if not self._busy:
-            self._busy = True
+        if self._running < self._lanes:
+            self._running += 1
             waiter.leader = True
         while not waiter.finished:
             if waiter.leader:
@@ -204,7 +229,7 @@ class GroupCommitter:
         try:
             # Shielded: the leader always sees its batch through, whoever is cancelled.
             with trio.CancelScope(shield=True):
-                result = await threads.run_sync(_publish, self._paths, jobs)
+                result = await threads.run_sync(_publish, self._paths, jobs, self._unsure)
         except Exception as exc:  # a bug, not an OSError: fail the batch, keep going
             result = _BatchResult(
                 [SpoolError(f"spool: publishing failed: {exc!r}") for _ in batch], 0
@@ -225,9 +250,9 @@ class GroupCommitter:
                 stats.commits += 1
                 stats.file_fsyncs += 1
             waiter.wake.set()
-        if self._pending:
+        if self._pending:  # the lane goes to the first waiting commit
             successor = self._pending[0]
             successor.leader = True
             successor.wake.set()
         else:
-            self._busy = False
+            self._running -= 1

@@ -20,13 +20,13 @@ created in it.  Everything must be one filesystem: commits are ``rename(2)``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 
 import attrs
 
 from mta.errors import SpoolError
+from mta.spool.fsio import fsync_dir
 
 __all__ = [
     "TEMP_SUFFIX",
@@ -79,6 +79,15 @@ def parse_evpid(name: str) -> int | None:
     return value
 
 
+def _make_dir(path: str, mode: int) -> bool:
+    """Make ``path`` unless it exists; whether it was made."""
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        return False
+    return True
+
+
 def _absolute(path: str | os.PathLike[str]) -> str:
     return os.path.abspath(os.fspath(path))
 
@@ -125,22 +134,34 @@ class SpoolPaths:
         return os.path.join(self.queue, bucket_of(evpid >> 32), f"{evpid:016x}")
 
     def create(self) -> None:
-        """Create the root (if missing) and every subdirectory, then check the layout.
+        """Create the root (if missing), every subdirectory and all 256 queue
+        buckets, make what was created durable, then check the layout.
 
-        Raises :class:`SpoolError` if a directory cannot be made or the spool
-        spans several filesystems.
+        The buckets always exist, so a commit never makes one (nor has to fsync
+        ``queue/`` for it).  Raises :class:`SpoolError` if a directory cannot be
+        made or the spool spans several filesystems.
         """
         try:
+            made_root = not os.path.isdir(self.root)
             os.makedirs(self.root, mode=0o700, exist_ok=True)
+            made = False
             for name, mode in _DIR_MODES.items():
                 path = os.path.join(self.root, name)
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(path, mode)
+                made |= _make_dir(path, mode)
                 info = os.lstat(path)
                 if not stat.S_ISDIR(info.st_mode):
                     raise SpoolError(f"spool: {path} exists and is not a directory")
                 if stat.S_IMODE(info.st_mode) != mode:
                     os.chmod(path, mode)
+            buckets = False
+            for number in range(256):
+                buckets |= _make_dir(os.path.join(self.queue, f"{number:02x}"), 0o700)
+            if buckets:
+                fsync_dir(self.queue)
+            if made:
+                fsync_dir(self.root)
+            if made_root:
+                fsync_dir(os.path.dirname(self.root))
         except OSError as exc:
             raise SpoolError(
                 f"spool: cannot create {exc.filename or self.root}: {exc.strerror or exc}"

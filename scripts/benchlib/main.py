@@ -1,21 +1,26 @@
 """The benchmark run: fetch smtp-source, measure every peer, print the report.
 
-For each peer (``mta`` first, then aiosmtpd), in a fresh server process on a
-free loopback port: a warm-up run, then one timed smtp-source run per
-concurrency.  Then, in another fresh process, its resident memory before and
-with N idle sessions open.  Exit status: 0 when every peer ran (targets missed
-or not), 1 when a peer failed to run, 2 when the harness itself could not run.
+Every peer's server (``mta`` and aiosmtpd) runs in a fresh process on a free
+loopback port: a warm-up run each, then the timed smtp-source runs take turns
+(each round, each concurrency, each peer), so both see the same machine; the
+best run of each counts.  Then, in another fresh process per peer, its
+resident memory before and with N idle sessions open.  Exit status: 0 when
+every peer ran (targets missed or not), 1 when a peer failed to run, 2 when
+the harness itself could not run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -51,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated concurrencies (default 4,100)",
     )
     p.add_argument(
-        "--repeat", type=int, default=1, help="timed runs per concurrency; the best counts (1)"
+        "--repeat", type=int, default=3, help="timed rounds per concurrency; the best counts (3)"
     )
     p.add_argument("--idle", type=int, default=1000, help="idle sessions for memory (1000)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per run (300)")
@@ -91,25 +96,41 @@ def _started(server: Server, result: PeerResult, phase: str) -> bool:
     return True
 
 
+@dataclass
+class _Run:
+    """One peer's throughput server while the runs go on."""
+
+    peer: Peer
+    result: PeerResult
+    server: Server
+    workdir: Path
+    port: int
+    sent: int = 0
+    dead: bool = False
+    failed_at: set[int] = field(default_factory=set)
+
+
 def _throughput(
-    peer: Peer,
-    result: PeerResult,
+    runs_of: list[tuple[Peer, PeerResult, Path]],
     source: SmtpSource,
-    workdir: Path,
     args: argparse.Namespace,
     concurrencies: list[int],
 ) -> None:
-    port = free_port()
-    sent = 0
-    with peer.make(workdir, port, args.mta) as server:
-        if not _started(server, result, "start"):
-            return
+    """Every peer's server runs at once; the timed runs take turns (for each round,
+    each concurrency, each peer), so a machine that gets slower or faster during
+    the benchmark weighs on every peer alike.  The best run of each counts."""
+    with contextlib.ExitStack() as stack:
+        runs: list[_Run] = []
+        for peer, result, workdir in runs_of:
+            port = free_port()
+            server = stack.enter_context(peer.make(workdir, port, args.mta))
+            if _started(server, result, "start"):
+                runs.append(_Run(peer, result, server, workdir, port))
 
-        def load(sessions: int, messages: int) -> float:
-            nonlocal sent
+        def load(run: _Run, sessions: int, messages: int) -> float:
             r = run_load(
                 source,
-                port,
+                run.port,
                 sessions=sessions,
                 messages=messages,
                 size=args.size,
@@ -117,41 +138,61 @@ def _throughput(
                 recipient=ADDRESS,
                 timeout=args.timeout,
             )
-            sent += messages
+            run.sent += messages
             return r.seconds
 
         warm = min(args.messages, 200)
-        try:
-            log(f"{peer.name}: warm-up, {warm} messages over 10 sessions")
-            load(10, warm)
-        except LoadError as exc:
-            result.fail("warm-up", _with_state(exc, server))
-            return
-        for c in concurrencies:
-            for attempt in range(1, args.repeat + 1):
-                cpu0 = server.cpu_seconds()
-                try:
-                    seconds = load(c, args.messages)
-                except LoadError as exc:
-                    result.fail(f"{c} sessions", _with_state(exc, server))
-                    try:
-                        server.check_alive()
-                    except ServerError:
-                        return
-                    break
-                rate = args.messages / seconds
-                if rate > result.rates.get(c, 0.0):
-                    result.rates[c] = rate
-                    result.cpu_ms[c] = (server.cpu_seconds() - cpu0) * 1000 / args.messages
-                run = f" (run {attempt} of {args.repeat})" if args.repeat > 1 else ""
-                log(
-                    f"{peer.name}: {c} sessions: {args.messages} messages in {seconds:.2f} s"
-                    f" = {rate:.1f} msg/s{run}"
+        for run in runs:
+            try:
+                log(f"{run.peer.name}: warm-up, {warm} messages over 10 sessions")
+                load(run, 10, warm)
+            except LoadError as exc:
+                run.result.fail("warm-up", _with_state(exc, run.server))
+                run.dead = True
+        for attempt in range(1, args.repeat + 1):
+            for c in concurrencies:
+                for run in runs:
+                    if run.dead or c in run.failed_at:
+                        continue
+                    _timed(run, c, attempt, load, args)
+    for run in runs:
+        if run.sent and not run.result.failed:
+            got = run.peer.accepted(run.workdir)
+            if got != run.sent:
+                run.result.fail(
+                    "delivery check", f"the server recorded {got} messages, {run.sent} got a 250"
                 )
-    if sent and not result.failed:
-        got = peer.accepted(workdir)
-        if got != sent:
-            result.fail("delivery check", f"the server recorded {got} messages, {sent} got a 250")
+
+
+def _timed(
+    run: _Run,
+    c: int,
+    attempt: int,
+    load: Callable[[_Run, int, int], float],
+    args: argparse.Namespace,
+) -> None:
+    """One timed run of ``run``'s server at ``c`` sessions; its best rate is kept."""
+    result, server = run.result, run.server
+    cpu0 = server.cpu_seconds()
+    try:
+        seconds = load(run, c, args.messages)
+    except LoadError as exc:
+        result.fail(f"{c} sessions", _with_state(exc, server))
+        run.failed_at.add(c)
+        try:
+            server.check_alive()
+        except ServerError:
+            run.dead = True
+        return
+    rate = args.messages / seconds
+    if rate > result.rates.get(c, 0.0):
+        result.rates[c] = rate
+        result.cpu_ms[c] = (server.cpu_seconds() - cpu0) * 1000 / args.messages
+    label = f" (run {attempt} of {args.repeat})" if args.repeat > 1 else ""
+    log(
+        f"{run.peer.name}: {c} sessions: {args.messages} messages in {seconds:.2f} s"
+        f" = {rate:.1f} msg/s{label}"
+    )
 
 
 def _with_state(exc: Exception, server: Server) -> str:
@@ -224,13 +265,16 @@ def main(argv: list[str] | None = None) -> int:
     (workroot / HARNESS_PID).write_text(f"{os.getpid()}\n")
     results = [PeerResult(p.name) for p in peers]
     try:
+        runs_of = []
         for peer, result in zip(peers, results, strict=True):
             tput = workroot / f"{peer.name}-throughput"
-            mem = workroot / f"{peer.name}-memory"
             tput.mkdir()
-            mem.mkdir()
-            _throughput(peer, result, source, tput, args, concurrencies)
-            if args.idle > 0:
+            runs_of.append((peer, result, tput))
+        _throughput(runs_of, source, args, concurrencies)
+        if args.idle > 0:
+            for peer, result in zip(peers, results, strict=True):
+                mem = workroot / f"{peer.name}-memory"
+                mem.mkdir()
                 _memory(peer, result, mem, args)
     finally:
         if args.keep:

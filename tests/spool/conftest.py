@@ -135,7 +135,7 @@ def write_v1_message(
     msgid = envelopes[0].msgid
     assert all(envelope.msgid == msgid for envelope in envelopes)
     directory = bucket_path(root, msgid) / (name or f"{msgid:08x}")
-    directory.mkdir(parents=True, mode=0o700)
+    directory.mkdir(mode=0o700)
     (directory / "message").write_bytes(encode_content(content, compress=compress, key=key))
     for envelope in envelopes:
         sealed = seal_envelope(envelope, compress=compress, key=key)

@@ -124,7 +124,7 @@ async def test_stray_temporary_files_are_removed(root: pathlib.Path) -> None:
     assert again.recovery.removed == 3
     assert again.recovery.kept_messages == 1 and again.recovery.quarantined == []
     assert snapshot(bucket) == before
-    assert os.listdir(root / "queue") == [bucket_of(msgid)]
+    assert len(os.listdir(root / "queue")) == 256  # every bucket, and nothing else
 
 
 async def test_message_whose_envelopes_are_all_deleted_is_removed(

@@ -230,7 +230,7 @@ async def test_large_message_reaches_incoming_before_commit(root: pathlib.Path) 
     assert os.path.getsize(txn.path) >= FLUSH_AT
     await txn.abort()
     assert os.listdir(root / "incoming") == []
-    assert not bucket_path(root, txn.msgid).exists()
+    assert os.listdir(bucket_path(root, txn.msgid)) == []
 
 
 async def test_reopen_purges_uncommitted_and_keeps_committed(root: pathlib.Path) -> None:

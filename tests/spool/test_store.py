@@ -216,7 +216,7 @@ def test_concurrent_deletes_of_the_last_envelopes(
     envelopes = [make_envelope(msgid=msgid, id=msgid << 32 | n) for n in (1, 2)]
     content = encode_content(MESSAGE, compress=False, key=None)
     blobs = [seal_envelope(e) for e in envelopes]
-    bucket_path(root, msgid).mkdir()
+    bucket_path(root, msgid).mkdir(exist_ok=True)
     message_path(root, msgid).write_bytes(content + encode_tail(len(content), blobs))
 
     states = store.Store(paths, compress=False, key=None)
@@ -465,7 +465,7 @@ def test_store_on_a_stopped_daemon_spool(root: pathlib.Path) -> None:
     envelopes = [make_envelope(msgid=msgid, id=msgid << 32 | n) for n in (7, 3)]
     content = encode_content(MESSAGE, compress=True, key=KEY)
     blobs = [seal_envelope(e, compress=True, key=KEY) for e in envelopes]
-    bucket_path(root, msgid).mkdir()
+    bucket_path(root, msgid).mkdir(exist_ok=True)
     message_path(root, msgid).write_bytes(content + encode_tail(len(content), blobs))
     states = store.Store(paths, compress=False, key=KEY)  # other settings read back too
     assert states.message_ids() == [msgid]
