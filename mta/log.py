@@ -63,6 +63,7 @@ def setup_logging(*, foreground: bool, verbose: int = 0) -> None:
     logging._srcfile = None
     logging.logThreads = False
     logging.logMultiprocessing = False
+    logging.logProcesses = False  # the syslog tag has the pid, written once below
     root = logging.getLogger(_ROOT)
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -74,7 +75,7 @@ def setup_logging(*, foreground: bool, verbose: int = 0) -> None:
         handler = logging.handlers.SysLogHandler(
             "/dev/log", facility=logging.handlers.SysLogHandler.LOG_MAIL
         )
-        handler.setFormatter(logging.Formatter("mta[%(process)d]: %(message)s"))
+        handler.setFormatter(logging.Formatter(f"mta[{os.getpid()}]: %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
     root.propagate = False

@@ -19,6 +19,7 @@ import random
 import secrets
 import socket
 import ssl
+import time
 from typing import cast
 
 import trio
@@ -597,7 +598,7 @@ class Session:
             await self._abort_tx()
             conn.reject(SPOOL_FULL if full else TEMPFAIL)
             return
-        envelopes = self._envelopes(tx, tx.spool.msgid)
+        envelopes = self._envelopes(tx, tx.spool.msgid, tx.spool.new_ids(len(tx.deliveries)))
         try:
             committed = await tx.spool.commit(envelopes)
         except TemporaryFailure as exc:  # SpoolFull and other spool failures
@@ -626,17 +627,18 @@ class Session:
         self.tx = None
         conn.accept_message(msgid)
 
-    def _envelopes(self, tx: _Transaction, msgid: int) -> list[Envelope]:
-        now = int(datetime.datetime.now().timestamp())
+    def _envelopes(self, tx: _Transaction, msgid: int, ids: list[int]) -> list[Envelope]:
+        now = int(time.time())
         flags = EnvelopeFlag.NONE
         if self.auth_user is not None or self.endpoint.is_socket:
             flags |= EnvelopeFlag.AUTHENTICATED
         mail = tx.mail
         result = []
-        for rcpt, rcpt_event, delivery in tx.deliveries:
+        for (rcpt, rcpt_event, delivery), evpid in zip(tx.deliveries, ids, strict=True):
             result.append(
                 Envelope(
                     msgid=msgid,
+                    id=evpid,
                     kind=delivery.kind,
                     dispatcher=delivery.action,
                     smtpname=self.smtpname,

@@ -73,8 +73,11 @@ def split_path(argument: str) -> tuple[str, str] | None:
     return None
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _has_control(text: str) -> bool:
-    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+    return _CONTROL.search(text) is not None
 
 
 def _utf8_problem(text: str, smtputf8: bool) -> PathError | None:

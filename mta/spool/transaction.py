@@ -49,10 +49,16 @@ class _State(enum.Enum):
 
 
 def assign_ids(msgid: int, envelopes: Sequence[Envelope]) -> list[Envelope]:
-    """The envelopes with ``msgid`` and fresh ids ``msgid << 32 | random`` (distinct, not 0)."""
+    """The envelopes with ``msgid`` and ids ``msgid << 32 | random`` (distinct, not 0):
+    an envelope made with such an id already (:meth:`Transaction.new_ids`) keeps it."""
     used: set[int] = set()
     result = []
     for envelope in envelopes:
+        low = envelope.id & 0xFFFFFFFF
+        if envelope.msgid == msgid and envelope.id >> 32 == msgid and low and low not in used:
+            used.add(low)
+            result.append(envelope)
+            continue
         low = 0
         while low == 0 or low in used:
             low = _random.getrandbits(32)
@@ -100,6 +106,15 @@ class Transaction:
     def path(self) -> str:
         """Where the message lives until it is committed."""
         return self._paths.incoming_file(self.msgid)
+
+    def new_ids(self, count: int) -> list[int]:
+        """``count`` distinct envelope ids of this message, to make envelopes with."""
+        lows: set[int] = set()
+        while len(lows) < count:
+            low = _random.getrandbits(32)
+            if low:
+                lows.add(low)
+        return [self.msgid << 32 | low for low in lows]
 
     async def open_message(self) -> MessageWriter:
         """The writer of the message content (the same one on every call)."""

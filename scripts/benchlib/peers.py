@@ -20,6 +20,7 @@ __all__ = [
     "PEERS",
     "Peer",
     "aiosmtpd_server",
+    "floor_server",
     "maildir_accepted",
     "mta_accepted",
     "mta_config",
@@ -78,6 +79,28 @@ def aiosmtpd_server(workdir: Path, port: int, mta: Path) -> Server:
     )
 
 
+def floor_server(workdir: Path, port: int, mta: Path) -> Server:
+    del mta  # same signature as mta_server
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(SCRIPTS_DIR) + os.pathsep + env.get("PYTHONPATH", "")
+    return Server(
+        "floor",
+        [
+            sys.executable,
+            "-m",
+            "benchlib.floor_peer",
+            "--port",
+            str(port),
+            "--maildir",
+            str(workdir / "maildir"),
+        ],
+        port=port,
+        log_path=workdir / "server.log",
+        env=env,
+        cwd=workdir,
+    )
+
+
 def mta_accepted(workdir: Path) -> int:
     """Messages ``mta`` committed: its ``smtp message`` log lines (OpenSMTPD's format)."""
     try:
@@ -103,4 +126,6 @@ class Peer:
 PEERS = (
     Peer("mta", mta_server, mta_accepted),
     Peer("aiosmtpd", aiosmtpd_server, maildir_accepted),
+    # not a competitor: the bound any equally durable trio server has on this machine
+    Peer("floor", floor_server, maildir_accepted),
 )

@@ -99,19 +99,27 @@ def format_report(
 ) -> str:
     """The report as text: throughput table, targets, memory table, failures."""
     names = [r.name for r in results]
+    first, others = results[0], results[1:]
     lines = [
         f"Throughput: {messages} messages of {size} bytes, 1 recipient each, "
         f"a new connection per message ({tool}); messages/s, wall clock"
         + (f", best of {repeat} runs" if repeat > 1 else ""),
         "  sessions"
         + "".join(f"{n:>12}" for n in names)
-        + ("   " + "/".join(names[:2]) if len(results) >= 2 else ""),
+        + "".join(f"{first.name + '/' + r.name:>16}" for r in others),
     ]
     for c in concurrencies:
         row = f"  {c:>8}" + "".join(f"{_rate(r, c):>12}" for r in results)
-        if len(results) >= 2:
-            row += f"   {_ratio(results[0].rates.get(c), results[1].rates.get(c)):>8}"
+        row += "".join(f"{_ratio(first.rates.get(c), r.rates.get(c)):>16}" for r in others)
         lines.append(row)
+    floor = next((r for r in others if r.name == "floor"), None)
+    rival = next((r for r in others if r.name != "floor"), None)
+    if floor is not None and rival is not None:
+        best = [_ratio(floor.rates.get(c), rival.rates.get(c)) + f" at {c}" for c in concurrencies]
+        lines.append(
+            f"  floor/{rival.name} (the most any server this durable could reach): "
+            + ", ".join(best)
+        )
     cpu = [
         r.name + " " + ", ".join(f"{ms:.2f} at {c}" for c, ms in sorted(r.cpu_ms.items()))
         for r in results
@@ -119,9 +127,9 @@ def format_report(
     ]
     if cpu:
         lines.append("  server CPU ms/message: " + "; ".join(cpu))
-    if len(results) >= 2:
+    if rival is not None:
         lines.append("Targets:")
-        for v in verdicts(results[0], results[1], concurrencies):
+        for v in verdicts(first, rival, concurrencies):
             lines.append(f"  {'PASS' if v.passed else 'FAIL'}  {v.text}")
     if idle > 0:
         lines.append(f"Memory: VmRSS of the server process (tree), {idle} idle sessions")

@@ -192,3 +192,34 @@ def test_accepted_counts_read_what_each_server_records(tmp_path: Path) -> None:
     md = peer_mod.Maildir(tmp_path / "maildir")
     md.deliver(md.unique_name(), b"x\r\n")
     assert peers.maildir_accepted(tmp_path) == 1
+
+
+def test_floor_peer_stores_durably_and_speaks_enough_smtp(tmp_path: Path) -> None:
+    server = peers.floor_server(tmp_path, procs.free_port(), Path("/nonexistent/mta"))
+    try:
+        assert server.start(timeout=20).startswith("220 ")
+        with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
+            body = b"Subject: t\r\n\r\nhello\r\n..dotted\r\n"
+            client.sendmail("bench@localhost", ["bench@localhost"], body)
+            client.sendmail("bench@localhost", ["bench@localhost"], b"second\r\n")
+            assert client.docmd("VRFY x")[0] == 500
+    finally:
+        server.stop()
+    stored = sorted(p.read_bytes() for p in (tmp_path / "maildir" / "new").iterdir())
+    # the floor does no dot-unstuffing: it stores the data as it came
+    assert stored == [b"Subject: t\r\n\r\nhello\r\n...dotted\r\n", b"second\r\n"]
+    assert peers.maildir_accepted(tmp_path) == 2
+    assert list((tmp_path / "maildir" / "tmp").iterdir()) == []
+
+
+def test_report_compares_with_every_peer_and_the_floor() -> None:
+    results = [
+        report.PeerResult("mta", rates={4: 300.0}),
+        report.PeerResult("aiosmtpd", rates={4: 200.0}),
+        report.PeerResult("floor", rates={4: 400.0}),
+    ]
+    text = report.format_report(results, concurrencies=[4], messages=10, size=1, idle=0, tool="t")
+    assert "mta/aiosmtpd" in text and "mta/floor" in text
+    assert "1.50x" in text and "0.75x" in text
+    assert "floor/aiosmtpd (the most any server this durable could reach): 2.00x at 4" in text
+    assert "PASS  4 sessions: mta/aiosmtpd = 1.50x" in text

@@ -126,3 +126,38 @@ async def test_take_a_trio_socket_stream() -> None:
     assert trio_stream.socket.fileno() == -1  # the socket now belongs to ours alone
     await ours.aclose()
     b.close()
+
+
+class CountingSocket(socket.socket):
+    """A socket that counts its recv calls (the failed ones too)."""
+
+    recvs = 0
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        self.recvs += 1
+        return super().recv(size, flags)
+
+
+async def test_a_read_after_a_reply_waits_before_its_first_recv() -> None:
+    a, theirs = socket.socketpair()
+    counting = CountingSocket(fileno=a.detach())
+    ours = ConnectionStream(counting)
+    await ours.send_all(b"220 ready\r\n")
+
+    async def answer() -> None:
+        await trio.sleep(0.05)
+        theirs.send(b"EHLO x\r\n")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(answer)
+        assert await ours.receive_some() == b"EHLO x\r\n"
+    assert counting.recvs == 1  # no recv that could only fail before the client spoke
+    theirs.send(b"MAIL FROM:<>\r\n")  # pipelined data already there after a reply
+    await ours.send_all(b"250 ok\r\n")
+    with trio.fail_after(1):
+        assert await ours.receive_some() == b"MAIL FROM:<>\r\n"
+    theirs.send(b"RCPT TO:<a@b>\r\n")  # without a reply in between: read at once
+    assert await ours.receive_some() == b"RCPT TO:<a@b>\r\n"
+    assert counting.recvs == 3
+    await ours.aclose()
+    theirs.close()
