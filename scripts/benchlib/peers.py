@@ -57,16 +57,16 @@ def mta_server(workdir: Path, port: int, mta: Path) -> Server:
     )
 
 
-def aiosmtpd_server(workdir: Path, port: int, mta: Path) -> Server:
-    del mta  # same signature as mta_server
+def _python_peer(name: str, module: str, workdir: Path, port: int) -> Server:
+    """A peer written in Python: ``python -m benchlib.<module> --port N --maildir DIR``."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(SCRIPTS_DIR) + os.pathsep + env.get("PYTHONPATH", "")
     return Server(
-        "aiosmtpd",
+        name,
         [
             sys.executable,
             "-m",
-            "benchlib.aiosmtpd_peer",
+            f"benchlib.{module}",
             "--port",
             str(port),
             "--maildir",
@@ -77,28 +77,16 @@ def aiosmtpd_server(workdir: Path, port: int, mta: Path) -> Server:
         env=env,
         cwd=workdir,
     )
+
+
+def aiosmtpd_server(workdir: Path, port: int, mta: Path) -> Server:
+    del mta  # same signature as mta_server
+    return _python_peer("aiosmtpd", "aiosmtpd_peer", workdir, port)
 
 
 def floor_server(workdir: Path, port: int, mta: Path) -> Server:
     del mta  # same signature as mta_server
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(SCRIPTS_DIR) + os.pathsep + env.get("PYTHONPATH", "")
-    return Server(
-        "floor",
-        [
-            sys.executable,
-            "-m",
-            "benchlib.floor_peer",
-            "--port",
-            str(port),
-            "--maildir",
-            str(workdir / "maildir"),
-        ],
-        port=port,
-        log_path=workdir / "server.log",
-        env=env,
-        cwd=workdir,
-    )
+    return _python_peer("floor", "floor_peer", workdir, port)
 
 
 def mta_accepted(workdir: Path) -> int:
