@@ -1,0 +1,369 @@
+"""The scheduler, sans-IO: which envelope to try when, as OpenSMTPD's ramqueue.
+
+It holds every queued envelope in memory (what the runner read from the spool
+at start, then each commit) and answers, for a time ``now`` passed in, what is
+due: deliveries, relays and expiries, in batches bounded by
+``scheduler limit max-schedule`` and ``max-inflight``.  Time never comes from
+a clock here, so tests drive it with plain numbers.
+
+Retry times are OpenSMTPD's (``scheduler_next``): the next try after ``ctime``
+is ``ctime + base * step**2`` for the smallest ``step`` (counting from the
+envelope's retry count) that lies in the future, with ``base`` 400 s for
+relaying and 10 s for local delivery (and bounces).  An envelope expires at
+``ctime + ttl``.  After a temporary failure the scheduler says whether a
+delay notice is due: the first ``bounce warn-interval`` ``w`` (up to four) such
+that the next try is at or after ``ctime + w`` and no notice was sent for that
+point yet.
+
+Envelope states: *pending* (waiting for its time), *inflight* (handed out,
+until the runner reports the outcome), *suspended* (``mtactl pause envelope``:
+kept, never handed out).  ``mda`` and ``mta`` work can be paused as a whole.
+An envelope removed or expired while inflight is dealt with when its outcome
+comes back.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from mta.envelope import EnvelopeKind
+
+__all__ = [
+    "BACKOFF_DELIVERY",
+    "BACKOFF_TRANSFER",
+    "Due",
+    "Entry",
+    "Scheduler",
+    "Task",
+    "next_try",
+]
+
+BACKOFF_TRANSFER = 400  # relaying (OpenSMTPD BACKOFF_TRANSFER)
+BACKOFF_DELIVERY = 10  # local delivery and bounces (BACKOFF_DELIVERY)
+MAX_WARNINGS = 4
+
+
+def _base(kind: EnvelopeKind) -> int:
+    return BACKOFF_TRANSFER if kind is EnvelopeKind.MTA else BACKOFF_DELIVERY
+
+
+def next_try(ctime: int, kind: EnvelopeKind, retry: int, now: float) -> int:
+    """The first ``ctime + base * step**2`` after ``now`` with ``step >= retry``."""
+    base = _base(kind)
+    step = retry
+    if ctime + base * step * step <= now:
+        # solve instead of counting: the smallest step with ctime + base*step² > now
+        step = max(step, int(((now - ctime) / base) ** 0.5))
+        while ctime + base * step * step <= now:
+            step += 1
+    return ctime + base * step * step
+
+
+class Task(enum.Enum):
+    """What the runner must do with an envelope the scheduler hands out."""
+
+    DELIVER = "deliver"  # local delivery (mda)
+    TRANSFER = "transfer"  # relay (mta)
+    EXPIRE = "expire"  # ttl reached: bounce it and remove it
+    REMOVE = "remove"  # removed by the operator: delete it
+
+
+class _State(enum.Enum):
+    PENDING = "pending"
+    INFLIGHT = "inflight"
+
+
+@attrs.define(eq=False)
+class Entry:
+    """The scheduler's view of one envelope."""
+
+    evpid: int
+    kind: EnvelopeKind
+    ctime: int
+    expire: int
+    retry: int = 0
+    last_bounce: int = 0
+    sched: int = 0  # next try
+    state: _State = _State.PENDING
+    suspended: bool = False
+    removed: bool = False  # by the operator, while inflight
+    generation: int = 0  # bumped at every (re)queueing: stale heap items are skipped
+
+    @property
+    def msgid(self) -> int:
+        return self.evpid >> 32
+
+    @property
+    def inflight(self) -> bool:
+        return self.state is _State.INFLIGHT
+
+
+@attrs.frozen
+class Due:
+    """One envelope handed out by :meth:`Scheduler.batch`."""
+
+    evpid: int
+    task: Task
+
+
+class Scheduler:
+    """Every queued envelope and when to try it next."""
+
+    def __init__(
+        self,
+        *,
+        max_inflight: int = 5000,
+        max_schedule: int = 10,
+        warn_intervals: Sequence[int] = (4 * 3600,),
+    ) -> None:
+        self.max_inflight = max_inflight
+        self.max_schedule = max_schedule
+        self.warn_intervals = tuple(sorted(w for w in warn_intervals if w > 0))[:MAX_WARNINGS]
+        self.mda_paused = False
+        self.mta_paused = False
+        self._entries: dict[int, Entry] = {}
+        self._heap: list[tuple[int, int, int]] = []  # (due time, evpid, generation)
+        self._now_due: list[Due] = []  # operator removals waiting for a batch
+        self._inflight = 0
+
+    # -- contents ------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, evpid: object) -> bool:
+        return evpid in self._entries
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def get(self, evpid: int) -> Entry | None:
+        return self._entries.get(evpid)
+
+    def entries(self) -> list[Entry]:
+        """Every envelope, in id order."""
+        return [self._entries[evpid] for evpid in sorted(self._entries)]
+
+    def envelopes_of(self, msgid: int) -> list[int]:
+        return sorted(evpid for evpid in self._entries if evpid >> 32 == msgid)
+
+    # -- feeding -------------------------------------------------------------
+
+    def insert(
+        self,
+        evpid: int,
+        kind: EnvelopeKind,
+        *,
+        ctime: int,
+        ttl: int,
+        retry: int = 0,
+        last_bounce: int = 0,
+    ) -> Entry:
+        """A committed envelope (or one found in the queue at start) to schedule.
+        Its first try is at ``ctime + base * retry**2`` (at once when new)."""
+        if evpid in self._entries:
+            raise ValueError(f"envelope {evpid:016x} is already scheduled")
+        base = _base(kind)
+        entry = Entry(
+            evpid,
+            kind,
+            ctime,
+            ctime + ttl,
+            retry=retry,
+            last_bounce=last_bounce,
+            sched=ctime + base * retry * retry,
+        )
+        self._entries[evpid] = entry
+        self._push(entry)
+        return entry
+
+    def _push(self, entry: Entry) -> None:
+        entry.generation += 1
+        entry.state = _State.PENDING
+        if not entry.suspended:
+            heapq.heappush(
+                self._heap, (min(entry.sched, entry.expire), entry.evpid, entry.generation)
+            )
+
+    # -- handing work out ----------------------------------------------------
+
+    def batch(self, now: float) -> list[Due]:
+        """What is due at ``now`` (at most ``max_schedule`` items, never more
+        inflight than ``max_inflight``); each one is inflight until its outcome."""
+        out: list[Due] = []
+        while self._now_due and len(out) < self.max_schedule:
+            out.append(self._now_due.pop(0))
+        skipped: list[tuple[int, int, int]] = []
+        heap = self._heap
+        while heap and len(out) < self.max_schedule and self._inflight < self.max_inflight:
+            when, evpid, generation = heap[0]
+            if when > now:
+                break
+            heapq.heappop(heap)
+            entry = self._entries.get(evpid)
+            if entry is None or entry.generation != generation or entry.state is not _State.PENDING:
+                continue  # stale
+            if entry.suspended:
+                continue
+            if entry.expire <= now:
+                task = Task.EXPIRE
+            elif entry.kind is EnvelopeKind.MTA:
+                if self.mta_paused:
+                    skipped.append((when, evpid, generation))
+                    continue
+                task = Task.TRANSFER
+            else:
+                if self.mda_paused:
+                    skipped.append((when, evpid, generation))
+                    continue
+                task = Task.DELIVER
+            entry.state = _State.INFLIGHT
+            self._inflight += 1
+            out.append(Due(evpid, task))
+        for item in skipped:  # paused work stays due
+            heapq.heappush(heap, item)
+        return out
+
+    def next_wakeup(self, now: float) -> float | None:
+        """When :meth:`batch` may next have work (``now`` if it has some now), or
+        None when nothing is waiting (all delivered, inflight or suspended)."""
+        if self._now_due:
+            return now
+        if self._inflight >= self.max_inflight:
+            return None  # an outcome must come back first
+        heap = self._heap
+        while heap:
+            when, evpid, generation = heap[0]
+            entry = self._entries.get(evpid)
+            if entry is None or entry.generation != generation or entry.state is not _State.PENDING:
+                heapq.heappop(heap)
+                continue
+            if self._paused(entry) and entry.expire > when:
+                # paused work wakes nobody until it expires or is resumed
+                return self._next_unpaused(now)
+            return max(now, when)
+        return None
+
+    def _paused(self, entry: Entry) -> bool:
+        if entry.kind is EnvelopeKind.MTA:
+            return self.mta_paused
+        return self.mda_paused
+
+    def _next_unpaused(self, now: float) -> float | None:
+        best: float | None = None
+        for _when, evpid, generation in self._heap:
+            entry = self._entries.get(evpid)
+            if entry is None or entry.generation != generation or entry.state is not _State.PENDING:
+                continue
+            when = entry.expire if self._paused(entry) else min(entry.sched, entry.expire)
+            if best is None or when < best:
+                best = when
+        return None if best is None else max(now, best)
+
+    # -- outcomes ------------------------------------------------------------
+
+    def _finish(self, evpid: int) -> Entry:
+        entry = self._entries.get(evpid)
+        if entry is None or entry.state is not _State.INFLIGHT:
+            raise ValueError(f"envelope {evpid:016x} is not inflight")
+        self._inflight -= 1
+        return entry
+
+    def done(self, evpid: int) -> None:
+        """Delivered, permanently failed (bounced), expired or removed: forget it."""
+        self._finish(evpid)
+        del self._entries[evpid]
+
+    def tempfail(self, evpid: int, now: float) -> int | None:
+        """A temporary failure: the envelope's retry count goes up and it waits for
+        its next try.  Returns the warn interval a delay notice is due for (the
+        runner sends it and then calls :meth:`warned`), or None."""
+        entry = self._finish(evpid)
+        if entry.removed:
+            entry.state = _State.INFLIGHT
+            self._inflight += 1
+            self._now_due.append(Due(evpid, Task.REMOVE))
+            return None
+        entry.retry += 1
+        entry.sched = next_try(entry.ctime, entry.kind, entry.retry, now)
+        self._push(entry)
+        for warn in self.warn_intervals:
+            point = entry.ctime + warn
+            if entry.sched >= point and entry.last_bounce < point:
+                return warn
+        return None
+
+    def warned(self, evpid: int, warn: int) -> int:
+        """The delay notice for ``warn`` was sent; returns the new ``last_bounce``
+        (the runner stores it in the envelope)."""
+        entry = self._entries[evpid]
+        entry.last_bounce = entry.ctime + warn
+        return entry.last_bounce
+
+    def held(self, evpid: int, now: float, delay: float) -> None:
+        """The envelope could not be started (a limit was reached): back to
+        pending, due again ``delay`` seconds from now, its retry count unchanged."""
+        entry = self._finish(evpid)
+        entry.sched = int(now + delay)
+        self._push(entry)
+
+    # -- the operator (mtactl) -----------------------------------------------
+
+    def schedule_now(self, evpids: Iterable[int], now: float) -> int:
+        """Try these envelopes at once (``mtactl schedule``); returns how many."""
+        count = 0
+        for evpid in evpids:
+            entry = self._entries.get(evpid)
+            if entry is None or entry.state is not _State.PENDING or entry.suspended:
+                continue
+            entry.sched = int(now)
+            self._push(entry)
+            count += 1
+        return count
+
+    def remove(self, evpids: Iterable[int]) -> int:
+        """Remove these envelopes (``mtactl remove``): pending ones are handed out
+        as REMOVE by the next batch; inflight ones once their outcome is known."""
+        count = 0
+        for evpid in evpids:
+            entry = self._entries.get(evpid)
+            if entry is None or entry.removed:
+                continue
+            entry.removed = True
+            count += 1
+            if entry.state is _State.PENDING:
+                entry.generation += 1  # out of the heap
+                entry.state = _State.INFLIGHT
+                self._inflight += 1
+                self._now_due.append(Due(evpid, Task.REMOVE))
+        return count
+
+    def suspend(self, evpids: Iterable[int]) -> int:
+        """Keep these envelopes but never hand them out (``mtactl pause envelope``)."""
+        count = 0
+        for evpid in evpids:
+            entry = self._entries.get(evpid)
+            if entry is None or entry.suspended or entry.removed:
+                continue
+            entry.suspended = True
+            entry.generation += 1
+            count += 1
+        return count
+
+    def resume(self, evpids: Iterable[int]) -> int:
+        """Undo :meth:`suspend` (``mtactl resume envelope``)."""
+        count = 0
+        for evpid in evpids:
+            entry = self._entries.get(evpid)
+            if entry is None or not entry.suspended:
+                continue
+            entry.suspended = False
+            if entry.state is _State.PENDING:
+                self._push(entry)
+            count += 1
+        return count
