@@ -1,0 +1,345 @@
+"""The queue runner: the trio side of the scheduler.
+
+At start it reads every envelope of the spool into the :class:`Scheduler`;
+afterwards sessions hand it each committed envelope (:meth:`QueueRunner.committed`).
+It then loops: ask the scheduler what is due, start a task for each, sleep
+until the next try or until something changes.  A task loads the envelope,
+has it delivered (the ``deliver`` callable: local delivery, and relaying once
+it exists), and records the outcome in the spool before telling the scheduler,
+so a crash at any point repeats a delivery at worst, never loses one:
+
+- delivered: a success notice if ``NOTIFY=SUCCESS`` asked for one, then the
+  envelope is deleted;
+- temporary failure: the envelope is rewritten durably with its error and
+  retry count; when a ``bounce warn-interval`` is reached a delay notice goes
+  out and the envelope records it;
+- permanent failure, or the envelope expired: a failure notice, then the
+  envelope is deleted;
+- removed by the operator: deleted, no notice.
+
+Notices are new messages, committed before the envelope they report on is
+deleted or rewritten (:class:`Notifier`).  Times are Unix seconds from
+``clock``; waiting uses trio's clock, so tests can run days in milliseconds.
+Relay envelopes wait (the ``mta`` work stays paused) while no relay agent is
+given.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import attrs
+import trio
+
+from mta.config.model import Config
+from mta.delivery.result import (
+    ESC_DELIVERY_TIME_EXPIRED,
+    ESC_OTHER_MAIL_SYSTEM_STATUS,
+    Outcome,
+    Result,
+)
+from mta.envelope import DsnNotify, Envelope, EnvelopeKind
+from mta.errors import SpoolError, SpoolNotFound
+from mta.log import get_logger, visible
+from mta.scheduler.core import Due, Scheduler, Task
+
+__all__ = [
+    "Deliver",
+    "Notice",
+    "Notifier",
+    "QueueRunner",
+    "QueueStore",
+    "duration_text",
+    "envelope_ttl",
+]
+
+log = get_logger("queue")
+
+Deliver = Callable[[Envelope], Awaitable[Result]]
+
+
+def duration_text(seconds: float) -> str:
+    """OpenSMTPD's ``duration_to_text``: ``0s``, ``1m5s``, ``2d3h``..."""
+    t = int(seconds)
+    if t == 0:
+        return "0s"
+    sign = "-" if t < 0 else ""
+    t = abs(t)
+    parts = []
+    units = ((t // 86400, "d"), (t // 3600 % 24, "h"), (t // 60 % 60, "m"), (t % 60, "s"))
+    for value, unit in units:
+        if value:
+            parts.append(f"{value}{unit}")
+    return sign + "".join(parts)
+
+
+def envelope_ttl(config: Config, envelope: Envelope) -> int:
+    """How long ``envelope`` may stay queued: its own ttl, else its action's,
+    else ``queue ttl``."""
+    if envelope.ttl:
+        return envelope.ttl
+    action = config.actions.get(envelope.dispatcher)
+    if action is not None and action.ttl:
+        return action.ttl
+    return config.queue.ttl
+
+
+@attrs.frozen
+class Notice:
+    """A delivery status notification to send about ``envelope``."""
+
+    envelope: Envelope
+    kind: str  # failed, delayed, delivered
+    result: Result | None = None  # the failure or success being reported
+    delay: int = 0  # for delayed: the warn interval reached
+    ttl: int = 0  # for delayed: how long the message stays queued
+
+
+class QueueStore(Protocol):
+    """What the runner needs of the spool (:class:`~mta.spool.spool.Spool` has it)."""
+
+    async def envelopes(self) -> list[Envelope]: ...
+
+    async def load_envelope(self, evpid: int) -> Envelope: ...
+
+    async def update_envelope(self, envelope: Envelope) -> None: ...
+
+    async def delete_envelope(self, evpid: int) -> bool: ...
+
+
+class Notifier(Protocol):
+    async def notify(self, notice: Notice) -> None:
+        """Commit the notice as a new message (or decide none is due).  Raises
+        :class:`~mta.errors.SpoolError` when it could not be committed."""
+
+
+class _NoNotices:
+    async def notify(self, notice: Notice) -> None:
+        del notice
+
+
+@attrs.define
+class RunnerStats:
+    """Counters for tests and ``mtactl show stats``."""
+
+    delivered: int = 0
+    tempfailed: int = 0
+    permfailed: int = 0
+    expired: int = 0
+    removed: int = 0
+    notices: int = 0
+
+
+class QueueRunner:
+    """Runs the queue of one spool for one configuration."""
+
+    def __init__(
+        self,
+        config: Config,
+        spool: QueueStore,
+        deliver: Deliver,
+        *,
+        relay: Deliver | None = None,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.spool = spool
+        self.deliver = deliver
+        self.relay = relay
+        self.notifier: Notifier = notifier if notifier is not None else _NoNotices()
+        self.clock = clock
+        limits = config.scheduler
+        self.scheduler = Scheduler(
+            max_inflight=limits.max_inflight,
+            max_schedule=limits.max_schedule,
+            warn_intervals=config.bounce_warn,
+        )
+        self.scheduler.mta_paused = relay is None
+        self.stats = RunnerStats()
+        self._wake = trio.Event()
+        self._ready = trio.Event()
+
+    # -- feeding -------------------------------------------------------------
+
+    def _insert(self, envelope: Envelope) -> None:
+        if envelope.id in self.scheduler:
+            return
+        self.scheduler.insert(
+            envelope.id,
+            envelope.kind,
+            ctime=envelope.ctime,
+            ttl=envelope_ttl(self.config, envelope),
+            retry=envelope.retry,
+            last_bounce=envelope.last_bounce,
+        )
+
+    def committed(self, envelopes: list[Envelope]) -> None:
+        """New envelopes are in the queue: schedule them (their first try is now)."""
+        for envelope in envelopes:
+            self._insert(envelope)
+        self.poke()
+
+    def poke(self) -> None:
+        """Something changed: look at the schedule again now."""
+        self._wake.set()
+
+    async def wait_ready(self) -> None:
+        """Until the queue found at start is scheduled."""
+        await self._ready.wait()
+
+    # -- the loop --------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Load the queue, then serve it until cancelled."""
+        for envelope in await self.spool.envelopes():
+            self._insert(envelope)
+        waiting = sum(1 for e in self.scheduler.entries() if e.kind is EnvelopeKind.MTA)
+        log.info("queue: %d envelope(s) scheduled", len(self.scheduler))
+        if self.relay is None and waiting:
+            log.warning("queue: relaying is not available yet: %d envelope(s) wait", waiting)
+        self._ready.set()
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            while True:
+                self._wake = trio.Event()
+                now = self.clock()
+                for due in self.scheduler.batch(now):
+                    nursery.start_soon(self._run_task, due)
+                wakeup = self.scheduler.next_wakeup(self.clock())
+                if wakeup is not None and wakeup <= self.clock():
+                    await trio.lowlevel.checkpoint()
+                    continue
+                delay = math.inf if wakeup is None else wakeup - self.clock()
+                with trio.move_on_after(delay):
+                    await self._wake.wait()
+
+    async def _run_task(self, due: Due) -> None:
+        try:
+            await self._task(due)
+        finally:
+            self.poke()
+
+    async def _task(self, due: Due) -> None:
+        scheduler = self.scheduler
+        try:
+            envelope = await self.spool.load_envelope(due.evpid)
+        except SpoolNotFound:
+            scheduler.done(due.evpid)  # removed meanwhile (mtactl, or another way)
+            return
+        except SpoolError as exc:
+            log.warning("queue: cannot load envelope evpid=%016x: %s", due.evpid, exc)
+            scheduler.held(due.evpid, self.clock(), 60)
+            return
+        if due.task is Task.REMOVE:
+            await self._delete(envelope)
+            self._log(envelope, "Remove", "Removed by administrator")
+            self.stats.removed += 1
+            scheduler.done(due.evpid)
+            return
+        if due.task is Task.EXPIRE:
+            result = Result.permfail("Envelope expired", ESC_DELIVERY_TIME_EXPIRED)
+            if await self._notified(Notice(envelope, "failed", result)):
+                await self._delete(envelope)
+                self._log(envelope, "Expire", "Envelope expired")
+                self.stats.expired += 1
+                scheduler.done(due.evpid)
+            else:
+                scheduler.held(due.evpid, self.clock(), 60)
+            return
+        agent = self.relay if due.task is Task.TRANSFER else self.deliver
+        if agent is None:  # relaying went away (cannot happen while paused)
+            scheduler.held(due.evpid, self.clock(), 60)
+            return
+        try:
+            result = await agent(envelope)
+        except Exception as exc:  # a bug in a delivery method must not lose mail
+            log.exception("queue: delivery of evpid=%016x failed", due.evpid)
+            result = Result.tempfail(f"internal error: {exc!r}")
+        await self._outcome(envelope, result)
+
+    async def _outcome(self, envelope: Envelope, result: Result) -> None:
+        scheduler = self.scheduler
+        evpid = envelope.id
+        if result.outcome is Outcome.OK:
+            if DsnNotify.SUCCESS in envelope.dsn_notify:
+                await self._notified(Notice(envelope, "delivered", result))
+            await self._delete(envelope)
+            self.stats.delivered += 1
+            scheduler.done(evpid)
+            return
+        if result.outcome is Outcome.PERMFAIL:
+            if await self._notified(Notice(envelope, "failed", result)):
+                await self._delete(envelope)
+                self.stats.permfailed += 1
+                scheduler.done(evpid)
+                return
+            result = Result.tempfail(result.text, result.esc_code)  # retried, never lost
+        now = self.clock()
+        changed = attrs.evolve(
+            envelope,
+            retry=envelope.retry + 1,
+            last_try=int(now),
+            errorline=result.text,
+            esc_class=4,
+            esc_code=result.esc_code or ESC_OTHER_MAIL_SYSTEM_STATUS,
+        )
+        try:
+            await self.spool.update_envelope(changed)
+        except SpoolNotFound:
+            scheduler.done(evpid)
+            return
+        except SpoolError as exc:
+            log.warning("queue: cannot update envelope evpid=%016x: %s", evpid, exc)
+        self.stats.tempfailed += 1
+        warn = scheduler.tempfail(evpid, now)
+        if warn is None:
+            return
+        ttl = envelope_ttl(self.config, envelope)
+        if await self._notified(Notice(changed, "delayed", result, delay=warn, ttl=ttl)):
+            last_bounce = scheduler.warned(evpid, warn)
+            try:
+                await self.spool.update_envelope(attrs.evolve(changed, last_bounce=last_bounce))
+            except SpoolError as exc:
+                log.warning("queue: cannot update envelope evpid=%016x: %s", evpid, exc)
+
+    async def _notified(self, notice: Notice) -> bool:
+        """Send ``notice``; False when it could not be committed (retry later)."""
+        try:
+            await self.notifier.notify(notice)
+        except SpoolError as exc:
+            log.warning(
+                "queue: cannot send a %s notice for evpid=%016x: %s",
+                notice.kind,
+                notice.envelope.id,
+                exc,
+            )
+            return False
+        self.stats.notices += 1
+        return True
+
+    async def _delete(self, envelope: Envelope) -> None:
+        try:
+            await self.spool.delete_envelope(envelope.id)
+        except SpoolNotFound:
+            pass
+        except SpoolError as exc:  # delivered: a duplicate later is the worst case
+            log.warning("queue: cannot delete envelope evpid=%016x: %s", envelope.id, exc)
+
+    def _log(self, envelope: Envelope, prefix: str, status: str) -> None:
+        """OpenSMTPD's ``queue_log`` line."""
+        rcpt = "-" if envelope.rcpt == envelope.dest else str(envelope.rcpt)
+        log.info(
+            "%s: %s for %016x: from=<%s>, to=<%s>, rcpt=<%s>, delay=%s, stat=%s",
+            "relay" if envelope.kind is EnvelopeKind.MTA else "delivery",
+            prefix,
+            envelope.id,
+            visible(str(envelope.sender)),
+            visible(str(envelope.dest)),
+            visible(rcpt),
+            duration_text(self.clock() - envelope.ctime),
+            status,
+        )
