@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import pathlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import trio
 
 from mta.delivery.lmtp import deliver_lmtp, dot_stuff, parse_destination
 from mta.delivery.result import Outcome
+from tests.dovecot import DOVECOT, Dovecot, dovecot_server
 
 MESSAGE = [b"Subject: hi\r\n\r\n", b".leading dot\r\n", b"end\r\n"]
 Script = Callable[[trio.SocketStream, list[bytes]], Awaitable[None]]
@@ -190,3 +192,37 @@ async def test_dot_stuffing_across_chunk_boundaries() -> None:
     async with contextlib.aclosing(dot_stuff(chunks)) as stuffed:
         out = b"".join([c async for c in stuffed])
     assert out == b"..a\r\n..b\r\nc\r\n...d\r\n.\r\n"
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    if not os.path.exists(DOVECOT):
+        pytest.skip("dovecot-lmtpd is not installed (scripts/setup --test installs it)")
+    with dovecot_server(["bob", "carol"]) as server:
+        yield server
+
+
+async def test_a_real_lmtp_server_over_tcp_and_unix(dovecot: Dovecot) -> None:
+    for destination, user in ((f"127.0.0.1:{dovecot.port}", "bob"), (dovecot.socket, "carol")):
+        result = await deliver_lmtp(
+            destination,
+            lhlo="mx.example.net",
+            sender="alice@example.com",
+            rcpt=user,
+            chunks=[b"Subject: real\r\n\r\n", b".dot line\r\n"],
+        )
+        assert result.outcome is Outcome.OK, result
+        [message] = list(dovecot.maildir(user))
+        assert message["Subject"] == "real"
+        assert message.get_payload() == ".dot line\n"
+
+
+async def test_a_real_lmtp_server_refuses_an_unknown_user(dovecot: Dovecot) -> None:
+    result = await deliver_lmtp(
+        f"127.0.0.1:{dovecot.port}",
+        lhlo="h",
+        sender="alice@example.com",
+        rcpt="nobody-here",
+        chunks=MESSAGE,
+    )
+    assert result.outcome is Outcome.PERMFAIL and result.status.startswith("5.1.")
