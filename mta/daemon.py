@@ -20,11 +20,14 @@ import attrs
 import trio
 
 from mta.config.model import Config, Listener
+from mta.delivery.local import LocalDeliverer
+from mta.dsn.notify import SpoolNotifier
 from mta.log import get_logger
 from mta.net.rdns import Rdns
 from mta.net.tls import server_context
 from mta.rules.expand import Resolver
 from mta.rules.tableset import TableSet
+from mta.scheduler.runner import QueueRunner
 from mta.server.listeners import (
     CAPACITY_ERRNOS,
     Bound,
@@ -185,44 +188,64 @@ async def serve(
     )
     tables = TableSet.open(config, config.hostname, local_addresses())
     try:
+        resolver = Resolver(config, tables, config.hostname)
+        deliverer = LocalDeliverer(config, tables, spool, spool_dir=options.spool)
+        queue = QueueRunner(config, spool, deliverer)
+        queue.notifier = SpoolNotifier(spool, resolver, queue.committed)
+        queue.scheduler.mda_paused = "mda" in options.paused
         services = Services(
             config=config,
             spool=spool,
             tables=tables,
-            resolver=Resolver(config, tables, config.hostname),
+            resolver=resolver,
             rdns=Rdns.from_env(),
             timeouts=options.timeouts,
             hostname=config.hostname,
             watchdog=Watchdog(tick_for(options.timeouts.command, options.timeouts.data_block)),
+            queue=queue,
         )
         bound = await _bind_all(config, options.spool)
         endpoints = tuple(_endpoint(b, config, tables, contexts) for b in bound)
         gate = SessionGate(session_capacity())
-        async with trio.open_nursery() as sessions:
-            sessions.start_soon(services.watchdog.run)  # until the sessions are cut off
-            async with trio.open_nursery() as nursery:
-                for endpoint in endpoints:
-                    nursery.start_soon(_accept_loop, services, endpoint, gate, sessions)
-                    log.info("smtp: listening on %s", _describe(endpoint.listener, endpoint.bound))
-                nursery.start_soon(_signals, nursery.cancel_scope)
-                nursery.start_soon(
-                    run_offline_scan, options.spool, os.path.join(options.spool, ENQUEUE_SOCKET)
-                )
-                log.info("mta: ready, %d session(s) at most", gate.capacity)
-                task_status.started(Running(endpoints, services, gate, nursery.cancel_scope.cancel))
-            # listeners are closed: give sessions a moment, then cut them off
-            for endpoint in endpoints:
-                await endpoint.bound.aclose()
-            with trio.move_on_after(options.timeouts.shutdown):
-                while gate.active:
-                    await trio.sleep(0.05)
-            sessions.cancel_scope.cancel()
+        async with trio.open_nursery() as deliveries:
+            await deliveries.start(queue.run)
+            await _serve_sessions(services, options, endpoints, gate, task_status)
+            deliveries.cancel_scope.cancel()  # deliveries in flight are tried again later
     finally:
         tables.close()
         sock = os.path.join(options.spool, ENQUEUE_SOCKET)
         with contextlib.suppress(OSError):
             os.unlink(sock)
         log.info("mta: exiting")
+
+
+async def _serve_sessions(
+    services: Services,
+    options: DaemonOptions,
+    endpoints: tuple[Endpoint, ...],
+    gate: SessionGate,
+    task_status: trio.TaskStatus[Running],
+) -> None:
+    """Accept sessions until told to stop, then let the sessions finish."""
+    async with trio.open_nursery() as sessions:
+        sessions.start_soon(services.watchdog.run)  # until the sessions are cut off
+        async with trio.open_nursery() as nursery:
+            for endpoint in endpoints:
+                nursery.start_soon(_accept_loop, services, endpoint, gate, sessions)
+                log.info("smtp: listening on %s", _describe(endpoint.listener, endpoint.bound))
+            nursery.start_soon(_signals, nursery.cancel_scope)
+            nursery.start_soon(
+                run_offline_scan, options.spool, os.path.join(options.spool, ENQUEUE_SOCKET)
+            )
+            log.info("mta: ready, %d session(s) at most", gate.capacity)
+            task_status.started(Running(endpoints, services, gate, nursery.cancel_scope.cancel))
+        # listeners are closed: give sessions a moment, then cut them off
+        for endpoint in endpoints:
+            await endpoint.bound.aclose()
+        with trio.move_on_after(options.timeouts.shutdown):
+            while gate.active:
+                await trio.sleep(0.05)
+        sessions.cancel_scope.cancel()
 
 
 async def _signals(scope: trio.CancelScope) -> None:

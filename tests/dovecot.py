@@ -63,6 +63,7 @@ protocols = lmtp
 ssl = no
 listen = 127.0.0.1
 mail_location = maildir:{root}/mail/%n
+auth_username_format = %n
 default_login_user = {login}
 default_internal_user = {login}
 userdb {{

@@ -42,7 +42,7 @@ from mta.delivery.result import (
     Result,
 )
 from mta.envelope import DsnNotify, Envelope, EnvelopeKind
-from mta.errors import SpoolError, SpoolNotFound
+from mta.errors import SpoolError, SpoolNotFound, TemporaryFailure
 from mta.log import get_logger, visible
 from mta.scheduler.core import Due, Scheduler, Task
 
@@ -113,7 +113,8 @@ class QueueStore(Protocol):
 class Notifier(Protocol):
     async def notify(self, notice: Notice) -> None:
         """Commit the notice as a new message (or decide none is due).  Raises
-        :class:`~mta.errors.SpoolError` when it could not be committed."""
+        :class:`~mta.errors.TemporaryFailure` (the spool, a lookup) when it
+        could not be committed."""
 
 
 class _NoNotices:
@@ -259,6 +260,7 @@ class QueueRunner:
         except Exception as exc:  # a bug in a delivery method must not lose mail
             log.exception("queue: delivery of evpid=%016x failed", due.evpid)
             result = Result.tempfail(f"internal error: {exc!r}")
+        self._log_delivery(envelope, result)
         await self._outcome(envelope, result)
 
     async def _outcome(self, envelope: Envelope, result: Result) -> None:
@@ -310,7 +312,7 @@ class QueueRunner:
         """Send ``notice``; False when it could not be committed (retry later)."""
         try:
             await self.notifier.notify(notice)
-        except SpoolError as exc:
+        except TemporaryFailure as exc:  # the spool, or a lookup of the rules
             log.warning(
                 "queue: cannot send a %s notice for evpid=%016x: %s",
                 notice.kind,
@@ -328,6 +330,25 @@ class QueueRunner:
             pass
         except SpoolError as exc:  # delivered: a duplicate later is the worst case
             log.warning("queue: cannot delete envelope evpid=%016x: %s", envelope.id, exc)
+
+    def _log_delivery(self, envelope: Envelope, result: Result) -> None:
+        """OpenSMTPD's ``mda_log`` / ``mta_log`` line for one attempt."""
+        relay = envelope.kind is EnvelopeKind.MTA
+        rcpt = "" if envelope.rcpt == envelope.dest else f"rcpt=<{visible(str(envelope.rcpt))}> "
+        user = "" if relay else f"user={visible(envelope.mda_user or envelope.dest.local)} "
+        log.info(
+            "%016x %s delivery evpid=%016x from=<%s> to=<%s> %s%sdelay=%s result=%s stat=%s",
+            envelope.id,
+            "mta" if relay else "mda",
+            envelope.id,
+            visible(str(envelope.sender)),
+            visible(str(envelope.dest)),
+            rcpt,
+            user,
+            duration_text(self.clock() - envelope.ctime),
+            result.outcome.value,
+            visible(result.text, 400),
+        )
 
     def _log(self, envelope: Envelope, prefix: str, status: str) -> None:
         """OpenSMTPD's ``queue_log`` line."""

@@ -11,6 +11,7 @@ from mta.config.model import AuthMode, Config, Listener, SocketListener, TlsMode
 from mta.net.rdns import Rdns
 from mta.rules.expand import Resolver
 from mta.rules.tableset import TableSet
+from mta.scheduler.runner import QueueRunner
 from mta.server.listeners import Bound
 from mta.server.timeouts import Timeouts
 from mta.server.watchdog import Watchdog
@@ -32,6 +33,7 @@ class Services:
     timeouts: Timeouts
     hostname: str  # the server name when a listener sets none
     watchdog: Watchdog  # read deadlines of the sessions (run by the daemon)
+    queue: QueueRunner | None = None  # told of every commit; None: nothing delivers
 
 
 @attrs.frozen(eq=False)

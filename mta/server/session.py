@@ -608,6 +608,8 @@ class Session:
             return
         msgid = f"{tx.spool.msgid:08x}"
         tx.spool = None
+        if self.services.queue is not None:
+            self.services.queue.committed(committed)
         log.info(
             "%016x smtp message msgid=%s size=%d nrcpt=%d proto=%s",
             self.id,

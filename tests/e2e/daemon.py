@@ -31,9 +31,19 @@ def free_port() -> int:
 
 
 class Daemon:
-    """``mta -d -f DIR/smtpd.conf --spool DIR/spool`` with a readiness wait."""
+    """``mta -d -f DIR/smtpd.conf --spool DIR/spool`` with a readiness wait.
 
-    def __init__(self, directory: Path, config: str, *, env: dict[str, str] | None = None) -> None:
+    Local deliveries are paused by default (``-P mda``): the tests of the receiving
+    side look at what is queued; delivery tests pass ``paused=()``."""
+
+    def __init__(
+        self,
+        directory: Path,
+        config: str,
+        *,
+        env: dict[str, str] | None = None,
+        paused: tuple[str, ...] = ("mda",),
+    ) -> None:
         self.directory = directory
         self.spool = directory / "spool"
         self.config_path = directory / "smtpd.conf"
@@ -42,13 +52,22 @@ class Daemon:
         self.env = dict(os.environ)
         self.env.setdefault("MTA_DNS", "none")
         self.env.update(env or {})
+        self.paused = paused
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0, stdin: bytes | None = None) -> None:
         offset = len(self.log())
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed by the child's exit
         self.process = subprocess.Popen(
-            [*MTA, "-d", "-f", str(self.config_path), "--spool", str(self.spool)],
+            [
+                *MTA,
+                "-d",
+                "-f",
+                str(self.config_path),
+                "--spool",
+                str(self.spool),
+                *(arg for name in self.paused for arg in ("-P", name)),
+            ],
             stdout=log,
             stderr=log,
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,

@@ -1,0 +1,334 @@
+"""Local delivery of one envelope, as its action says (OpenSMTPD's ``mda.c``).
+
+The envelope names its action (``dispatcher``) and, after expansion at RCPT
+time, what to deliver to: the local user (``mda_user``, with the action's
+method), a file (alias ``/path``: appended in mbox format) or a command
+(alias ``|command``).  The user is looked up again (the action's ``user`` with
+``getpwnam``, else its ``userbase``); the message is read from the spool with
+``Return-Path`` (when there is a sender) and ``Delivered-To`` lines put first,
+and a message that already carries ``Delivered-To: <dest>`` is a loop.
+The method gets the message as ``prefix`` (those lines and the first part of
+the message, read for the loop check) and the rest of the stream.
+
+- ``maildir [path] [junk]``: the path (default ``~/Maildir``; a relative one is
+  relative to the directory the daemon started in) with its format specifiers
+  expanded and no ``..``; symbolic links are not followed below the part of
+  the path written without specifiers.
+- ``mbox``: the system mailbox ``/var/mail/USER`` when the daemon runs as root;
+  run unprivileged, ``MTA_MBOX_DIR`` or ``<spool>/mail/USER``.
+- ``mda "command"``: expanded, through an ``mda wrapper`` if the action names
+  one, run by :func:`~mta.delivery.mda.run_mda`.
+- ``lmtp "destination" [rcpt-to]``: :func:`~mta.delivery.lmtp.deliver_lmtp`
+  to the user name, or to the final address with ``rcpt-to``.
+
+Run as root, deliveries never run as root: commands run as the user, maildir
+and mbox deliveries in a child process of the user (:mod:`mta.delivery.asuser`;
+the system mailbox is created for the user first, as OpenSMTPD's parent
+does); a delivery to uid 0 is refused.  Files and commands
+from alias tables belong to no user: they run as ``nobody`` (OpenSMTPD's
+``_smtpd``), or as the daemon's user when it is unprivileged.  Run unprivileged,
+everything runs as the daemon's user, maildir and mbox in worker threads.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from collections.abc import AsyncIterator, Iterator
+from typing import BinaryIO, Protocol
+
+import attrs
+
+from mta import threads
+from mta.config.model import Config, LocalDelivery
+from mta.delivery.asuser import run_as_user
+from mta.delivery.format import FormatError, FormatValues, expand, expand_path
+from mta.delivery.lmtp import deliver_lmtp
+from mta.delivery.maildir import deliver_maildir, delivery_headers, folder_name
+from mta.delivery.mbox import deliver_mbox, mailbox_path
+from mta.delivery.mda import MdaCommand, run_mda
+from mta.delivery.result import ESC_ROUTING_LOOP_DETECTED, Result
+from mta.envelope import DeliveryNode, Envelope
+from mta.errors import MTAError, PermanentFailure, SpoolError, SpoolNotFound, TemporaryFailure
+from mta.log import get_logger, visible
+from mta.rules.tableset import TableSet
+from mta.tables.lookups import lookup_userinfo
+from mta.tables.values import UserInfo
+
+__all__ = ["LocalDeliverer", "MessageSource"]
+
+log = get_logger("mda")
+
+_CHUNK = 64 * 1024
+_LOOP_SCAN = 256 * 1024  # header bytes looked at for a Delivered-To loop
+
+
+class MessageSource(Protocol):
+    """Opens the content of a queued message (:class:`~mta.spool.spool.Spool` does)."""
+
+    async def open_message(self, msgid: int) -> BinaryIO: ...
+
+
+def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+    while chunk := stream.read(_CHUNK):
+        yield chunk
+
+
+async def _async_chunks(prefix: bytes, stream: BinaryIO) -> AsyncIterator[bytes]:
+    yield prefix
+    while True:
+        chunk = await threads.run_sync(stream.read, _CHUNK)
+        if not chunk:
+            return
+        yield chunk
+
+
+def _has_loop(head: bytes, dest: str) -> bool:
+    """``Delivered-To: <dest>`` among the headers (OpenSMTPD ``mda_check_loop``)."""
+    wanted = dest.lower()
+    for raw in head.split(b"\n"):
+        line = raw.rstrip(b"\r").decode("utf-8", "replace")
+        if not line or (":" not in line and not line[:1].isspace()):
+            break
+        if line[:14].lower() == "delivered-to: " and line[14:].lower() == wanted:
+            return True
+    return False
+
+
+@attrs.frozen(eq=False)
+class _Job:
+    """One delivery under way: the envelope, its action, its user and its message
+    (``prefix``, then the rest of ``stream``)."""
+
+    envelope: Envelope
+    method: LocalDelivery
+    user: UserInfo
+    stream: BinaryIO
+    prefix: bytes
+
+
+class LocalDeliverer:
+    """Delivers envelopes of local actions (a :data:`~mta.scheduler.runner.Deliver`)."""
+
+    def __init__(
+        self,
+        config: Config,
+        tables: TableSet,
+        messages: MessageSource,
+        *,
+        spool_dir: str,
+        privileged: bool | None = None,
+        mbox_dir: str | None = None,
+        hostname: str | None = None,
+    ) -> None:
+        self.config = config
+        self.tables = tables
+        self.messages = messages
+        self.privileged = os.geteuid() == 0 if privileged is None else privileged
+        if mbox_dir is None:
+            mbox_dir = os.environ.get("MTA_MBOX_DIR") or (
+                "/var/mail" if self.privileged else os.path.join(spool_dir, "mail")
+            )
+        self.mbox_dir = mbox_dir
+        self.hostname = hostname or config.hostname
+        self.base = os.getcwd()  # relative maildir paths are relative to where we started
+
+    async def __call__(self, envelope: Envelope) -> Result:
+        try:
+            result = await self._deliver(envelope)
+        except (FormatError, PermanentFailure) as exc:
+            result = Result.permfail(f"Error ({visible(str(exc), 300)})")
+        except (TemporaryFailure, MTAError, OSError) as exc:
+            result = Result.tempfail(f"Error ({visible(str(exc), 300)})")
+        return result
+
+    async def _deliver(self, envelope: Envelope) -> Result:
+        action = self.config.actions.get(envelope.dispatcher)
+        if action is None or not isinstance(action.method, LocalDelivery):
+            # the configuration changed under the queue: keep the mail for the admin
+            return Result.tempfail(f"Error (no local action {envelope.dispatcher!r})")
+        method = action.method
+        user = await self._user(method, envelope)
+        if user is None:
+            return Result.permfail("Error (user unknown)", 11)
+        if self.privileged and user.uid == 0:
+            return Result.permfail(f"Error (MDA not allowed to deliver to: {user.username})")
+        try:
+            stream = await self.messages.open_message(envelope.msgid)
+        except SpoolNotFound:
+            return Result.permfail("Error (message no longer in the queue)")
+        except SpoolError as exc:
+            return Result.tempfail(f"Error ({exc})")
+        try:
+            head = await threads.run_sync(stream.read, _LOOP_SCAN)
+            if _has_loop(head, str(envelope.dest)):
+                return Result.permfail("Loop detected", ESC_ROUTING_LOOP_DETECTED)
+            prefix = delivery_headers(str(envelope.sender), str(envelope.rcpt)) + head
+            return await self._by_node(_Job(envelope, method, user, stream, prefix))
+        finally:
+            stream.close()
+
+    async def _user(self, method: LocalDelivery, envelope: Envelope) -> UserInfo | None:
+        if envelope.node is not DeliveryNode.USER and not envelope.mda_user:
+            # a file or command from an alias table: no user of its own; OpenSMTPD
+            # runs these as its unprivileged user
+            return _unprivileged_user(self.privileged)
+        if method.user is not None:
+            table = self.tables.builtin("<getpwnam>")
+            name = method.user
+        else:
+            table = (
+                self.tables.get(method.userbase)
+                if method.userbase is not None
+                else self.tables.builtin("<getpwnam>")
+            )
+            name = envelope.mda_user or envelope.dest.local
+        return await self.tables.call(table, lambda: lookup_userinfo(table, name))
+
+    def _values(self, envelope: Envelope, user: UserInfo, mda: str | None = None) -> FormatValues:
+        return FormatValues(
+            sender=envelope.sender,
+            rcpt=envelope.rcpt,
+            dest=envelope.dest,
+            username=user.username,
+            directory=user.directory,
+            mda=mda,
+            delimiter=self.config.smtp.sub_addr_delim or "+",
+        )
+
+    async def _by_node(self, job: _Job) -> Result:
+        envelope, method, user = job.envelope, job.method, job.user
+        if envelope.node is DeliveryNode.FILENAME:
+            return await self._file(job, envelope.mda_exec, False)
+        if envelope.node is DeliveryNode.COMMAND:
+            return await self._command(job, envelope.mda_exec)
+        if method.method == "maildir":
+            return await self._maildir(job)
+        if method.method == "mbox":
+            return await self._file(job, mailbox_path(user.username, self.mbox_dir), True)
+        if method.method == "mda":
+            assert method.path is not None
+            return await self._command(job, method.path)
+        if method.method == "lmtp":
+            assert method.path is not None
+            rcpt = str(envelope.dest) if method.rcpt_to else user.username
+            return await deliver_lmtp(
+                method.path,
+                lhlo=self.hostname,
+                sender=str(envelope.sender),
+                rcpt=rcpt,
+                chunks=_async_chunks(job.prefix, job.stream),
+            )
+        return Result.permfail(f"Error (no delivery for a {method.method} action)")
+
+    async def _maildir(self, job: _Job) -> Result:
+        envelope, method, user = job.envelope, job.method, job.user
+        template = method.path or "~/Maildir"
+        if not template.startswith(("/", "~/", "%{")):
+            template = os.path.join(self.base, template)
+        values = self._values(envelope, user)
+        path = expand_path(template, values)
+        confine = _confine(template, values)
+        folder = envelope.mda_subaddress or None
+        if folder is not None and folder_name(folder) is None:
+            folder = None
+
+        def work() -> None:
+            deliver_maildir(
+                path,
+                _chunks(job.stream),
+                prepend=job.prefix,
+                junk=method.junk,
+                folder=folder,
+                confine=confine,
+                hostname=self.hostname,
+            )
+
+        if self.privileged:
+            return await run_as_user(user, work)
+        await threads.run_sync(work)
+        return Result.ok()
+
+    async def _file(self, job: _Job, path: str, system_mailbox: bool) -> Result:
+        """Append in mbox format: the system mailbox (dotlocked) or an alias file."""
+        sender, user = str(job.envelope.sender), job.user
+
+        def work() -> None:
+            deliver_mbox(
+                path,
+                _chunks(job.stream),
+                sender=sender,
+                prepend=job.prefix,
+                dotlock=system_mailbox,
+            )
+
+        if self.privileged:
+            if system_mailbox:
+                await threads.run_sync(_create_mailbox, path, user.uid, user.gid)
+            return await run_as_user(user, work)
+        if system_mailbox:
+            await threads.run_sync(lambda: os.makedirs(os.path.dirname(path), exist_ok=True))
+        await threads.run_sync(work)
+        return Result.ok()
+
+    async def _command(self, job: _Job, template: str) -> Result:
+        envelope, method, user = job.envelope, job.method, job.user
+        command = expand(template, self._values(envelope, user))
+        if method.wrapper is not None:
+            wrapper = self.config.mda_wrappers.get(method.wrapper)
+            if wrapper is None:
+                return Result.tempfail(f"Error (could not find wrapper {method.wrapper})")
+            command = expand(wrapper, self._values(envelope, user, mda=command))
+        return await run_mda(
+            self._mda(envelope, user, command), _async_chunks(job.prefix, job.stream)
+        )
+
+    def _mda(self, envelope: Envelope, user: UserInfo, command: str) -> MdaCommand:
+        return MdaCommand(
+            command=command,
+            username=user.username,
+            home=user.directory,
+            sender=str(envelope.sender),
+            original_recipient=str(envelope.rcpt),
+            recipient=str(envelope.dest),
+            local=envelope.rcpt.local,
+            domain=envelope.rcpt.domain,
+            extension=envelope.mda_subaddress,
+            uid=user.uid if self.privileged else None,
+            gid=user.gid if self.privileged else None,
+        )
+
+
+def _unprivileged_user(privileged: bool) -> UserInfo | None:
+    """``nobody`` when the daemon runs as root, else the daemon's own user."""
+    try:
+        entry = pwd.getpwnam("nobody") if privileged else pwd.getpwuid(os.getuid())
+    except KeyError:
+        return None
+    return UserInfo(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
+
+
+def _confine(template: str, values: FormatValues) -> str | None:
+    """The directory written in ``template`` before its first format specifier: no
+    symbolic link below it is followed (None when nothing in the path varies)."""
+    cut = template.find("%{")
+    if cut < 0:
+        return None
+    static = template[:cut]
+    if static.startswith("~/"):
+        static = values.directory.rstrip("/") + "/" + static[2:]
+    directory = static[: static.rfind("/") + 1].rstrip("/") or "/"
+    return directory if directory.startswith("/") else None
+
+
+def _create_mailbox(path: str, uid: int, gid: int) -> None:
+    """Make the user's system mailbox before the agent runs as the user (OpenSMTPD
+    ``mda_mbox_init``): created empty, mode 0600, owned by the user."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchown(fd, uid, gid)
+    finally:
+        os.close(fd)

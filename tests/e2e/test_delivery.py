@@ -1,0 +1,266 @@
+"""End to end: mail received over SMTP and delivered by the real daemon, read back
+with Python's mailbox module, a real LMTP server (dovecot) and an MDA script.
+
+Run as root (CI), deliveries run as the users of the userbase (uid 65534 here),
+so everything they write lives in a directory of its own under /tmp that they
+can reach; run unprivileged, they run as the test's own user."""
+
+from __future__ import annotations
+
+import email
+import mailbox
+import os
+import pathlib
+import shutil
+import smtplib
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.dovecot import DOVECOT, dovecot_server
+from tests.e2e.daemon import Daemon, free_port
+
+USERS = (
+    'table users { bob = "65534:65534:/nonexistent", carol = "65534:65534:/nonexistent",'
+    ' alice = "65534:65534:/nonexistent" }'
+)
+MESSAGE = (
+    b"From: alice@example.org\r\nTo: bob@localhost\r\nSubject: hi\r\n\r\nHello.\r\nFrom here\r\n"
+)
+
+
+@pytest.fixture
+def shared() -> Iterator[pathlib.Path]:
+    """A directory the delivery users can write in (sticky, world-writable)."""
+    root = pathlib.Path(tempfile.mkdtemp(prefix="mta-deliver-", dir="/tmp"))
+    root.chmod(0o1777)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def start(tmp_path: pathlib.Path, config: str, **env: str) -> tuple[Daemon, int]:
+    port = free_port()
+    d = Daemon(tmp_path, config.replace("PORT", str(port)), env=env, paused=())
+    d.start()
+    return d, port
+
+
+def has_mail(maildir: pathlib.Path) -> bool:
+    new = maildir / "new"
+    return new.is_dir() and any(new.iterdir())
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+def test_maildir_delivery_and_a_bounce_to_a_local_sender(
+    tmp_path: pathlib.Path, shared: pathlib.Path
+) -> None:
+    d, port = start(
+        tmp_path,
+        f"""{USERS}
+listen on 127.0.0.1 port PORT
+action "local" maildir "{shared}/%{{user.username}}" userbase <users>
+match from any for domain "localhost" action "local"
+""",
+    )
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            assert (
+                client.sendmail("alice@localhost", ["bob@localhost", "carol@localhost"], MESSAGE)
+                == {}
+            )
+        wait_for(
+            lambda: all(
+                (shared / u / "new").is_dir() and any((shared / u / "new").iterdir())
+                for u in ("bob", "carol")
+            )
+        )
+        for user in ("bob", "carol"):
+            [message] = list(mailbox.Maildir(str(shared / user), create=False))
+            assert message["Return-Path"] == "<alice@localhost>"
+            assert message["Delivered-To"] == f"{user}@localhost"
+            assert message.get_payload() == "Hello.\nFrom here\n"  # LF on disk, no escaping
+        wait_for(lambda: d.queued() == [])
+        assert d.log().count("result=Ok stat=Delivered") == 2
+    finally:
+        d.stop()
+
+
+def test_mbox_delivery(tmp_path: pathlib.Path, shared: pathlib.Path) -> None:
+    d, port = start(
+        tmp_path,
+        f"""{USERS}
+listen on 127.0.0.1 port PORT
+action "local" mbox userbase <users>
+match from any for domain "localhost" action "local"
+""",
+        MTA_MBOX_DIR=str(shared),
+    )
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.sendmail("alice@example.org", ["bob@localhost"], MESSAGE)
+            client.sendmail("", ["bob@localhost"], MESSAGE.replace(b"hi", b"second"))
+        wait_for(lambda: (shared / "bob").exists() and d.log().count("result=Ok") == 2)
+        box = mailbox.mbox(str(shared / "bob"))
+        messages = list(box)
+        box.close()
+        assert [m["Subject"] for m in messages] == ["hi", "second"]
+        assert messages[0].get_from().startswith("alice@example.org ")
+        assert messages[1].get_from().startswith("MAILER-DAEMON ")
+        assert messages[0].get_payload() == "Hello.\n>From here\n"
+        if os.geteuid() == 0:
+            assert (shared / "bob").stat().st_uid == 65534
+        assert stat.S_IMODE((shared / "bob").stat().st_mode) == 0o600
+    finally:
+        d.stop()
+
+
+def test_mda_delivery_exit_codes_and_a_permanent_failure_bounce(
+    tmp_path: pathlib.Path, shared: pathlib.Path
+) -> None:
+    script = shared / "mda.sh"
+    script.write_text(
+        "#!/bin/sh\n"
+        'case "$RECIPIENT" in\n'
+        '  carol@*) cat >/dev/null; echo "mailbox disabled" >&2; exit 67;;\n'
+        "esac\n"
+        f'cat > "{shared}/$USER.$EXTENSION.out"\n'
+    )
+    script.chmod(0o755)
+    d, port = start(
+        tmp_path,
+        f"""{USERS}
+listen on 127.0.0.1 port PORT
+action "mda" mda "{script}" userbase <users>
+action "box" maildir "{shared}/%{{user.username}}" userbase <users>
+match from any for rcpt-to "alice@localhost" action "box"
+match from any for domain "localhost" action "mda"
+""",
+    )
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.sendmail("alice@localhost", ["bob+tag@localhost", "carol@localhost"], MESSAGE)
+        wait_for(lambda: (shared / "bob.tag.out").exists())
+        assert b"Subject: hi" in (shared / "bob.tag.out").read_bytes()
+        # carol's MDA said "user unknown" (67): permanent, so alice gets a failure notice
+        wait_for(
+            lambda: (
+                (shared / "alice" / "new").is_dir() and any((shared / "alice" / "new").iterdir())
+            )
+        )
+        [notice] = list(mailbox.Maildir(str(shared / "alice"), create=False))
+        assert notice["Subject"] == "Delivery status notification: failed"
+        assert notice.get_content_type() == "multipart/report"
+        report = email.message_from_bytes(notice.as_bytes())
+        status = [p for p in report.walk() if p.get_content_type() == "message/delivery-status"]
+        assert status and "carol@localhost" in status[0].as_string()
+        assert "mailbox disabled" in notice.as_string()
+        wait_for(lambda: d.queued() == [])
+    finally:
+        d.stop()
+
+
+def test_nothing_bounces_to_the_null_sender(tmp_path: pathlib.Path, shared: pathlib.Path) -> None:
+    d, port = start(
+        tmp_path,
+        f"""{USERS}
+listen on 127.0.0.1 port PORT
+action "mda" mda "cat >/dev/null; exit 67" userbase <users>
+match from any for domain "localhost" action "mda"
+""",
+    )
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.sendmail("", ["bob@localhost"], MESSAGE)
+        wait_for(lambda: "result=PermFail" in d.log())
+        wait_for(lambda: d.queued() == [])
+        assert "notice msgid" not in d.log()
+    finally:
+        d.stop()
+
+
+def test_temporary_failures_stay_queued_with_their_error(
+    tmp_path: pathlib.Path, shared: pathlib.Path
+) -> None:
+    d, port = start(
+        tmp_path,
+        f"""{USERS}
+listen on 127.0.0.1 port PORT
+action "mda" mda "cat >/dev/null; echo busy >&2; exit 75" userbase <users>
+match from any for domain "localhost" action "mda"
+""",
+    )
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.sendmail("alice@localhost", ["bob@localhost"], MESSAGE)
+        wait_for(lambda: "result=TempFail" in d.log())
+        d.stop()
+        [envelope] = [e for msgid in d.store().message_ids() for e in d.store().iter_envelopes()]
+        assert envelope.retry == 1 and "busy" in envelope.errorline
+        assert envelope.esc_class == 4
+    finally:
+        d.stop()
+
+
+def test_sigkill_during_a_delivery_then_a_restart_delivers(
+    tmp_path: pathlib.Path, shared: pathlib.Path
+) -> None:
+    marker = shared / "started"
+    script = shared / "slow.sh"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'if [ ! -e "{marker}" ]; then touch "{marker}"; sleep 30; fi\n'
+        f'cat >> "{shared}/delivered"\n'
+    )
+    script.chmod(0o755)
+    config = f"""{USERS}
+listen on 127.0.0.1 port PORT
+action "mda" mda "{script}" userbase <users>
+match from any for domain "localhost" action "mda"
+"""
+    d, port = start(tmp_path, config)
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.sendmail("alice@localhost", ["bob@localhost"], MESSAGE)
+        wait_for(marker.exists)
+        d.kill()  # in the middle of the delivery
+        assert len(d.queued()) == 1
+        d.start()
+        wait_for(lambda: (shared / "delivered").exists() and d.queued() == [])
+        assert (shared / "delivered").read_bytes().count(b"Subject: hi") == 1
+    finally:
+        d.stop()
+
+
+@pytest.mark.skipif(not os.path.exists(DOVECOT), reason="dovecot-lmtpd is not installed")
+def test_lmtp_delivery_to_dovecot(tmp_path: pathlib.Path) -> None:
+    with dovecot_server(["bob", "carol"]) as dovecot:
+        d, port = start(
+            tmp_path,
+            f"""{USERS}
+listen on 127.0.0.1 port PORT
+action "tcp" lmtp "127.0.0.1:{dovecot.port}" userbase <users>
+action "unix" lmtp "{dovecot.socket}" rcpt-to userbase <users>
+match from any for rcpt-to "carol@localhost" action "unix"
+match from any for domain "localhost" action "tcp"
+""",
+        )
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                client.sendmail("alice@example.org", ["bob@localhost", "carol@localhost"], MESSAGE)
+            wait_for(lambda: d.queued() == [] and d.log().count("result=Ok") == 2)
+            for user in ("bob", "carol"):  # over TCP to the user name; over Unix, rcpt-to
+                [message] = list(dovecot.maildir(user))
+                assert message["Subject"] == "hi"
+                assert f"{user}@localhost" in message.get_all("Delivered-To", [])
+        finally:
+            d.stop()
