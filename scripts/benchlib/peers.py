@@ -49,7 +49,9 @@ def mta_server(workdir: Path, port: int, mta: Path) -> Server:
     env["MTA_DNS"] = "none"
     return Server(
         "mta",
-        [str(mta), "-d", "-f", str(conf), "--spool", str(workdir / "spool")],
+        # -P mda: the receiving side is measured (the queue commit is as durable as the
+        # peers' maildir write); local delivery would run beside it otherwise
+        [str(mta), "-d", "-f", str(conf), "--spool", str(workdir / "spool"), "-P", "mda"],
         port=port,
         log_path=workdir / "server.log",
         env=env,
