@@ -264,3 +264,37 @@ match from any for domain "localhost" action "tcp"
                 assert f"{user}@localhost" in message.get_all("Delivered-To", [])
         finally:
             d.stop()
+
+
+def test_an_unwritable_maildir_or_a_killed_mda_is_retried_not_bounced(
+    tmp_path: pathlib.Path, shared: pathlib.Path
+) -> None:
+    locked = shared / "locked"
+    locked.mkdir(mode=0o555)  # nobody (or the unprivileged test user) cannot write here
+    if os.geteuid() != 0:
+        locked.chmod(0o555)
+    d, port = start(
+        tmp_path,
+        f"""{USERS}
+listen on 127.0.0.1 port PORT
+action "box" maildir "{locked}/%{{user.username}}" userbase <users>
+action "killed" mda "cat >/dev/null; kill -9 $$" userbase <users>
+action "back" maildir "{shared}/%{{user.username}}" userbase <users>
+match from any for rcpt-to "alice@localhost" action "back"
+match from any for rcpt-to "carol@localhost" action "killed"
+match from any for domain "localhost" action "box"
+""",
+    )
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.sendmail("alice@localhost", ["bob@localhost", "carol@localhost"], MESSAGE)
+        wait_for(lambda: d.log().count("result=TempFail") >= 2)
+        d.stop()
+        envelopes = list(d.store().iter_envelopes())
+        assert sorted(str(e.dest) for e in envelopes) == ["bob@localhost", "carol@localhost"]
+        assert all(e.retry >= 1 and e.esc_class == 4 for e in envelopes)
+        assert "Permission denied" in next(e for e in envelopes if e.dest.local == "bob").errorline
+        assert "signal 9" in next(e for e in envelopes if e.dest.local == "carol").errorline
+        assert not has_mail(shared / "alice")  # retried, never bounced
+    finally:
+        d.stop()
