@@ -18,8 +18,10 @@ so a crash at any point repeats a delivery at worst, never loses one:
 - removed by the operator: deleted, no notice.
 
 Notices are new messages, committed before the envelope they report on is
-deleted or rewritten (:class:`Notifier`).  Times are Unix seconds from
-``clock``; waiting uses trio's clock, so tests can run days in milliseconds.
+deleted or rewritten (:class:`Notifier`).  Local deliveries run at most
+``mda limit max-session`` at a time, and ``max-session-per-user`` per user.
+Times are Unix seconds from ``clock``; waiting uses trio's clock, so tests
+can run days in milliseconds.
 Relay envelopes wait (the ``mta`` work stays paused) while no relay agent is
 given.
 """
@@ -161,6 +163,9 @@ class QueueRunner:
         )
         self.scheduler.mta_paused = relay is None
         self.stats = RunnerStats()
+        # mda limit max-session / max-session-per-user: local deliveries at once
+        self._mda_slots = trio.CapacityLimiter(config.mda.max_session)
+        self._user_slots: dict[str, trio.CapacityLimiter] = {}
         self._wake = trio.Event()
         self._ready = trio.Event()
 
@@ -256,12 +261,30 @@ class QueueRunner:
             scheduler.held(due.evpid, self.clock(), 60)
             return
         try:
-            result = await agent(envelope)
+            if due.task is Task.DELIVER:
+                result = await self._limited(agent, envelope)
+            else:
+                result = await agent(envelope)
         except Exception as exc:  # a bug in a delivery method must not lose mail
             log.exception("queue: delivery of evpid=%016x failed", due.evpid)
             result = Result.tempfail(f"internal error: {exc!r}")
         self._log_delivery(envelope, result)
         await self._outcome(envelope, result)
+
+    async def _limited(self, agent: Deliver, envelope: Envelope) -> Result:
+        """A local delivery within the ``mda limit`` sessions, in total and per user."""
+        user = envelope.mda_user or envelope.dest.local.lower()
+        slots = self._user_slots.get(user)
+        if slots is None:
+            slots = self._user_slots[user] = trio.CapacityLimiter(
+                self.config.mda.max_session_per_user
+            )
+        try:
+            async with slots, self._mda_slots:
+                return await agent(envelope)
+        finally:
+            if slots.borrowed_tokens == 0 and not slots.statistics().tasks_waiting:
+                self._user_slots.pop(user, None)
 
     async def _outcome(self, envelope: Envelope, result: Result) -> None:
         scheduler = self.scheduler

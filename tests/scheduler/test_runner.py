@@ -396,3 +396,34 @@ def test_result_statuses(outcome: Outcome) -> None:
     }[outcome]
     assert result.outcome is outcome
     assert result.status == {Outcome.OK: "2.0.0", Outcome.TEMPFAIL: "4.3.0"}.get(outcome, "5.1.1")
+
+
+async def test_local_deliveries_respect_the_mda_session_limits(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    spool = MemoryStore()
+    running: dict[str, int] = {}
+    peak: dict[str, int] = {}
+    total_peak = 0
+
+    async def slow(envelope: Envelope) -> Result:
+        nonlocal total_peak
+        user = envelope.dest.local
+        running[user] = running.get(user, 0) + 1
+        peak[user] = max(peak.get(user, 0), running[user])
+        total_peak = max(total_peak, sum(running.values()))
+        await trio.sleep(10)
+        running[user] -= 1
+        return Result.ok()
+
+    text = CONFIG + "mda limit max-session 3 max-session-per-user 2\n"
+    runner = QueueRunner(config(text), spool, slow, clock=clock)
+    runner.scheduler.max_schedule = 100
+    async with trio.open_nursery() as nursery:
+        await started(nursery, runner)
+        same_user = [e for _ in range(4) for e in await queue(spool)]  # all for user0
+        runner.committed(same_user + await queue(spool, rcpts=6))
+        await trio.sleep(100)
+        nursery.cancel_scope.cancel()
+    assert runner.stats.delivered == 10
+    assert total_peak == 3 and peak["user0"] == 2
