@@ -298,3 +298,37 @@ match from any for domain "localhost" action "box"
         assert not has_mail(shared / "alice")  # retried, never bounced
     finally:
         d.stop()
+
+
+def test_a_delay_notice_then_expiry_with_a_failure_notice(
+    tmp_path: pathlib.Path, shared: pathlib.Path
+) -> None:
+    d, port = start(
+        tmp_path,
+        f"""{USERS}
+bounce warn-interval 1s
+listen on 127.0.0.1 port PORT
+action "busy" mda "cat >/dev/null; echo 'try later' >&2; exit 75" userbase <users> ttl 4s
+action "back" maildir "{shared}/%{{user.username}}" userbase <users>
+match from any for rcpt-to "alice@localhost" action "back"
+match from any for domain "localhost" action "busy"
+""",
+    )
+    try:
+        started = time.monotonic()
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.sendmail("alice@localhost", ["bob@localhost"], MESSAGE)
+        new = shared / "alice" / "new"
+        wait_for(lambda: new.is_dir() and len(list(new.iterdir())) == 2)
+        assert time.monotonic() - started >= 3.5  # the second notice waited for the expiry
+        subjects = sorted(m["Subject"] for m in mailbox.Maildir(str(shared / "alice")))
+        assert subjects == [
+            "Delivery status notification: delayed",
+            "Delivery status notification: failed",
+        ]
+        failed = next(m for m in mailbox.Maildir(str(shared / "alice")) if "failed" in m["Subject"])
+        assert "Envelope expired" in failed.as_string() and "5.4.7" in failed.as_string()
+        wait_for(lambda: d.queued() == [])
+        assert "delivery: Expire for" in d.log()
+    finally:
+        d.stop()
