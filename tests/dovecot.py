@@ -19,21 +19,17 @@ import tempfile
 import time
 from collections.abc import Iterator
 
+from tests.e2e.daemon import free_port
+
 __all__ = ["DOVECOT", "Dovecot", "dovecot_server"]
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Dovecot:
     def __init__(self, root: pathlib.Path, users: list[str]) -> None:
         self.root = root
-        self.port = _free_port()
+        self.port = free_port()
         self.socket = str(root / "lmtp.sock")
         self.users = users
         self.conf = root / "dovecot.conf"

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 import pwd
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import BinaryIO, Protocol
 
 import attrs
@@ -52,6 +52,7 @@ from mta.envelope import DeliveryNode, Envelope
 from mta.errors import MTAError, PermanentFailure, SpoolError, SpoolNotFound, TemporaryFailure
 from mta.log import get_logger, visible
 from mta.rules.tableset import TableSet
+from mta.spool.store import READ_CHUNK, stream_chunks
 from mta.tables.lookups import lookup_userinfo
 from mta.tables.values import UserInfo
 
@@ -59,7 +60,6 @@ __all__ = ["LocalDeliverer", "MessageSource"]
 
 log = get_logger("mda")
 
-_CHUNK = 64 * 1024
 _LOOP_SCAN = 256 * 1024  # header bytes looked at for a Delivered-To loop
 
 
@@ -69,15 +69,10 @@ class MessageSource(Protocol):
     async def open_message(self, msgid: int) -> BinaryIO: ...
 
 
-def _chunks(stream: BinaryIO) -> Iterator[bytes]:
-    while chunk := stream.read(_CHUNK):
-        yield chunk
-
-
 async def _async_chunks(prefix: bytes, stream: BinaryIO) -> AsyncIterator[bytes]:
     yield prefix
     while True:
-        chunk = await threads.run_sync(stream.read, _CHUNK)
+        chunk = await threads.run_sync(stream.read, READ_CHUNK)
         if not chunk:
             return
         yield chunk
@@ -236,7 +231,7 @@ class LocalDeliverer:
         def work() -> None:
             deliver_maildir(
                 path,
-                _chunks(job.stream),
+                stream_chunks(job.stream),
                 prepend=job.prefix,
                 junk=method.junk,
                 folder=folder,
@@ -256,7 +251,7 @@ class LocalDeliverer:
         def work() -> None:
             deliver_mbox(
                 path,
-                _chunks(job.stream),
+                stream_chunks(job.stream),
                 sender=sender,
                 prepend=job.prefix,
                 dotlock=system_mailbox,

@@ -19,8 +19,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from collections.abc import Callable
 
 import attrs
 import trio
@@ -34,6 +33,7 @@ from mta.rules.rejection import RecipientRejected
 from mta.rules.ruleset import MatchContext
 from mta.scheduler.runner import Notice
 from mta.spool.spool import Spool
+from mta.spool.store import stream_chunks
 
 __all__ = ["SpoolNotifier"]
 
@@ -44,12 +44,6 @@ _TYPES = {
     "delayed": ReportType.DELAYED,
     "delivered": ReportType.DELIVERED,
 }
-_CHUNK = 64 * 1024
-
-
-def _chunks(stream: BinaryIO) -> Iterator[bytes]:
-    while chunk := stream.read(_CHUNK):
-        yield chunk
 
 
 class SpoolNotifier:
@@ -110,7 +104,7 @@ class SpoolNotifier:
             try:
 
                 def write_report() -> None:
-                    for chunk in compose(report, _chunks(original)):
+                    for chunk in compose(report, stream_chunks(original)):
                         writer.write(chunk)
 
                 await threads.run_sync(write_report)

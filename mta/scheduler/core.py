@@ -93,14 +93,6 @@ class Entry:
     removed: bool = False  # by the operator, while inflight
     generation: int = 0  # bumped at every (re)queueing: stale heap items are skipped
 
-    @property
-    def msgid(self) -> int:
-        return self.evpid >> 32
-
-    @property
-    def inflight(self) -> bool:
-        return self.state is _State.INFLIGHT
-
 
 @attrs.frozen
 class Due:

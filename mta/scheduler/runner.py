@@ -167,7 +167,6 @@ class QueueRunner:
         self._mda_slots = trio.CapacityLimiter(config.mda.max_session)
         self._user_slots: dict[str, trio.CapacityLimiter] = {}
         self._wake = trio.Event()
-        self._ready = trio.Event()
 
     # -- feeding -------------------------------------------------------------
 
@@ -193,10 +192,6 @@ class QueueRunner:
         """Something changed: look at the schedule again now."""
         self._wake.set()
 
-    async def wait_ready(self) -> None:
-        """Until the queue found at start is scheduled."""
-        await self._ready.wait()
-
     # -- the loop --------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -207,7 +202,6 @@ class QueueRunner:
         log.info("queue: %d envelope(s) scheduled", len(self.scheduler))
         if self.relay is None and waiting:
             log.warning("queue: relaying is not available yet: %d envelope(s) wait", waiting)
-        self._ready.set()
         task_status.started()
         async with trio.open_nursery() as nursery:
             while True:
@@ -215,11 +209,11 @@ class QueueRunner:
                 now = self.clock()
                 for due in self.scheduler.batch(now):
                     nursery.start_soon(self._run_task, due)
-                wakeup = self.scheduler.next_wakeup(self.clock())
-                if wakeup is not None and wakeup <= self.clock():
+                wakeup = self.scheduler.next_wakeup(now)
+                if wakeup is not None and wakeup <= now:
                     await trio.lowlevel.checkpoint()
                     continue
-                delay = math.inf if wakeup is None else wakeup - self.clock()
+                delay = math.inf if wakeup is None else wakeup - now
                 with trio.move_on_after(delay):
                     await self._wake.wait()
 

@@ -37,6 +37,7 @@ from mta.spool.store import (
     quarantine_files,
     quarantine_path,
     read_envelope_file,
+    stream_chunks,
     verify_content,
 )
 
@@ -281,7 +282,7 @@ class _Recovery:
         try:
             length = 0
             with open(os.path.join(path, V1_MESSAGE), "rb") as source:
-                while chunk := source.read(1 << 20):
+                for chunk in stream_chunks(source, 1 << 20):
                     write_all(fd, chunk)
                     length += len(chunk)
             write_all(fd, encode_tail(length, sealed))

@@ -40,16 +40,25 @@ from mta.spool.seal import GZIP_MAGIC, DecodeError, decode_stream, open_buffer, 
 
 __all__ = [
     "IN_MEMORY_LIMIT",
+    "READ_CHUNK",
     "Store",
     "decode_sealed_envelope",
     "read_envelope_file",
     "read_message_tail",
+    "stream_chunks",
     "verify_content",
 ]
 
 log = logging.getLogger("mta.spool")
 
 IN_MEMORY_LIMIT = 4 << 20  # encoded messages up to this size are decoded into memory
+READ_CHUNK = 64 * 1024
+
+
+def stream_chunks(stream: BinaryIO, size: int = READ_CHUNK) -> Iterator[bytes]:
+    """The rest of ``stream`` (a message :meth:`Store.open_message` gave) in chunks."""
+    while chunk := stream.read(size):
+        yield chunk
 
 
 def decode_sealed_envelope(data: bytes, key: bytes | None, evpid: int | None = None) -> Envelope:
