@@ -52,8 +52,8 @@ from mta.enqueue.submit import (
     Submission,
     SubmitResult,
     submit,
-    xtext,
 )
+from mta.smtp.params import encode_xtext
 
 __all__ = ["EX_TEMPFAIL", "gecos_name", "main", "parse_args"]
 
@@ -129,7 +129,7 @@ def _envelope(args: argparse.Namespace, sender: str) -> Submission:
         (),
         dsn_notify=args.N.upper() if args.N else None,
         dsn_ret=args.R.upper() if args.R else None,
-        dsn_envid=xtext(args.V) if args.V else None,
+        dsn_envid=encode_xtext(args.V) if args.V else None,
     )
 
 

@@ -51,10 +51,10 @@ from mta.dsn.text import (
     original_recipient,
     plain_address,
     typed_address,
-    xtext,
 )
 from mta.envelope import Address, Body, DsnNotify, DsnRet, Envelope, EnvelopeFlag, EnvelopeKind
 from mta.smtp.dates import format_date
+from mta.smtp.params import encode_xtext
 
 __all__ = [
     "RecipientReport",
@@ -411,7 +411,7 @@ def _head(report: Report, boundary: str, content_type: str, eight_bit: bool) -> 
         "\r\n"
     )
     if report.envid:
-        out.append(_field("Original-Envelope-Id", xtext(report.envid)))
+        out.append(_field("Original-Envelope-Id", encode_xtext(report.envid)))
     out.append(_field("Reporting-MTA", f"dns; {name}"))
     out.append(_field("Arrival-Date", _date(report.arrival, report.zone)))
     for rcpt in report.recipients:

@@ -7,7 +7,7 @@ of printable ASCII (no CR, LF or other control character can start a new field
 or a MIME boundary), and :func:`fold` keeps every line within RFC 5322's 998
 octets.  Encodings:
 
-- ENVID: RFC 3461 xtext (:func:`xtext`).
+- ENVID: RFC 3461 xtext (:func:`mta.smtp.params.encode_xtext`).
 - Addresses that are not plain printable ASCII (SMTPUTF8): RFC 6533's
   ``utf-8-addr-xtext`` (``\\x{E9}``), the form ``message/delivery-status``
   carries them in, under the ``utf-8`` address type (:func:`typed_address`).
@@ -30,7 +30,6 @@ __all__ = [
     "plain_address",
     "typed_address",
     "utf8_addr_xtext",
-    "xtext",
 ]
 
 LINE_MAX = 998
@@ -57,18 +56,6 @@ def bounce_duration(seconds: int) -> str:
 def _escape(c: str) -> str:
     """RFC 6533's EmbeddedUnicodeChar: ``\\x{`` hex code point ``}``, at least 2 digits."""
     return f"\\x{{{ord(c):02X}}}"
-
-
-def xtext(text: str) -> str:
-    """RFC 3461 xtext: ``!`` to ``~`` except ``+`` and ``=`` as they are, any other
-    octet (of the UTF-8 form) as ``+HH``."""
-    out = []
-    for byte in text.encode("utf-8", "surrogateescape"):
-        if 0x21 <= byte <= 0x7E and byte not in (0x2B, 0x3D):
-            out.append(chr(byte))
-        else:
-            out.append(f"+{byte:02X}")
-    return "".join(out)
 
 
 def utf8_addr_xtext(address: str) -> str:

@@ -19,7 +19,6 @@ from typing import IO
 from mta.enqueue.compose import Content
 from mta.enqueue.offline import OfflineEnvelope, write_offline
 from mta.enqueue.reader import spool_file
-from mta.enqueue.submit import xtext
 from mta.envelope import Body, DsnNotify, DsnRet
 from mta.reply import Reply
 from mta.smtp.events import (
@@ -33,6 +32,7 @@ from mta.smtp.events import (
     RcptTo,
     TransactionReset,
 )
+from mta.smtp.params import encode_xtext
 from mta.smtp.server import ServerConnection, SessionSettings
 
 __all__ = ["MAX_RCPT", "serve_standin"]
@@ -82,7 +82,7 @@ class _Transaction:
             created=int(time.time()),
             eight_bit=params.body is Body.EIGHTBITMIME,
             dsn_ret=params.ret.value if params.ret is not DsnRet.NONE else None,
-            dsn_envid=xtext(params.envid) if params.envid else None,
+            dsn_envid=encode_xtext(params.envid) if params.envid else None,
             dsn_notify=notify,
         )
 

@@ -46,7 +46,6 @@ __all__ = [
     "SubmitResult",
     "check_dsn",
     "submit",
-    "xtext",
 ]
 
 _RECEIVE = 16 * 1024
@@ -86,17 +85,6 @@ def check_dsn(instance: object, attribute: attrs.Attribute[str | None], value: s
     """attrs validator of ``dsn_ret`` / ``dsn_notify`` / ``dsn_envid`` (an xtext)."""
     if value is not None and _DSN[attribute.name].fullmatch(value) is None:
         raise ValueError(f"invalid DSN {attribute.name[4:]}: {value!r}")
-
-
-def xtext(text: str) -> str:
-    """RFC 3461 xtext: ``+``, ``=``, controls, spaces and 8-bit bytes as ``+XX``."""
-    out = []
-    for byte in text.encode("utf-8"):
-        if 0x21 <= byte <= 0x7E and byte not in (0x2B, 0x3D):
-            out.append(chr(byte))
-        else:
-            out.append(f"+{byte:02X}")
-    return "".join(out)
 
 
 @attrs.frozen

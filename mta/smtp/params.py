@@ -21,6 +21,7 @@ __all__ = [
     "MailParams",
     "RcptParams",
     "decode_xtext",
+    "encode_xtext",
     "has_smtputf8",
     "parse_mail_params",
     "parse_rcpt_params",
@@ -56,6 +57,18 @@ class RcptParams:
 
     notify: DsnNotify = DsnNotify.NONE
     orcpt: str | None = None
+
+
+def encode_xtext(text: str) -> str:
+    """RFC 3461 xtext: ``!`` to ``~`` except ``+`` and ``=`` as they are, any other
+    octet (of the UTF-8 form) as ``+HH``."""
+    out = []
+    for byte in text.encode("utf-8", "surrogateescape"):
+        if 0x21 <= byte <= 0x7E and byte not in (0x2B, 0x3D):
+            out.append(chr(byte))
+        else:
+            out.append(f"+{byte:02X}")
+    return "".join(out)
 
 
 def decode_xtext(text: str) -> str | None:

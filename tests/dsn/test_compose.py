@@ -31,7 +31,7 @@ from mta.dsn import (
     wanted,
 )
 from mta.dsn.content import returned
-from mta.dsn.text import LINE_MAX, fold, free_text, original_recipient, utf8_addr_xtext, xtext
+from mta.dsn.text import LINE_MAX, fold, free_text, original_recipient, utf8_addr_xtext
 from mta.envelope import (
     NULL_ADDRESS,
     Address,
@@ -42,7 +42,7 @@ from mta.envelope import (
     EnvelopeFlag,
     EnvelopeKind,
 )
-from mta.smtp.params import decode_xtext
+from mta.smtp.params import decode_xtext, encode_xtext
 
 SENDER = Address("alice", "example.com")
 BOB = Address("bob", "example.net")
@@ -772,7 +772,7 @@ def test_utf8_addr_xtext() -> None:
 
 
 def test_text_helpers() -> None:
-    assert xtext("a b+c=d\x7fé") == "a+20b+2Bc+3Dd+7F+C3+A9"
+    assert encode_xtext("a b+c=d\x7fé") == "a+20b+2Bc+3Dd+7F+C3+A9"
     assert free_text("  a\r\n\tb  \x00 é ") == "a b \\x{00} \\x{E9}"
     assert original_recipient("RFC822;bob@x") == "RFC822;bob@x"
     assert fold("Field: " + "w " * 10) == ["Field: " + "w " * 9 + "w "]

@@ -14,6 +14,7 @@ from mta.smtp.params import (
     MailParams,
     RcptParams,
     decode_xtext,
+    encode_xtext,
     has_smtputf8,
     parse_mail_params,
     parse_rcpt_params,
@@ -151,3 +152,8 @@ def test_decode_xtext(xtext: str, decoded: str | None) -> None:
 def test_xtext_round_trip(value: str) -> None:
     encoded = "".join(f"+{ord(c):02X}" if c in "+= " or ord(c) < 33 else c for c in value)
     assert decode_xtext(encoded) == value
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40))
+def test_encode_xtext_round_trips(value: str) -> None:
+    assert decode_xtext(encode_xtext(value)) == value
