@@ -3,63 +3,53 @@
 As OpenSMTPD's ``mail.lmtp``: connect to the destination (``host``, ``host:port``,
 ``[v6]:port`` over TCP, port 25 by default, or an absolute Unix socket path),
 ``LHLO``, ``MAIL FROM:<sender>``, one ``RCPT TO``, ``DATA``, the message
-dot-stuffed with CRLF line ends, then the one reply the server gives for that
-recipient after the final dot.  Any 5xx reply is a permanent failure, anything
-else that is not a success (4xx, a malformed reply, the connection failing or
-timing out) a temporary one.  The recipient is the local user (``USER``) by
-default, the final address with the action's ``rcpt-to`` option.
+(CRLF lines, as the spool holds it) dot-stuffed, then the one reply the server
+gives for that recipient after the final dot.  Any 5xx reply is a permanent
+failure, anything else that is not a success (4xx, a malformed reply, the
+connection failing or timing out) a temporary one.  The recipient is the
+local user (``USER``) by default, the final address with the action's
+``rcpt-to`` option.
 
-Replies are parsed strictly: every line of a multi-line reply must carry the
-same three-digit code, a line longer than 512 octets or more than 100 lines
-is malformed, and their text reaches logs and bounces only as printable text.
+The SMTP client pieces are local submission's (:mod:`mta.enqueue.smtp`):
+command lines that refuse CR, LF and NUL in their argument, the strict reply
+parser (one code per multi-line reply), bounded here to RFC 5321's 512
+octets a line and 100 lines a reply, and the dot-stuffer.  Reply text reaches
+logs and bounces only as printable text.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable
 
-import attrs
 import trio
 
 from mta.delivery.result import ESC_OTHER_MAIL_SYSTEM_STATUS, Result
+from mta.enqueue.smtp import DotStuffer, ProtocolError, ReplyParser, command
 from mta.log import visible
+from mta.reply import Reply
 from mta.server.timeouts import scale_from_env
 
-__all__ = ["LmtpError", "LmtpReply", "deliver_lmtp", "dot_stuff", "parse_destination"]
+__all__ = ["deliver_lmtp", "parse_destination", "reply_result"]
 
 STEP_TIMEOUT = 300.0  # per command and for the data (RFC 5321 client minimums are larger)
 MAX_LINE = 512
 MAX_LINES = 100
-_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
 
 
-class LmtpError(Exception):
-    """The conversation failed (malformed reply, connection lost)."""
-
-
-@attrs.frozen
-class LmtpReply:
-    code: int
-    lines: tuple[str, ...]
-
-    @property
-    def text(self) -> str:
-        return visible(" ".join(self.lines), 400)
-
-    def result(self, ok: bool = False) -> Result:
-        """The delivery result this reply means."""
-        text = f"{self.code} {self.text}"
-        esc = _ENHANCED.match(self.lines[0]) if self.lines else None
-        code = ESC_OTHER_MAIL_SYSTEM_STATUS
-        if esc is not None and int(esc.group(2)) < 10 and int(esc.group(3)) < 10:
-            code = int(esc.group(2)) * 10 + int(esc.group(3))
-        if ok and 200 <= self.code < 300:
-            return Result.ok(text)
-        if 500 <= self.code < 600:
-            return Result.permfail(f"Error ({text})", code)
-        return Result.tempfail(f"Error ({text})", code)
+def reply_result(reply: Reply, *, final: bool = False) -> Result:
+    """What a reply means for the delivery: success only for the final 2xx."""
+    text = visible(reply.text, 400)
+    code = ESC_OTHER_MAIL_SYSTEM_STATUS
+    if reply.enhanced is not None:
+        _cls, subject, detail = reply.enhanced.split(".")
+        if int(subject) < 10 and int(detail) < 10:
+            code = int(subject) * 10 + int(detail)
+    if final and 200 <= reply.code < 300:
+        return Result.ok(text)
+    if 500 <= reply.code < 600:
+        return Result.permfail(f"Error ({text})", code)
+    return Result.tempfail(f"Error ({text})", code)
 
 
 def parse_destination(destination: str) -> tuple[str, int] | str:
@@ -82,92 +72,21 @@ def parse_destination(destination: str) -> tuple[str, int] | str:
     return host, int(port_text)
 
 
-class _Lines:
-    """CRLF (or LF) lines from a stream, bounded."""
+class _Replies:
+    """Replies read from a stream through :class:`ReplyParser`."""
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
-        self.buffer = bytearray()
+        self.parser = ReplyParser(line_max=MAX_LINE, lines_max=MAX_LINES)
+        self.ready: list[Reply] = []
 
-    async def line(self) -> bytes:
-        while True:
-            end = self.buffer.find(b"\n")
-            if end >= 0:
-                raw = bytes(self.buffer[:end])
-                del self.buffer[: end + 1]
-                if len(raw) > MAX_LINE:
-                    raise LmtpError("reply line too long")
-                return raw.rstrip(b"\r")
-            if len(self.buffer) > MAX_LINE:
-                raise LmtpError("reply line too long")
+    async def next(self) -> Reply:
+        while not self.ready:
             data = await self.stream.receive_some(4096)
             if not data:
-                raise LmtpError("connection closed by the LMTP server")
-            self.buffer += data
-
-    async def reply(self) -> LmtpReply:
-        lines: list[str] = []
-        code: int | None = None
-        while True:
-            raw = await self.line()
-            text = raw.decode("utf-8", "replace")
-            if len(text) < 3 or not text[:3].isdigit() or text[3:4] not in ("", " ", "-"):
-                raise LmtpError(f"malformed reply line {visible(text, 80)!r}")
-            this = int(text[:3])
-            if code is not None and this != code:
-                raise LmtpError("reply lines with different codes")
-            if not 200 <= this <= 599:
-                raise LmtpError(f"reply code out of range: {this}")
-            code = this
-            lines.append(text[4:])
-            if len(lines) > MAX_LINES:
-                raise LmtpError("reply too long")
-            if text[3:4] != "-":
-                return LmtpReply(code, tuple(lines))
-
-
-async def dot_stuff(
-    chunks: AsyncIterator[bytes] | Iterable[bytes],
-) -> AsyncGenerator[bytes, None]:
-    """The message as DATA sends it: CRLF line ends, leading dots doubled, and the
-    final ``.`` line."""
-    at_line_start = True
-    pending_cr = False
-
-    def convert(chunk: bytes) -> bytes:
-        nonlocal at_line_start, pending_cr
-        out = bytearray()
-        for line in chunk.splitlines(keepends=True):
-            if pending_cr:
-                pending_cr = False
-                if line.startswith(b"\n"):
-                    line = line[1:]
-                    if not line:
-                        continue
-            if at_line_start and line.startswith(b"."):
-                out += b"."
-            if line.endswith(b"\r\n"):
-                out += line
-                at_line_start = True
-            elif line.endswith(b"\n"):
-                out += line[:-1] + b"\r\n"
-                at_line_start = True
-            elif line.endswith(b"\r"):
-                out += line[:-1] + b"\r\n"
-                pending_cr = True  # an LF may follow in the next chunk
-                at_line_start = True
-            else:
-                out += line
-                at_line_start = False
-        return bytes(out)
-
-    if isinstance(chunks, AsyncIterator):
-        async for chunk in chunks:
-            yield convert(chunk)
-    else:
-        for chunk in chunks:
-            yield convert(chunk)
-    yield b".\r\n" if at_line_start else b"\r\n.\r\n"
+                raise ProtocolError("connection closed by the LMTP server")
+            self.ready += self.parser.feed(bytes(data))
+        return self.ready.pop(0)
 
 
 async def _open(destination: str) -> trio.abc.Stream:
@@ -199,7 +118,7 @@ async def deliver_lmtp(
             return await _converse(stream, step, lhlo, sender, rcpt, chunks)
     except trio.TooSlowError:
         return Result.tempfail("Error (LMTP server timed out)")
-    except (LmtpError, trio.BrokenResourceError, OSError) as exc:
+    except (ProtocolError, ValueError, trio.BrokenResourceError, OSError) as exc:
         return Result.tempfail(f"Error ({visible(str(exc), 200)})")
 
 
@@ -211,36 +130,33 @@ async def _converse(
     rcpt: str,
     chunks: AsyncIterator[bytes] | Iterable[bytes],
 ) -> Result:
-    lines = _Lines(stream)
-
-    async def command(text: str, expect: int) -> LmtpReply | Result:
-        with trio.fail_after(step):
-            if text:
-                await stream.send_all(text.encode("utf-8", "surrogateescape") + b"\r\n")
-            reply = await lines.reply()
-        if reply.code != expect and not (expect == 250 and 200 <= reply.code < 300):
-            return reply.result()
-        return reply
-
-    for text, expect in (
-        ("", 220),
-        (f"LHLO {lhlo}", 250),
-        (f"MAIL FROM:<{sender}>", 250),
-        (f"RCPT TO:<{rcpt}>", 250),
-        ("DATA", 354),
+    replies = _Replies(stream)
+    for line, expect in (
+        (b"", 220),
+        (command("LHLO", lhlo), 250),
+        (command("MAIL", f"FROM:<{sender}>"), 250),
+        (command("RCPT", f"TO:<{rcpt}>"), 250),
+        (command("DATA"), 354),
     ):
-        reply = await command(text, expect)
-        if isinstance(reply, Result):
+        with trio.fail_after(step):
+            if line:
+                await stream.send_all(line)
+            reply = await replies.next()
+        if reply.code != expect and not (expect == 250 and 200 <= reply.code < 300):
             await _quit(stream)
-            return reply
+            return reply_result(reply)
+    stuffer = DotStuffer()
     with trio.fail_after(step * 4):
-        async with contextlib.aclosing(dot_stuff(chunks)) as stuffed:
-            async for data in stuffed:
-                if data:
-                    await stream.send_all(data)
-        final = await lines.reply()
+        if isinstance(chunks, AsyncIterator):
+            async for chunk in chunks:
+                await stream.send_all(stuffer.feed(chunk))
+        else:
+            for chunk in chunks:
+                await stream.send_all(stuffer.feed(chunk))
+        await stream.send_all(stuffer.finish())
+        final = await replies.next()
     await _quit(stream)
-    return final.result(ok=True)
+    return reply_result(final, final=True)
 
 
 async def _quit(stream: trio.abc.Stream) -> None:

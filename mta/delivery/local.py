@@ -92,14 +92,20 @@ def _has_loop(head: bytes, dest: str) -> bool:
 
 @attrs.frozen(eq=False)
 class _Job:
-    """One delivery under way: the envelope, its action, its user and its message
-    (``prefix``, then the rest of ``stream``)."""
+    """One delivery under way: the envelope, its action, its user and its message:
+    the delivery ``headers`` (LF lines), the ``head`` already read (for the loop
+    check), then the rest of ``stream``."""
 
     envelope: Envelope
     method: LocalDelivery
     user: UserInfo
     stream: BinaryIO
-    prefix: bytes
+    headers: bytes
+    head: bytes
+
+    @property
+    def prefix(self) -> bytes:
+        return self.headers + self.head
 
 
 class LocalDeliverer:
@@ -158,8 +164,8 @@ class LocalDeliverer:
             head = await threads.run_sync(stream.read, _LOOP_SCAN)
             if _has_loop(head, str(envelope.dest)):
                 return Result.permfail("Loop detected", ESC_ROUTING_LOOP_DETECTED)
-            prefix = delivery_headers(str(envelope.sender), str(envelope.rcpt)) + head
-            return await self._by_node(_Job(envelope, method, user, stream, prefix))
+            headers = delivery_headers(str(envelope.sender), str(envelope.rcpt))
+            return await self._by_node(_Job(envelope, method, user, stream, headers, head))
         finally:
             stream.close()
 
@@ -212,7 +218,8 @@ class LocalDeliverer:
                 lhlo=self.hostname,
                 sender=str(envelope.sender),
                 rcpt=rcpt,
-                chunks=_async_chunks(job.prefix, job.stream),
+                # LMTP speaks CRLF: the spool's content has it, the headers get it
+                chunks=_async_chunks(job.headers.replace(b"\n", b"\r\n") + job.head, job.stream),
             )
         return Result.permfail(f"Error (no delivery for a {method.method} action)")
 

@@ -16,6 +16,7 @@ import re
 from mta.reply import Reply
 
 __all__ = [
+    "REPLY_LINES_MAX",
     "REPLY_LINE_MAX",
     "DotStuffer",
     "ProtocolError",
@@ -41,9 +42,12 @@ class ProtocolError(Exception):
 
 
 class ReplyParser:
-    """Bytes from the server in, complete replies out."""
+    """Bytes from the server in, complete replies out; ``line_max`` and
+    ``lines_max`` bound one line and one reply."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, line_max: int = REPLY_LINE_MAX, lines_max: int = REPLY_LINES_MAX) -> None:
+        self.line_max = line_max
+        self.lines_max = lines_max
         self._buffer = bytearray()
         self._code: bytes | None = None
         self._lines: list[bytes] = []
@@ -55,14 +59,14 @@ class ReplyParser:
         while True:
             end = self._buffer.find(b"\n")
             if end < 0:
-                if len(self._buffer) > REPLY_LINE_MAX:
+                if len(self._buffer) > self.line_max:
                     raise ProtocolError("reply line too long")
                 return replies
             line = bytes(self._buffer[:end])
             del self._buffer[: end + 1]
             if line.endswith(b"\r"):
                 line = line[:-1]
-            if len(line) > REPLY_LINE_MAX:
+            if len(line) > self.line_max:
                 raise ProtocolError("reply line too long")
             reply = self._line(line)
             if reply is not None:
@@ -82,7 +86,7 @@ class ReplyParser:
             raise ProtocolError("reply code changed inside a multi-line reply")
         self._code = code
         self._lines.append(text)
-        if len(self._lines) > REPLY_LINES_MAX:
+        if len(self._lines) > self.lines_max:
             raise ProtocolError("too many reply lines")
         if sep == b"-":
             return None

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator
 import pytest
 import trio
 
-from mta.delivery.lmtp import deliver_lmtp, dot_stuff, parse_destination
+from mta.delivery.lmtp import deliver_lmtp, parse_destination
 from mta.delivery.result import Outcome
 from tests.dovecot import DOVECOT, Dovecot, dovecot_server
 
@@ -188,10 +188,11 @@ def test_destinations() -> None:
 
 
 async def test_dot_stuffing_across_chunk_boundaries() -> None:
-    chunks = [b".a\r", b"\n.", b"b\r\n", b"c\n", b"..d"]
-    async with contextlib.aclosing(dot_stuff(chunks)) as stuffed:
-        out = b"".join([c async for c in stuffed])
-    assert out == b"..a\r\n..b\r\nc\r\n...d\r\n.\r\n"
+    chunks = [b".a\r", b"\n.", b"b\r\n", b"c\r\n", b"..d"]
+    result, seen = await run_against(server({}), chunks=chunks)
+    assert result.outcome is Outcome.OK  # type: ignore[attr-defined]
+    data = seen[seen.index(b"DATA\r\n") + 1 : seen.index(b"QUIT\r\n")]
+    assert b"".join(data) == b"..a\r\n..b\r\nc\r\n...d\r\n.\r\n"
 
 
 @pytest.fixture
