@@ -20,6 +20,8 @@ import attrs
 import trio
 
 from mta.config.model import Config, Listener
+from mta.control.commands import Controller
+from mta.control.server import CONTROL_SOCKET, bind_control, serve_control
 from mta.delivery.local import LocalDeliverer
 from mta.dsn.notify import SpoolNotifier
 from mta.log import get_logger
@@ -42,6 +44,7 @@ from mta.server.session import Session
 from mta.server.stream import ConnectionStream
 from mta.server.timeouts import Timeouts
 from mta.server.watchdog import Watchdog, tick_for
+from mta.spool.lock import spool_lock
 from mta.spool.spool import Spool
 from mta.tables import local_addresses
 
@@ -118,6 +121,10 @@ async def _accept_loop(
     while True:
         # every listener waits for a free place, but only takes it with a
         # connection in hand: so an idle listener never starves the others
+        if gate.paused and bound.listener is not None:
+            # pause smtp: network connections wait in the listen backlog (local
+            # submissions still go through, as mta-sendmail would block otherwise)
+            await gate.wait_running()
         if gate.full:
             await gate.wait_free()
         burst += 1
@@ -129,7 +136,9 @@ async def _accept_loop(
                 conn, address = bound.socket.accept()
             except BlockingIOError:
                 burst = 0
-                conn, address = await bound.accept()
+                # wait, then look at the gate again: it may have been paused meanwhile
+                await trio.lowlevel.wait_readable(bound.socket)
+                continue
         except OSError as exc:
             if exc.errno in CAPACITY_ERRNOS:
                 log.warning("smtp: out of file descriptors, pausing incoming connections")
@@ -182,6 +191,13 @@ async def serve(
 ) -> None:
     """Run the daemon until SIGTERM/SIGINT or cancellation."""
     os.makedirs(options.spool, mode=0o711, exist_ok=True)
+    with spool_lock(options.spool):
+        await _serve_locked(config, options, task_status)
+
+
+async def _serve_locked(
+    config: Config, options: DaemonOptions, task_status: trio.TaskStatus[Running]
+) -> None:
     contexts = _contexts(config)
     spool = await Spool.open(
         options.spool, compression=config.queue.compression, key=options.queue_key
@@ -204,18 +220,27 @@ async def serve(
             watchdog=Watchdog(tick_for(options.timeouts.command, options.timeouts.data_block)),
             queue=queue,
         )
-        bound = await _bind_all(config, options.spool)
-        endpoints = tuple(_endpoint(b, config, tables, contexts) for b in bound)
-        gate = SessionGate(session_capacity())
-        async with trio.open_nursery() as deliveries:
-            await deliveries.start(queue.run)
-            await _serve_sessions(services, options, endpoints, gate, task_status)
-            deliveries.cancel_scope.cancel()  # deliveries in flight are tried again later
+        control = await bind_control(options.spool)
+        try:
+            bound = await _bind_all(config, options.spool)
+            endpoints = tuple(_endpoint(b, config, tables, contexts) for b in bound)
+            gate = SessionGate(session_capacity())
+            if "smtp" in options.paused:
+                gate.pause()
+            async with trio.open_nursery() as deliveries:
+                await deliveries.start(queue.run)
+                controller = Controller(queue, spool, gate, tables)
+                deliveries.start_soon(serve_control, control, controller)
+                await _serve_sessions(services, options, endpoints, gate, task_status)
+                deliveries.cancel_scope.cancel()  # deliveries in flight are tried again later
+        finally:
+            await control.aclose()
     finally:
         tables.close()
-        sock = os.path.join(options.spool, ENQUEUE_SOCKET)
-        with contextlib.suppress(OSError):
-            os.unlink(sock)
+        # the spool lock is ours: so are the sockets in it
+        for name in (ENQUEUE_SOCKET, CONTROL_SOCKET):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(options.spool, name))
         log.info("mta: exiting")
 
 

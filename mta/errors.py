@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "ConfigErrors",
+    "ControlError",
     "CorruptEnvelope",
     "CorruptMessage",
     "MTAError",
@@ -85,3 +86,7 @@ class CorruptMessage(SpoolCorrupt):
 
 class SpoolNotFound(MTAError, LookupError):
     """No such message or envelope in the queue (already delivered or removed)."""
+
+
+class ControlError(MTAError):
+    """A control request (``mtactl``) was refused or could not be carried out."""

@@ -1,29 +1,32 @@
 """The ``mtactl`` command: smtpctl(8)'s verbs.
 
-``makemap``, ``newaliases`` and ``encrypt`` work offline and are complete.
-The verbs that talk to a running daemon through ``SPOOL/mta.sock`` (show,
-schedule, remove, pause, resume, update, log, monitor) are parsed and answered
-with a clear "not available yet" until the control socket lands.
+``makemap``, ``newaliases`` and ``encrypt`` work offline.  The other verbs
+(show, schedule, remove, discover, pause, resume, update, log, monitor) talk
+to the running daemon through ``SPOOL/mta.sock`` (:mod:`mta.control`); with
+the daemon down, ``show queue`` reads the spool itself, as smtpctl does.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from mta.auth.hashes import make_hash
 from mta.cli.main import default_spool
-from mta.errors import TableError
+from mta.control.client import DaemonNotRunning, call, offline_queue
+from mta.control.server import CONTROL_SOCKET
+from mta.errors import ControlError, TableError
 from mta.tables.makemap import MapType, makemap
 
 __all__ = ["main"]
 
 DAEMON_VERBS = {
-    "show": ["queue", "envelope", "message", "stats", "status", "hosts", "relays", "routes"],
+    "show": ["queue", "envelope", "message", "stats", "status"],
     "schedule": None,
     "remove": None,
     "pause": ["envelope", "mda", "mta", "smtp"],
-    "resume": ["envelope", "mda", "mta", "smtp", "route"],
+    "resume": ["envelope", "mda", "mta", "smtp"],
     "update": ["table"],
     "log": ["brief", "verbose"],
     "monitor": None,
@@ -91,9 +94,22 @@ def main(argv: list[str] | None = None) -> int:
     if choices is not None and (not rest or rest[0] not in choices):
         print(f"mtactl: {verb} needs one of: {', '.join(choices)}", file=sys.stderr)
         return 2
-    print(
-        f"mtactl: '{' '.join(argv)}' is not available yet: it needs the mta daemon's control "
-        f"socket ({spool}/mta.sock), which arrives with the server",
-        file=sys.stderr,
-    )
-    return 1
+    return _daemon(spool, argv)
+
+
+def _daemon(spool: str, argv: list[str]) -> int:
+    out = sys.stdout.buffer
+    try:
+        try:
+            timeout = None if argv[0] == "monitor" else 60.0
+            call(os.path.join(spool, CONTROL_SOCKET), argv, out, timeout=timeout)
+        except DaemonNotRunning:
+            if argv != ["show", "queue"]:
+                raise
+            offline_queue(spool, out)
+    except ControlError as exc:
+        print(f"mtactl: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # ends monitor
+        return 0
+    return 0

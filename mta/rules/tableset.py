@@ -151,6 +151,12 @@ class TableSet:
             return fn()
         return await threads.run_sync(fn)
 
+    async def reload(self, name: str) -> None:
+        """Re-read a declared table (``mtactl update table``), in a worker
+        thread; TableError if it cannot be re-read (the old contents stay)."""
+        table = self.get(NamedTable(name))
+        await threads.run_sync(table.reload)
+
     def close(self) -> None:
         """Close every table (stops helper processes)."""
         for table in [*self._named.values(), *self._inline.values()]:

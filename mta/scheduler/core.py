@@ -87,11 +87,15 @@ class Entry:
     expire: int
     retry: int = 0
     last_bounce: int = 0
-    sched: int = 0  # next try
+    sched: int = 0  # next try; while inflight, when the try began
     state: _State = _State.PENDING
     suspended: bool = False
     removed: bool = False  # by the operator, while inflight
     generation: int = 0  # bumped at every (re)queueing: stale heap items are skipped
+
+    @property
+    def inflight(self) -> bool:
+        return self.state is _State.INFLIGHT
 
 
 @attrs.frozen
@@ -215,6 +219,7 @@ class Scheduler:
                     continue
                 task = Task.DELIVER
             entry.state = _State.INFLIGHT
+            entry.sched = int(now)
             self._inflight += 1
             out.append(Due(evpid, task))
         for item in skipped:  # paused work stays due

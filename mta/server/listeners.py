@@ -115,6 +115,23 @@ class SessionGate:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._semaphore = trio.Semaphore(capacity)
+        self._running = trio.Event()
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        """True while new sessions are not accepted (``pause smtp``)."""
+        return not self._running.is_set()
+
+    def pause(self) -> None:
+        if not self.paused:
+            self._running = trio.Event()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    async def wait_running(self) -> None:
+        await self._running.wait()
 
     @property
     def active(self) -> int:

@@ -36,7 +36,13 @@ def test_makemap_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "bad:2" in capsys.readouterr().err
 
 
-def test_daemon_verbs_explain(capsys: pytest.CaptureFixture[str]) -> None:
-    assert ctl.main(["--spool", "/tmp/s", "show", "queue"]) == 1
-    assert "/tmp/s/mta.sock" in capsys.readouterr().err
+def test_daemon_verbs_without_a_daemon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl.main(["--spool", str(tmp_path), "show", "status"]) == 1
+    err = capsys.readouterr().err
+    assert "mta is not running on this spool" in err and f"{tmp_path}/mta.sock" in err
+    # show queue reads the spool itself, which must be one
+    assert ctl.main(["--spool", str(tmp_path), "show", "queue"]) == 1
+    assert "not an mta spool" in capsys.readouterr().err
     assert ctl.main(["frobnicate"]) == 2
+    assert ctl.main(["pause", "everything"]) == 2
+    assert "pause needs one of: envelope, mda, mta, smtp" in capsys.readouterr().err

@@ -73,6 +73,21 @@ def test_new_envelopes_are_due_at_once_then_retried_on_the_ladder() -> None:
     assert len(s) == 0 and s.next_wakeup(T0 + 400) is None
 
 
+def test_an_entry_tells_whether_it_is_inflight_and_since_when() -> None:
+    s = Scheduler()
+    s.insert(evp(1), MDA, ctime=T0, ttl=4 * DAY)
+
+    def state() -> tuple[bool, int]:
+        (entry,) = s.entries()
+        return entry.inflight, entry.sched
+
+    assert state() == (False, T0)
+    assert s.batch(T0 + 3) == [Due(evp(1), Task.DELIVER)]
+    assert state() == (True, T0 + 3)  # the try began then
+    s.tempfail(evp(1), T0 + 5)
+    assert state() == (False, T0 + 10)
+
+
 def test_a_restart_schedules_from_the_stored_retry_count() -> None:
     s = Scheduler()
     s.insert(evp(1), MTA, ctime=T0, ttl=4 * DAY, retry=3)
