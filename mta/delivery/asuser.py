@@ -3,12 +3,14 @@
 OpenSMTPD forks ``mail.maildir`` / ``mail.local`` as the target user; we fork
 the daemon itself: the child drops to the user (supplementary groups, gid,
 uid, in that order, then the home directory as working directory, in a
-session of its own), runs the blocking delivery function, and exits with 0,
-75 (temporary failure) or 73 (permanent failure), the reason written to a
-pipe the parent reads.  The child only calls the function and ``os._exit``:
-it never returns into the event loop, logs nothing and imports nothing, so the
-parent's threads and locks do not matter to it.  Past the time limit the
-child is killed and the delivery is a temporary failure.
+session of its own; the supplementary groups are the user's group and any the
+caller adds, such as the mail spool's group for a system mailbox), runs the
+blocking delivery function, and exits with 0, 75 (temporary failure) or 73
+(permanent failure), the reason written to a pipe the parent reads.  The child
+only calls the function and ``os._exit``: it never returns into the event
+loop, logs nothing and imports nothing, so the parent's threads and locks do
+not matter to it.  Past the time limit the child is killed and the delivery is
+a temporary failure.
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ TIME_LIMIT = 300.0
 _REASON_MAX = 400
 
 
-def _child(user: UserInfo, work: Callable[[], None], reason_fd: int) -> None:
+def _child(
+    user: UserInfo, groups: tuple[int, ...], work: Callable[[], None], reason_fd: int
+) -> None:
     status = EX_TEMPFAIL
     try:
         os.setsid()
-        os.setgroups([user.gid])
+        os.setgroups([user.gid, *(g for g in groups if g not in (0, user.gid))])
         os.setgid(user.gid)
         os.setuid(user.uid)
         try:
@@ -59,9 +63,15 @@ def _child(user: UserInfo, work: Callable[[], None], reason_fd: int) -> None:
 
 
 async def run_as_user(
-    user: UserInfo, work: Callable[[], None], *, time_limit: float = TIME_LIMIT
+    user: UserInfo,
+    work: Callable[[], None],
+    *,
+    groups: tuple[int, ...] = (),
+    time_limit: float = TIME_LIMIT,
 ) -> Result:
-    """Run ``work()`` in a child process as ``user``; its outcome as a Result."""
+    """Run ``work()`` in a child process as ``user``; its outcome as a Result.
+
+    ``groups``: supplementary groups besides the user's own (group 0 never)."""
     if user.uid == 0:
         return Result.permfail(f"Error (MDA not allowed to deliver to: {user.username})")
     read_fd, write_fd = os.pipe()
@@ -73,7 +83,7 @@ async def run_as_user(
         return Result.tempfail(f"Error (fork: {exc.strerror})")
     if pid == 0:
         os.close(read_fd)
-        _child(user, work, write_fd)  # never returns
+        _child(user, groups, work, write_fd)  # never returns
     os.close(write_fd)
     reason = b""
     timed_out = False

@@ -24,7 +24,8 @@ the message, read for the loop check) and the rest of the stream.
 Run as root, deliveries never run as root: commands run as the user, maildir
 and mbox deliveries in a child process of the user (:mod:`mta.delivery.asuser`;
 the system mailbox is created for the user first, as OpenSMTPD's parent
-does); a delivery to uid 0 is refused.  Files and commands
+does, and the mail spool's group lets the user take its dot lock); a delivery
+to uid 0 is refused.  Files and commands
 from alias tables belong to no user: they run as ``nobody`` (OpenSMTPD's
 ``_smtpd``), or as the daemon's user when it is unprivileged.  Run unprivileged,
 everything runs as the daemon's user, maildir and mbox in worker threads.
@@ -45,7 +46,7 @@ from mta.delivery.asuser import run_as_user
 from mta.delivery.format import FormatError, FormatValues, expand, expand_path
 from mta.delivery.lmtp import deliver_lmtp
 from mta.delivery.maildir import deliver_maildir, delivery_headers, folder_name
-from mta.delivery.mbox import deliver_mbox, mailbox_path
+from mta.delivery.mbox import deliver_mbox, mailbox_path, spool_groups
 from mta.delivery.mda import MdaCommand, run_mda
 from mta.delivery.result import ESC_ROUTING_LOOP_DETECTED, Result
 from mta.envelope import DeliveryNode, Envelope
@@ -265,9 +266,11 @@ class LocalDeliverer:
             )
 
         if self.privileged:
+            groups: tuple[int, ...] = ()
             if system_mailbox:
                 await threads.run_sync(_create_mailbox, path, user.uid, user.gid)
-            return await run_as_user(user, work)
+                groups = await threads.run_sync(spool_groups, path)  # to take path.lock
+            return await run_as_user(user, work, groups=groups)
         if system_mailbox:
             await threads.run_sync(lambda: os.makedirs(os.path.dirname(path), exist_ok=True))
         await threads.run_sync(work)

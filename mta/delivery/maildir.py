@@ -58,7 +58,8 @@ Symbolic links
     parents are followed (``~/Maildir`` may legitimately be a link), unless
     ``confine`` is given: then ``root`` must lie under ``confine`` (the
     configured directory before expansion, or the user's home), ``confine``
-    itself is trusted and followed, and every component below it is opened
+    itself is trusted and followed (and created when missing, like the rest of
+    the path), and every component below it is opened
     with ``O_NOFOLLOW``, so no address and no link planted by a user leads
     out of it.  Not protected: links in ``confine`` (or, without it, in
     ``root``) and above, which belong to the administrator; and the content
@@ -425,7 +426,9 @@ def _open_root(root: str, confine: str | None, owner: tuple[int, int] | None) ->
     base = split_absolute(confine)
     if parts[: len(base)] != base:
         raise PermanentFailure(f"{root}: not under {confine}")
-    fd = _open_path(base, create=False, nofollow=False, owner=None)
+    # the configured part is trusted (links followed) and, like the rest of the
+    # path, made when missing (mail.maildir's mkdirs)
+    fd = _open_path(base, create=True, nofollow=False, owner=owner)
     path = "/" + "/".join(base)
     return _descend(fd, parts[len(base) :], path, create=True, nofollow=True, owner=owner)
 

@@ -102,6 +102,7 @@ __all__ = [
     "deliver_mbox",
     "from_line",
     "mailbox_path",
+    "spool_groups",
 ]
 
 MAIL_SPOOL = "/var/mail"  # _PATH_MAILDIR
@@ -129,6 +130,24 @@ def mailbox_path(username: str, directory: str = MAIL_SPOOL) -> str:
     ):
         raise PermanentFailure(f"{username!r}: not a valid mailbox name")
     return directory.rstrip("/") + "/" + username
+
+
+def spool_groups(path: str) -> tuple[int, ...]:
+    """The group a delivery run as the user needs to lock the system mailbox ``path``.
+
+    ``mail.local`` runs as root; we deliver as the user, who must still create
+    ``path.lock`` in the mail spool.  Where the spool is group-writable (Debian's
+    ``/var/mail`` is ``root:mail`` mode 2775, for the dot-locking programs that are
+    setgid ``mail``), its group is given to the delivery as a supplementary group.
+    Empty when the directory is not group-writable, belongs to group 0, or cannot
+    be read."""
+    try:
+        st = os.stat(os.path.dirname(path) or ".")
+    except OSError:
+        return ()
+    if st.st_mode & stat.S_IWGRP and st.st_gid != 0:
+        return (st.st_gid,)
+    return ()
 
 
 def from_line(sender: str, now: float) -> bytes:

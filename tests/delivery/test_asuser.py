@@ -41,6 +41,17 @@ async def test_the_work_runs_as_the_user(shared: pathlib.Path) -> None:
     assert target.stat().st_uid == 65534
 
 
+async def test_supplementary_groups_are_added_never_root(shared: pathlib.Path) -> None:
+    target = shared / "groups"
+
+    def work() -> None:
+        target.write_text(" ".join(str(g) for g in sorted(os.getgroups())))
+
+    result = await run_as_user(NOBODY, work, groups=(0, 8, 65534))
+    assert result.outcome is Outcome.OK
+    assert target.read_text() == "8 65534"
+
+
 async def test_failures_keep_their_class_and_reason() -> None:
     def permanent() -> None:
         raise PermanentFailure("no such folder")

@@ -405,6 +405,15 @@ def test_confine_follows_links_above_it(tmp_path: Path) -> None:
     assert (real / "Maildir" / "new" / os.path.basename(final)).exists()
 
 
+def test_confine_is_created_when_missing(tmp_path: Path) -> None:
+    # maildir "/var/vmail/%{rcpt.domain}/..." on a fresh machine: /var/vmail is made too
+    base = tmp_path / "vmail" / "boxes"
+    root = base / "example.org" / "bob"
+    final = deliver_maildir(str(root), [MESSAGE], confine=str(base))
+    assert os.path.dirname(final) == str(root / "new")
+    assert stat.S_IMODE(base.stat().st_mode) == 0o700
+
+
 def test_root_outside_confine_is_permanent(tmp_path: Path) -> None:
     with pytest.raises(PermanentFailure, match="not under"):
         deliver_maildir(str(tmp_path / "a" / "M"), [MESSAGE], confine=str(tmp_path / "b"))

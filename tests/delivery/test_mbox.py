@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from mta.delivery.maildir import delivery_headers
-from mta.delivery.mbox import deliver_mbox, from_line, mailbox_path
+from mta.delivery.mbox import deliver_mbox, from_line, mailbox_path, spool_groups
 from mta.errors import PermanentFailure, TemporaryFailure
 
 NOW = 1_700_000_000.0
@@ -629,3 +629,23 @@ def test_dotlock_refreshed_while_writing(tmp_path: Path, monkeypatch: Any) -> No
     deliver_mbox(str(tmp_path / "bob"), chunks(), sender="a@b")
     assert len(mtimes) == 1
     assert mtimes[0] > time.time() - 60
+
+
+def test_spool_groups_is_the_group_of_a_group_writable_spool(tmp_path: Path) -> None:
+    spool = tmp_path / "mail"
+    spool.mkdir()
+    group = 8 if os.geteuid() == 0 else os.getgid()  # Debian's "mail"; else our own
+    os.chown(spool, -1, group)
+    spool.chmod(0o2775)  # /var/mail on Debian: root:mail 2775
+    expected = () if group == 0 else (group,)
+    assert spool_groups(str(spool / "bob")) == expected
+    spool.chmod(0o755)  # only its owner may create the lock: no group helps
+    assert spool_groups(str(spool / "bob")) == ()
+    assert spool_groups(str(tmp_path / "missing" / "bob")) == ()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory to group 0 needs root")
+def test_spool_groups_never_gives_group_root(tmp_path: Path) -> None:
+    os.chown(tmp_path, -1, 0)
+    tmp_path.chmod(0o775)
+    assert spool_groups(str(tmp_path / "bob")) == ()

@@ -14,12 +14,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from mta.spool.paths import SpoolPaths
 from mta.spool.store import Store
 
-__all__ = ["Daemon", "free_port"]
+__all__ = ["Daemon", "free_port", "has_mail", "start", "wait_for"]
 
 MTA = [sys.executable, "-m", "mta"]
 
@@ -131,3 +132,27 @@ class Daemon:
             with store.open_message(msgid) as stream:
                 result.append(stream.read())
         return result
+
+
+def start(directory: Path, config: str, **env: str) -> tuple[Daemon, int]:
+    """A started daemon that delivers (nothing paused), listening on the port that
+    replaces ``PORT`` in ``config``; ``env`` is added to its environment."""
+    port = free_port()
+    daemon = Daemon(directory, config.replace("PORT", str(port)), env=env, paused=())
+    daemon.start()
+    return daemon, port
+
+
+def has_mail(maildir: Path) -> bool:
+    """Whether a maildir has a message in ``new/``."""
+    new = maildir / "new"
+    return new.is_dir() and any(new.iterdir())
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll ``check`` until it is true; AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)

@@ -11,17 +11,14 @@ import email
 import mailbox
 import os
 import pathlib
-import shutil
 import smtplib
 import stat
-import tempfile
 import time
-from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.dovecot import DOVECOT, dovecot_server
-from tests.e2e.daemon import Daemon, free_port
+from tests.e2e.daemon import has_mail, start, wait_for
 
 USERS = (
     'table users { bob = "65534:65534:/nonexistent", carol = "65534:65534:/nonexistent",'
@@ -30,35 +27,6 @@ USERS = (
 MESSAGE = (
     b"From: alice@example.org\r\nTo: bob@localhost\r\nSubject: hi\r\n\r\nHello.\r\nFrom here\r\n"
 )
-
-
-@pytest.fixture
-def shared() -> Iterator[pathlib.Path]:
-    """A directory the delivery users can write in (sticky, world-writable)."""
-    root = pathlib.Path(tempfile.mkdtemp(prefix="mta-deliver-", dir="/tmp"))
-    root.chmod(0o1777)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def start(tmp_path: pathlib.Path, config: str, **env: str) -> tuple[Daemon, int]:
-    port = free_port()
-    d = Daemon(tmp_path, config.replace("PORT", str(port)), env=env, paused=())
-    d.start()
-    return d, port
-
-
-def has_mail(maildir: pathlib.Path) -> bool:
-    new = maildir / "new"
-    return new.is_dir() and any(new.iterdir())
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.05)
 
 
 def test_maildir_delivery_and_a_bounce_to_a_local_sender(
