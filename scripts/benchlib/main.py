@@ -1,12 +1,15 @@
 """The benchmark run: fetch smtp-source, measure every peer, print the report.
 
-Every peer's server (``mta`` and aiosmtpd) runs in a fresh process on a free
-loopback port: a warm-up run each, then the timed smtp-source runs take turns
-(each round, each concurrency, each peer), so both see the same machine; the
-best run of each counts.  Then, in another fresh process per peer, its
-resident memory before and with N idle sessions open.  Exit status: 0 when
-every peer ran (targets missed or not), 1 when a peer failed to run, 2 when
-the harness itself could not run.
+Three sections (``--sections``).  Throughput: every peer's server (``mta``
+and aiosmtpd) runs in a fresh process on a free loopback port: a warm-up run
+each, then the timed smtp-source runs take turns (each round, each
+concurrency, each peer), so both see the same machine; the best run of each
+counts.  Memory: in another fresh process per peer, its resident memory
+before and with N idle sessions open.  Delivery: mta against OpenSMTPD, from
+the first connection until every message is in the Maildir, each run in
+private namespaces (:mod:`benchlib.delivery`; skipped, saying why, when not
+root).  Exit status: 0 when every server ran (targets missed or not), 1 when
+one failed to run, 2 when the harness itself could not run.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from benchlib.delivery import DeliveryFigure, DeliverySettings, measure_delivery
 from benchlib.idle import idle_sessions
 from benchlib.peers import BENCH_USER, PEERS, Peer
-from benchlib.procs import Server, ServerError, free_port, raise_nofile
-from benchlib.report import PeerResult, format_report
+from benchlib.procs import Server, ServerError, free_port, raise_nofile, remove_stale_dirs
+from benchlib.report import PeerResult, format_delivery, format_report
 from benchlib.smtpsource import LoadError, SetupError, SmtpSource, fetch, run_load
 
 __all__ = ["main"]
@@ -35,6 +39,7 @@ __all__ = ["main"]
 REPO = Path(__file__).resolve().parents[2]
 ADDRESS = f"{BENCH_USER}@localhost"
 HARNESS_PID = "harness.pid"
+SECTIONS = ("throughput", "memory", "delivery")
 
 
 def log(msg: str) -> None:
@@ -44,10 +49,16 @@ def log(msg: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scripts/bench",
-        description="smtp-source against mta and aiosmtpd: messages/s and memory",
+        description="smtp-source against mta and aiosmtpd (messages/s, memory) and, end to end"
+        " with delivery to a Maildir, against OpenSMTPD",
         epilog="scripts/bench also takes --no-setup: skip scripts/setup and the bench extra.",
     )
     p.add_argument("--quick", action="store_true", help="300 messages per run (smoke check)")
+    p.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help="comma-separated sections to run (default throughput,memory,delivery)",
+    )
     p.add_argument("--messages", type=int, help="messages per timed run (default 2000)")
     p.add_argument("--size", type=int, default=4096, help="message body bytes (default 4096)")
     p.add_argument(
@@ -59,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
         "--repeat", type=int, default=3, help="timed rounds per concurrency; the best counts (3)"
     )
     p.add_argument("--idle", type=int, default=1000, help="idle sessions for memory (1000)")
+    p.add_argument(
+        "--delivery-sessions",
+        default="4",
+        help="comma-separated concurrencies of the delivery runs (default 4)",
+    )
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per run (300)")
     p.add_argument(
         "--peers", default=",".join(p.name for p in PEERS), help="which servers (mta,aiosmtpd)"
@@ -67,17 +83,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, default=REPO / ".cache" / "bench", help="cache dir")
     p.add_argument("--keep", action="store_true", help="keep spools, maildirs and logs")
     return p
-
-
-def _remove_stale_runs(cache: Path) -> None:
-    """Remove work directories left by a harness that was killed (kept ones have no pid file)."""
-    for run in cache.glob("run-*"):
-        try:
-            pid = int((run / HARNESS_PID).read_text())
-        except (OSError, ValueError):
-            continue
-        if not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(run, ignore_errors=True)
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -227,23 +232,53 @@ def _memory(peer: Peer, result: PeerResult, workdir: Path, args: argparse.Namesp
             )
 
 
+def _numbers(text: str) -> list[int]:
+    """``"4,100"`` -> ``[4, 100]``, sorted, without duplicates."""
+    return sorted({int(c) for c in text.split(",") if c.strip()})
+
+
+def _delivery(
+    source: SmtpSource, workroot: Path, args: argparse.Namespace, concurrencies: list[int]
+) -> DeliveryFigure:
+    settings = DeliverySettings(
+        messages=args.messages,
+        concurrencies=concurrencies,
+        size=args.size,
+        repeat=args.repeat,
+        timeout=args.timeout,
+        address=ADDRESS,
+        mta=args.mta,
+        keep=args.keep,
+    )
+    return measure_delivery(source, workroot, settings, log)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.messages is None:
         args.messages = 300 if args.quick else 2000
     try:
-        concurrencies = sorted({int(c) for c in args.sessions.split(",") if c.strip()})
-    except ValueError:
-        log(f"--sessions wants numbers separated by commas, not {args.sessions!r}")
+        concurrencies = _numbers(args.sessions)
+        delivery_at = _numbers(args.delivery_sessions)
+    except ValueError as exc:
+        log(f"--sessions and --delivery-sessions want numbers separated by commas: {exc}")
+        return 2
+    sections = {n.strip() for n in args.sections.split(",") if n.strip()}
+    if not sections or not sections <= set(SECTIONS):
+        log(f"--sections must name some of {', '.join(SECTIONS)}")
         return 2
     wanted = [n.strip() for n in args.peers.split(",") if n.strip()]
     peers = [p for p in PEERS if p.name in wanted]
-    if not peers or len(peers) != len(wanted) or min(concurrencies, default=0) < 1:
+    if not peers or len(peers) != len(wanted) or min(concurrencies + delivery_at, default=0) < 1:
         log(f"--peers must name some of {', '.join(p.name for p in PEERS)}; sessions >= 1")
         return 2
-    if args.repeat < 1 or args.messages < 1 or args.idle < 0:
-        log("--repeat and --messages must be at least 1, --idle at least 0")
+    if args.repeat < 1 or args.messages < 1 or args.idle < 0 or not delivery_at:
+        log("--repeat, --messages, --delivery-sessions must be at least 1, --idle at least 0")
         return 2
+    if "throughput" not in sections:
+        concurrencies = []
+    if "memory" not in sections:
+        args.idle = 0
     if args.mta is None:
         args.mta = Path(sys.executable).parent / "mta"
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -260,22 +295,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log(f"smtp-source {source.version}: {source.binary}")
 
-    _remove_stale_runs(args.cache)
+    remove_stale_dirs(args.cache, "run-*", HARNESS_PID)  # left by a harness that was killed
     workroot = Path(tempfile.mkdtemp(prefix="run-", dir=args.cache))
     (workroot / HARNESS_PID).write_text(f"{os.getpid()}\n")
     results = [PeerResult(p.name) for p in peers]
+    figure: DeliveryFigure | None = None
     try:
-        runs_of = []
-        for peer, result in zip(peers, results, strict=True):
-            tput = workroot / f"{peer.name}-throughput"
-            tput.mkdir()
-            runs_of.append((peer, result, tput))
-        _throughput(runs_of, source, args, concurrencies)
+        if concurrencies:
+            runs_of = []
+            for peer, result in zip(peers, results, strict=True):
+                tput = workroot / f"{peer.name}-throughput"
+                tput.mkdir()
+                runs_of.append((peer, result, tput))
+            _throughput(runs_of, source, args, concurrencies)
         if args.idle > 0:
             for peer, result in zip(peers, results, strict=True):
                 mem = workroot / f"{peer.name}-memory"
                 mem.mkdir()
                 _memory(peer, result, mem, args)
+        if "delivery" in sections:
+            figure = _delivery(source, workroot / "delivery", args, delivery_at)
     finally:
         if args.keep:
             (workroot / HARNESS_PID).unlink()
@@ -283,19 +322,37 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workroot, ignore_errors=True)
 
-    print(
-        format_report(
-            results,
-            concurrencies=concurrencies,
-            messages=args.messages,
-            size=args.size,
-            idle=args.idle,
-            tool=f"smtp-source {source.version}",
-            repeat=args.repeat,
-        ),
-        flush=True,
-    )
-    if any(r.failed for r in results):
+    tool = f"smtp-source {source.version}"
+    report: list[str] = []
+    if concurrencies or args.idle > 0:
+        report.append(
+            format_report(
+                results,
+                concurrencies=concurrencies,
+                messages=args.messages,
+                size=args.size,
+                idle=args.idle,
+                tool=tool,
+                repeat=args.repeat,
+            )
+        )
+    else:
+        results = []  # the peers did not run
+    if figure is not None:
+        report.append(
+            format_delivery(
+                figure.results,
+                messages=args.messages,
+                size=args.size,
+                concurrencies=delivery_at,
+                tool=tool,
+                reference=figure.reference,
+                repeat=args.repeat,
+                skipped=figure.skipped,
+            )
+        )
+    print("\n".join(report), flush=True)
+    if any(r.failed for r in results) or (figure is not None and figure.failed):
         if not args.keep:
             log("a server failed; rerun with --keep to keep its logs")
         return 1

@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +29,7 @@ __all__ = [
     "process_tree",
     "raise_nofile",
     "read_banner",
+    "remove_stale_dirs",
     "rss_kib",
 ]
 
@@ -72,6 +74,20 @@ def read_banner(host: str, port: int, timeout: float) -> str:
                 with contextlib.suppress(OSError):
                     s.sendall(b"QUIT\r\n")
                 return final[0].decode(errors="replace")
+
+
+def remove_stale_dirs(parent: Path, pattern: str, pid_file: str) -> None:
+    """Remove ``parent/pattern`` directories whose harness (its pid in ``pid_file``) is gone.
+
+    Directories without that file (kept with ``--keep``) are left alone.
+    """
+    for run in parent.glob(pattern):
+        try:
+            pid = int((run / pid_file).read_text())
+        except (OSError, ValueError):
+            continue
+        if not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(run, ignore_errors=True)
 
 
 def _children() -> dict[int, list[int]]:

@@ -1,17 +1,30 @@
-"""Benchmark results, the targets of issue 3 and the printed report.
+"""Benchmark results, their targets and the printed report.
 
 Targets: ``mta`` sends at least 1.5 times aiosmtpd's messages per second at
 every concurrency, and its rate at the highest concurrency is at least its
-rate at the lowest (no collapse under many sessions).
+rate at the lowest (no collapse under many sessions) (issue 3).  End to end,
+received and delivered to a Maildir, it is at least 2 times as fast as
+OpenSMTPD with the same smtpd.conf.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["RATIO_TARGET", "PeerResult", "Verdict", "format_report", "verdicts"]
+__all__ = [
+    "DELIVERY_TARGET",
+    "RATIO_TARGET",
+    "DeliveryResult",
+    "PeerResult",
+    "Verdict",
+    "delivery_verdict",
+    "format_delivery",
+    "format_report",
+    "verdicts",
+]
 
 RATIO_TARGET = 1.5
+DELIVERY_TARGET = 2.0
 
 
 @dataclass
@@ -83,21 +96,24 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x"
 
 
+def _cell(v: float | None, fmt: str) -> str:
+    return format(v, fmt) if v is not None else "failed"
+
+
 def _mib(kib: int | None) -> str:
     return f"{kib / 1024:.1f} MiB" if kib is not None else "failed"
 
 
-def format_report(
+def _throughput_lines(
     results: list[PeerResult],
     *,
     concurrencies: list[int],
     messages: int,
     size: int,
-    idle: int,
     tool: str,
-    repeat: int = 1,
-) -> str:
-    """The report as text: throughput table, targets, memory table, failures."""
+    repeat: int,
+) -> list[str]:
+    """The throughput table, the floor line, CPU per message and the targets."""
     names = [r.name for r in results]
     first, others = results[0], results[1:]
     lines = [
@@ -131,6 +147,32 @@ def format_report(
         lines.append("Targets:")
         for v in verdicts(first, rival, concurrencies):
             lines.append(f"  {'PASS' if v.passed else 'FAIL'}  {v.text}")
+    return lines
+
+
+def format_report(
+    results: list[PeerResult],
+    *,
+    concurrencies: list[int],
+    messages: int,
+    size: int,
+    idle: int,
+    tool: str,
+    repeat: int = 1,
+) -> str:
+    """The report as text: throughput table and targets (unless ``concurrencies`` is
+    empty), memory table (unless ``idle`` is 0), then each server's failures."""
+    names = [r.name for r in results]
+    lines: list[str] = []
+    if concurrencies:
+        lines += _throughput_lines(
+            results,
+            concurrencies=concurrencies,
+            messages=messages,
+            size=size,
+            tool=tool,
+            repeat=repeat,
+        )
     if idle > 0:
         lines.append(f"Memory: VmRSS of the server process (tree), {idle} idle sessions")
         lines.append(
@@ -163,4 +205,106 @@ def format_report(
             lines.append(f"{r.name}: failed: " + "; ".join(r.failures))
         else:
             lines.append(f"{r.name}: ok")
+    return "\n".join(lines)
+
+
+@dataclass
+class DeliveryResult:
+    """One server's end-to-end delivery runs, by concurrency; the fastest complete run counts."""
+
+    name: str
+    runs: dict[int, list[float]] = field(default_factory=dict)  # sessions -> every run's s
+    seconds: dict[int, float] = field(default_factory=dict)  # best: until all were delivered
+    sent_seconds: dict[int, float] = field(default_factory=dict)  # that run: smtp-source done
+    cpu_ms: dict[int, float] = field(default_factory=dict)  # that run: server CPU ms/message
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failures)
+
+    def fail(self, phase: str, reason: object) -> None:
+        self.failures.append(f"{phase}: {reason}")
+
+    def rate(self, sessions: int, messages: int) -> float | None:
+        s = self.seconds.get(sessions)
+        return messages / s if s else None
+
+
+def delivery_verdict(
+    mta: DeliveryResult, peer: DeliveryResult, sessions: int, messages: int
+) -> Verdict:
+    a, b = mta.rate(sessions, messages), peer.rate(sessions, messages)
+    what = f"delivery at {sessions} sessions: {mta.name}/{peer.name}"
+    if a is None or b is None:
+        return Verdict(f"{what} >= {DELIVERY_TARGET}x: not measured", False)
+    return Verdict(f"{what} = {a / b:.2f}x >= {DELIVERY_TARGET}x", a / b >= DELIVERY_TARGET)
+
+
+def _seconds(r: DeliveryResult, c: int) -> str:
+    s, sent = r.seconds.get(c), r.sent_seconds.get(c)
+    return f"{s:.2f} ({sent:.2f})" if s is not None and sent is not None else "failed"
+
+
+def format_delivery(
+    results: list[DeliveryResult],
+    *,
+    concurrencies: list[int],
+    messages: int,
+    size: int,
+    tool: str,
+    reference: str,
+    repeat: int = 1,
+    skipped: str | None = None,
+) -> str:
+    """The end-to-end section: rate and times per server and concurrency, ratios, targets."""
+    head = "End-to-end delivery"
+    if skipped is not None:
+        return f"{head}: skipped: {skipped}"
+    first, others = results[0], results[1:]
+    lines = [
+        f"{head}: {messages} messages of {size} bytes ({tool}), from the first connection"
+        f" until all are files in the Maildir's new/; {reference}, same smtpd.conf,"
+        " private network namespace" + (f"; best of {repeat} runs" if repeat > 1 else ""),
+        "  messages/s: sessions"
+        + "".join(f"{r.name:>12}" for r in results)
+        + "".join(f"{first.name + '/' + r.name:>18}" for r in others),
+    ]
+    for c in concurrencies:
+        row = f"  {c:>20}" + "".join(f"{_cell(r.rate(c, messages), '.1f'):>12}" for r in results)
+        row += "".join(
+            f"{_ratio(first.rate(c, messages), r.rate(c, messages)):>18}" for r in others
+        )
+        lines.append(row)
+    lines.append("  seconds until all delivered (until all accepted):")
+    for c in concurrencies:
+        cells = ", ".join(f"{r.name} {_seconds(r, c)}" for r in results)
+        lines.append(f"  {c:>20}  {cells}")
+    cpu = [
+        r.name + " " + ", ".join(f"{ms:.2f} at {c}" for c, ms in sorted(r.cpu_ms.items()))
+        for r in results
+        if r.cpu_ms
+    ]
+    if cpu:
+        lines.append("  server CPU ms/message: " + "; ".join(cpu))
+    runs = [
+        f"{r.name} at {c}: " + ", ".join(f"{s:.2f}" for s in r.runs[c])
+        for c in concurrencies
+        for r in results
+        if r.runs.get(c)
+    ]
+    if runs and repeat > 1:
+        lines.append("  every run, s: " + "; ".join(runs))
+    if others:
+        lines.append("Targets:")
+        for c in concurrencies:
+            v = delivery_verdict(first, others[0], c, messages)
+            lines.append(f"  {'PASS' if v.passed else 'FAIL'}  {v.text}")
+    for r in results:
+        for note in r.notes:
+            lines.append(f"Note: {r.name} delivery: {note}")
+    for r in results:
+        status = "failed: " + "; ".join(r.failures) if r.failed else "ok"
+        lines.append(f"{r.name} delivery: {status}")
     return "\n".join(lines)

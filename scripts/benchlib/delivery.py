@@ -1,0 +1,213 @@
+"""The end-to-end figure: messages received and delivered to a Maildir, mta against OpenSMTPD.
+
+Both servers get the same smtpd.conf (the receive benchmark's: ``bench`` in a
+static userbase, as uid 65534, one Maildir) and must pass each other's
+``-n`` check first.  Every run is one fresh driver process
+(:mod:`benchlib.delivery_run`) under ``unshare -m -n`` with a fresh spool and
+an empty Maildir; the servers take turns, round after round, and each one's
+fastest complete run counts.  The Maildir lives in a sticky world-writable
+directory under /tmp so that uid 65534 may create it whatever the repository's
+permissions.  Needs root; otherwise the section says why it was skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchlib import opensmtpd
+from benchlib.delivery_run import SERVERS, RunOutcome
+from benchlib.peers import SCRIPTS_DIR, mta_config
+from benchlib.procs import die_with_parent, remove_stale_dirs
+from benchlib.report import DeliveryResult
+from benchlib.smtpsource import SmtpSource
+
+__all__ = ["PORT", "DeliveryFigure", "DeliverySettings", "measure_delivery"]
+
+PORT = 25  # each run has a network namespace of its own
+TMP_PREFIX = "mta-bench-"
+PID_FILE = "harness.pid"
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    messages: int
+    concurrencies: list[int]
+    size: int
+    repeat: int
+    timeout: float  # seconds per run
+    address: str
+    mta: Path
+    keep: bool
+
+
+@dataclass
+class DeliveryFigure:
+    """The section's outcome: each server's result, or why nothing ran."""
+
+    results: list[DeliveryResult] = field(default_factory=list)
+    reference: str = "OpenSMTPD"
+    skipped: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return any(r.failed for r in self.results)
+
+
+def _check_configs(conf: Path, settings: DeliverySettings) -> dict[str, str | None]:
+    return {
+        "mta": opensmtpd.check_config([str(settings.mta), "-n", "-f", str(conf)]),
+        "opensmtpd": opensmtpd.check_config([str(opensmtpd.SMTPD), "-n", "-f", str(conf)]),
+    }
+
+
+def _driver_argv(
+    server: str,
+    conf: Path,
+    workdir: Path,
+    maildir: Path,
+    source: SmtpSource,
+    settings: DeliverySettings,
+    sessions: int,
+) -> list[str]:
+    argv = ["unshare", "-m", "-n", "--", sys.executable, "-m", "benchlib.delivery_run"]
+    argv += ["--server", server, "--conf", str(conf), "--workdir", str(workdir)]
+    argv += ["--maildir", str(maildir), "--port", str(PORT)]
+    argv += ["--messages", str(settings.messages), "--sessions", str(sessions)]
+    argv += ["--size", str(settings.size), "--address", settings.address]
+    argv += ["--timeout", str(settings.timeout), "--mta", str(settings.mta)]
+    argv += ["--smtp-source", str(source.binary)]
+    if source.libdir is not None:
+        argv += ["--smtp-source-libdir", str(source.libdir)]
+    return argv
+
+
+def _drive(argv: list[str], timeout: float) -> RunOutcome:
+    """Run one driver to its end (SIGTERM, then SIGKILL, if it overstays or we are stopped)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(SCRIPTS_DIR) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        env=env,
+        start_new_session=True,  # a Ctrl-C reaches the harness, which stops it in order
+        preexec_fn=die_with_parent,  # the harness runs no threads
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return RunOutcome(error=f"the run did not end within {timeout:g} s")
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    lines = out.decode(errors="replace").strip().splitlines()
+    try:
+        return RunOutcome.from_json(lines[-1])
+    except (IndexError, ValueError, TypeError):
+        return RunOutcome(error=f"the driver exited with status {proc.returncode}, no outcome")
+
+
+def _record(result: DeliveryResult, outcome: RunOutcome, n: int, sessions: int, label: str) -> bool:
+    """Fold one run of ``n`` messages at ``sessions`` into ``result``; False when it failed."""
+    problems = {k: v for k, v in outcome.results.items() if k != "Ok"}
+    if problems:
+        result.notes.append(f"{label}: log results other than Ok: {problems}")
+    if outcome.error is not None or outcome.seconds is None:
+        result.fail(label, f"{outcome.error} ({outcome.delivered} in new/, log {outcome.results})")
+        return False
+    if outcome.delivered != n:
+        result.fail(label, f"{outcome.delivered} files in new/ for {n} messages sent")
+        return False
+    if outcome.results.get("Ok", 0) != n:
+        result.notes.append(f"{label}: {outcome.results.get('Ok', 0)} result=Ok log lines for {n}")
+    result.runs.setdefault(sessions, []).append(outcome.seconds)
+    if outcome.seconds < result.seconds.get(sessions, float("inf")):
+        result.seconds[sessions] = outcome.seconds
+        result.sent_seconds[sessions] = outcome.sent_seconds or 0.0
+        result.cpu_ms[sessions] = outcome.cpu_seconds * 1000 / n
+    return True
+
+
+def _rounds(
+    results: dict[str, DeliveryResult],
+    conf: Path,
+    maildir: Path,
+    workroot: Path,
+    source: SmtpSource,
+    settings: DeliverySettings,
+    log: Log,
+) -> None:
+    """Each round, each concurrency, each server: one run; a failure ends its concurrency."""
+    dead: set[tuple[str, int]] = {
+        (name, c) for name, r in results.items() if r.failed for c in settings.concurrencies
+    }
+    n = settings.messages
+    for attempt in range(1, settings.repeat + 1):
+        for c in settings.concurrencies:
+            for name in SERVERS:
+                if (name, c) in dead:
+                    continue
+                workdir = workroot / f"{name}-{c}-{attempt}"
+                workdir.mkdir()
+                shutil.rmtree(maildir, ignore_errors=True)
+                label = f"{c} sessions, run {attempt} of {settings.repeat}"
+                argv = _driver_argv(name, conf, workdir, maildir, source, settings, c)
+                outcome = _drive(argv, settings.timeout + 60)
+                if settings.keep and maildir.exists():
+                    shutil.move(maildir, workdir / "Maildir")
+                if not _record(results[name], outcome, n, c, label):
+                    log(f"{name}: delivery: failed: {results[name].failures[-1]}")
+                    dead.add((name, c))
+                    continue
+                s, sent = outcome.seconds or 0.0, outcome.sent_seconds or 0.0
+                log(
+                    f"{name}: delivery: {n} messages delivered in {s:.2f} s = {n / s:.1f} msg/s"
+                    f" (all accepted at {sent:.2f} s; {label})"
+                )
+
+
+def measure_delivery(
+    source: SmtpSource, workroot: Path, settings: DeliverySettings, log: Log
+) -> DeliveryFigure:
+    """Run the section (``workroot`` holds the conf, spools and logs); see the module doc."""
+    why = opensmtpd.unavailable(log)
+    if why is not None:
+        log(f"delivery: skipped: {why}")
+        return DeliveryFigure(skipped=why)
+    figure = DeliveryFigure(reference=opensmtpd.version())
+    results = {name: DeliveryResult(name) for name in SERVERS}
+    figure.results = [results[name] for name in SERVERS]
+    tmp = Path(tempfile.gettempdir())
+    remove_stale_dirs(tmp, TMP_PREFIX + "*", PID_FILE)
+    boxroot = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=tmp))
+    try:
+        (boxroot / PID_FILE).write_text(f"{os.getpid()}\n")
+        os.chmod(boxroot, 0o1777)  # deliveries run as uid 65534
+        maildir = boxroot / "Maildir"
+        workroot.mkdir(parents=True, exist_ok=True)
+        conf = workroot / "smtpd.conf"
+        conf.write_text(mta_config(PORT, maildir))
+        for name, problem in _check_configs(conf, settings).items():
+            if problem is not None:
+                results[name].fail("configuration", problem)
+        _rounds(results, conf, maildir, workroot, source, settings, log)
+    finally:
+        with contextlib.suppress(OSError):
+            (boxroot / PID_FILE).unlink()
+        shutil.rmtree(boxroot, ignore_errors=True)
+    return figure
