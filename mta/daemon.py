@@ -22,6 +22,7 @@ import trio
 from mta.config.model import Config, Listener
 from mta.control.commands import Controller
 from mta.control.server import CONTROL_SOCKET, bind_control, serve_control
+from mta.delivery.fsidentity import drop_supplementary_groups
 from mta.delivery.local import LocalDeliverer
 from mta.dsn.notify import SpoolNotifier
 from mta.log import get_logger
@@ -191,6 +192,7 @@ async def serve(
 ) -> None:
     """Run the daemon until SIGTERM/SIGINT or cancellation."""
     os.makedirs(options.spool, mode=0o711, exist_ok=True)
+    drop_supplementary_groups()  # see mta.delivery.fsidentity
     with spool_lock(options.spool):
         await _serve_locked(config, options, task_status)
 

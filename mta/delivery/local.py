@@ -21,11 +21,12 @@ the message, read for the loop check) and the rest of the stream.
 - ``lmtp "destination" [rcpt-to]``: :func:`~mta.delivery.lmtp.deliver_lmtp`
   to the user name, or to the final address with ``rcpt-to``.
 
-Run as root, deliveries never run as root: commands run as the user, maildir
-and mbox deliveries in a child process of the user (:mod:`mta.delivery.asuser`;
-the system mailbox is created for the user first, as OpenSMTPD's parent
-does, and the mail spool's group lets the user take its dot lock); a delivery
-to uid 0 is refused.  Files and commands
+Run as root, deliveries never run as root: commands run as the user; maildir
+and mbox deliveries in a worker thread with the user's file-system identity
+(:mod:`mta.delivery.fsidentity`, Linux), else in a child process of the user
+(:mod:`mta.delivery.asuser`; so does a system mailbox whose spool's group the
+user needs for the dot lock; the system mailbox is created for the user first,
+as OpenSMTPD's parent does); a delivery to uid 0 is refused.  Files and commands
 from alias tables belong to no user: they run as ``nobody`` (OpenSMTPD's
 ``_smtpd``), or as the daemon's user when it is unprivileged.  Run unprivileged,
 everything runs as the daemon's user, maildir and mbox in worker threads.
@@ -42,6 +43,7 @@ import attrs
 
 from mta import threads
 from mta.config.model import Config, LocalDelivery
+from mta.delivery import fsidentity
 from mta.delivery.asuser import run_as_user
 from mta.delivery.format import FormatError, FormatValues, expand, expand_path
 from mta.delivery.lmtp import deliver_lmtp
@@ -248,6 +250,8 @@ class LocalDeliverer:
             )
 
         if self.privileged:
+            if fsidentity.available():
+                return await fsidentity.run_with_fs_identity(user, work)
             return await run_as_user(user, work)
         await threads.run_sync(work)
         return Result.ok()
@@ -270,6 +274,8 @@ class LocalDeliverer:
             if system_mailbox:
                 await threads.run_sync(_create_mailbox, path, user.uid, user.gid)
                 groups = await threads.run_sync(spool_groups, path)  # to take path.lock
+            if not groups and fsidentity.available():
+                return await fsidentity.run_with_fs_identity(user, work)
             return await run_as_user(user, work, groups=groups)
         if system_mailbox:
             await threads.run_sync(lambda: os.makedirs(os.path.dirname(path), exist_ok=True))

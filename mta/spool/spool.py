@@ -28,6 +28,7 @@ from typing import BinaryIO
 
 import trio
 
+from mta import threads
 from mta.envelope import Envelope
 from mta.errors import SpoolError
 from mta.spool import crypto
@@ -117,23 +118,23 @@ class Spool:
 
     async def message_ids(self) -> list[int]:
         """Every committed message, in id order."""
-        return await trio.to_thread.run_sync(self.store.message_ids)
+        return await threads.run_sync(self.store.message_ids)
 
     async def envelopes(self) -> list[Envelope]:
         """Every committed envelope (unloadable ones are logged and skipped)."""
-        return await trio.to_thread.run_sync(lambda: list(self.store.iter_envelopes()))
+        return await threads.run_sync(lambda: list(self.store.iter_envelopes()))
 
     async def load_envelope(self, evpid: int) -> Envelope:
         """One envelope; SpoolNotFound, CorruptEnvelope, SpoolError."""
-        return await trio.to_thread.run_sync(self.store.load_envelope, evpid)
+        return await threads.run_sync(self.store.load_envelope, evpid)
 
     async def update_envelope(self, envelope: Envelope) -> None:
         """Replace the stored copy of ``envelope`` durably; SpoolNotFound if gone."""
-        await trio.to_thread.run_sync(self.store.update_envelope, envelope)
+        await threads.run_sync(self.store.update_envelope, envelope)
 
     async def delete_envelope(self, evpid: int) -> bool:
         """Remove an envelope (and its message with the last one; returns whether)."""
-        gone = await trio.to_thread.run_sync(self.store.delete_envelope, evpid)
+        gone = await threads.run_sync(self.store.delete_envelope, evpid)
         if gone:
             self._taken.discard(evpid >> 32)
         return gone
@@ -141,9 +142,9 @@ class Spool:
     async def open_message(self, msgid: int) -> BinaryIO:
         """The verified content of a message as a binary stream (blocking reads:
         read it in a worker thread).  SpoolNotFound, CorruptMessage, SpoolError."""
-        return await trio.to_thread.run_sync(self.store.open_message, msgid)
+        return await threads.run_sync(self.store.open_message, msgid)
 
     async def quarantine(self, msgid: int, reason: str) -> str:
         """Move a message to ``corrupt/`` (logged); returns its new path.  Its id
         stays taken: recovery could find a part of it left behind."""
-        return await trio.to_thread.run_sync(self.store.quarantine, msgid, reason)
+        return await threads.run_sync(self.store.quarantine, msgid, reason)
