@@ -234,7 +234,11 @@ async def _serve_locked(
                 controller = Controller(queue, spool, gate, tables)
                 deliveries.start_soon(serve_control, control, controller)
                 await _serve_sessions(services, options, endpoints, gate, task_status)
-                deliveries.cancel_scope.cancel()  # deliveries in flight are tried again later
+                # deliveries in flight get the same grace as sessions to record
+                # their outcome; those still running then are tried again later
+                with trio.move_on_after(options.timeouts.shutdown):
+                    await queue.drain()
+                deliveries.cancel_scope.cancel()
         finally:
             await control.aclose()
     finally:

@@ -167,6 +167,8 @@ class QueueRunner:
         self._mda_slots = trio.CapacityLimiter(config.mda.max_session)
         self._user_slots: dict[str, trio.CapacityLimiter] = {}
         self._wake = trio.Event()
+        self._draining = False
+        self._drained = trio.Event()
 
     # -- feeding -------------------------------------------------------------
 
@@ -192,10 +194,18 @@ class QueueRunner:
         """Something changed: look at the schedule again now."""
         self._wake.set()
 
+    async def drain(self) -> None:
+        """Start nothing new and wait until every task in flight has recorded
+        its outcome (the daemon stops: a delivery cut off half-way would be
+        repeated after the restart)."""
+        self._draining = True
+        self.poke()
+        await self._drained.wait()
+
     # -- the loop --------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Load the queue, then serve it until cancelled."""
+        """Load the queue, then serve it until cancelled or drained (:meth:`drain`)."""
         for envelope in await self.spool.envelopes():
             self._insert(envelope)
         waiting = sum(1 for e in self.scheduler.entries() if e.kind is EnvelopeKind.MTA)
@@ -203,8 +213,14 @@ class QueueRunner:
         if self.relay is None and waiting:
             log.warning("queue: relaying is not available yet: %d envelope(s) wait", waiting)
         task_status.started()
+        try:
+            await self._serve()
+        finally:
+            self._drained.set()
+
+    async def _serve(self) -> None:
         async with trio.open_nursery() as nursery:
-            while True:
+            while not self._draining:
                 self._wake = trio.Event()
                 now = self.clock()
                 for due in self.scheduler.batch(now):

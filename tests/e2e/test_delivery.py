@@ -209,6 +209,32 @@ match from any for domain "localhost" action "mda"
         d.stop()
 
 
+def test_sigterm_lets_a_delivery_in_flight_finish(
+    tmp_path: pathlib.Path, shared: pathlib.Path
+) -> None:
+    marker = shared / "started"
+    script = shared / "slow.sh"
+    script.write_text(f'#!/bin/sh\ntouch "{marker}"; sleep 1\ncat >> "{shared}/delivered"\n')
+    script.chmod(0o755)
+    config = f"""{USERS}
+listen on 127.0.0.1 port PORT
+action "mda" mda "{script}" userbase <users>
+match from any for domain "localhost" action "mda"
+"""
+    d, port = start(tmp_path, config)
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.sendmail("alice@localhost", ["bob@localhost"], MESSAGE)
+        wait_for(marker.exists)
+        assert d.stop() == 0  # SIGTERM in the middle of the delivery
+        assert (shared / "delivered").read_bytes().count(b"Subject: hi") == 1
+        assert d.queued() == []  # recorded as delivered: no repeat after a restart
+        log = d.log()
+        assert log.index("result=Ok") < log.index("mta: exiting")
+    finally:
+        d.stop()
+
+
 @pytest.mark.skipif(not os.path.exists(DOVECOT), reason="dovecot-lmtpd is not installed")
 def test_lmtp_delivery_to_dovecot(tmp_path: pathlib.Path) -> None:
     with dovecot_server(["bob", "carol"]) as dovecot:

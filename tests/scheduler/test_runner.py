@@ -427,3 +427,40 @@ async def test_local_deliveries_respect_the_mda_session_limits(
         nursery.cancel_scope.cancel()
     assert runner.stats.delivered == 10
     assert total_peak == 3 and peak["user0"] == 2
+
+
+async def test_drain_lets_deliveries_in_flight_finish_and_starts_nothing_new() -> None:
+    store = MemoryStore()
+    release = trio.Event()
+    begun: list[int] = []
+
+    async def slow(envelope: Envelope) -> Result:
+        begun.append(envelope.id)
+        await release.wait()
+        return Result.ok()
+
+    runner = QueueRunner(config(), store, slow, clock=clock)
+    async with trio.open_nursery() as nursery:
+        await started(nursery, runner)
+        (first,) = await queue(store)
+        runner.committed([first])
+        await settle()
+        assert begun == [first.id]
+        drained = trio.Event()
+
+        async def drain() -> None:
+            await runner.drain()
+            drained.set()
+
+        nursery.start_soon(drain)
+        await settle()
+        (second,) = await queue(store)
+        runner.committed([second])  # arrives while draining: stays queued
+        await settle()
+        assert not drained.is_set() and begun == [first.id]
+        release.set()
+        with trio.fail_after(5):
+            await drained.wait()
+    # the outcome was recorded before drain returned; run() has returned too
+    assert runner.stats.delivered == 1 and begun == [first.id]
+    assert list(store.envelopes_by_id) == [second.id]
