@@ -69,7 +69,7 @@ _LOOP_SCAN = 256 * 1024  # header bytes looked at for a Delivered-To loop
 class MessageSource(Protocol):
     """Opens the content of a queued message (:class:`~mta.spool.spool.Spool` does)."""
 
-    async def open_message(self, msgid: int) -> BinaryIO: ...
+    async def open_message_head(self, msgid: int, size: int) -> tuple[BinaryIO, bytes]: ...
 
 
 async def _async_chunks(prefix: bytes, stream: BinaryIO) -> AsyncIterator[bytes]:
@@ -158,13 +158,12 @@ class LocalDeliverer:
         if self.privileged and user.uid == 0:
             return Result.permfail(f"Error (MDA not allowed to deliver to: {user.username})")
         try:
-            stream = await self.messages.open_message(envelope.msgid)
+            stream, head = await self.messages.open_message_head(envelope.msgid, _LOOP_SCAN)
         except SpoolNotFound:
             return Result.permfail("Error (message no longer in the queue)")
         except SpoolError as exc:
             return Result.tempfail(f"Error ({exc})")
         try:
-            head = await threads.run_sync(stream.read, _LOOP_SCAN)
             if _has_loop(head, str(envelope.dest)):
                 return Result.permfail("Loop detected", ESC_ROUTING_LOOP_DETECTED)
             headers = delivery_headers(str(envelope.sender), str(envelope.rcpt))

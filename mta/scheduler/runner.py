@@ -60,6 +60,8 @@ __all__ = [
 
 log = get_logger("queue")
 
+FRESH_MAX = 10000  # committed envelopes kept in memory for their first try
+
 Deliver = Callable[[Envelope], Awaitable[Result]]
 
 
@@ -169,6 +171,7 @@ class QueueRunner:
         self._wake = trio.Event()
         self._draining = False
         self._drained = trio.Event()
+        self._fresh: dict[int, Envelope] = {}  # committed, not tried yet
 
     # -- feeding -------------------------------------------------------------
 
@@ -185,8 +188,12 @@ class QueueRunner:
         )
 
     def committed(self, envelopes: list[Envelope]) -> None:
-        """New envelopes are in the queue: schedule them (their first try is now)."""
+        """New envelopes are in the queue: schedule them (their first try is now).
+        Their first try uses these copies instead of reading them back: the
+        runner is the only one to rewrite an envelope, after a try."""
         for envelope in envelopes:
+            if envelope.id not in self.scheduler and len(self._fresh) < FRESH_MAX:
+                self._fresh[envelope.id] = envelope
             self._insert(envelope)
         self.poke()
 
@@ -242,7 +249,7 @@ class QueueRunner:
     async def _task(self, due: Due) -> None:
         scheduler = self.scheduler
         try:
-            envelope = await self.spool.load_envelope(due.evpid)
+            envelope = self._fresh.pop(due.evpid, None) or await self.spool.load_envelope(due.evpid)
         except SpoolNotFound:
             scheduler.done(due.evpid)  # removed meanwhile (mtactl, or another way)
             return

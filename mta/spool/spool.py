@@ -144,6 +144,20 @@ class Spool:
         read it in a worker thread).  SpoolNotFound, CorruptMessage, SpoolError."""
         return await threads.run_sync(self.store.open_message, msgid)
 
+    async def open_message_head(self, msgid: int, size: int) -> tuple[BinaryIO, bytes]:
+        """:meth:`open_message` and its first ``size`` bytes read, in one trip
+        to a worker thread; the stream is positioned after them."""
+
+        def open_and_read() -> tuple[BinaryIO, bytes]:
+            stream = self.store.open_message(msgid)
+            try:
+                return stream, stream.read(size)
+            except BaseException:
+                stream.close()
+                raise
+
+        return await threads.run_sync(open_and_read)
+
     async def quarantine(self, msgid: int, reason: str) -> str:
         """Move a message to ``corrupt/`` (logged); returns its new path.  Its id
         stays taken: recovery could find a part of it left behind."""

@@ -429,7 +429,9 @@ async def test_local_deliveries_respect_the_mda_session_limits(
     assert total_peak == 3 and peak["user0"] == 2
 
 
-async def test_drain_lets_deliveries_in_flight_finish_and_starts_nothing_new() -> None:
+async def test_drain_lets_deliveries_in_flight_finish_and_starts_nothing_new(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     store = MemoryStore()
     release = trio.Event()
     begun: list[int] = []
@@ -464,3 +466,43 @@ async def test_drain_lets_deliveries_in_flight_finish_and_starts_nothing_new() -
     # the outcome was recorded before drain returned; run() has returned too
     assert runner.stats.delivered == 1 and begun == [first.id]
     assert list(store.envelopes_by_id) == [second.id]
+
+
+class CountingStore:
+    """A MemoryStore whose envelope reads by the runner are counted."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.loads: list[int] = []
+
+    async def envelopes(self) -> list[Envelope]:
+        return await self.store.envelopes()
+
+    async def load_envelope(self, evpid: int) -> Envelope:
+        self.loads.append(evpid)
+        return await self.store.load_envelope(evpid)
+
+    async def update_envelope(self, envelope: Envelope) -> None:
+        await self.store.update_envelope(envelope)
+
+    async def delete_envelope(self, evpid: int) -> bool:
+        return await self.store.delete_envelope(evpid)
+
+
+async def test_a_first_try_uses_the_committed_copy_a_retry_reads_the_spool(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryStore()
+    counting = CountingStore(store)
+    agent = Agent(lambda e, n: Result.tempfail("busy") if n == 1 else Result.ok())
+    runner = QueueRunner(config(), counting, agent, clock=clock)
+    async with trio.open_nursery() as nursery:
+        await started(nursery, runner)
+        (envelope,) = await queue(store)
+        runner.committed([envelope])
+        with trio.fail_after(60):
+            while runner.stats.delivered < 1:
+                await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    assert len(agent.attempts) == 2
+    assert counting.loads == [envelope.id]  # the retry read the rewritten envelope

@@ -9,7 +9,7 @@ import stat
 import pytest
 import trio
 
-from mta.errors import SpoolError
+from mta.errors import SpoolError, SpoolNotFound
 from mta.spool import Spool
 from mta.spool.codec import decode_envelope
 from mta.spool.paths import bucket_of
@@ -267,3 +267,16 @@ async def test_cancelled_commit_before_publishing_leaves_nothing(
     assert spool.stats.failures == 1 and spool.stats.batches == 0
     with pytest.raises(RuntimeError, match="aborted"):
         await txn.commit([make_envelope()])
+
+
+async def test_open_message_head_reads_the_start_and_leaves_the_rest(root: pathlib.Path) -> None:
+    spool = await Spool.open(root, compression=True)
+    txn = await spool.begin()
+    (await txn.open_message()).write(MESSAGE)
+    await txn.commit([make_envelope("a@x.org")])
+    stream, head = await spool.open_message_head(txn.msgid, 30)
+    with stream:
+        assert head == MESSAGE[:30]
+        assert head + stream.read() == MESSAGE
+    with pytest.raises(SpoolNotFound):
+        await spool.open_message_head(0x01020304, 30)
