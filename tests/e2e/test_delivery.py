@@ -137,6 +137,81 @@ match from any for domain "localhost" action "mda"
         d.stop()
 
 
+def test_dsn_notify_ret_envid_and_orcpt(tmp_path: pathlib.Path, shared: pathlib.Path) -> None:
+    users = USERS.replace(" }", ', dave = "65534:65534:/nonexistent" }')
+    d, port = start(
+        tmp_path,
+        f"""{users}
+listen on 127.0.0.1 port PORT
+action "refuse" mda "cat >/dev/null; echo 'no such mailbox' >&2; exit 67" userbase <users>
+action "box" maildir "{shared}/%{{user.username}}" userbase <users>
+match from any for rcpt-to {{ "carol@localhost", "dave@localhost" }} action "refuse"
+match from any for domain "localhost" action "box"
+""",
+    )
+
+    def notices() -> list[mailbox.MaildirMessage]:
+        if not (shared / "alice" / "new").is_dir():
+            return []
+        return list(mailbox.Maildir(str(shared / "alice"), create=False))
+
+    def parts(notice: mailbox.MaildirMessage) -> dict[str, email.message.Message]:
+        report = email.message_from_bytes(notice.as_bytes())
+        return {p.get_content_type(): p for p in report.walk()}
+
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.ehlo()
+            # a success notice asked for, with the envelope id and only the headers back
+            client.sendmail(
+                "alice@localhost",
+                ["bob@localhost"],
+                MESSAGE,
+                mail_options=["RET=HDRS", "ENVID=env+2D1"],
+                rcpt_options=["NOTIFY=SUCCESS", "ORCPT=rfc822;Bob@Example.Org"],
+            )
+            wait_for(lambda: len(notices()) == 1)
+            (delivered,) = notices()
+            assert delivered["Subject"] == "Delivery status notification: delivered"
+            assert delivered["From"].startswith("Mailer Daemon <MAILER-DAEMON@")
+            assert delivered["Return-Path"] is None  # sent from <>
+            found = parts(delivered)
+            status = found["message/delivery-status"].as_string()
+            assert "Original-Envelope-Id: env-1" in status
+            assert "Action: delivered" in status
+            assert "Original-Recipient: rfc822;Bob@Example.Org" in status
+            headers = found["text/rfc822-headers"].as_string()
+            assert "Subject: hi" in headers and "Hello." not in headers  # RET=HDRS
+            assert has_mail(shared / "bob")
+            for name in list((shared / "alice" / "new").iterdir()):
+                name.unlink()
+
+            # NOTIFY=NEVER: no notice for carol; dave's default (FAILURE) gets one,
+            # with the whole message (RET=FULL)
+            client.sendmail(
+                "alice@localhost",
+                ["carol@localhost"],
+                MESSAGE,
+                mail_options=["RET=FULL"],
+                rcpt_options=["NOTIFY=NEVER"],
+            )
+            client.sendmail(
+                "alice@localhost", ["dave@localhost"], MESSAGE, mail_options=["RET=FULL"]
+            )
+        wait_for(lambda: d.queued() == [] and d.log().count("result=PermFail") == 2)
+        wait_for(lambda: len(notices()) == 1)
+        time.sleep(0.5)
+        (failed,) = notices()
+        assert failed["Subject"] == "Delivery status notification: failed"
+        found = parts(failed)
+        status = found["message/delivery-status"].as_string()
+        assert "dave@localhost" in status and "carol@localhost" not in status
+        assert "Action: failed" in status
+        assert "Hello." in found["message/rfc822"].as_string()  # RET=FULL
+    finally:
+        d.stop()
+
+
 def test_nothing_bounces_to_the_null_sender(tmp_path: pathlib.Path, shared: pathlib.Path) -> None:
     d, port = start(
         tmp_path,
