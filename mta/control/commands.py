@@ -21,6 +21,7 @@ from mta import threads
 from mta.control.queueview import RunState, envelope_dump, queue_line
 from mta.envelope import Envelope
 from mta.errors import ControlError, SpoolError, SpoolNotFound, TableError
+from mta.log import get_logger
 from mta.rules.tableset import TableSet
 from mta.scheduler.core import Entry
 from mta.scheduler.runner import QueueRunner
@@ -33,6 +34,8 @@ __all__ = ["Controller", "Write", "parse_ids"]
 Write = Callable[[bytes], Awaitable[None]]
 
 MONITOR_INTERVAL = 1.0
+
+log = get_logger("control")
 
 
 def parse_ids(word: str) -> tuple[str, int]:
@@ -272,7 +275,7 @@ class Controller:
                 self.gate.pause()
             else:
                 self.gate.resume()
-        logging.getLogger("mta.control").info("control: %s %s", verb, what)
+        log.info("control: %s %s", verb, what)
         self.runner.poke()
         await write(f"command succeeded: {what} {verb}d\n".encode("ascii"))
 
