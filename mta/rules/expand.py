@@ -18,6 +18,7 @@ The first failure refuses the whole recipient with a
 from __future__ import annotations
 
 import enum
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -27,6 +28,8 @@ from mta import threads
 from mta.config.model import Config, LocalDelivery, Relay, Rule
 from mta.envelope import Address, DeliveryNode, EnvelopeKind
 from mta.errors import PermanentFailure, TableError, TemporaryFailure
+from mta.log import get_logger, visible
+from mta.relay.srs import srs_decode
 from mta.rules.forward import parse_forward, read_forward
 from mta.rules.forwardcache import ForwardCache
 from mta.rules.rejection import (
@@ -63,6 +66,8 @@ __all__ = [
     "RecipientRejected",
     "Resolver",
 ]
+
+log = get_logger("expand")
 
 EXPAND_DEPTH = 10
 """Nodes this deep are an expansion problem (OpenSMTPD ``EXPAND_DEPTH``)."""
@@ -124,6 +129,7 @@ class _Node:
     forwarded: bool = False
     user: str = ""  # a USERNAME's user once the sub-address is split off
     subaddress: str = ""
+    srs: bool = False  # an ADDRESS decoded from SRS (internal, as if forwarded)
 
     def ancestor(self, kind: _Kind) -> _Node | None:
         node: _Node | None = self
@@ -225,13 +231,16 @@ class _Expansion:
         delivery: Delivery
         if node.kind is _Kind.ADDRESS:
             delivery = Delivery(
-                rule.action, EnvelopeKind.MTA, node.address, internal=node.parent is not None
+                rule.action,
+                EnvelopeKind.MTA,
+                node.address,
+                internal=node.parent is not None or node.srs,
             )
             key: tuple[object, ...] = (rule.action, EnvelopeKind.MTA, node.address)
         else:
             origin = node.ancestor(_Kind.ADDRESS)
             assert origin is not None
-            internal = origin.parent is not None
+            internal = origin.parent is not None or origin.srs
             if node.kind is _Kind.USERNAME:
                 delivery = Delivery(
                     rule.action,
@@ -308,6 +317,8 @@ class _Expansion:
     async def expand_address(self, node: _Node) -> None:
         resolver = self.resolver
         ctx = self.ctx if node.parent is None else attrs.evolve(self.ctx, internal=True)
+        if self._srs_decoded(node):
+            ctx = attrs.evolve(self.ctx, internal=True)
         address = node.address
         try:
             rule = await resolver.match(ctx, address)
@@ -332,6 +343,28 @@ class _Expansion:
             self.insert_all(entries, node, rule)
         else:
             self.insert(_Kind.USERNAME, address.local.lower(), node, rule)
+
+    def _srs_decoded(self, node: _Node) -> bool:
+        """A bounce (null sender) to an ``SRS0=``/``SRS1=`` address goes to the
+        address it stands for, once its hash and age check out (OpenSMTPD's
+        ``lka_expand``); one that does not is matched as it is, with a warning."""
+        srs = self.resolver.config.srs
+        address = node.address
+        if (
+            srs.key is None
+            or not self.ctx.sender.is_null
+            or address.local[:5].upper() not in ("SRS0=", "SRS1=")
+        ):
+            return False
+        decoded = srs_decode(
+            str(address), srs.key, srs.key_backup, srs.ttl_days, self.resolver.clock()
+        )
+        if decoded is None:
+            log.warning("SRS failed to decode: %s", visible(str(address)))
+            return False
+        node.value = Address.parse(decoded)
+        node.srs = True
+        return True
 
     async def expand_username(self, node: _Node, rule: Rule, method: LocalDelivery) -> None:
         resolver = self.resolver
@@ -401,8 +434,10 @@ class Resolver:
         *,
         forward_reader: ForwardReader = read_forward,
         max_depth: int = EXPAND_DEPTH,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        self.clock = clock
         self.tables = tables
         self.smtpname = smtpname
         self.forward_reader = forward_reader

@@ -14,6 +14,7 @@ import trio.testing
 from mta.config.model import NamedTable
 from mta.envelope import Address, DeliveryNode, EnvelopeKind
 from mta.errors import PermanentFailure, TableError, TemporaryFailure
+from mta.relay.srs import srs_encode
 from mta.reply import Reply
 from mta.rules import forwardcache
 from mta.rules.expand import Delivery, RecipientRejected, Resolver
@@ -76,6 +77,7 @@ def homes(tmp_path: Path) -> Homes:
 
 class Setup:
     def __init__(self, text: str, **kwargs: object) -> None:
+        self.config_text = text
         self.config = load(text)
         self.tables = open_tables(self.config)
         self.resolver = Resolver(self.config, self.tables, HOSTNAME, **kwargs)  # type: ignore[arg-type]
@@ -660,3 +662,39 @@ async def test_forward_failures_are_not_cached(made: list[Setup], homes: Homes) 
     for _ in range(2):
         assert (await s.reject(f"alice@{HOSTNAME}")).reply.code == 424
     assert calls == 2
+
+
+# -- SRS bounces -----------------------------------------------------------------------
+
+SRS_NOW = 20000 * 86400.0
+
+
+async def test_a_bounce_to_an_srs_address_goes_to_the_original_sender(
+    made: list[Setup],
+) -> None:
+    s = setup_of(
+        made,
+        'srs key "secret"\nsrs key backup "old"\naction "out" relay\n'
+        'match from any for any action "out"\n',
+        clock=lambda: SRS_NOW,
+    )
+    bounce = remote(sender=Address("", ""))
+    address = srs_encode("alice@example.org", HOSTNAME, "old", SRS_NOW)
+    (delivery,) = await s.resolve(address, bounce)
+    assert delivery.dest == Address("alice", "example.org") and delivery.internal
+    # only bounces are decoded; a forged or expired one is matched as it is
+    (kept,) = await s.resolve(address, remote())
+    assert kept.dest == Address.parse(address) and not kept.internal
+    forged = address.replace("alice", "mallory")
+    (as_is,) = await s.resolve(forged, bounce)
+    assert as_is.dest == Address.parse(forged)
+    late = setup_of(made, s.config_text, clock=lambda: SRS_NOW + 5 * 86400)
+    (expired,) = await late.resolve(address, bounce)
+    assert expired.dest == Address.parse(address)
+
+
+async def test_srs_is_not_decoded_without_a_key(made: list[Setup]) -> None:
+    s = setup_of(made, 'action "out" relay\nmatch from any for any action "out"\n')
+    address = srs_encode("alice@example.org", HOSTNAME, "secret", SRS_NOW)
+    (delivery,) = await s.resolve(address, remote(sender=Address("", "")))
+    assert delivery.dest == Address.parse(address)

@@ -1,0 +1,1 @@
+"""Relaying mail to other hosts over SMTP and LMTP (the ``mta`` subsystem)."""
