@@ -26,7 +26,14 @@ from __future__ import annotations
 import base64
 import hashlib
 
-__all__ = ["BASE32", "MAX_ADDRESS", "srs_decode", "srs_encode", "srs_timestamp"]
+__all__ = [
+    "BASE32",
+    "MAX_ADDRESS",
+    "relay_sender",
+    "srs_decode",
+    "srs_encode",
+    "srs_timestamp",
+]
 
 BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 MAX_ADDRESS = 511  # OpenSMTPD's SMTPD_MAXMAILADDRSIZE, its terminating NUL excluded
@@ -91,6 +98,17 @@ def srs_encode(sender: str, rcpt_domain: str, key: str, now: float) -> str:
     user, domain = parts
     rest = f"{_stamp_text(srs_timestamp(now))}={domain}={user}@{rcpt_domain}"
     return _fits(f"SRS0={_hash(key, rest)}={rest}", sender)
+
+
+def relay_sender(sender: str, rcpt: str, dest: str, key: str | None, now: float) -> str:
+    """The MAIL FROM address of a relayed envelope of an ``srs`` action
+    (OpenSMTPD's ``mta_enter_state(MTA_MAIL)``): rewritten only when a key is
+    set, the sender is not ``<>`` (it has an ``@``) and the envelope was
+    forwarded (its original recipient differs from its destination), in the
+    domain of that original recipient -- ours, where a bounce comes back."""
+    if key is None or "@" not in sender or rcpt == dest or "@" not in rcpt:
+        return sender
+    return srs_encode(sender, rcpt.split("@", 1)[1], key, now)
 
 
 def _in_range(today: int, stamp: int, ttl_days: int) -> bool:

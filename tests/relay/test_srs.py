@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mta.relay.srs import BASE32, MAX_ADDRESS, srs_decode, srs_encode, srs_timestamp
+from mta.relay.srs import (
+    BASE32,
+    MAX_ADDRESS,
+    relay_sender,
+    srs_decode,
+    srs_encode,
+    srs_timestamp,
+)
 
 KEY = "secret"
 DAY = 86400
@@ -113,3 +120,15 @@ def test_round_trip(user: str, domain: str, now: int) -> None:
     address = srs_encode(sender, "fwd.test", KEY, now)
     assert len(address) <= MAX_ADDRESS
     assert srs_decode(address, KEY, None, 4, now) == sender
+
+
+def test_relay_sender_only_for_forwarded_mail() -> None:
+    forwarded = relay_sender("alice@example.org", "bob@ours.test", "carol@far.test", KEY, NOW)
+    assert forwarded == srs_encode("alice@example.org", "ours.test", KEY, NOW)
+    assert relay_sender("alice@example.org", "carol@far.test", "carol@far.test", KEY, NOW) == (
+        "alice@example.org"
+    )  # not forwarded
+    assert relay_sender("", "bob@ours.test", "carol@far.test", KEY, NOW) == ""  # a bounce
+    assert relay_sender("alice@example.org", "bob@ours.test", "carol@far.test", None, NOW) == (
+        "alice@example.org"
+    )  # no key
