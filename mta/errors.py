@@ -10,6 +10,9 @@ __all__ = [
     "CorruptMessage",
     "MTAError",
     "PermanentFailure",
+    "RouteError",
+    "RoutePermanentFailure",
+    "RouteTemporaryFailure",
     "SpoolCorrupt",
     "SpoolError",
     "SpoolFull",
@@ -62,6 +65,25 @@ class TemporaryFailure(MTAError):
 
 class PermanentFailure(MTAError):
     """Something failed for good: the caller gives up (5xx)."""
+
+
+class RouteError(MTAError):
+    """No way to reach a destination domain (MX resolution failed, or it leads back
+    to us): ``text`` for the log and the bounce, ``status`` the RFC 3463 enhanced
+    status code (``5.1.2``).  Raised as one of the two subclasses below."""
+
+    def __init__(self, text: str, status: str) -> None:
+        super().__init__(text)
+        self.text = text
+        self.status = status
+
+
+class RouteTemporaryFailure(RouteError, TemporaryFailure):
+    """A route may exist later (DNS failure or timeout, no usable address yet): ``4.x.x``."""
+
+
+class RoutePermanentFailure(RouteError, PermanentFailure):
+    """The domain cannot be reached (NXDOMAIN, Null MX, routing loop): ``5.x.x``."""
 
 
 class SpoolError(TemporaryFailure):
