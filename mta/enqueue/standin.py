@@ -19,7 +19,7 @@ from typing import IO
 from mta.enqueue.compose import Content
 from mta.enqueue.offline import OfflineEnvelope, write_offline
 from mta.enqueue.reader import spool_file
-from mta.envelope import Body, DsnNotify, DsnRet
+from mta.envelope import Body, DsnRet
 from mta.reply import Reply
 from mta.smtp.events import (
     NEED_DATA,
@@ -32,7 +32,7 @@ from mta.smtp.events import (
     RcptTo,
     TransactionReset,
 )
-from mta.smtp.params import encode_xtext
+from mta.smtp.params import encode_notify, encode_xtext
 from mta.smtp.server import ServerConnection, SessionSettings
 
 __all__ = ["MAX_RCPT", "serve_standin"]
@@ -41,22 +41,6 @@ MAX_RCPT = 1000
 _READ = 64 * 1024
 KEEP_FAILED = Reply.of(451, "4.3.0", "Temporary failure: cannot keep the message")
 NOT_HERE = Reply.of(502, "5.5.1", "Command not implemented")
-
-
-def _notify(flags: DsnNotify) -> str | None:
-    if flags == DsnNotify.NONE:
-        return None
-    if flags & DsnNotify.NEVER:
-        return "NEVER"
-    return ",".join(
-        name
-        for name, flag in (
-            ("SUCCESS", DsnNotify.SUCCESS),
-            ("FAILURE", DsnNotify.FAILURE),
-            ("DELAY", DsnNotify.DELAY),
-        )
-        if flags & flag
-    )
 
 
 class _Transaction:
@@ -129,7 +113,7 @@ def serve_standin(directory: str, hostname: str, stdin_fd: int = 0, stdout_fd: i
             elif isinstance(event, RcptTo):
                 assert tx is not None
                 tx.recipients.append(str(event.rcpt))
-                tx.notify.add(_notify(event.params.notify))
+                tx.notify.add(encode_notify(event.params.notify))
                 conn.accept()
             elif isinstance(event, DataChunk):
                 assert tx is not None and tx.file is not None

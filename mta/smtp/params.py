@@ -21,6 +21,7 @@ __all__ = [
     "MailParams",
     "RcptParams",
     "decode_xtext",
+    "encode_notify",
     "encode_xtext",
     "has_smtputf8",
     "parse_mail_params",
@@ -69,6 +70,24 @@ def encode_xtext(text: str) -> str:
         else:
             out.append(f"+{byte:02X}")
     return "".join(out)
+
+
+def encode_notify(flags: DsnNotify) -> str | None:
+    """The RFC 3461 ``NOTIFY=`` value for ``flags`` (None when not given):
+    ``NEVER`` alone, else the requested conditions in a fixed order."""
+    if flags == DsnNotify.NONE:
+        return None
+    if flags & DsnNotify.NEVER:
+        return "NEVER"
+    return ",".join(
+        name
+        for name, flag in (
+            ("SUCCESS", DsnNotify.SUCCESS),
+            ("FAILURE", DsnNotify.FAILURE),
+            ("DELAY", DsnNotify.DELAY),
+        )
+        if flags & flag
+    )
 
 
 def decode_xtext(text: str) -> str | None:

@@ -14,6 +14,7 @@ from mta.smtp.params import (
     MailParams,
     RcptParams,
     decode_xtext,
+    encode_notify,
     encode_xtext,
     has_smtputf8,
     parse_mail_params,
@@ -157,3 +158,19 @@ def test_xtext_round_trip(value: str) -> None:
 @given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40))
 def test_encode_xtext_round_trips(value: str) -> None:
     assert decode_xtext(encode_xtext(value)) == value
+
+
+@pytest.mark.parametrize(
+    ("flags", "text"),
+    [
+        (DsnNotify.NONE, None),
+        (DsnNotify.NEVER, "NEVER"),
+        (DsnNotify.DELAY | DsnNotify.SUCCESS, "SUCCESS,DELAY"),
+        (DsnNotify.FAILURE | DsnNotify.DELAY | DsnNotify.SUCCESS, "SUCCESS,FAILURE,DELAY"),
+    ],
+)
+def test_encode_notify(flags: DsnNotify, text: str | None) -> None:
+    assert encode_notify(flags) == text
+    if text is not None:  # and it parses back to the same flags
+        params = parse_rcpt_params(f"NOTIFY={text}", dsn=True)
+        assert isinstance(params, RcptParams) and params.notify == flags
