@@ -38,6 +38,7 @@ __all__ = [
     "TlsInfo",
     "cert_names",
     "match_name",
+    "openssl_ciphers",
     "parse_protocols",
     "server_context",
     "tls_summary",
@@ -202,11 +203,15 @@ def _load_dh(context: ssl.SSLContext) -> None:
         os.unlink(path)
 
 
-def _ciphers(listener: Listener, config: Config) -> str:
-    text = listener.ciphers or config.smtp.ciphers or config.ciphers
+def openssl_ciphers(text: str | None) -> str:
+    """The OpenSSL cipher list for a libtls ``ciphers`` string (None: ``secure``)."""
     if text is None:
         return _DEFAULT_CIPHERS
     return _CIPHER_KEYWORDS.get(text.lower(), text)
+
+
+def _ciphers(listener: Listener, config: Config) -> str:
+    return openssl_ciphers(listener.ciphers or config.smtp.ciphers or config.ciphers)
 
 
 def _versions(listener: Listener) -> tuple[ssl.TLSVersion, ssl.TLSVersion]:

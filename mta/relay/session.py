@@ -1,0 +1,430 @@
+"""The relay session on trio: one :class:`~mta.relay.client.Client` run over a
+real connection to one address, as OpenSMTPD's ``mta_session.c`` drives it.
+
+:func:`run_session` connects (binding the ``src`` address first when given),
+feeds the client what the server sends, writes what it asks, runs the TLS
+handshake for ``smtps://`` and after STARTTLS (SNI and certificate checks:
+:mod:`mta.relay.tlsclient`), streams each message's content when the server
+says 354, and returns a :class:`SessionOutcome`.  Every wait for the server
+gets the RFC 5321 timeout of the step the client is in, every write of
+content the data-block timeout; when one expires, or the connection breaks,
+the client is told (``Connection timeout``, ``IO Error: ...``) and the
+session ends with a temporary failure.
+
+When an opportunistic STARTTLS handshake fails, OpenSMTPD connects again in
+plaintext ("opportunistic TLS failed, downgrading to plain"); so does
+:func:`run_session`, once, with a fresh client.
+
+:func:`connect_first` connects to the first address of several that answers,
+starting one attempt every ``delay`` seconds (or as soon as the previous one
+failed), as RFC 8305 ("happy eyeballs") does.
+
+Reads are at most :data:`RECEIVE_SIZE` octets; the client's reply parser
+bounds everything else.  The session logs its own lines (``mta connecting``,
+``mta connected``, ``mta tls``, ``mta error``, ``mta disconnected``); the
+per-envelope delivery lines are the caller's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import random
+import socket
+import ssl
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import cast
+
+import attrs
+import trio
+
+from mta.delivery.result import Outcome, Result
+from mta.errors import ConfigError, MTAError
+from mta.log import get_logger
+from mta.net.tls import TlsInfo, tls_summary
+from mta.relay.client import Client, TlsPolicy
+from mta.relay.events import (
+    Close,
+    Event,
+    RecipientResult,
+    Send,
+    SendContent,
+    SessionFailed,
+    StartTls,
+    TransactionDone,
+)
+from mta.relay.timeouts import ClientTimeouts, Step
+from mta.relay.tlsclient import ClientTls, client_context
+
+__all__ = [
+    "RECEIVE_SIZE",
+    "ContentSource",
+    "SessionFailure",
+    "SessionOutcome",
+    "connect",
+    "connect_first",
+    "run_session",
+]
+
+RECEIVE_SIZE = 16384
+CLOSE_GRACE = 1.0  # seconds for a TLS close_notify before the socket is closed anyway
+
+ContentSource = Callable[[int], AsyncIterator[bytes]]
+"""Transaction index -> its message content, in chunks (LF or CRLF line ends)."""
+
+log = get_logger("mta")
+_ids = random.Random(os.urandom(32))  # session ids: unique, not secret
+
+_TRANSACTION_STEPS = frozenset(
+    {Step.MAIL, Step.RCPT, Step.DATA_INIT, Step.DATA_BLOCK, Step.DATA_TERM, Step.RSET}
+)
+
+
+@attrs.frozen
+class SessionFailure:
+    """The session ended early: ``result`` (temporary) for the ``unsettled``
+    (transaction, recipient) pairs.  ``before_transactions``: no MAIL FROM was
+    written, so the recipients may go to the next address or MX right away."""
+
+    result: Result
+    unsettled: tuple[tuple[int, int], ...]
+    before_transactions: bool
+
+
+@attrs.frozen
+class SessionOutcome:
+    """What one session did: the final results it got, by (transaction,
+    recipient) index; the transactions all of whose recipients got one; the
+    failure that ended it, if any."""
+
+    address: str
+    results: Mapping[tuple[int, int], RecipientResult]
+    completed: frozenset[int]
+    failure: SessionFailure | None
+    messages: int  # transactions the server took for at least one recipient
+    tls: TlsInfo | None = None
+    downgraded: bool = False  # opportunistic TLS failed: this was the plaintext retry
+
+    def result(self, transaction: int, recipient: int) -> Result:
+        """The recipient's result; the session failure's for an unsettled one."""
+        got = self.results.get((transaction, recipient))
+        if got is not None:
+            return got.result
+        if self.failure is None:  # pragma: no cover - the client settles everyone
+            raise KeyError((transaction, recipient))
+        return self.failure.result
+
+
+def _family(address: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+
+
+async def connect(address: str, port: int, *, source: str | None = None) -> trio.SocketStream:
+    """A TCP connection to ``address`` (an IP literal), from ``source`` when given."""
+    sock = trio.socket.socket(_family(address), socket.SOCK_STREAM)
+    try:
+        if source is not None:
+            await sock.bind((source, 0))
+        await sock.connect((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
+
+
+async def connect_first(
+    addresses: Sequence[str],
+    port: int,
+    *,
+    delay: float = 0.25,
+    source: str | None = None,
+) -> tuple[trio.SocketStream, str]:
+    """The first of ``addresses`` to accept a connection, tried in order, the
+    next one starting ``delay`` seconds after the previous one (or when it
+    failed); the losers are closed.  OSError (the last one seen) when none
+    accepts."""
+    if not addresses:
+        raise ValueError("no address to connect to")
+    winner: list[tuple[trio.SocketStream, str]] = []
+    errors: list[OSError] = []
+
+    async def attempt(address: str, failed: trio.Event, done: trio.CancelScope) -> None:
+        try:
+            stream = await connect(address, port, source=source)
+        except OSError as exc:
+            errors.append(exc)
+            failed.set()
+            return
+        if winner:
+            await trio.aclose_forcefully(stream)
+            return
+        winner.append((stream, address))
+        done.cancel()
+
+    async with trio.open_nursery() as nursery:
+        for address in addresses:
+            failed = trio.Event()
+            nursery.start_soon(attempt, address, failed, nursery.cancel_scope)
+            with trio.move_on_after(delay):
+                await failed.wait()
+    if winner:
+        return winner[0]
+    raise errors[-1]
+
+
+def _reason(exc: BaseException) -> str:
+    """The most telling text of an I/O or TLS error (trio wraps the cause)."""
+    cause = exc.__cause__ or exc
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {cause.verify_message or cause}"
+    if isinstance(cause, ssl.SSLError):
+        return cause.reason or str(cause)
+    if isinstance(cause, OSError) and cause.errno:
+        return os.strerror(cause.errno)
+    return str(cause) or type(cause).__name__
+
+
+class _Driver:
+    """One client over one stream; see the module docstring."""
+
+    def __init__(
+        self,
+        client: Client,
+        stream: trio.abc.Stream,
+        *,
+        session_id: int,
+        server_name: str,
+        content: ContentSource,
+        timeouts: ClientTimeouts,
+        tls: ClientTls,
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.id = session_id
+        self.server_name = server_name
+        self.content = content
+        self.timeouts = timeouts
+        self.tls = tls
+        self.tls_info: TlsInfo | None = None
+        self.results: dict[tuple[int, int], RecipientResult] = {}
+        self.completed: set[int] = set()
+        self.failed: SessionFailed | None = None
+        self.started = False  # a transaction's command was written
+        self.broken = False  # the stream cannot be written any more
+        self.handshake_failed = False
+
+    async def run(self) -> None:
+        try:
+            if self.client.config.tls is TlsPolicy.SMTPS:
+                await self._handle(await self._handshake())
+            while not self.client.closed:
+                step = self.client.step
+                if step is None:  # pragma: no cover - an open client always waits
+                    break
+                await self._handle(await self._receive(step))
+        finally:
+            await self._close()
+
+    async def _receive(self, step: Step) -> list[Event]:
+        with trio.move_on_after(self.timeouts.seconds(step)) as scope:
+            try:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self.broken = True
+                return self.client.fail(f"IO Error: {_reason(exc)}")
+        if scope.cancelled_caught:
+            return self.client.fail("Connection timeout")
+        if not data:
+            return self.client.receive_eof()
+        return self.client.receive_data(bytes(data))
+
+    async def _handle(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, Send):
+                await self._send(event.data)
+            elif isinstance(event, StartTls):
+                failed = await self._handshake()
+                await self._handle(failed if failed else self.client.tls_established())
+            elif isinstance(event, SendContent):
+                await self._handle(await self._stream_content(event.transaction))
+            elif isinstance(event, RecipientResult):
+                self.results[event.transaction, event.recipient] = event
+            elif isinstance(event, TransactionDone):
+                self.completed.add(event.transaction)
+            elif isinstance(event, SessionFailed):
+                self.failed = event
+                log.info("%016x mta error reason=%s", self.id, event.result.text)
+            else:
+                assert isinstance(event, Close)
+
+    async def _send(self, data: bytes) -> None:
+        step = self.client.step
+        if self.broken:
+            return
+        if step in _TRANSACTION_STEPS:
+            self.started = True
+        seconds = self.timeouts.seconds(step or Step.QUIT)
+        with trio.move_on_after(seconds) as scope:
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self.broken = True
+                await self._handle(self.client.fail(f"IO Error: {_reason(exc)}"))
+                return
+        if scope.cancelled_caught:
+            self.broken = True  # a write cut short leaves the stream unusable
+            await self._handle(self.client.fail("Connection timeout"))
+
+    async def _stream_content(self, transaction: int) -> list[Event]:
+        chunks = self.content(transaction)
+        try:
+            async for chunk in chunks:
+                await self._handle(self.client.content(chunk))
+                if self.client.closed:
+                    return []
+        except (MTAError, OSError) as exc:
+            return self.client.fail(f"Cannot read the message: {exc}")
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        return self.client.end_content()
+
+    async def _handshake(self) -> list[Event]:
+        """TLS on the stream: no events when it worked, the failure's otherwise."""
+        try:
+            context = client_context(self.tls, verify=self.client.config.verify)
+        except ConfigError as exc:
+            return self.client.fail(f"TLS configuration error: {exc}")
+        tls_stream = trio.SSLStream(self.stream, context, server_hostname=self.server_name or None)
+        with trio.move_on_after(self.timeouts.seconds(Step.TLS_HANDSHAKE)) as scope:
+            try:
+                await tls_stream.do_handshake()
+            except trio.BrokenResourceError as exc:
+                self.broken = self.handshake_failed = True
+                return self.client.fail(f"TLS handshake failed: {_reason(exc)}")
+        if scope.cancelled_caught:
+            self.broken = self.handshake_failed = True
+            return self.client.fail("TLS handshake timeout")
+        self.stream = tls_stream
+        # trio's SSLStream forwards cipher(), version(), getpeercert() and context
+        self.tls_info = tls_summary(cast(ssl.SSLObject, tls_stream))
+        log.info("%016x mta tls ciphers=%s", self.id, self.tls_info.text)
+        return []
+
+    async def _close(self) -> None:
+        if self.broken:
+            await trio.aclose_forcefully(self.stream)
+            return
+        with trio.move_on_after(CLOSE_GRACE):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.stream.aclose()
+        await trio.aclose_forcefully(self.stream)  # a no-op when aclose finished
+
+    def outcome(self, address: str, *, downgraded: bool) -> SessionOutcome:
+        failure = None
+        if self.failed is not None:
+            failure = SessionFailure(
+                self.failed.result, self.failed.unsettled, before_transactions=not self.started
+            )
+        messages = len(
+            {tx for (tx, _), got in self.results.items() if got.result.outcome is Outcome.OK}
+        )
+        return SessionOutcome(
+            address,
+            dict(self.results),
+            frozenset(self.completed),
+            failure,
+            messages,
+            self.tls_info,
+            downgraded,
+        )
+
+
+def _url(client: Client, address: str, port: int) -> str:
+    scheme = (
+        "lmtp"
+        if client.config.lmtp
+        else "smtps"
+        if client.config.tls is TlsPolicy.SMTPS
+        else "smtp"
+    )
+    host = f"[{address}]" if ":" in address else address
+    return f"{scheme}://{host}:{port}"
+
+
+async def run_session(
+    address: str,
+    port: int,
+    *,
+    client: Client,
+    server_name: str,
+    content: ContentSource,
+    timeouts: ClientTimeouts,
+    tls: ClientTls | None = None,
+    source: str | None = None,
+    stream: trio.abc.Stream | None = None,
+    downgrade: bool = True,
+) -> SessionOutcome:
+    """Run ``client`` against ``address``:``port`` (or over ``stream``, already
+    connected there, e.g. by :func:`connect_first`).
+
+    ``server_name`` is the host name the route gave (the MX), for SNI and the
+    certificate check; ``content(i)`` yields transaction ``i``'s message;
+    ``source`` is bound before connecting.  ``downgrade``: retry once in
+    plaintext when an opportunistic TLS handshake fails."""
+    session_id = _ids.getrandbits(64)
+    log.info(
+        "%016x mta connecting address=%s host=%s",
+        session_id,
+        _url(client, address, port),
+        server_name,
+    )
+    if stream is None:
+        with trio.move_on_after(timeouts.seconds(Step.GREETING)) as scope:
+            try:
+                stream = await connect(address, port, source=source)
+            except OSError as exc:
+                return _unconnected(client, address, session_id, _reason(exc))
+        if scope.cancelled_caught or stream is None:
+            return _unconnected(client, address, session_id, "Connection timeout")
+    log.info("%016x mta connected", session_id)
+    driver = _Driver(
+        client,
+        stream,
+        session_id=session_id,
+        server_name=server_name,
+        content=content,
+        timeouts=timeouts,
+        tls=tls or ClientTls(),
+    )
+    await driver.run()
+    reason = "error" if driver.failed is not None else "quit"
+    outcome = driver.outcome(address, downgraded=False)
+    log.info("%016x mta disconnected reason=%s messages=%d", session_id, reason, outcome.messages)
+    if driver.handshake_failed and downgrade and client.config.tls is TlsPolicy.OPPORTUNISTIC:
+        log.info(
+            "%016x mta error reason=opportunistic TLS failed, downgrading to plain", session_id
+        )
+        plain = Client(attrs.evolve(client.config, tls=TlsPolicy.NONE), client.transactions)
+        retried = await run_session(
+            address,
+            port,
+            client=plain,
+            server_name=server_name,
+            content=content,
+            timeouts=timeouts,
+            tls=tls,
+            source=source,
+            downgrade=False,
+        )
+        return attrs.evolve(retried, downgraded=True)
+    return outcome
+
+
+def _unconnected(client: Client, address: str, session_id: int, reason: str) -> SessionOutcome:
+    failed = [event for event in client.fail(reason) if isinstance(event, SessionFailed)]
+    log.info("%016x mta error reason=%s", session_id, failed[0].result.text)
+    failure = SessionFailure(failed[0].result, failed[0].unsettled, before_transactions=True)
+    return SessionOutcome(address, {}, frozenset(), failure, 0)
