@@ -3,7 +3,9 @@
 :func:`serve` opens the spool (recovering it), opens the tables, binds every
 listener plus the local enqueue socket, and serves SMTP sessions until it is
 told to stop (SIGTERM / SIGINT, or cancellation).  Sessions still running at
-shutdown get a short grace period, then a 421.
+shutdown get a short grace period, then a 421.  The queue runner delivers
+locally (:class:`~mta.delivery.local.LocalDeliverer`) and relays
+(:class:`~mta.relay.agent.RelayAgent`, DNS from ``MTA_DNS``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from mta.delivery.local import LocalDeliverer
 from mta.dsn.notify import SpoolNotifier
 from mta.log import get_logger
 from mta.net.rdns import Rdns
+from mta.net.resolver import DnsResolver
 from mta.net.tls import server_context
+from mta.relay.agent import RelayAgent
 from mta.rules.expand import Resolver
 from mta.rules.tableset import TableSet
 from mta.scheduler.runner import QueueRunner
@@ -208,9 +212,11 @@ async def _serve_locked(
     try:
         resolver = Resolver(config, tables, config.hostname)
         deliverer = LocalDeliverer(config, tables, spool, spool_dir=options.spool)
-        queue = QueueRunner(config, spool, deliverer)
+        agent = RelayAgent(config, tables, spool, resolver=DnsResolver.from_env())
+        queue = QueueRunner(config, spool, deliverer, relay=agent)
         queue.notifier = SpoolNotifier(spool, resolver, queue.committed)
         queue.scheduler.mda_paused = "mda" in options.paused
+        queue.scheduler.mta_paused = "mta" in options.paused
         services = Services(
             config=config,
             spool=spool,

@@ -183,7 +183,7 @@ class Controller:
         scheduler = self.runner.scheduler
         mta_state = "paused" if scheduler.mta_paused else "running"
         if self.runner.relay is None:
-            mta_state = "paused (relaying is not available)"
+            mta_state = "paused (no relay agent)"
         return (
             f"MDA {'paused' if scheduler.mda_paused else 'running'}\n"
             f"MTA {mta_state}\n"
@@ -264,7 +264,7 @@ class Controller:
             scheduler.mda_paused = pause
         elif what == "mta":
             if self.runner.relay is None:
-                raise ControlError("relaying is not available: mta stays paused")
+                raise ControlError("no relay agent: mta stays paused")
             if scheduler.mta_paused == pause:
                 raise ControlError(f"mta is already {verb}d")
             scheduler.mta_paused = pause

@@ -43,6 +43,7 @@ _TYPES = {
     "failed": ReportType.FAILED,
     "delayed": ReportType.DELAYED,
     "delivered": ReportType.DELIVERED,
+    "relayed": ReportType.RELAYED,
 }
 
 
@@ -68,7 +69,7 @@ class SpoolNotifier:
         kind = _TYPES[notice.kind]
         if EnvelopeFlag.BOUNCE in envelope.flags or not wanted(envelope, kind):
             return
-        if notice.result is not None and notice.kind != "delivered":
+        if notice.result is not None and notice.kind not in ("delivered", "relayed"):
             result = notice.result
             envelope = attrs.evolve(
                 envelope,

@@ -16,6 +16,9 @@ addresses interleaved by family for happy eyeballs) or raises
 - pruning (``backup`` / ``backup mx NAME``, ourselves, ``mta limit`` family)
   and ordering are the pure functions of :mod:`mta.relay.route`.
 
+:func:`resolve_host` is the route to a smarthost (``relay host``): its
+addresses only, no MX; an IP address or address literal needs no DNS.
+
 The whole resolution takes at most ``timeout`` seconds (two rounds of the
 resolver's query timeout by default).  :func:`backup_name` and
 :func:`family_limit` read the relay action and ``mta limit`` settings of the
@@ -42,19 +45,21 @@ from mta.log import get_logger, visible
 from mta.net.resolver import DnsResolver, Lookup, LookupStatus
 from mta.relay.route import (
     Family,
+    Hop,
     HostAddresses,
     Mx,
     Route,
     RouteKind,
     backup_preference,
     build_route,
+    interleave,
     literal_route,
     order_mxs,
     parse_literal,
     usable_mxs,
 )
 
-__all__ = ["backup_name", "family_limit", "resolve_route"]
+__all__ = ["backup_name", "family_limit", "resolve_host", "resolve_route"]
 
 log = get_logger("mta")
 
@@ -209,3 +214,35 @@ async def resolve_route(
         family=family,
         prefer=prefer,
     )
+
+
+async def resolve_host(
+    host: str,
+    *,
+    resolver: DnsResolver | None,
+    prefer: Family = Family.INET6,
+    timeout: float | None = None,
+) -> Route:
+    """The route to a smarthost: ``host`` itself when it is an IP address or an
+    address literal, else its A and AAAA records (temporary failures: no
+    resolver, a failed lookup, no address)."""
+    literal = parse_literal(host)
+    if literal is not None:
+        return literal_route(host, literal)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return Route(host, RouteKind.LITERAL, (Hop(-1, host, (str(address),)),))
+    name = host.strip().rstrip(".").lower()
+    if resolver is None:
+        raise RouteTemporaryFailure(
+            f"Temporary failure resolving {visible(name)} (no DNS resolver)", "4.4.3"
+        )
+    clock = _Clock(2 * resolver.timeout if timeout is None else timeout)
+    found = await _host_addresses(resolver, name, clock)
+    if not found.addresses:
+        reason = found.error or "Host not found"
+        raise RouteTemporaryFailure(f"{visible(name)}: {reason}", "4.4.4")
+    return Route(name, RouteKind.IMPLICIT, (Hop(0, name, interleave(found.addresses, prefer)),))

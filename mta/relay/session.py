@@ -105,6 +105,7 @@ class SessionOutcome:
     messages: int  # transactions the server took for at least one recipient
     tls: TlsInfo | None = None
     downgraded: bool = False  # opportunistic TLS failed: this was the plaintext retry
+    local: str = ""  # our address on the connection, "" when none was made
 
     def result(self, transaction: int, recipient: int) -> Result:
         """The recipient's result; the session failure's for an unsettled one."""
@@ -390,6 +391,7 @@ async def run_session(
         if scope.cancelled_caught or stream is None:
             return _unconnected(client, address, session_id, "Connection timeout")
     log.info("%016x mta connected", session_id)
+    local = _local_address(stream)
     driver = _Driver(
         client,
         stream,
@@ -401,7 +403,7 @@ async def run_session(
     )
     await driver.run()
     reason = "error" if driver.failed is not None else "quit"
-    outcome = driver.outcome(address, downgraded=False)
+    outcome = attrs.evolve(driver.outcome(address, downgraded=False), local=local)
     log.info("%016x mta disconnected reason=%s messages=%d", session_id, reason, outcome.messages)
     if driver.handshake_failed and downgrade and client.config.tls is TlsPolicy.OPPORTUNISTIC:
         log.info(
@@ -421,6 +423,17 @@ async def run_session(
         )
         return attrs.evolve(retried, downgraded=True)
     return outcome
+
+
+def _local_address(stream: trio.abc.Stream) -> str:
+    """Our end of a TCP connection, "" for any other stream."""
+    if not isinstance(stream, trio.SocketStream):
+        return ""
+    with contextlib.suppress(OSError):
+        name = stream.socket.getsockname()
+        if isinstance(name, tuple):
+            return str(name[0])
+    return ""
 
 
 def _unconnected(client: Client, address: str, session_id: int, reason: str) -> SessionOutcome:

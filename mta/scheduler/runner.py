@@ -8,8 +8,10 @@ has it delivered (the ``deliver`` callable: local delivery, and relaying once
 it exists), and records the outcome in the spool before telling the scheduler,
 so a crash at any point repeats a delivery at worst, never loses one:
 
-- delivered: a success notice if ``NOTIFY=SUCCESS`` asked for one, then the
-  envelope is deleted;
+- delivered: a success notice if ``NOTIFY=SUCCESS`` asked for one (for a
+  relayed envelope: a "relayed" notice, and only when the remote host did not
+  offer DSN -- otherwise it sends the notice itself), then the envelope is
+  deleted;
 - temporary failure: the envelope is rewritten durably with its error and
   retry count; when a ``bounce warn-interval`` is reached a delay notice goes
   out and the envelope records it;
@@ -22,8 +24,8 @@ deleted or rewritten (:class:`Notifier`).  Local deliveries run at most
 ``mda limit max-session`` at a time, and ``max-session-per-user`` per user.
 Times are Unix seconds from ``clock``; waiting uses trio's clock, so tests
 can run days in milliseconds.
-Relay envelopes wait (the ``mta`` work stays paused) while no relay agent is
-given.
+Relay envelopes go to the ``relay`` callable (:class:`~mta.relay.agent.RelayAgent`
+in the daemon); without one they wait (the ``mta`` work stays paused).
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ class Notice:
     """A delivery status notification to send about ``envelope``."""
 
     envelope: Envelope
-    kind: str  # failed, delayed, delivered
+    kind: str  # failed, delayed, delivered, relayed
     result: Result | None = None  # the failure or success being reported
     delay: int = 0  # for delayed: the warn interval reached
     ttl: int = 0  # for delayed: how long the message stays queued
@@ -218,7 +220,7 @@ class QueueRunner:
         waiting = sum(1 for e in self.scheduler.entries() if e.kind is EnvelopeKind.MTA)
         log.info("queue: %d envelope(s) scheduled", len(self.scheduler))
         if self.relay is None and waiting:
-            log.warning("queue: relaying is not available yet: %d envelope(s) wait", waiting)
+            log.warning("queue: no relay agent: %d envelope(s) wait", waiting)
         task_status.started()
         try:
             await self._serve()
@@ -308,7 +310,10 @@ class QueueRunner:
         evpid = envelope.id
         if result.outcome is Outcome.OK:
             if DsnNotify.SUCCESS in envelope.dsn_notify:
-                await self._notified(Notice(envelope, "delivered", result))
+                if result.relayed is None:
+                    await self._notified(Notice(envelope, "delivered", result))
+                elif result.relayed.notify_success:
+                    await self._notified(Notice(envelope, "relayed", result))
             await self._delete(envelope)
             self.stats.delivered += 1
             scheduler.done(evpid)
@@ -373,13 +378,14 @@ class QueueRunner:
 
     def _log_delivery(self, envelope: Envelope, result: Result) -> None:
         """OpenSMTPD's ``mda_log`` / ``mta_log`` line for one attempt."""
-        relay = envelope.kind is EnvelopeKind.MTA
+        if envelope.kind is EnvelopeKind.MTA:
+            self._log_relay(envelope, result)
+            return
         rcpt = "" if envelope.rcpt == envelope.dest else f"rcpt=<{visible(str(envelope.rcpt))}> "
-        user = "" if relay else f"user={visible(envelope.mda_user or envelope.dest.local)} "
+        user = f"user={visible(envelope.mda_user or envelope.dest.local)} "
         log.info(
-            "%016x %s delivery evpid=%016x from=<%s> to=<%s> %s%sdelay=%s result=%s stat=%s",
+            "%016x mda delivery evpid=%016x from=<%s> to=<%s> %s%sdelay=%s result=%s stat=%s",
             envelope.id,
-            "mta" if relay else "mda",
             envelope.id,
             visible(str(envelope.sender)),
             visible(str(envelope.dest)),
@@ -388,6 +394,24 @@ class QueueRunner:
             duration_text(self.clock() - envelope.ctime),
             result.outcome.value,
             visible(result.text, 400),
+        )
+
+    def _log_relay(self, envelope: Envelope, result: Result) -> None:
+        """OpenSMTPD's ``mta_log`` line: where the envelope went, and how."""
+        via = result.relayed
+        log.info(
+            '%016x mta delivery evpid=%016x from=<%s> to=<%s> rcpt=<%s> source="%s" '
+            'relay="%s" delay=%s result=%s stat="%s"',
+            envelope.id,
+            envelope.id,
+            visible(str(envelope.sender)),
+            visible(str(envelope.dest)),
+            visible(str(envelope.rcpt)),
+            visible(via.source if via is not None else ""),
+            visible(via.relay if via is not None else ""),
+            duration_text(self.clock() - envelope.ctime),
+            result.outcome.value,
+            visible(result.text, 400).replace('"', "'"),
         )
 
     def _log(self, envelope: Envelope, prefix: str, status: str) -> None:

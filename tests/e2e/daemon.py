@@ -34,8 +34,8 @@ def free_port() -> int:
 class Daemon:
     """``mta -d -f DIR/smtpd.conf --spool DIR/spool`` with a readiness wait.
 
-    Local deliveries are paused by default (``-P mda``): the tests of the receiving
-    side look at what is queued; delivery tests pass ``paused=()``."""
+    Deliveries and relaying are paused by default (``-P mda -P mta``): the tests
+    of the receiving side look at what is queued; delivery tests pass ``paused=()``."""
 
     def __init__(
         self,
@@ -43,7 +43,7 @@ class Daemon:
         config: str,
         *,
         env: dict[str, str] | None = None,
-        paused: tuple[str, ...] = ("mda",),
+        paused: tuple[str, ...] = ("mda", "mta"),
     ) -> None:
         self.directory = directory
         self.spool = directory / "spool"

@@ -5,6 +5,7 @@ one test runs the real spool end to end."""
 
 from __future__ import annotations
 
+import logging
 import pathlib
 from collections.abc import Callable
 
@@ -15,7 +16,7 @@ import trio.testing
 
 from mta.config.load import load_text
 from mta.config.model import Config
-from mta.delivery.result import ESC_DELIVERY_TIME_EXPIRED, Outcome, Result
+from mta.delivery.result import ESC_DELIVERY_TIME_EXPIRED, Outcome, Relayed, Result
 from mta.envelope import Address, DsnNotify, Envelope, EnvelopeKind
 from mta.errors import SpoolError, SpoolNotFound
 from mta.scheduler.runner import Notice, QueueRunner, duration_text, envelope_ttl
@@ -365,6 +366,43 @@ async def test_success_notices_when_asked_and_removal_by_the_operator(
         nursery.cancel_scope.cancel()
     assert await spool.envelopes() == [] and runner.stats.removed == 1
     assert [n.kind for n in notices.sent] == ["delivered"]  # no notice for a removal
+
+
+async def test_relayed_success_notice_only_when_the_remote_did_not_do_dsn(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = MemoryStore()
+
+    def relayed(envelope: Envelope, attempt: int) -> Result:
+        ours = envelope.dest.local == "user0"  # the remote offered no DSN for this one
+        via = Relayed("192.0.2.100", "192.0.2.7 (mx.example.org)", notify_success=ours)
+        return attrs.evolve(Result.ok("250 2.0.0 Ok"), relayed=via)
+
+    notices = Notices()
+    runner = QueueRunner(
+        config(),
+        spool,
+        Agent(lambda e, n: Result.ok()),
+        relay=Agent(relayed),
+        notifier=notices,
+        clock=clock,
+    )
+    caplog.set_level(logging.INFO, logger="mta")
+    async with trio.open_nursery() as nursery:
+        await started(nursery, runner)
+        envelopes = await queue(
+            spool, action="out", kind=EnvelopeKind.MTA, rcpts=2, dsn_notify=DsnNotify.SUCCESS
+        )
+        runner.committed(envelopes)
+        await trio.sleep(5)
+        nursery.cancel_scope.cancel()
+    assert [(n.kind, n.envelope.dest.local) for n in notices.sent] == [("relayed", "user0")]
+    lines = [r.getMessage() for r in caplog.records if " mta delivery " in r.getMessage()]
+    assert len(lines) == 2
+    assert (
+        'rcpt=<user0@example.org> source="192.0.2.100" relay="192.0.2.7 (mx.example.org)" '
+        'delay=0s result=Ok stat="250 2.0.0 Ok"'
+    ) in lines[0] + lines[1]
 
 
 async def test_a_crashing_delivery_method_only_delays_the_mail(

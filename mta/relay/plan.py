@@ -1,0 +1,122 @@
+"""How one envelope is relayed, decided without I/O: the pure half of the relay agent.
+
+:class:`Plan` is everything a session needs that does not depend on the
+remote host: where to go (a smarthost URL, else the MX of the destination
+domain), the client's settings (HELO name, TLS policy, certificate check,
+LMTP, credentials), the TLS files, the source address and the reverse-path.
+Envelopes of one message with equal plans go in one transaction
+(OpenSMTPD groups tasks per message per relay).
+
+- :func:`tls_policy`: from the URL's schema and the action's ``tls`` /
+  ``tls no-verify``, as OpenSMTPD's ``mta_relay`` / ``mta_session``:
+  ``smtp://`` (or MX) is opportunistic, upgraded to required by ``tls``;
+  ``smtp+tls://`` and ``smtps://`` verify unless ``no-verify``;
+  ``smtp+notls://`` with ``tls`` is refused ("TLS required for relaying").
+- :func:`rewrite_sender`: the action's ``mail-from`` (an address, ``user``,
+  ``@domain``) replaces the parts it names; ``<>`` stays ``<>``.
+- :func:`transaction_for`: one transaction for a group of envelopes (DSN
+  parameters, ``BODY=8BITMIME``, SMTPUTF8).
+- :func:`status_code`: ``"5.1.2"`` -> (5, 12), the :class:`Result` form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+from mta.envelope import Body, Envelope
+from mta.errors import TemporaryFailure
+from mta.relay.client import ClientConfig, TlsPolicy
+from mta.relay.route import Family
+from mta.relay.tlsclient import ClientTls
+from mta.relay.transaction import Recipient, Transaction
+from mta.tables.relayhost import RelayHost, RelayTLS
+
+__all__ = [
+    "SMTP_PORT",
+    "Plan",
+    "rewrite_sender",
+    "status_code",
+    "tls_policy",
+    "transaction_for",
+]
+
+SMTP_PORT = 25
+
+
+@attrs.frozen
+class Plan:
+    """One envelope's relay settings (hashable: the batching key's core).
+
+    ``smarthost`` None: the MX of ``domain`` (with ``backup_name`` and
+    ``family`` for the route).  ``port`` is the smarthost's, 25 for MX."""
+
+    domain: str
+    smarthost: RelayHost | None
+    port: int
+    client: ClientConfig
+    tls: ClientTls
+    sender: str
+    source: str | None = None
+    backup_name: str | None = None
+    family: Family | None = None
+
+
+def tls_policy(url: RelayHost | None, action_tls: str | None) -> tuple[TlsPolicy, bool]:
+    """(policy, verify) for a smarthost ``url`` (None: MX) and the action's
+    ``tls`` option (None, ``"required"`` for ``tls``, ``"no-verify"``);
+    TemporaryFailure for ``smtp+notls://`` / ``lmtp://`` with ``tls``."""
+    schema = url.tls if url is not None else RelayTLS.OPPORTUNISTIC
+    if schema is RelayTLS.OPPORTUNISTIC:
+        if action_tls is None:
+            return TlsPolicy.OPPORTUNISTIC, False
+        return TlsPolicy.REQUIRED, action_tls == "required"
+    if schema is RelayTLS.NO:
+        if action_tls is not None:
+            raise TemporaryFailure("TLS required for relaying")
+        return TlsPolicy.NONE, False
+    verify = action_tls != "no-verify"
+    if schema is RelayTLS.STARTTLS:
+        return TlsPolicy.REQUIRED, verify
+    return TlsPolicy.SMTPS, verify  # smtps://, legacy secure://
+
+
+def rewrite_sender(sender: str, mail_from: str | None) -> str:
+    """``sender`` with the parts ``mail_from`` names (``user@domain``,
+    ``user``, ``@domain``, ``user@``) replaced; ``<>`` is never rewritten."""
+    if mail_from is None or not sender:
+        return sender
+    user, at, domain = mail_from.rpartition("@")
+    if not at:
+        user, domain = mail_from, ""
+    old_user, _, old_domain = sender.rpartition("@")
+    return f"{user or old_user}@{domain or old_domain}"
+
+
+def transaction_for(envelopes: Sequence[Envelope], sender: str) -> Transaction:
+    """One transaction for ``envelopes`` (one message, one plan), in their order."""
+    if not envelopes:
+        raise ValueError("a transaction needs an envelope")
+    first = envelopes[0]
+    return Transaction(
+        sender=sender,
+        recipients=tuple(
+            Recipient(str(e.dest), notify=e.dsn_notify, orcpt=e.dsn_orcpt) for e in envelopes
+        ),
+        eight_bit=any(e.body is Body.EIGHTBITMIME for e in envelopes),
+        smtputf8=any(e.smtputf8 for e in envelopes),
+        ret=first.dsn_ret,
+        envid=first.dsn_envid,
+    )
+
+
+def status_code(status: str) -> int:
+    """The ``subject * 10 + detail`` of an enhanced status code (``4.4.3`` -> 43);
+    a detail above 9 (``5.1.10``) cannot be stored so and becomes 0; 0 when it
+    cannot be read."""
+    parts = status.split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts) or int(parts[1]) > 9:
+        return 0
+    detail = int(parts[2])
+    return int(parts[1]) * 10 + (detail if detail < 10 else 0)

@@ -1,0 +1,167 @@
+"""End to end: one ``mta`` relays through another over loopback.
+
+Instance A accepts mail for ``example.net`` and relays it to instance B's port
+(a smarthost URL with an IP address: no DNS); B delivers it to a maildir.
+Over STARTTLS with AUTH (certificates from a test CA, checked by A), in
+plaintext, a recipient B refuses (a bounce back to A's local sender) and a B
+that is down (the envelope stays queued with the error).
+"""
+
+from __future__ import annotations
+
+import mailbox
+import pathlib
+import smtplib
+
+import pytest
+
+from mta.auth.hashes import make_hash
+from tests.e2e.certs import Certs, make_certs
+from tests.e2e.daemon import Daemon, free_port, has_mail, start, wait_for
+
+USERS = 'table users { bob = "65534:65534:/nonexistent", alice = "65534:65534:/nonexistent" }'
+MESSAGE = (
+    b"From: alice@localhost\r\nTo: bob@example.net\r\nSubject: relayed\r\n\r\n"
+    b"Hello through the relay.\r\n.a line with a dot\r\nLast line\r\n"
+)
+BODY = "Hello through the relay.\n.a line with a dot\nLast line\n"
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+def receiver(directory: pathlib.Path, shared: pathlib.Path, listen: str) -> tuple[Daemon, int]:
+    """Instance B: delivers mail for example.net to maildirs under ``shared``."""
+    directory.mkdir()
+    return start(
+        directory,
+        f"""{USERS}
+{listen}
+action "local" maildir "{shared}/b/%{{user.username}}" userbase <users>
+match from any for domain "example.net" action "local"
+""",
+    )
+
+
+def sender(
+    directory: pathlib.Path, shared: pathlib.Path, relay: str, prelude: str = ""
+) -> tuple[Daemon, int]:
+    """Instance A: relays everything but its own localhost mail with ``relay``."""
+    directory.mkdir()
+    return start(
+        directory,
+        f"""{USERS}
+{prelude}
+listen on 127.0.0.1 port PORT
+action "local" maildir "{shared}/a/%{{user.username}}" userbase <users>
+action "out" {relay}
+match from any for domain "localhost" action "local"
+match from any for any action "out"
+""",
+    )
+
+
+def send(port: int, rcpts: list[str]) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        assert client.sendmail("alice@localhost", rcpts, MESSAGE) == {}
+
+
+def relay_lines(d: Daemon) -> list[str]:
+    return [line for line in d.log().splitlines() if " mta delivery " in line]
+
+
+def test_relay_over_starttls_with_auth(
+    tmp_path: pathlib.Path, shared: pathlib.Path, certs: Certs
+) -> None:
+    creds = tmp_path / "creds"
+    creds.write_text(f"alice {make_hash('secret')}\n")
+    b, port_b = receiver(
+        tmp_path / "b",
+        shared,
+        f"""pki localhost cert "{certs.cert_file}"
+pki localhost key "{certs.key_file}"
+table creds file:{creds}
+listen on 127.0.0.1 port PORT tls-require pki localhost auth <creds>""",
+    )
+    a, port_a = sender(
+        tmp_path / "a",
+        shared,
+        f'relay host "smtp+tls://label@127.0.0.1:{port_b}" auth <secrets> ca testca',
+        f"""ca testca cert "{certs.ca_file}"
+table secrets {{ label = "alice:secret" }}""",
+    )
+    try:
+        send(port_a, ["bob@example.net", "alice@example.net"])
+        for user in ("bob", "alice"):
+            wait_for(lambda user=user: has_mail(shared / "b" / user))  # type: ignore[misc]
+            [message] = list(mailbox.Maildir(str(shared / "b" / user), create=False))
+            assert message.get_payload() == BODY
+            assert message["Subject"] == "relayed"
+            assert message["Return-Path"] == "<alice@localhost>"
+        wait_for(lambda: a.queued() == [])
+        lines = relay_lines(a)
+        assert len(lines) == 2 and all("result=Ok" in line for line in lines), a.log()
+        assert 'relay="127.0.0.1 (127.0.0.1)"' in lines[0]
+        assert 'source="127.0.0.1"' in lines[0]
+        assert "mta tls ciphers=" in a.log()
+        # one session, one transaction for both recipients
+        assert a.log().count("mta connecting") == 1
+        assert "smtp authentication user=alice result=ok" in b.log()
+        assert "nrcpt=2" in b.log()
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_plain_relay(tmp_path: pathlib.Path, shared: pathlib.Path) -> None:
+    b, port_b = receiver(tmp_path / "b", shared, "listen on 127.0.0.1 port PORT")
+    a, port_a = sender(tmp_path / "a", shared, f'relay host "smtp://127.0.0.1:{port_b}"')
+    try:
+        send(port_a, ["bob@example.net"])
+        wait_for(lambda: has_mail(shared / "b" / "bob"))
+        [message] = list(mailbox.Maildir(str(shared / "b" / "bob"), create=False))
+        assert message.get_payload() == BODY
+        wait_for(lambda: a.queued() == [])
+        [line] = relay_lines(a)
+        assert "result=Ok" in line and "mta tls" not in a.log()
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_refused_recipient_bounces_to_the_local_sender(
+    tmp_path: pathlib.Path, shared: pathlib.Path
+) -> None:
+    b, port_b = receiver(tmp_path / "b", shared, "listen on 127.0.0.1 port PORT")
+    a, port_a = sender(tmp_path / "a", shared, f'relay host "smtp://127.0.0.1:{port_b}"')
+    try:
+        send(port_a, ["carol@other.test"])  # B does not relay for other.test: 550
+        wait_for(lambda: has_mail(shared / "a" / "alice"))
+        [bounce] = list(mailbox.Maildir(str(shared / "a" / "alice"), create=False))
+        text = bounce.as_string()
+        assert "Action: failed" in text and "carol@other.test" in text and "550" in text
+        wait_for(lambda: a.queued() == [])
+        [line] = relay_lines(a)
+        assert "result=PermFail" in line
+        assert not (shared / "b").exists() or not any((shared / "b").iterdir())
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_remote_down_keeps_the_envelope_queued(
+    tmp_path: pathlib.Path, shared: pathlib.Path
+) -> None:
+    port_b = free_port()  # nothing listens there
+    a, port_a = sender(tmp_path / "a", shared, f'relay host "smtp://127.0.0.1:{port_b}"')
+    try:
+        send(port_a, ["bob@example.net"])
+        wait_for(lambda: len(relay_lines(a)) == 1)
+        [line] = relay_lines(a)
+        assert "result=TempFail" in line and 'stat="' in line
+        assert "Connection refused" in line, line
+        assert len(a.queued()) == 1
+    finally:
+        a.stop()

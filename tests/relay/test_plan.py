@@ -1,0 +1,99 @@
+"""The pure half of the relay agent: TLS policy, sender rewriting, transactions."""
+
+from __future__ import annotations
+
+import pytest
+
+from mta.envelope import Address, Body, DsnNotify, DsnRet, Envelope, EnvelopeKind
+from mta.errors import TemporaryFailure
+from mta.relay.client import TlsPolicy
+from mta.relay.plan import rewrite_sender, status_code, tls_policy, transaction_for
+from mta.relay.transaction import Recipient
+from mta.tables.relayhost import parse_relay_url
+
+
+@pytest.mark.parametrize(
+    ("url", "action_tls", "expected"),
+    [
+        (None, None, (TlsPolicy.OPPORTUNISTIC, False)),
+        (None, "required", (TlsPolicy.REQUIRED, True)),
+        (None, "no-verify", (TlsPolicy.REQUIRED, False)),
+        ("smtp://h", None, (TlsPolicy.OPPORTUNISTIC, False)),
+        ("smtp://h", "required", (TlsPolicy.REQUIRED, True)),
+        ("smtp+tls://h", None, (TlsPolicy.REQUIRED, True)),  # implicit verify
+        ("smtp+tls://h", "no-verify", (TlsPolicy.REQUIRED, False)),
+        ("smtps://h", None, (TlsPolicy.SMTPS, True)),
+        ("smtps://h", "no-verify", (TlsPolicy.SMTPS, False)),
+        ("smtp+notls://h", None, (TlsPolicy.NONE, False)),
+        ("lmtp://h:24", None, (TlsPolicy.NONE, False)),
+    ],
+)
+def test_tls_policy(url: str | None, action_tls: str | None, expected: object) -> None:
+    host = parse_relay_url(url) if url is not None else None
+    assert tls_policy(host, action_tls) == expected
+
+
+def test_tls_with_a_plain_url_is_refused() -> None:
+    with pytest.raises(TemporaryFailure, match="TLS required for relaying"):
+        tls_policy(parse_relay_url("smtp+notls://h"), "required")
+
+
+@pytest.mark.parametrize(
+    ("sender", "mail_from", "expected"),
+    [
+        ("alice@example.org", None, "alice@example.org"),
+        ("alice@example.org", "bounce@relay.test", "bounce@relay.test"),
+        ("alice@example.org", "@relay.test", "alice@relay.test"),
+        ("alice@example.org", "bounce", "bounce@example.org"),
+        ("alice@example.org", "bounce@", "bounce@example.org"),
+        ("", "bounce@relay.test", ""),  # <> stays <>
+    ],
+)
+def test_rewrite_sender(sender: str, mail_from: str | None, expected: str) -> None:
+    assert rewrite_sender(sender, mail_from) == expected
+
+
+def _envelope(dest: str, **changes: object) -> Envelope:
+    values: dict[str, object] = {
+        "msgid": 1,
+        "kind": EnvelopeKind.MTA,
+        "dispatcher": "out",
+        "smtpname": "mx.example.org",
+        "helo": "client",
+        "hostname": "client",
+        "sockaddr": "local",
+        "sender": Address.parse("alice@example.org"),
+        "rcpt": Address.parse(dest),
+        "dest": Address.parse(dest),
+        "ctime": 0,
+    }
+    values.update(changes)
+    return Envelope(**values)  # type: ignore[arg-type]
+
+
+def test_transaction_for_a_group() -> None:
+    envelopes = [
+        _envelope(
+            "bob@example.net",
+            dsn_notify=DsnNotify.SUCCESS,
+            dsn_orcpt="rfc822;bob@example.net",
+            dsn_ret=DsnRet.HDRS,
+            dsn_envid="E1",
+        ),
+        _envelope("carol@example.net", body=Body.EIGHTBITMIME),
+    ]
+    tx = transaction_for(envelopes, "srs@example.org")
+    assert tx.sender == "srs@example.org"
+    assert tx.recipients == (
+        Recipient("bob@example.net", DsnNotify.SUCCESS, "rfc822;bob@example.net"),
+        Recipient("carol@example.net"),
+    )
+    assert tx.eight_bit and not tx.smtputf8
+    assert (tx.ret, tx.envid) == (DsnRet.HDRS, "E1")
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [("5.1.2", 12), ("4.4.3", 43), ("5.1.10", 10), ("x", 0)]
+)
+def test_status_code(status: str, code: int) -> None:
+    assert status_code(status) == code
