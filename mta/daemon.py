@@ -236,6 +236,7 @@ async def _serve_locked(
             if "smtp" in options.paused:
                 gate.pause()
             async with trio.open_nursery() as deliveries:
+                await deliveries.start(agent.run)  # sessions kept open between messages
                 await deliveries.start(queue.run)
                 controller = Controller(queue, spool, gate, tables)
                 deliveries.start_soon(serve_control, control, controller)

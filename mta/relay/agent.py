@@ -8,9 +8,11 @@ where it went, and whether a "relayed" success notice is ours to send):
    smarthost (``host <table>``: the next URL of the table, round-robin as
    OpenSMTPD's ``table_fetch``; ``domain <table>``: the URL stored for the
    destination domain, else MX), the TLS policy, credentials (the ``auth``
-   table's value for the URL's ``label@``), the HELO name (``helo``, else our
-   host name), the source address (``src``) and the reverse-path (``mail-from``,
-   then SRS for forwarded mail of an ``srs`` action).  A plan that cannot be
+   table's value for the URL's ``label@``), the source address (``src``), the
+   HELO name (``helo-src``: the name its table gives the source address, a
+   temporary failure when it has none, as OpenSMTPD's "Failed to retrieve helo
+   string"; else ``helo``; else our host name) and the reverse-path
+   (``mail-from``, then SRS for forwarded mail of an ``srs`` action).  A plan that cannot be
    made (unknown action, missing credentials, ``tls`` with ``smtp+notls://``, a
    table failing) is a temporary failure: the operator can fix it.
 2. Batching: envelopes of one message with the same plan that arrive within
@@ -22,15 +24,28 @@ where it went, and whether a "relayed" success notice is ours to send):
 4. One session per address in route order (:func:`~mta.relay.session.run_session`),
    going on to the next address or MX while a session fails before any
    transaction started; otherwise each recipient's result is that session's.
+   An address whose last session failed so is skipped for a while
+   (:mod:`mta.relay.backoff`); when every address is, the recipients fail
+   temporarily at once with the last error.  The message is opened once,
+   before the first session: that tells its size, sent as ``SIZE=`` and
+   checked against the remote's limit before MAIL (5.3.4).
+5. Connection reuse (:mod:`mta.relay.pool`), while :meth:`RelayAgent.run`
+   runs: a session that finished its message waits ``session-keepalive``
+   seconds for the next message of the same plan, up to ``session-mail-max``
+   messages (``mta limit``, per domain or global); a message for a plan with
+   a waiting session goes there first, skipping the route.
+6. ``mta limit max-conn-per-*`` (:mod:`mta.relay.limits`): a new session
+   waits for a free slot per host, route, source, relay and domain; a message
+   waiting so goes to a session of its plan as soon as one is free.
 
 The route resolver, the session runner and the message source are injected,
-so the decisions are tested without sockets.  Not done (OpenSMTPD does):
-connection reuse across messages, route penalties and ``mta limit`` connection
-limits, ``helo-src``, the SIZE of the message.
+so the decisions are tested without sockets.  Not done (OpenSMTPD does): the
+connection delays (``conn-delay-*``), ``max-failures-per-session``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import BinaryIO, Protocol
@@ -45,17 +60,35 @@ from mta.envelope import Envelope
 from mta.errors import MTAError, PermanentFailure, RouteError, RoutePermanentFailure
 from mta.log import get_logger, visible
 from mta.net.resolver import DnsResolver
+from mta.relay.backoff import RouteBackoff, RouteKey
 from mta.relay.client import Client, ClientConfig, Credentials
+from mta.relay.limits import ConnectionLimits, Key, limit_for
 from mta.relay.mx import backup_name, family_limit, resolve_host, resolve_route
-from mta.relay.plan import SMTP_PORT, Plan, rewrite_sender, status_code, tls_policy, transaction_for
+from mta.relay.plan import (
+    SMTP_PORT,
+    Plan,
+    rewrite_sender,
+    session_key,
+    status_code,
+    tls_policy,
+    transaction_for,
+)
+from mta.relay.pool import Connection, Work
 from mta.relay.route import Route, parse_literal
-from mta.relay.session import ContentSource, SessionOutcome, run_session
+from mta.relay.session import ContentSource, Reuse, SessionOutcome, run_session
 from mta.relay.srs import relay_sender
 from mta.relay.timeouts import ClientTimeouts
 from mta.relay.tlsclient import ClientTls, relay_tls
+from mta.relay.transaction import Transaction
 from mta.rules.tableset import TableSet
 from mta.spool.store import READ_CHUNK
-from mta.tables.lookups import fetch_relayhost, fetch_source, lookup_credentials, lookup_relayhost
+from mta.tables.lookups import (
+    fetch_relayhost,
+    fetch_source,
+    lookup_addrname,
+    lookup_credentials,
+    lookup_relayhost,
+)
 from mta.tables.relayhost import RelayHost
 
 __all__ = ["BATCH_WINDOW", "MessageSource", "RelayAgent", "ResolvePlan", "RunSession"]
@@ -66,9 +99,10 @@ BATCH_WINDOW = 0.05  # seconds the first envelope of a group waits for the other
 
 
 class MessageSource(Protocol):
-    """What the agent needs of the spool (:class:`~mta.spool.spool.Spool` has it)."""
+    """What the agent needs of the spool (:class:`~mta.spool.spool.Spool` has it):
+    a message's content as a stream (blocking reads) and its size in octets."""
 
-    async def open_message(self, msgid: int) -> BinaryIO: ...
+    async def open_message_sized(self, msgid: int) -> tuple[BinaryIO, int]: ...
 
 
 ResolvePlan = Callable[[Plan], Awaitable[Route]]
@@ -89,6 +123,7 @@ class RunSession(Protocol):
         timeouts: ClientTimeouts,
         tls: ClientTls | None = ...,
         source: str | None = ...,
+        reuse: Reuse | None = ...,
     ) -> Awaitable[SessionOutcome]: ...
 
 
@@ -97,6 +132,38 @@ class _Batch:
     envelopes: list[Envelope]
     results: list[Result] = attrs.Factory(list)
     done: trio.Event = attrs.Factory(trio.Event)
+
+
+class _Message:
+    """One message's content for the sessions of one relay attempt: opened once
+    (which tells its size); the first session to read it streams that stream,
+    a later one (the next address, the plaintext retry) opens it again."""
+
+    def __init__(self, messages: MessageSource, msgid: int, stream: BinaryIO, size: int) -> None:
+        self.messages = messages
+        self.msgid = msgid
+        self.size = size
+        self._stream: BinaryIO | None = stream
+
+    @classmethod
+    async def open(cls, messages: MessageSource, msgid: int) -> _Message:
+        stream, size = await messages.open_message_sized(msgid)
+        return cls(messages, msgid, stream, size)
+
+    async def content(self, _index: int) -> AsyncIterator[bytes]:
+        stream, self._stream = self._stream, None
+        if stream is None:
+            stream, _size = await self.messages.open_message_sized(self.msgid)
+        try:
+            while chunk := await threads.run_sync(stream.read, READ_CHUNK):
+                yield chunk
+        finally:
+            await threads.run_sync(stream.close)
+
+    async def aclose(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await threads.run_sync(stream.close)
 
 
 def _route_result(exc: RouteError) -> Result:
@@ -121,6 +188,7 @@ class RelayAgent:
         resolve: ResolvePlan | None = None,
         session: RunSession | None = None,
         clock: Callable[[], float] = time.time,
+        backoff: RouteBackoff | None = None,
     ) -> None:
         self.config = config
         self.tables = tables
@@ -131,7 +199,24 @@ class RelayAgent:
         self.resolve: ResolvePlan = resolve if resolve is not None else self._resolve
         self.session: RunSession = session if session is not None else run_session
         self.clock = clock
+        self.backoff = backoff if backoff is not None else RouteBackoff()
+        self.limits = ConnectionLimits(config.mta_limits)
+        self._nursery: trio.Nursery | None = None
+        # by session_key: sessions waiting for a message; set when one starts waiting
+        self._idle: dict[Plan, list[Connection]] = {}
+        self._idle_events: dict[Plan, trio.Event] = {}
         self._open: dict[tuple[object, ...], _Batch] = {}
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep sessions open between messages (connection reuse) while this
+        runs; without it, each relay attempt has its own session."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
 
     async def __call__(self, envelope: Envelope) -> Result:
         try:
@@ -176,8 +261,9 @@ class RelayAgent:
         url = await self._smarthost(relay, domain)
         policy, verify = tls_policy(url, relay.tls)
         credentials = await self._credentials(relay, url)
+        source = await self._source(relay)
         client = ClientConfig(
-            helo=relay.helo or self.config.hostname,
+            helo=await self._helo(relay, source),
             tls=policy,
             verify=verify,
             lmtp=url is not None and url.lmtp,
@@ -195,7 +281,7 @@ class RelayAgent:
             client=client,
             tls=relay_tls(relay, self.config),
             sender=sender,
-            source=await self._source(relay),
+            source=source,
             backup_name=backup_name(relay, self.config.hostname) if url is None else None,
             family=family_limit(self.config.mta_limits, domain),
         )
@@ -231,6 +317,16 @@ class RelayAgent:
         found = await self.tables.call(table, lambda: fetch_source(table))
         return None if found is None else str(found.address)
 
+    async def _helo(self, relay: Relay, source: str | None) -> str:
+        if relay.helo_src is not None and source is not None:
+            table = self.tables.get(relay.helo_src)
+            address = ipaddress.ip_address(source)
+            found = await self.tables.call(table, lambda: lookup_addrname(table, address))
+            if found is None:
+                raise MTAError(f"Failed to retrieve helo string for source {source}")
+            return found.name
+        return relay.helo or self.config.hostname
+
     async def _resolve(self, plan: Plan) -> Route:
         if plan.smarthost is not None:
             return await resolve_host(plan.smarthost.host, resolver=self.resolver)
@@ -247,44 +343,186 @@ class RelayAgent:
     async def relay(self, plan: Plan, envelopes: Sequence[Envelope]) -> list[Result]:
         """Relay ``envelopes`` (one message, one plan) in one transaction; one
         result for each, in order."""
-        try:
-            route = await self.resolve(plan)
-        except RouteError as exc:
-            log.info("mta: no route to %s: %s", visible(plan.domain), exc.text)
-            return [_route_result(exc)] * len(envelopes)
         transaction = transaction_for(envelopes, plan.sender)
-        msgid = envelopes[0].msgid
-        last = Result.tempfail("No address to relay to", 44)
-        last_via = Relayed()
-        for hop, address in route.targets():
-            server_name = address if parse_literal(hop.host) is not None else hop.host
+        count = len(envelopes)
+        message: _Message | None = None
+        try:
+            if self._idle.get(session_key(plan)):
+                opened = await self._open_message(envelopes[0].msgid)
+                if isinstance(opened, Result):
+                    return [opened] * count
+                message = opened
+                handed = await self._hand_over(plan, transaction, message)
+                if handed is not None:
+                    return self._results(*handed, count)
+            try:
+                route = await self.resolve(plan)
+            except RouteError as exc:
+                log.info("mta: no route to %s: %s", visible(plan.domain), exc.text)
+                return [_route_result(exc)] * count
+            last = Result.tempfail("No address to relay to", 44)
+            last_via = Relayed()
+            for hop, address in route.targets():
+                via = f"{address} ({hop.host})"
+                key: RouteKey = (address, plan.port, plan.source)
+                held = self.backoff.held(key, self.clock())
+                if held is not None:
+                    last, last_via = held, Relayed(relay=via)
+                    continue
+                if message is None:
+                    opened = await self._open_message(envelopes[0].msgid)
+                    if isinstance(opened, Result):
+                        return [opened] * count
+                    message = opened
+                server_name = address if parse_literal(hop.host) is not None else hop.host
+                while True:
+                    work = Work(attrs.evolve(transaction, size=message.size), message.content)
+                    if await self._connect(plan, address, server_name, via, work):
+                        break
+                    handed = await self._hand_over(plan, transaction, message)
+                    if handed is not None:  # a session of the plan was free first
+                        return self._results(*handed, count)
+                failure = work.failure
+                if failure is not None and failure.before_transactions and not work.results:
+                    delay = self.backoff.failed(key, self.clock(), failure.result)
+                    log.info("smtp-out: Disabling route %s port %d for %ds", via, plan.port, delay)
+                    last, last_via = failure.result, Relayed(work.local, via)
+                    continue
+                self.backoff.succeeded(key)
+                return self._results(work, via, count)
+            return [attrs.evolve(last, relayed=last_via)] * count
+        finally:
+            if message is not None:
+                await message.aclose()
+
+    async def _hand_over(
+        self, plan: Plan, transaction: Transaction, message: _Message
+    ) -> tuple[Work, str] | None:
+        """The message through a session of ``plan`` waiting for one, if there
+        is one that takes it: the work, done, and where it went."""
+        for connection in list(self._idle.get(session_key(plan), ())):
+            work = Work(attrs.evolve(transaction, size=message.size), message.content)
+            if connection.give(work):
+                await work.done.wait()
+                failure = work.failure
+                if failure is None or not failure.before_transactions or work.results:
+                    return work, connection.via
+        return None  # none, or the one that took it ended before starting it
+
+    async def _open_message(self, msgid: int) -> _Message | Result:
+        """The message, or the temporary failure of opening it."""
+        try:
+            return await _Message.open(self.messages, msgid)
+        except (MTAError, OSError) as exc:
+            return Result.tempfail(f"Cannot read the message: {exc}")
+
+    @staticmethod
+    def _results(work: Work, via: str, count: int) -> list[Result]:
+        results = []
+        for index in range(count):
+            relayed = Relayed(work.local, via, work.relayed_dsn(index))
+            results.append(attrs.evolve(work.result(index), relayed=relayed))
+        return results
+
+    async def _connect(
+        self, plan: Plan, address: str, server_name: str, via: str, work: Work
+    ) -> bool:
+        """A session to ``address`` for ``work``, once the connection limits
+        allow it; returns when ``work`` is done (True), or, without starting
+        one, as soon as a session of the same plan waits for a message (False).
+        With :meth:`run` going, the session stays open afterwards for more."""
+        limits = self.config.mta_limits
+        pool = session_key(plan)
+        connection = Connection(
+            work,
+            via=via,
+            keepalive=limit_for(limits, plan.domain, "session-keepalive"),
+            mail_max=limit_for(limits, plan.domain, "session-mail-max"),
+            on_idle=lambda connection, waiting: self._on_idle(pool, connection, waiting),
+        )
+        keys = self.limits.keys(address=address, source=plan.source, relay=pool, domain=plan.domain)
+        if not await self._acquire(pool, connection, keys):
+            return False
+        held = [key for key, _ in keys]
+        if self._nursery is None:
+            connection.mail_max = 1
+            await self._session(plan, address, server_name, connection, held)
+        else:
+            try:
+                self._nursery.start_soon(
+                    self._session, plan, address, server_name, connection, held
+                )
+            except BaseException:
+                self.limits.release(connection, held)
+                raise
+            await work.done.wait()
+        return True
+
+    async def _acquire(
+        self, pool: Plan, connection: Connection, keys: list[tuple[Key, int]]
+    ) -> bool:
+        """The connection limits' tokens for ``connection`` (True), unless a
+        session of ``pool`` (a :func:`~mta.relay.plan.session_key`) starts
+        waiting for a message first (False)."""
+        if self._idle.get(pool):
+            return False
+        got = False
+        idle = self._idle_events.setdefault(pool, trio.Event())
+
+        async def take(cancel: trio.CancelScope) -> None:
+            nonlocal got
+            await self.limits.acquire(connection, keys)
+            got = True
+            cancel.cancel()
+
+        async def watch(cancel: trio.CancelScope) -> None:
+            await idle.wait()
+            cancel.cancel()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(take, nursery.cancel_scope)
+                nursery.start_soon(watch, nursery.cancel_scope)
+        finally:
+            if self._idle_events.get(pool) is idle and not idle.statistics().tasks_waiting:
+                del self._idle_events[pool]
+        return got
+
+    async def _session(
+        self,
+        plan: Plan,
+        address: str,
+        server_name: str,
+        connection: Connection,
+        held: list[Key],
+    ) -> None:
+        outcome: SessionOutcome | None = None
+        try:
+            keepalive = connection.mail_max > 1
             outcome = await self.session(
                 address,
                 plan.port,
-                client=Client(plan.client, [transaction]),
+                client=Client(plan.client, [connection.works[0].transaction], keepalive=keepalive),
                 server_name=server_name,
-                content=lambda _index: self._content(msgid),
+                content=connection.content,
                 timeouts=self.timeouts,
                 tls=plan.tls,
                 source=plan.source,
+                reuse=connection.reuse() if keepalive else None,
             )
-            via = f"{address} ({hop.host})"
-            failure = outcome.failure
-            if failure is not None and failure.before_transactions and not outcome.results:
-                last, last_via = failure.result, Relayed(outcome.local, via)
-                continue
-            results = []
-            for index in range(len(envelopes)):
-                got = outcome.results.get((0, index))
-                relayed = Relayed(outcome.local, via, got is not None and got.relayed_dsn)
-                results.append(attrs.evolve(outcome.result(0, index), relayed=relayed))
-            return results
-        return [attrs.evolve(last, relayed=last_via)] * len(envelopes)
-
-    async def _content(self, msgid: int) -> AsyncIterator[bytes]:
-        stream = await self.messages.open_message(msgid)
-        try:
-            while chunk := await threads.run_sync(stream.read, READ_CHUNK):
-                yield chunk
         finally:
-            await threads.run_sync(stream.close)
+            connection.ended(outcome)
+            self.limits.release(connection, held)
+
+    def _on_idle(self, pool: Plan, connection: Connection, waiting: bool) -> None:
+        idle = self._idle.setdefault(pool, [])
+        if waiting:
+            idle.append(connection)
+            event = self._idle_events.pop(pool, None)
+            if event is not None:
+                event.set()
+            return
+        if connection in idle:
+            idle.remove(connection)
+        if not idle:
+            del self._idle[pool]

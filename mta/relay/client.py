@@ -2,7 +2,10 @@
 
 A :class:`Client` is one session with one remote host, sending the
 transactions it was given (connection reuse: one after the other, RSET
-between when one was left open), then QUIT.  It never touches a socket or a
+between when one was left open), then QUIT.  A ``keepalive`` client does not
+QUIT when it is through: it goes :attr:`~Client.idle`, and the driver either
+gives it more with :meth:`~Client.add_transactions` (numbered after the
+earlier ones) or ends it with :meth:`~Client.finish`.  It never touches a socket or a
 clock; a driver feeds it with :meth:`Client.receive_data`,
 :meth:`~Client.receive_eof`, :meth:`~Client.tls_established` and
 :meth:`~Client.fail` (timeouts, I/O and handshake errors), streams content
@@ -213,11 +216,19 @@ def _b64(text: str) -> str:
 class Client:
     """One relay session; see the module docstring for the protocol it runs."""
 
-    def __init__(self, config: ClientConfig, transactions: Sequence[Transaction]) -> None:
+    def __init__(
+        self,
+        config: ClientConfig,
+        transactions: Sequence[Transaction],
+        *,
+        keepalive: bool = False,
+    ) -> None:
         if any(not tx.recipients for tx in transactions):
             raise ValueError("a transaction needs at least one recipient")
         self.config = config
+        self.keepalive = keepalive
         self.transactions = tuple(transactions)
+        self._idle = False
         self._parser = self._new_parser()
         self._pending: deque[_Pending] = deque([_Pending(_Kind.GREETING)])
         self._out: list[Event] = []
@@ -229,11 +240,7 @@ class Client:
         self._settled: set[tuple[int, int]] = set()
         self._left = [len(tx.recipients) for tx in self.transactions]
         self._batches: deque[_Batch] = deque()
-        for index, tx in enumerate(self.transactions):
-            count = len(tx.recipients)
-            for start in range(0, count, config.rcpt_max):
-                rcpts = list(range(start, min(start + config.rcpt_max, count)))
-                self._batches.append(_Batch(index, rcpts))
+        self._queue(0)
         self._handlers: dict[_Kind, Callable[[Reply, int], None]] = {
             _Kind.GREETING: self._on_greeting,
             _Kind.EHLO: self._on_ehlo,
@@ -251,11 +258,50 @@ class Client:
             _Kind.QUIT: self._on_quit,
         }
 
+    def _queue(self, first: int) -> None:
+        """Batches for the transactions from index ``first`` on."""
+        for index in range(first, len(self.transactions)):
+            count = len(self.transactions[index].recipients)
+            for start in range(0, count, self.config.rcpt_max):
+                rcpts = list(range(start, min(start + self.config.rcpt_max, count)))
+                self._batches.append(_Batch(index, rcpts))
+
+    # -- connection reuse ---------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        """A ``keepalive`` client sent everything it had and waits for more."""
+        return self._idle and not self._closed
+
+    def add_transactions(self, transactions: Sequence[Transaction]) -> list[Event]:
+        """More transactions for an :attr:`idle` client; they are numbered after
+        the earlier ones (events name them so)."""
+        if not self.idle:
+            raise RuntimeError("add_transactions on a client that is not idle")
+        if not transactions or any(not tx.recipients for tx in transactions):
+            raise ValueError("a transaction needs at least one recipient")
+        first = len(self.transactions)
+        self.transactions += tuple(transactions)
+        self._left.extend(len(tx.recipients) for tx in transactions)
+        self._queue(first)
+        self._idle = False
+        self._next_batch()
+        return self._flush()
+
+    def finish(self) -> list[Event]:
+        """End an :attr:`idle` client's session: QUIT."""
+        if not self.idle:
+            raise RuntimeError("finish on a client that is not idle")
+        self._idle = False
+        self._command(_Kind.QUIT, QUIT)
+        return self._flush()
+
     # -- what the driver asks -----------------------------------------------
 
     @property
     def step(self) -> Step | None:
-        """What the client waits for (None: nothing, the session is over)."""
+        """What the client waits for (None: nothing: the session is over, or
+        the client is :attr:`idle`)."""
         if self._closed:
             return None
         if self._handshake:
@@ -478,7 +524,10 @@ class Client:
                 self._start(batch)
                 return
             self._batches.popleft()
-        self._command(_Kind.QUIT, QUIT)
+        if self.keepalive:
+            self._idle = True
+        else:
+            self._command(_Kind.QUIT, QUIT)
 
     def _prepare(self, batch: _Batch) -> bool:
         """Build the batch's command lines, or refuse its recipients (False)."""

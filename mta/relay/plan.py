@@ -17,6 +17,9 @@ Envelopes of one message with equal plans go in one transaction
 - :func:`transaction_for`: one transaction for a group of envelopes (DSN
   parameters, ``BODY=8BITMIME``, SMTPUTF8).
 - :func:`status_code`: ``"5.1.2"`` -> (5, 12), the :class:`Result` form.
+- :func:`session_key`: the part of a plan a session depends on (not the
+  reverse-path; not the domain when a smarthost is used), so messages of
+  other senders or domains can share a kept-alive session.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ __all__ = [
     "SMTP_PORT",
     "Plan",
     "rewrite_sender",
+    "session_key",
     "status_code",
     "tls_policy",
     "transaction_for",
@@ -61,6 +65,16 @@ class Plan:
     source: str | None = None
     backup_name: str | None = None
     family: Family | None = None
+
+
+def session_key(plan: Plan) -> Plan:
+    """``plan`` as a session sees it: without the reverse-path, which each
+    transaction brings, and without the destination domain when the route is a
+    smarthost's (then neither the domain nor its ``inet4`` / ``inet6`` limit
+    changes where the session goes)."""
+    if plan.smarthost is None:
+        return attrs.evolve(plan, sender="")
+    return attrs.evolve(plan, sender="", domain="", family=None)
 
 
 def tls_policy(url: RelayHost | None, action_tls: str | None) -> tuple[TlsPolicy, bool]:

@@ -11,6 +11,14 @@ content the data-block timeout; when one expires, or the connection breaks,
 the client is told (``Connection timeout``, ``IO Error: ...``) and the
 session ends with a temporary failure.
 
+Connection reuse: with a :class:`Reuse` (and a ``keepalive`` client), each
+transaction's results are handed to ``Reuse.done`` as soon as they are all
+in, and when the client has sent everything, ``Reuse.more()`` is awaited for
+more transactions (none: QUIT).  The caller decides how long it waits; the
+server is not watched meanwhile (a keep-alive far below the server's RFC 5321
+timeout makes a closed idle session rare; it then fails the next message
+temporarily).
+
 When an opportunistic STARTTLS handshake fails, OpenSMTPD connects again in
 plaintext ("opportunistic TLS failed, downgrading to plain"); so does
 :func:`run_session`, once, with a fresh client.
@@ -33,7 +41,7 @@ import os
 import random
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import cast
 
 import attrs
@@ -56,10 +64,12 @@ from mta.relay.events import (
 )
 from mta.relay.timeouts import ClientTimeouts, Step
 from mta.relay.tlsclient import ClientTls, client_context
+from mta.relay.transaction import Transaction
 
 __all__ = [
     "RECEIVE_SIZE",
     "ContentSource",
+    "Reuse",
     "SessionFailure",
     "SessionOutcome",
     "connect",
@@ -79,6 +89,17 @@ _ids = random.Random(os.urandom(32))  # session ids: unique, not secret
 _TRANSACTION_STEPS = frozenset(
     {Step.MAIL, Step.RCPT, Step.DATA_INIT, Step.DATA_BLOCK, Step.DATA_TERM, Step.RSET}
 )
+
+
+@attrs.frozen
+class Reuse:
+    """Connection reuse (see the module docstring): ``more()`` gives the next
+    transactions when the client is idle (none: QUIT); ``done(transaction,
+    results by recipient, our address)`` is called when a transaction has all
+    its results."""
+
+    more: Callable[[], Awaitable[Sequence[Transaction]]]
+    done: Callable[[int, Mapping[int, RecipientResult], str], None]
 
 
 @attrs.frozen
@@ -199,8 +220,12 @@ class _Driver:
         content: ContentSource,
         timeouts: ClientTimeouts,
         tls: ClientTls,
+        reuse: Reuse | None = None,
+        local: str = "",
     ) -> None:
         self.client = client
+        self.reuse = reuse
+        self.local = local
         self.stream = stream
         self.id = session_id
         self.server_name = server_name
@@ -220,12 +245,19 @@ class _Driver:
             if self.client.config.tls is TlsPolicy.SMTPS:
                 await self._handle(await self._handshake())
             while not self.client.closed:
+                if self.client.idle:
+                    await self._handle(await self._more())
+                    continue
                 step = self.client.step
                 if step is None:  # pragma: no cover - an open client always waits
                     break
                 await self._handle(await self._receive(step))
         finally:
             await self._close()
+
+    async def _more(self) -> list[Event]:
+        more = await self.reuse.more() if self.reuse is not None else ()
+        return self.client.add_transactions(more) if more else self.client.finish()
 
     async def _receive(self, step: Step) -> list[Event]:
         with trio.move_on_after(self.timeouts.seconds(step)) as scope:
@@ -253,6 +285,10 @@ class _Driver:
                 self.results[event.transaction, event.recipient] = event
             elif isinstance(event, TransactionDone):
                 self.completed.add(event.transaction)
+                if self.reuse is not None:
+                    tx = event.transaction
+                    got = {r: result for (t, r), result in self.results.items() if t == tx}
+                    self.reuse.done(tx, got, self.local)
             elif isinstance(event, SessionFailed):
                 self.failed = event
                 log.info("%016x mta error reason=%s", self.id, event.result.text)
@@ -367,6 +403,7 @@ async def run_session(
     source: str | None = None,
     stream: trio.abc.Stream | None = None,
     downgrade: bool = True,
+    reuse: Reuse | None = None,
 ) -> SessionOutcome:
     """Run ``client`` against ``address``:``port`` (or over ``stream``, already
     connected there, e.g. by :func:`connect_first`).
@@ -374,7 +411,8 @@ async def run_session(
     ``server_name`` is the host name the route gave (the MX), for SNI and the
     certificate check; ``content(i)`` yields transaction ``i``'s message;
     ``source`` is bound before connecting.  ``downgrade``: retry once in
-    plaintext when an opportunistic TLS handshake fails."""
+    plaintext when an opportunistic TLS handshake fails.  ``reuse``: connection
+    reuse for a ``keepalive`` client (see the module docstring)."""
     session_id = _ids.getrandbits(64)
     log.info(
         "%016x mta connecting address=%s host=%s",
@@ -400,6 +438,8 @@ async def run_session(
         content=content,
         timeouts=timeouts,
         tls=tls or ClientTls(),
+        reuse=reuse,
+        local=local,
     )
     await driver.run()
     reason = "error" if driver.failed is not None else "quit"
@@ -409,7 +449,11 @@ async def run_session(
         log.info(
             "%016x mta error reason=opportunistic TLS failed, downgrading to plain", session_id
         )
-        plain = Client(attrs.evolve(client.config, tls=TlsPolicy.NONE), client.transactions)
+        plain = Client(
+            attrs.evolve(client.config, tls=TlsPolicy.NONE),
+            client.transactions,
+            keepalive=client.keepalive,
+        )
         retried = await run_session(
             address,
             port,
@@ -420,6 +464,7 @@ async def run_session(
             tls=tls,
             source=source,
             downgrade=False,
+            reuse=reuse,
         )
         return attrs.evolve(retried, downgraded=True)
     return outcome

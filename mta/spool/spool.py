@@ -144,6 +144,11 @@ class Spool:
         read it in a worker thread).  SpoolNotFound, CorruptMessage, SpoolError."""
         return await threads.run_sync(self.store.open_message, msgid)
 
+    async def open_message_sized(self, msgid: int) -> tuple[BinaryIO, int]:
+        """:meth:`open_message` and the content's size in octets (known from
+        opening it: the relay's ``SIZE=`` costs no second read)."""
+        return await threads.run_sync(self.store.open_message_sized, msgid)
+
     async def open_message_head(self, msgid: int, size: int) -> tuple[BinaryIO, bytes]:
         """:meth:`open_message` and its first ``size`` bytes read, in one trip
         to a worker thread; the stream is positioned after them."""

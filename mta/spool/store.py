@@ -341,6 +341,11 @@ class Store:
     def open_message(self, msgid: int) -> BinaryIO:
         """A readable binary stream of the content of message ``msgid``, verified
         (blocking reads).  :class:`SpoolNotFound`, :class:`CorruptMessage`, SpoolError."""
+        return self.open_message_sized(msgid)[0]
+
+    def open_message_sized(self, msgid: int) -> tuple[BinaryIO, int]:
+        """:meth:`open_message` and the content's size in octets (as it was
+        received, before encoding), known from opening it: no second read."""
         path = self.paths.message_file(msgid)
         try:
             file = open(path, "rb")  # noqa: SIM115 - handed to the caller
@@ -353,16 +358,18 @@ class Store:
             file.seek(0)
             if not _is_encoded(file.read(1)):
                 file.seek(0)
-                return io.BufferedReader(_RawReader(file, length), 64 * 1024)
+                return io.BufferedReader(_RawReader(file, length), 64 * 1024), length
             file.seek(0)
             if length <= IN_MEMORY_LIMIT:
                 content = b"".join(decode_stream(file, length, self.key))
                 file.close()
-                return io.BytesIO(content)
-            for _chunk in decode_stream(file, length, self.key):
-                pass  # verify everything before handing anything out
+                return io.BytesIO(content), len(content)
+            size = 0
+            for chunk in decode_stream(file, length, self.key):
+                size += len(chunk)  # verify everything before handing anything out
             file.seek(0)
-            return io.BufferedReader(_DecodedReader(file, length, self.key), 64 * 1024)
+            reader = io.BufferedReader(_DecodedReader(file, length, self.key), 64 * 1024)
+            return reader, size
         except DecodeError as exc:
             file.close()
             raise CorruptMessage(f"message {msgid:08x}: {exc}") from None

@@ -165,3 +165,44 @@ def test_remote_down_keeps_the_envelope_queued(
         assert len(a.queued()) == 1
     finally:
         a.stop()
+
+
+def test_a_message_over_the_remote_size_limit_bounces_without_mail_from(
+    tmp_path: pathlib.Path, shared: pathlib.Path
+) -> None:
+    b, port_b = receiver(
+        tmp_path / "b", shared, "smtp max-message-size 100\nlisten on 127.0.0.1 port PORT"
+    )
+    a, port_a = sender(tmp_path / "a", shared, f'relay host "smtp://127.0.0.1:{port_b}"')
+    try:
+        send(port_a, ["bob@example.net"])
+        wait_for(lambda: has_mail(shared / "a" / "alice"))
+        [bounce] = list(mailbox.Maildir(str(shared / "a" / "alice"), create=False))
+        text = bounce.as_string()
+        assert "Action: failed" in text and "5.3.4" in text and "too large" in text
+        [line] = relay_lines(a)
+        assert "result=PermFail" in line
+        assert "MAIL FROM" not in b.log() and "smtp message" not in b.log()
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_the_next_message_reuses_the_open_session(
+    tmp_path: pathlib.Path, shared: pathlib.Path
+) -> None:
+    b, port_b = receiver(tmp_path / "b", shared, "listen on 127.0.0.1 port PORT")
+    a, port_a = sender(tmp_path / "a", shared, f'relay host "smtp://127.0.0.1:{port_b}"')
+    try:
+        send(port_a, ["bob@example.net"])
+        wait_for(lambda: a.queued() == [])
+        send(port_a, ["alice@example.net"])  # within the 10 s keep-alive
+        wait_for(lambda: has_mail(shared / "b" / "alice"))
+        wait_for(lambda: a.queued() == [])
+        lines = relay_lines(a)
+        assert len(lines) == 2 and all("result=Ok" in line for line in lines), a.log()
+        assert a.log().count("mta connecting") == 1
+        assert b.log().count("smtp message") == 2
+    finally:
+        a.stop()
+        b.stop()

@@ -41,11 +41,14 @@ def message(*recipients: str, sender: str = "alice@example.org", **kwargs: objec
 def ready(
     transactions: Sequence[Transaction],
     ehlo: bytes = EHLO_BASIC,
+    *,
+    keepalive: bool = False,
     **config: object,
 ) -> tuple[Client, list[Event]]:
     """A plaintext client past the greeting and EHLO; the events of the EHLO reply."""
     config.setdefault("tls", TlsPolicy.NONE)
-    client = Client(ClientConfig(HELO, **config), transactions)  # type: ignore[arg-type]
+    settings = ClientConfig(HELO, **config)  # type: ignore[arg-type]
+    client = Client(settings, transactions, keepalive=keepalive)
     verb = b"LHLO" if config.get("lmtp") else b"EHLO"
     assert client.receive_data(GREETING) == [Send(verb + b" relay.example.org\r\n")]
     return client, client.receive_data(ehlo)

@@ -8,16 +8,24 @@ from typing import BinaryIO
 
 import attrs
 import trio
+import trio.testing
 
 from mta.delivery.result import Outcome, Result
 from mta.envelope import Address, DsnNotify, Envelope, EnvelopeKind
 from mta.errors import RoutePermanentFailure
-from mta.relay.agent import RelayAgent
+from mta.relay.agent import RelayAgent, RunSession
+from mta.relay.backoff import RouteBackoff
 from mta.relay.client import Client, Credentials, TlsPolicy
 from mta.relay.events import RecipientResult
 from mta.relay.plan import Plan
 from mta.relay.route import Hop, Route, RouteKind
-from mta.relay.session import ContentSource, SessionFailure, SessionOutcome
+from mta.relay.session import (
+    ContentSource,
+    Reuse,
+    SessionFailure,
+    SessionOutcome,
+    run_session,
+)
 from mta.relay.timeouts import ClientTimeouts
 from mta.relay.tlsclient import ClientTls
 from tests.rules.helpers import load, open_tables
@@ -34,9 +42,13 @@ MX = Route(
 
 
 class Messages:
-    async def open_message(self, msgid: int) -> BinaryIO:
-        assert msgid == 7
-        return io.BytesIO(CONTENT)
+    def __init__(self) -> None:
+        self.opened = 0
+
+    async def open_message_sized(self, msgid: int) -> tuple[BinaryIO, int]:
+        assert msgid in (7, 8, 9)
+        self.opened += 1
+        return io.BytesIO(CONTENT), len(CONTENT)
 
 
 @attrs.define
@@ -70,6 +82,7 @@ class Sessions:
         timeouts: ClientTimeouts,
         tls: ClientTls | None = None,
         source: str | None = None,
+        reuse: Reuse | None = None,
     ) -> SessionOutcome:
         data = b"".join([chunk async for chunk in content(0)])
         self.calls.append(Call(address, port, client, server_name, source, data))
@@ -117,20 +130,24 @@ def envelope(
 
 def agent(
     config_text: str,
-    sessions: Sessions,
+    sessions: RunSession,
     resolve: Callable[[Plan], Awaitable[Route]] | None = None,
+    *,
+    messages: Messages | None = None,
+    clock: Callable[[], float] = lambda: 86400.0 * 20000,
 ) -> RelayAgent:
     config = load(config_text + "match for any action out\n")
     return RelayAgent(
         config,
         open_tables(config),
-        Messages(),
+        messages or Messages(),
         resolver=None,
         timeouts=ClientTimeouts(),
         window=0.01,
         resolve=resolve,
         session=sessions,
-        clock=lambda: 86400.0 * 20000,
+        clock=clock,
+        backoff=RouteBackoff(),
     )
 
 
@@ -160,6 +177,7 @@ async def test_smarthost_with_auth_and_an_ip_address_needs_no_dns() -> None:
     assert config.credentials == Credentials("alice", "secret")
     assert (config.tls, config.verify, config.helo) == (TlsPolicy.REQUIRED, True, "relay.test")
     assert call.content == CONTENT
+    assert call.client.transactions[0].size == len(CONTENT)
 
 
 async def test_mx_route_moves_on_after_early_failures() -> None:
@@ -261,3 +279,292 @@ async def test_envelopes_of_one_message_share_a_transaction() -> None:
     assert sorted(r.address for r in tx.recipients) == ["bob@example.net", "carol@example.net"]
     assert results["bob@example.net"].outcome is Outcome.OK
     assert results["carol@example.net"].outcome is Outcome.PERMFAIL
+
+
+class ScriptedServer:
+    """A fake SMTP server on an in-memory stream: 220, the given EHLO reply,
+    250 to everything else (354 to DATA), 221 to QUIT; records the commands."""
+
+    def __init__(self, ehlo: bytes = b"250 mx.example.net\r\n") -> None:
+        self.ehlo = ehlo
+        self.commands: list[bytes] = []
+        self.sessions = 0
+
+    async def serve(self, stream: trio.abc.Stream) -> None:
+        await stream.send_all(b"220 mx.example.net ESMTP\r\n")
+        buffer, in_data = b"", False
+        while data := await stream.receive_some(4096):
+            buffer += data
+            while True:
+                if in_data:
+                    end = buffer.find(b"\r\n.\r\n")
+                    if end < 0:
+                        break
+                    buffer, in_data = buffer[end + 5 :], False
+                    await stream.send_all(b"250 2.0.0 queued\r\n")
+                    continue
+                line, sep, rest = buffer.partition(b"\r\n")
+                if not sep:
+                    break
+                buffer = rest
+                self.commands.append(line)
+                verb = line.split(b" ")[0].upper()
+                if verb == b"EHLO":
+                    await stream.send_all(self.ehlo)
+                elif verb == b"DATA":
+                    in_data = True
+                    await stream.send_all(b"354 go ahead\r\n")
+                elif verb == b"QUIT":
+                    await stream.send_all(b"221 2.0.0 bye\r\n")
+                    await stream.aclose()
+                    return
+                else:
+                    await stream.send_all(b"250 2.0.0 ok\r\n")
+
+    async def __call__(
+        self,
+        address: str,
+        port: int,
+        *,
+        client: Client,
+        server_name: str,
+        content: ContentSource,
+        timeouts: ClientTimeouts,
+        tls: ClientTls | None = None,
+        source: str | None = None,
+        reuse: Reuse | None = None,
+    ) -> SessionOutcome:
+        self.sessions += 1
+        ours, theirs = trio.testing.memory_stream_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.serve, theirs)
+            return await run_session(
+                address,
+                port,
+                client=client,
+                server_name=server_name,
+                content=content,
+                timeouts=timeouts,
+                tls=tls,
+                stream=ours,
+                reuse=reuse,
+            )
+
+
+SMARTHOST = 'action out relay host "smtp://127.0.0.1:2525"\n'
+
+
+async def test_the_message_size_goes_with_mail_from() -> None:
+    server = ScriptedServer(b"250-mx.example.net\r\n250 SIZE 1000\r\n")
+    messages = Messages()
+    result = await agent(SMARTHOST, server, messages=messages)(envelope())
+    assert result.outcome is Outcome.OK
+    mail = [c for c in server.commands if c.startswith(b"MAIL")]
+    assert mail == [b"MAIL FROM:<alice@example.org> SIZE=%d" % len(CONTENT)]
+    assert messages.opened == 1  # the size came with the stream that was sent
+
+
+async def test_a_message_larger_than_the_remote_s_size_limit_is_not_sent() -> None:
+    server = ScriptedServer(b"250-mx.example.net\r\n250 SIZE 10\r\n")
+    result = await agent(SMARTHOST, server)(envelope())
+    assert (result.outcome, result.status) == (Outcome.PERMFAIL, "5.3.4")
+    assert "too large" in result.text
+    assert [c.split(b" ")[0] for c in server.commands] == [b"EHLO", b"QUIT"]
+
+
+HELO_SRC = (
+    "table sources { 192.0.2.100 }\n"
+    'table helos { 192.0.2.100 = "out.example.org" }\n'
+    'action out relay host "smtp://127.0.0.1" src <sources> helo-src <helos> helo other.test\n'
+)
+
+
+async def test_helo_src_names_the_source_address() -> None:
+    sessions = Sessions(accepted)
+    result = await agent(HELO_SRC, sessions)(envelope())
+    assert result.outcome is Outcome.OK
+    [call] = sessions.calls
+    assert (call.source, call.client.config.helo) == ("192.0.2.100", "out.example.org")
+
+
+async def test_helo_src_without_a_name_for_the_source_is_temporary() -> None:
+    sessions = Sessions(accepted)
+    config = HELO_SRC.replace("{ 192.0.2.100 }", "{ 192.0.2.101 }")
+    result = await agent(config, sessions)(envelope())
+    assert result.outcome is Outcome.TEMPFAIL
+    assert "Failed to retrieve helo string" in result.text
+    assert sessions.calls == []
+
+
+async def test_helo_src_needs_a_source_address() -> None:
+    sessions = Sessions(accepted)
+    config = 'table helos { 192.0.2.100 = "out.example.org" }\n'
+    config += 'action out relay host "smtp://127.0.0.1" helo-src <helos>\n'
+    a = agent(config, sessions)
+    await a(envelope())
+    [call] = sessions.calls
+    assert call.source is None and call.client.config.helo == a.config.hostname
+
+
+async def test_a_failing_address_is_skipped_until_its_delay_has_passed() -> None:
+    now = [1_000_000.0]
+    sessions = Sessions(lambda a, c: refused_early(a, c) if a == "192.0.2.1" else accepted(a, c))
+    a = agent("action out relay\n", sessions, fixed(MX), clock=lambda: now[0])
+    assert (await a(envelope())).outcome is Outcome.OK
+    assert [c.address for c in sessions.calls] == ["192.0.2.1", "192.0.2.2"]
+    sessions.calls.clear()
+    now[0] += 14
+    assert (await a(envelope())).outcome is Outcome.OK
+    assert [c.address for c in sessions.calls] == ["192.0.2.2"]
+    sessions.calls.clear()
+    now[0] += 1  # 15 s: tried again, failing again: 60 s now
+    await a(envelope())
+    assert [c.address for c in sessions.calls] == ["192.0.2.1", "192.0.2.2"]
+    sessions.calls.clear()
+    now[0] += 59
+    await a(envelope())
+    assert [c.address for c in sessions.calls] == ["192.0.2.2"]
+
+
+async def test_when_every_address_is_held_the_envelope_fails_at_once() -> None:
+    now = [1_000_000.0]
+    messages = Messages()
+    sessions = Sessions(refused_early)
+    a = agent("action out relay\n", sessions, fixed(MX), messages=messages, clock=lambda: now[0])
+    first = await a(envelope())
+    assert len(sessions.calls) == 3 and messages.opened == 3  # read by each session
+    sessions.calls.clear()
+    now[0] += 5
+    second = await a(envelope())
+    assert sessions.calls == [] and messages.opened == 3  # not even opened
+    assert second.outcome is Outcome.TEMPFAIL
+    assert second.text == first.text == "Connection refused by 192.0.2.3"
+    assert second.relayed is not None and second.relayed.relay == "192.0.2.3 (mx2.example.net)"
+
+
+async def test_a_late_failure_does_not_disable_the_route() -> None:
+    def late(address: str, client: Client) -> SessionOutcome:
+        failure = SessionFailure(Result.tempfail("Connection timeout"), ((0, 0),), False)
+        return SessionOutcome(address, {}, frozenset(), failure, 0)
+
+    sessions = Sessions(late)
+    a = agent("action out relay\n", sessions, fixed(MX))
+    await a(envelope())
+    await a(envelope())
+    assert [c.address for c in sessions.calls] == ["192.0.2.1", "192.0.2.1"]
+
+
+async def test_a_session_stays_open_for_the_next_message_of_its_plan() -> None:
+    server = ScriptedServer()
+    a = agent("mta limit session-keepalive 1\n" + SMARTHOST, server)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        first = await a(envelope())
+        second = await a(envelope("carol@example.net", 0x800000001, msgid=8))
+        assert server.sessions == 1
+        assert [c for c in server.commands if c.startswith((b"RCPT", b"QUIT"))] == [
+            b"RCPT TO:<bob@example.net>",
+            b"RCPT TO:<carol@example.net>",
+        ]
+        with trio.fail_after(5):
+            while server.commands[-1] != b"QUIT":  # keep-alive over: QUIT
+                await trio.sleep(0.05)
+        third = await a(envelope("dave@example.net", 0x900000001, msgid=9))
+        assert server.sessions == 2
+        nursery.cancel_scope.cancel()
+    assert [r.outcome for r in (first, second, third)] == [Outcome.OK] * 3
+    assert second.relayed is not None and second.relayed.relay == "127.0.0.1 (127.0.0.1)"
+
+
+async def test_session_mail_max_ends_a_session() -> None:
+    server = ScriptedServer()
+    a = agent("mta limit session-mail-max 2\n" + SMARTHOST, server)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        for msgid in (7, 8, 9):
+            result = await a(envelope(evpid=msgid << 32 | 1, msgid=msgid))
+            assert result.outcome is Outcome.OK
+        nursery.cancel_scope.cancel()
+    assert server.sessions == 2
+    assert server.commands.count(b"QUIT") == 1  # the first, after two messages
+
+
+async def test_other_plans_get_their_own_session() -> None:
+    server = ScriptedServer()
+    a = agent(SMARTHOST + 'action other relay host "smtp://127.0.0.1:2525" helo x.test\n', server)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await a(envelope())
+        await a(envelope(evpid=0x800000001, msgid=8, dispatcher="other"))
+        nursery.cancel_scope.cancel()
+    assert server.sessions == 2
+
+
+async def test_messages_waiting_for_a_connection_slot_take_a_free_session() -> None:
+    server = ScriptedServer()
+    a = agent("mta limit max-conn-per-route 1\n" + SMARTHOST, server)
+    results: list[Result] = []
+
+    async def one(msgid: int) -> None:
+        results.append(await a(envelope(evpid=msgid << 32 | 1, msgid=msgid)))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        async with trio.open_nursery() as senders:
+            for msgid in (7, 8, 9):
+                senders.start_soon(one, msgid)
+        nursery.cancel_scope.cancel()
+    assert [r.outcome for r in results] == [Outcome.OK] * 3
+    assert server.sessions == 1
+    assert sum(c.startswith(b"MAIL") for c in server.commands) == 3
+
+
+async def test_max_conn_per_host_is_not_exceeded() -> None:
+    running = peak = 0
+
+    async def slow(
+        address: str,
+        port: int,
+        *,
+        client: Client,
+        server_name: str,
+        content: ContentSource,
+        timeouts: ClientTimeouts,
+        tls: ClientTls | None = None,
+        source: str | None = None,
+        reuse: Reuse | None = None,
+    ) -> SessionOutcome:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await trio.sleep(0.02)
+        running -= 1
+        return accepted(address, client)
+
+    a = agent("mta limit max-conn-per-host 2\n" + SMARTHOST, slow)
+
+    async def one(msgid: int) -> None:
+        assert (await a(envelope(evpid=msgid << 32 | 1, msgid=msgid))).outcome is Outcome.OK
+
+    async with trio.open_nursery() as nursery:
+        for msgid in (7, 8, 9):
+            nursery.start_soon(one, msgid)
+    assert peak == 2
+    assert len(a.limits) == 0
+
+
+async def test_messages_of_other_senders_and_domains_share_a_smarthost_session() -> None:
+    server = ScriptedServer()
+    a = agent(SMARTHOST, server)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        await a(envelope())
+        await a(
+            envelope("dave@example.org", 0x800000001, msgid=8, sender=Address.parse("erin@x.test"))
+        )
+        nursery.cancel_scope.cancel()
+    assert server.sessions == 1
+    assert [c for c in server.commands if c.startswith(b"MAIL")] == [
+        b"MAIL FROM:<alice@example.org>",
+        b"MAIL FROM:<erin@x.test>",
+    ]

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from mta.envelope import Address, Body, DsnNotify, DsnRet, Envelope, EnvelopeKind
 from mta.errors import TemporaryFailure
-from mta.relay.client import TlsPolicy
-from mta.relay.plan import rewrite_sender, status_code, tls_policy, transaction_for
+from mta.relay.client import ClientConfig, TlsPolicy
+from mta.relay.plan import (
+    Plan,
+    rewrite_sender,
+    session_key,
+    status_code,
+    tls_policy,
+    transaction_for,
+)
+from mta.relay.route import Family
+from mta.relay.tlsclient import ClientTls
 from mta.relay.transaction import Recipient
 from mta.tables.relayhost import parse_relay_url
 
@@ -97,3 +107,15 @@ def test_transaction_for_a_group() -> None:
 )
 def test_status_code(status: str, code: int) -> None:
     assert status_code(status) == code
+
+
+def test_session_key_leaves_out_what_each_transaction_brings() -> None:
+    mx = Plan("example.net", None, 25, ClientConfig("me.test"), ClientTls(), "a@x.test")
+    assert session_key(mx) == session_key(attrs.evolve(mx, sender="b@y.test"))
+    assert session_key(mx) != session_key(attrs.evolve(mx, domain="example.org"))
+    smarthost = attrs.evolve(
+        mx, smarthost=parse_relay_url("smtp://relay.test"), family=Family.INET4
+    )
+    other = attrs.evolve(smarthost, domain="example.org", sender="", family=None)
+    assert session_key(smarthost) == session_key(other)
+    assert session_key(smarthost) != session_key(attrs.evolve(smarthost, port=587))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -14,8 +14,10 @@ import trustme
 
 from mta.delivery.result import Outcome
 from mta.relay.client import Client, ClientConfig, Credentials, TlsPolicy
+from mta.relay.events import RecipientResult
 from mta.relay.session import (
     ContentSource,
+    Reuse,
     SessionOutcome,
     connect,
     connect_first,
@@ -142,6 +144,47 @@ async def test_two_messages_on_one_connection() -> None:
     assert server.peers[0].messages == [b"one\r\n.\r\n", b"two\r\n.\r\n"]
     assert outcome.completed == {0, 1}
     assert outcome.messages == 2
+
+
+async def test_a_kept_alive_session_takes_the_next_message_when_idle() -> None:
+    async def script(peer: Peer) -> None:
+        await greet(peer, [])
+        for _ in range(2):
+            await peer.expect(b"MAIL FROM:")
+            await peer.send(b"250 ok\r\n")
+            await peer.expect(b"RCPT TO:")
+            await peer.send(b"250 ok\r\n")
+            await peer.expect(b"DATA")
+            await peer.send(b"354 go\r\n")
+            await peer.data()
+            await peer.send(b"250 queued\r\n")
+        await peer.expect(b"QUIT")
+        await peer.send(b"221 bye\r\n")
+
+    done: list[tuple[int, list[Outcome], str]] = []
+    asked = 0
+
+    async def more() -> Sequence[Transaction]:
+        nonlocal asked
+        asked += 1
+        assert [tx for tx, _, _ in done] == list(range(asked))  # results came first
+        return [transaction("dave@example.net")] if asked == 1 else []
+
+    def on_done(tx: int, results: Mapping[int, RecipientResult], local: str) -> None:
+        done.append((tx, [results[r].result.outcome for r in sorted(results)], local))
+
+    async with fake_server(script) as server:
+        the_client = Client(ClientConfig(HELO, tls=TlsPolicy.NONE), [transaction()], keepalive=True)
+        outcome = await session(
+            server.port,
+            the_client,
+            content=content(b"one", b"two\r\n"),
+            reuse=Reuse(more, on_done),
+        )
+    assert not server.errors
+    assert server.peers[0].messages == [b"one\r\n.\r\n", b"two\r\n.\r\n"]
+    assert done == [(0, [Outcome.OK], "127.0.0.1"), (1, [Outcome.OK], "127.0.0.1")]
+    assert asked == 2 and outcome.completed == {0, 1} and outcome.failure is None
 
 
 def starttls_script(context: ssl.SSLContext, after: bytes = b"220 go ahead\r\n") -> Script:

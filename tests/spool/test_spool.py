@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from mta.errors import SpoolError, SpoolNotFound
-from mta.spool import Spool
+from mta.spool import Spool, store
 from mta.spool.codec import decode_envelope
 from mta.spool.paths import bucket_of
 from mta.spool.spool import _MSGID_TRIES, BUCKET_RUN
@@ -101,7 +101,27 @@ async def test_message_round_trips_with_every_setting(
     assert (stored == MESSAGE + b"last line\r\n") == (not compression and key is None)
     with await spool.open_message(txn.msgid) as stream:
         assert stream.read() == MESSAGE + b"last line\r\n"
+    stream, size = await spool.open_message_sized(txn.msgid)
+    with stream:
+        assert size == len(stream.read()) == len(MESSAGE) + 11
     assert await spool.load_envelope(envelope.id) == envelope
+
+
+@every_setting
+async def test_a_large_message_s_size_is_known_at_open(
+    root: pathlib.Path, compression: bool, key: bytes | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "IN_MEMORY_LIMIT", 64)  # decoded as it is read
+    spool = await Spool.open(root, compression=compression, key=key)
+    txn = await spool.begin()
+    writer = await txn.open_message()
+    content = b"".join(b"%08d some line of text\r\n" % n for n in range(1000))
+    writer.write(content)
+    await txn.commit([make_envelope()])
+    stream, size = await spool.open_message_sized(txn.msgid)
+    with stream:
+        assert size == len(content)
+        assert stream.read() == content
 
 
 async def test_abort_removes_the_transaction(root: pathlib.Path) -> None:

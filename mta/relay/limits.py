@@ -1,0 +1,102 @@
+"""``mta limit max-conn-per-*``: how many relay sessions may be open at once.
+
+OpenSMTPD (``mta.c``, ``limit.c``) counts open connections per remote host
+(``max-conn-per-host``, 10), per route (our source and the host,
+``max-conn-per-route``, 5), per source address (``max-conn-per-source``,
+100), per relay (``max-conn-per-relay``, 100; a relay here is a plan, so
+``max-conn-per-connector``, 20, its source being fixed, applies to it too) and
+per destination domain (``max-conn-per-domain``, 100), and does not open one
+more while any count is at its limit.  :class:`ConnectionLimits` keeps one
+:class:`trio.CapacityLimiter` per such key; a session holds a token of each
+from before it connects until it is closed (idle keep-alive time included),
+on behalf of a borrower object (the session's connection), so the task that
+releases need not be the one that acquired.  The limits are read for the
+plan's domain (``mta limit for domain``, else the global ``mta limit``, else
+the default); a key's limiter takes the limit of the first plan that used it,
+and is dropped when nobody holds or waits for it.  Tokens are always taken in
+the same order of kinds, so two sessions never wait for each other.
+
+The connection delays (``conn-delay-*``, ``reconn-delay-route``) are not
+applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import trio
+
+from mta.config.model import MTA_LIMIT_DEFAULTS, MtaLimits
+
+__all__ = ["ConnectionLimits", "Key", "limit_for"]
+
+Key = tuple[object, ...]
+
+
+def limit_for(limits: Mapping[str, MtaLimits], domain: str, key: str) -> int:
+    """``mta limit`` ``key`` for ``domain``: its ``for domain`` entry's when it
+    sets it, else the global one's, else OpenSMTPD's default."""
+    wanted = domain.rstrip(".").lower()
+    for name, entry in limits.items():
+        if name and name.rstrip(".").lower() == wanted and any(k == key for k, _ in entry.values):
+            return entry.get(key)
+    default = limits.get("")
+    return default.get(key) if default is not None else MTA_LIMIT_DEFAULTS[key]
+
+
+class ConnectionLimits:
+    """One capacity limiter per counted key; see the module docstring."""
+
+    def __init__(self, limits: Mapping[str, MtaLimits]) -> None:
+        self.limits = limits
+        self._limiters: dict[Key, trio.CapacityLimiter] = {}
+
+    def keys(
+        self, *, address: str, source: str | None, relay: object, domain: str
+    ) -> list[tuple[Key, int]]:
+        """The keys a session to ``address`` counts against, with their limits."""
+
+        def limit(name: str) -> int:
+            return limit_for(self.limits, domain, name)
+
+        relay_max = min(limit("max-conn-per-relay"), limit("max-conn-per-connector"))
+        return [
+            (("host", address), limit("max-conn-per-host")),
+            (("route", source, address), limit("max-conn-per-route")),
+            (("source", source), limit("max-conn-per-source")),
+            (("relay", relay), relay_max),
+            (("domain", domain.rstrip(".").lower()), limit("max-conn-per-domain")),
+        ]
+
+    async def acquire(self, borrower: object, keys: list[tuple[Key, int]]) -> None:
+        """A token of each of ``keys`` for ``borrower``, waiting as needed;
+        none is kept when cancelled."""
+        held: list[Key] = []
+        try:
+            for key, total in keys:
+                limiter = self._limiters.get(key)
+                if limiter is None:
+                    limiter = self._limiters[key] = trio.CapacityLimiter(max(1, total))
+                try:
+                    await limiter.acquire_on_behalf_of(borrower)
+                except BaseException:
+                    self._drop_unused(key)
+                    raise
+                held.append(key)
+        except BaseException:
+            self.release(borrower, held)
+            raise
+
+    def release(self, borrower: object, keys: list[Key]) -> None:
+        """Give back ``borrower``'s tokens of ``keys``."""
+        for key in keys:
+            self._limiters[key].release_on_behalf_of(borrower)
+            self._drop_unused(key)
+
+    def _drop_unused(self, key: Key) -> None:
+        stats = self._limiters[key].statistics()
+        if not stats.borrowed_tokens and not stats.tasks_waiting:
+            del self._limiters[key]
+
+    def __len__(self) -> int:
+        return len(self._limiters)

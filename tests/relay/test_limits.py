@@ -1,0 +1,71 @@
+"""``mta limit max-conn-per-*``: limits per domain, and limiters that wait,
+count per key and clean up after themselves."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from mta.config.model import MTA_LIMIT_DEFAULTS, MtaLimits
+from mta.relay.limits import ConnectionLimits, limit_for
+
+LIMITS = {
+    "": MtaLimits((("max-conn-per-host", 2), ("session-keepalive", 5))),
+    "example.net": MtaLimits((("max-conn-per-host", 1),)),
+}
+
+
+def test_a_domain_s_own_limit_then_the_global_one_then_the_default() -> None:
+    assert limit_for(LIMITS, "Example.NET.", "max-conn-per-host") == 1
+    assert limit_for(LIMITS, "example.net", "session-keepalive") == 5  # not set for the domain
+    assert limit_for(LIMITS, "example.org", "max-conn-per-host") == 2
+    assert limit_for(LIMITS, "example.org", "max-conn-per-route") == 5
+    assert (
+        limit_for({}, "example.org", "session-mail-max") == MTA_LIMIT_DEFAULTS["session-mail-max"]
+    )
+
+
+def test_the_keys_of_a_session() -> None:
+    keys = ConnectionLimits(LIMITS).keys(
+        address="192.0.2.1", source=None, relay="plan", domain="example.net"
+    )
+    assert keys == [
+        (("host", "192.0.2.1"), 1),
+        (("route", None, "192.0.2.1"), 5),
+        (("source", None), 100),
+        (("relay", "plan"), 20),  # max-conn-per-connector is lower
+        (("domain", "example.net"), 100),
+    ]
+
+
+async def test_a_full_key_makes_the_next_session_wait() -> None:
+    limits = ConnectionLimits(LIMITS)
+    keys = limits.keys(address="192.0.2.1", source=None, relay="p", domain="example.net")
+    first, second = object(), object()
+    await limits.acquire(first, keys)
+    with trio.move_on_after(0.05) as scope:
+        await limits.acquire(second, keys)
+    assert scope.cancelled_caught
+    other = limits.keys(address="192.0.2.2", source=None, relay="p", domain="example.net")
+    with trio.fail_after(1):
+        await limits.acquire(second, other)  # another host: no wait
+    limits.release(second, [key for key, _ in other])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(limits.acquire, second, keys)
+        await trio.sleep(0.01)
+        limits.release(first, [key for key, _ in keys])
+    limits.release(second, [key for key, _ in keys])
+    assert len(limits) == 0  # nobody holds or waits: nothing kept
+
+
+async def test_a_cancelled_wait_keeps_no_token() -> None:
+    limits = ConnectionLimits({"": MtaLimits((("max-conn-per-domain", 1),))})
+    keys = limits.keys(address="192.0.2.1", source=None, relay="p", domain="example.org")
+    holder = object()
+    await limits.acquire(holder, keys)
+    with trio.move_on_after(0.01):
+        await limits.acquire(object(), keys)  # host, route, source, relay taken; domain full
+    limits.release(holder, [key for key, _ in keys])
+    assert len(limits) == 0
+    with pytest.raises(KeyError):
+        limits.release(holder, [("host", "192.0.2.1")])
