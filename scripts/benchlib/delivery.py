@@ -1,13 +1,17 @@
-"""The end-to-end figure: messages received and delivered to a Maildir, mta against OpenSMTPD.
+"""The end-to-end figures, mta against OpenSMTPD: messages received and delivered to a
+Maildir (``delivery``), or received and relayed to Postfix's smtp-sink (``relay``).
 
-Both servers get the same smtpd.conf (the receive benchmark's: ``bench`` in a
-static userbase, as uid 65534, one Maildir) and must pass each other's
-``-n`` check first.  Every run is one fresh driver process
-(:mod:`benchlib.delivery_run`) under ``unshare -m -n`` with a fresh spool and
-an empty Maildir; the servers take turns, round after round, and each one's
-fastest complete run counts.  The Maildir lives in a sticky world-writable
-directory under /tmp so that uid 65534 may create it whatever the repository's
-permissions.  Needs root; otherwise the section says why it was skipped.
+Both servers get the same smtpd.conf and must pass each other's ``-n`` check
+first.  Delivery's is the receive benchmark's (``bench`` in a static
+userbase, as uid 65534, one Maildir); relay's sends everything to
+``relay host "smtp://127.0.0.1:2526"``, an IP, so no DNS lookup is needed.
+Every run is one fresh driver process (:mod:`benchlib.delivery_run`) under
+``unshare -m -n`` with a fresh spool and an empty Maildir (or a fresh
+smtp-sink in the same namespace); the servers take turns, round after round,
+and each one's fastest complete run counts.  The Maildir lives in a sticky
+world-writable directory under /tmp so that uid 65534 may create it whatever
+the repository's permissions.  Needs root; otherwise the section says why it
+was skipped.
 """
 
 from __future__ import annotations
@@ -24,14 +28,15 @@ from pathlib import Path
 
 from benchlib import opensmtpd
 from benchlib.delivery_run import SERVERS, RunOutcome
-from benchlib.peers import SCRIPTS_DIR, mta_config
+from benchlib.peers import SCRIPTS_DIR, mta_config, relay_config
 from benchlib.procs import die_with_parent, remove_stale_dirs
-from benchlib.report import DeliveryResult
+from benchlib.report import DELIVERY, RELAY, DeliveryResult, EndToEnd
 from benchlib.smtpsource import SmtpSource
 
-__all__ = ["PORT", "DeliveryFigure", "DeliverySettings", "measure_delivery"]
+__all__ = ["PORT", "SINK_PORT", "DeliveryFigure", "DeliverySettings", "measure_delivery"]
 
 PORT = 25  # each run has a network namespace of its own
+SINK_PORT = 2526  # relay: smtp-sink's, in the same namespace
 TMP_PREFIX = "mta-bench-"
 PID_FILE = "harness.pid"
 
@@ -48,6 +53,7 @@ class DeliverySettings:
     address: str
     mta: Path
     keep: bool
+    kind: EndToEnd = DELIVERY
 
 
 @dataclass
@@ -88,6 +94,8 @@ def _driver_argv(
     argv += ["--smtp-source", str(source.binary)]
     if source.libdir is not None:
         argv += ["--smtp-source-libdir", str(source.libdir)]
+    if settings.kind is RELAY:
+        argv += ["--sink", "--sink-port", str(SINK_PORT)]
     return argv
 
 
@@ -122,16 +130,25 @@ def _drive(argv: list[str], timeout: float) -> RunOutcome:
         return RunOutcome(error=f"the driver exited with status {proc.returncode}, no outcome")
 
 
-def _record(result: DeliveryResult, outcome: RunOutcome, n: int, sessions: int, label: str) -> bool:
+def _record(
+    result: DeliveryResult,
+    outcome: RunOutcome,
+    n: int,
+    sessions: int,
+    label: str,
+    counted: str = DELIVERY.counted,
+) -> bool:
     """Fold one run of ``n`` messages at ``sessions`` into ``result``; False when it failed."""
     problems = {k: v for k, v in outcome.results.items() if k != "Ok"}
     if problems:
         result.notes.append(f"{label}: log results other than Ok: {problems}")
     if outcome.error is not None or outcome.seconds is None:
-        result.fail(label, f"{outcome.error} ({outcome.delivered} in new/, log {outcome.results})")
+        result.fail(
+            label, f"{outcome.error} ({outcome.delivered} {counted}, log {outcome.results})"
+        )
         return False
     if outcome.delivered != n:
-        result.fail(label, f"{outcome.delivered} files in new/ for {n} messages sent")
+        result.fail(label, f"{outcome.delivered} {counted} for {n} messages sent")
         return False
     if outcome.results.get("Ok", 0) != n:
         result.notes.append(f"{label}: {outcome.results.get('Ok', 0)} result=Ok log lines for {n}")
@@ -156,7 +173,7 @@ def _rounds(
     dead: set[tuple[str, int]] = {
         (name, c) for name, r in results.items() if r.failed for c in settings.concurrencies
     }
-    n = settings.messages
+    n, kind = settings.messages, settings.kind.name
     for attempt in range(1, settings.repeat + 1):
         for c in settings.concurrencies:
             for name in SERVERS:
@@ -170,13 +187,14 @@ def _rounds(
                 outcome = _drive(argv, settings.timeout + 60)
                 if settings.keep and maildir.exists():
                     shutil.move(maildir, workdir / "Maildir")
-                if not _record(results[name], outcome, n, c, label):
-                    log(f"{name}: delivery: failed: {results[name].failures[-1]}")
+                if not _record(results[name], outcome, n, c, label, settings.kind.counted):
+                    log(f"{name}: {kind}: failed: {results[name].failures[-1]}")
                     dead.add((name, c))
                     continue
                 s, sent = outcome.seconds or 0.0, outcome.sent_seconds or 0.0
                 log(
-                    f"{name}: delivery: {n} messages delivered in {s:.2f} s = {n / s:.1f} msg/s"
+                    f"{name}: {kind}: {n} messages {settings.kind.done} in {s:.2f} s"
+                    f" = {n / s:.1f} msg/s"
                     f" (all accepted at {sent:.2f} s; {label})"
                 )
 
@@ -186,8 +204,10 @@ def measure_delivery(
 ) -> DeliveryFigure:
     """Run the section (``workroot`` holds the conf, spools and logs); see the module doc."""
     why = opensmtpd.unavailable(log)
+    if why is None and settings.kind is RELAY and not source.sink.exists():
+        why = f"no smtp-sink next to smtp-source ({source.sink})"
     if why is not None:
-        log(f"delivery: skipped: {why}")
+        log(f"{settings.kind.name}: skipped: {why}")
         return DeliveryFigure(skipped=why)
     figure = DeliveryFigure(reference=opensmtpd.version())
     results = {name: DeliveryResult(name) for name in SERVERS}
@@ -201,7 +221,10 @@ def measure_delivery(
         maildir = boxroot / "Maildir"
         workroot.mkdir(parents=True, exist_ok=True)
         conf = workroot / "smtpd.conf"
-        conf.write_text(mta_config(PORT, maildir))
+        if settings.kind is RELAY:
+            conf.write_text(relay_config(PORT, SINK_PORT))
+        else:
+            conf.write_text(mta_config(PORT, maildir))
         for name, problem in _check_configs(conf, settings).items():
             if problem is not None:
                 results[name].fail("configuration", problem)

@@ -1,13 +1,15 @@
-"""One end-to-end delivery run, inside private network and mount namespaces.
+"""One end-to-end run (delivery or relay), inside private network and mount namespaces.
 
 ``scripts/bench`` starts it as ``unshare -m -n python -m benchlib.delivery_run
 ...``: it brings ``lo`` up (the namespace has no other interface, so DNS
 lookups fail at once), starts the server (``mta`` or OpenSMTPD, the latter on a
 private spool, see :mod:`benchlib.opensmtpd`), waits for its banner, then runs
 smtp-source in the same namespace and times from its start (the first
-connection) until every message is a file in the Maildir's ``new/``.  A short
-wait afterwards catches late duplicates; the server is stopped and its log
-counted (``delivery ... result=Ok|TempFail|PermFail``, both servers' format).
+connection) until every message is a file in the Maildir's ``new/`` or, with
+``--sink``, until Postfix's smtp-sink, started first in the same namespace,
+has counted every message.  A short wait afterwards catches late duplicates;
+the server is stopped and its log counted (``delivery ...
+result=Ok|TempFail|PermFail``, both servers' format, mda and mta alike).
 The outcome is one JSON object on stdout; progress goes to stderr.
 
 ``mta`` runs as ``mta -d -f conf --spool DIR`` (deliveries not paused) with the
@@ -26,28 +28,30 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 
 from benchlib.opensmtpd import NamespaceError, opensmtpd_server, private_paths
 from benchlib.procs import Server, ServerError
-from benchlib.smtpsource import LoadError, SmtpSource, run_load
+from benchlib.smtpsource import LoadError, SmtpSource, run_load, sink_count, sink_server
 
 __all__ = ["SERVERS", "RunOutcome", "count_maildir", "main"]
 
 SERVERS = ("mta", "opensmtpd")
 POLL = 0.01  # seconds between two looks at new/
 SETTLE = 1.0  # seconds to wait for duplicates once all are there
-_RESULT = re.compile(r" delivery .*\bresult=(\w+)")
+_RESULT = re.compile(r" delivery .*\bresult=\"?(\w+)")  # mta_log quotes it, mda_log not
 
 
 @dataclass
 class RunOutcome:
     """What one run measured; ``error`` says why it stopped early (None: it did not)."""
 
-    delivered: int = 0  # files in new/ at the end (after the settle wait)
-    seconds: float | None = None  # first connection until all were in new/
+    delivered: int = 0  # files in new/ (or received by the sink) at the end, after the settle
+    seconds: float | None = None  # first connection until all were in new/ (at the sink)
     sent_seconds: float | None = None  # first connection until smtp-source exited
     cpu_seconds: float = 0.0  # the server's process tree (reaped processes only)
     results: dict[str, int] = field(default_factory=dict)  # log: result=X -> count
@@ -90,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mta", type=Path, required=True, help="the mta executable")
     p.add_argument("--smtp-source", type=Path, required=True)
     p.add_argument("--smtp-source-libdir", type=Path, help="its shared libraries")
+    p.add_argument(
+        "--sink", action="store_true", help="count what smtp-sink (next to smtp-source) receives"
+    )
+    p.add_argument("--sink-port", type=int, default=2526, help="where the conf relays")
     return p
 
 
@@ -130,8 +138,15 @@ def _log_results(server: Server) -> dict[str, int]:
     return counts
 
 
-def _measure(server: Server, source: SmtpSource, args: argparse.Namespace, out: RunOutcome) -> None:
-    """Send, then wait until all are in new/ (or the time is up); fills ``out``."""
+def _measure(
+    servers: list[Server],
+    source: SmtpSource,
+    args: argparse.Namespace,
+    count: Callable[[], int],
+    out: RunOutcome,
+) -> None:
+    """Send, then wait until ``count()`` reaches all (or the time is up, or one of
+    ``servers`` died); fills ``out``."""
     start = time.monotonic()
     deadline = start + args.timeout
     run_load(
@@ -145,11 +160,12 @@ def _measure(server: Server, source: SmtpSource, args: argparse.Namespace, out: 
         timeout=args.timeout,
     )
     out.sent_seconds = time.monotonic() - start
-    while (n := count_maildir(args.maildir)) < args.messages:
+    while (n := count()) < args.messages:
         if time.monotonic() > deadline:
             out.error = f"{n} of {args.messages} delivered within {args.timeout:g} s"
             break
-        server.check_alive()
+        for server in servers:
+            server.check_alive()
         time.sleep(POLL)
     else:
         out.seconds = time.monotonic() - start
@@ -167,14 +183,26 @@ def main(argv: list[str] | None = None) -> int:
     source = SmtpSource(args.smtp_source, args.smtp_source_libdir, "")
     out = RunOutcome()
     server: Server | None = None
+    sink = sink_server(source, args.workdir, args.sink_port) if args.sink else None
+
+    def count() -> int:
+        if sink is not None:
+            return sink_count(sink.log_path)
+        return count_maildir(args.maildir)
+
     try:
-        _loopback_up()
-        server = _server(args)
-        with server:
+        with ExitStack() as stack:  # the sink stops last, after the server's CPU is read
+            _loopback_up()
+            if sink is not None:
+                stack.enter_context(sink)
+                banner = sink.start()
+                log(f"smtp-sink: pid {sink.pid} on 127.0.0.1:{args.sink_port}: {banner}")
+            server = stack.enter_context(_server(args))
             banner = server.start()
             log(f"{args.server}: pid {server.pid} on 127.0.0.1:{args.port}: {banner}")
             try:
-                _measure(server, source, args, out)
+                watched = [server] if sink is None else [server, sink]
+                _measure(watched, source, args, count, out)
             finally:
                 cpu1 = _children_cpu()  # smtp-source was reaped: the rest is the server's
                 server.stop()
@@ -183,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         out.error = str(exc)
         if server is not None:
             out.error += f" (server log: {server.log_tail(2)})"
-    out.delivered = count_maildir(args.maildir)
+    out.delivered = count()
     if server is not None:
         out.results = _log_results(server)
     print(out.to_json(), flush=True)

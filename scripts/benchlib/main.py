@@ -1,6 +1,6 @@
 """The benchmark run: fetch smtp-source, measure every peer, print the report.
 
-Three sections (``--sections``).  Throughput: every peer's server (``mta``
+Four sections (``--sections``).  Throughput: every peer's server (``mta``
 and aiosmtpd) runs in a fresh process on a free loopback port: a warm-up run
 each, then the timed smtp-source runs take turns (each round, each
 concurrency, each peer), so both see the same machine; the best run of each
@@ -8,8 +8,10 @@ counts.  Memory: in another fresh process per peer, its resident memory
 before and with N idle sessions open.  Delivery: mta against OpenSMTPD, from
 the first connection until every message is in the Maildir, each run in
 private namespaces (:mod:`benchlib.delivery`; skipped, saying why, when not
-root).  Exit status: 0 when every server ran (targets missed or not), 1 when
-one failed to run, 2 when the harness itself could not run.
+root).  Relay: the same, but the servers relay every message to Postfix's
+smtp-sink in the namespace, until it has received them all.  Exit status: 0
+when every server ran (targets missed or not), 1 when one failed to run, 2
+when the harness itself could not run.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from benchlib.delivery import DeliveryFigure, DeliverySettings, measure_delivery
 from benchlib.idle import idle_sessions
 from benchlib.peers import BENCH_USER, PEERS, Peer
 from benchlib.procs import Server, ServerError, free_port, raise_nofile, remove_stale_dirs
-from benchlib.report import PeerResult, format_delivery, format_report
+from benchlib.report import DELIVERY, RELAY, EndToEnd, PeerResult, format_delivery, format_report
 from benchlib.smtpsource import LoadError, SetupError, SmtpSource, fetch, run_load
 
 __all__ = ["main"]
@@ -39,7 +41,8 @@ __all__ = ["main"]
 REPO = Path(__file__).resolve().parents[2]
 ADDRESS = f"{BENCH_USER}@localhost"
 HARNESS_PID = "harness.pid"
-SECTIONS = ("throughput", "memory", "delivery")
+SECTIONS = ("throughput", "memory", "delivery", "relay")
+END_TO_END = (DELIVERY, RELAY)
 
 
 def log(msg: str) -> None:
@@ -50,14 +53,14 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scripts/bench",
         description="smtp-source against mta and aiosmtpd (messages/s, memory) and, end to end"
-        " with delivery to a Maildir, against OpenSMTPD",
+        " with delivery to a Maildir or relaying to smtp-sink, against OpenSMTPD",
         epilog="scripts/bench also takes --no-setup: skip scripts/setup and the bench extra.",
     )
     p.add_argument("--quick", action="store_true", help="300 messages per run (smoke check)")
     p.add_argument(
         "--sections",
         default=",".join(SECTIONS),
-        help="comma-separated sections to run (default throughput,memory,delivery)",
+        help="comma-separated sections to run (default throughput,memory,delivery,relay)",
     )
     p.add_argument("--messages", type=int, help="messages per timed run (default 2000)")
     p.add_argument("--size", type=int, default=4096, help="message body bytes (default 4096)")
@@ -73,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--delivery-sessions",
         default="4",
-        help="comma-separated concurrencies of the delivery runs (default 4)",
+        help="comma-separated concurrencies of the delivery and relay runs (default 4)",
     )
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per run (300)")
     p.add_argument(
@@ -237,8 +240,12 @@ def _numbers(text: str) -> list[int]:
     return sorted({int(c) for c in text.split(",") if c.strip()})
 
 
-def _delivery(
-    source: SmtpSource, workroot: Path, args: argparse.Namespace, concurrencies: list[int]
+def _end_to_end(
+    kind: EndToEnd,
+    source: SmtpSource,
+    workroot: Path,
+    args: argparse.Namespace,
+    concurrencies: list[int],
 ) -> DeliveryFigure:
     settings = DeliverySettings(
         messages=args.messages,
@@ -249,6 +256,7 @@ def _delivery(
         address=ADDRESS,
         mta=args.mta,
         keep=args.keep,
+        kind=kind,
     )
     return measure_delivery(source, workroot, settings, log)
 
@@ -299,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     workroot = Path(tempfile.mkdtemp(prefix="run-", dir=args.cache))
     (workroot / HARNESS_PID).write_text(f"{os.getpid()}\n")
     results = [PeerResult(p.name) for p in peers]
-    figure: DeliveryFigure | None = None
+    figures: list[tuple[EndToEnd, DeliveryFigure]] = []
     try:
         if concurrencies:
             runs_of = []
@@ -313,8 +321,10 @@ def main(argv: list[str] | None = None) -> int:
                 mem = workroot / f"{peer.name}-memory"
                 mem.mkdir()
                 _memory(peer, result, mem, args)
-        if "delivery" in sections:
-            figure = _delivery(source, workroot / "delivery", args, delivery_at)
+        for kind in END_TO_END:
+            if kind.name in sections:
+                figure = _end_to_end(kind, source, workroot / kind.name, args, delivery_at)
+                figures.append((kind, figure))
     finally:
         if args.keep:
             (workroot / HARNESS_PID).unlink()
@@ -338,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         results = []  # the peers did not run
-    if figure is not None:
+    for kind, figure in figures:
         report.append(
             format_delivery(
                 figure.results,
@@ -349,10 +359,12 @@ def main(argv: list[str] | None = None) -> int:
                 reference=figure.reference,
                 repeat=args.repeat,
                 skipped=figure.skipped,
+                kind=kind,
+                mta_dns=os.environ.get("MTA_DNS"),
             )
         )
     print("\n".join(report), flush=True)
-    if any(r.failed for r in results) or (figure is not None and figure.failed):
+    if any(r.failed for r in results) or any(f.failed for _, f in figures):
         if not args.keep:
             log("a server failed; rerun with --keep to keep its logs")
         return 1

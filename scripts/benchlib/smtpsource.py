@@ -3,13 +3,16 @@
 Postfix is not installed as a mail server: ``apt-get download postfix`` fetches
 the package and ``dpkg -x`` unpacks it into the cache directory.  The program
 needs Postfix's own shared libraries (``usr/lib/postfix/*.so``), which come
-from the same package, so every run sets ``LD_LIBRARY_PATH`` to them.
+from the same package, so every run sets ``LD_LIBRARY_PATH`` to them.  The
+package's ``smtp-sink``, which accepts and discards every message, is the
+relay benchmark's destination (:func:`sink_server`, :func:`sink_count`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,9 +21,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchlib.procs import die_with_parent
+from benchlib.procs import Server, die_with_parent
 
-__all__ = ["LoadError", "LoadResult", "SetupError", "SmtpSource", "fetch", "run_load"]
+__all__ = [
+    "LoadError",
+    "LoadResult",
+    "SetupError",
+    "SmtpSource",
+    "fetch",
+    "run_load",
+    "sink_count",
+    "sink_server",
+]
 
 Log = Callable[[str], None]
 
@@ -40,6 +52,11 @@ class SmtpSource:
     binary: Path
     libdir: Path | None
     version: str
+
+    @property
+    def sink(self) -> Path:
+        """The package's smtp-sink, next to smtp-source."""
+        return self.binary.with_name("smtp-sink")
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -237,3 +254,37 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate()  # reaps it and closes the pipe
+
+
+_SINK_COUNTER = re.compile(rb"mesg=(\d+)\r")  # a whole counter line
+
+
+def sink_server(source: SmtpSource, workdir: Path, port: int, host: str = "127.0.0.1") -> Server:
+    """``smtp-sink -c`` on ``host:port``, as ``nobody`` (it must drop root).
+
+    ``-c`` makes it write a counter line, ``sess=N quit=N mesg=N`` ended by a
+    carriage return, to its stdout (``workdir/sink.out``) whenever a session
+    ends or a message's final ``.`` arrives; :func:`sink_count` reads it.
+    """
+    argv = [str(source.sink), "-c", "-u", "nobody", f"{host}:{port}", "256"]
+    return Server(
+        "smtp-sink",
+        argv,
+        port=port,
+        log_path=workdir / "sink.out",
+        env=source.env(),
+        cwd=workdir,
+        host=host,
+    )
+
+
+def sink_count(out: Path) -> int:
+    """Messages the sink has received: the last ``mesg=N`` of its counter output."""
+    try:
+        with open(out, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 256))
+            tail = f.read()
+    except OSError:
+        return 0
+    counts = _SINK_COUNTER.findall(tail)
+    return int(counts[-1]) if counts else 0
