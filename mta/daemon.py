@@ -58,6 +58,7 @@ __all__ = ["ENQUEUE_SOCKET", "DaemonOptions", "Running", "serve"]
 log = get_logger("smtpd")
 
 ENQUEUE_SOCKET = "enqueue.sock"
+RELAY_QUIT_GRACE = 2.0  # seconds for idle relay sessions to QUIT at shutdown
 
 
 @attrs.frozen
@@ -245,6 +246,8 @@ async def _serve_locked(
                 # their outcome; those still running then are tried again later
                 with trio.move_on_after(options.timeouts.shutdown):
                     await queue.drain()
+                with trio.move_on_after(RELAY_QUIT_GRACE):
+                    await agent.close_sessions()  # idle relay sessions say QUIT
                 deliveries.cancel_scope.cancel()
         finally:
             await control.aclose()

@@ -202,6 +202,7 @@ class RelayAgent:
         self.backoff = backoff if backoff is not None else RouteBackoff()
         self.limits = ConnectionLimits(config.mta_limits)
         self._nursery: trio.Nursery | None = None
+        self._closing = False
         # by session_key: sessions waiting for a message; set when one starts waiting
         self._idle: dict[Plan, list[Connection]] = {}
         self._idle_events: dict[Plan, trio.Event] = {}
@@ -217,6 +218,17 @@ class RelayAgent:
                 await trio.sleep_forever()
             finally:
                 self._nursery = None
+
+    async def close_sessions(self) -> None:
+        """Stop keeping sessions open: the idle ones say QUIT now, the busy ones
+        when their message is done; returns once none is left (the caller
+        bounds the wait).  New relay attempts after this get sessions of their own."""
+        self._closing = True
+        for connections in list(self._idle.values()):
+            for connection in list(connections):
+                connection.stop()
+        while self._nursery is not None and self._nursery.child_tasks:
+            await trio.sleep(0.02)
 
     async def __call__(self, envelope: Envelope) -> Result:
         try:
@@ -515,6 +527,9 @@ class RelayAgent:
             self.limits.release(connection, held)
 
     def _on_idle(self, pool: Plan, connection: Connection, waiting: bool) -> None:
+        if waiting and self._closing:
+            connection.stop()
+            return
         idle = self._idle.setdefault(pool, [])
         if waiting:
             idle.append(connection)

@@ -97,6 +97,12 @@ class Connection:
         self._wake.set()
         return True
 
+    def stop(self) -> None:
+        """Take no more messages: a waiting session QUITs now, a busy one
+        when it has finished (the daemon stops)."""
+        self.keepalive = 0
+        self._wake.set()
+
     async def more(self) -> Sequence[Transaction]:
         """The next message's transaction, waited for up to ``keepalive``
         seconds; none (the session QUITs) after ``mail_max`` messages."""

@@ -203,6 +203,10 @@ def test_the_next_message_reuses_the_open_session(
         assert len(lines) == 2 and all("result=Ok" in line for line in lines), a.log()
         assert a.log().count("mta connecting") == 1
         assert b.log().count("smtp message") == 2
+        # stopping A: its idle session says QUIT rather than being cut
+        assert a.stop() == 0
+        assert "mta disconnected reason=quit messages=2" in a.log()
+        wait_for(lambda: "smtp disconnected reason=quit" in b.log(), 5)
     finally:
         a.stop()
         b.stop()
