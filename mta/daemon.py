@@ -239,7 +239,7 @@ async def _serve_locked(
             async with trio.open_nursery() as deliveries:
                 await deliveries.start(agent.run)  # sessions kept open between messages
                 await deliveries.start(queue.run)
-                controller = Controller(queue, spool, gate, tables)
+                controller = Controller(queue, spool, gate, tables, routes=agent.backoff)
                 deliveries.start_soon(serve_control, control, controller)
                 await _serve_sessions(services, options, endpoints, gate, task_status)
                 # deliveries in flight get the same grace as sessions to record

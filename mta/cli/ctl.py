@@ -22,11 +22,11 @@ from mta.tables.makemap import MapType, makemap
 __all__ = ["main"]
 
 DAEMON_VERBS = {
-    "show": ["queue", "envelope", "message", "stats", "status"],
+    "show": ["queue", "envelope", "message", "stats", "status", "routes"],
     "schedule": None,
     "remove": None,
     "pause": ["envelope", "mda", "mta", "smtp"],
-    "resume": ["envelope", "mda", "mta", "smtp"],
+    "resume": ["envelope", "mda", "mta", "smtp", "route"],
     "update": ["table"],
     "log": ["brief", "verbose"],
     "monitor": None,

@@ -21,7 +21,8 @@ from mta import threads
 from mta.control.queueview import RunState, envelope_dump, queue_line
 from mta.envelope import Envelope
 from mta.errors import ControlError, SpoolError, SpoolNotFound, TableError
-from mta.log import get_logger
+from mta.log import get_logger, quote
+from mta.relay.backoff import RouteBackoff
 from mta.rules.tableset import TableSet
 from mta.scheduler.core import Entry
 from mta.scheduler.runner import QueueRunner
@@ -61,12 +62,14 @@ class Controller:
         gate: SessionGate,
         tables: TableSet,
         *,
+        routes: RouteBackoff | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.runner = runner
         self.spool = spool
         self.gate = gate
         self.tables = tables
+        self.routes = routes  # the relay agent's route back-off
         self.clock = clock
 
     async def execute(self, argv: list[str], write: Write) -> None:
@@ -106,10 +109,25 @@ class Controller:
             await write(self._status().encode("ascii"))
         elif what == "stats" and len(args) == 1:
             await write(self._stats().encode("ascii"))
+        elif what == "routes" and len(args) == 1:
+            await write(self._routes().encode("utf-8", "replace"))
         else:
             raise ControlError(
-                "usage: show queue [msgid] | envelope EVPID | message ID | status | stats"
+                "usage: show queue [msgid] | envelope EVPID | message ID | status | stats | routes"
             )
+
+    def _routes(self) -> str:
+        """The relay routes disabled after failures, one line each."""
+        if self.routes is None:
+            return ""
+        lines = []
+        for route in self.routes.disabled(self.clock()):
+            address, port, source = route.key
+            lines.append(
+                f"{address} port={port} source={source or '-'} penalty={route.penalty} "
+                f"disabled={route.seconds_left}s error={quote(route.error.text)}\n"
+            )
+        return "".join(lines)
 
     def _selected(self, word: str) -> list[int]:
         kind, value = parse_ids(word)
@@ -250,6 +268,12 @@ class Controller:
         scheduler = self.runner.scheduler
         pause = verb == "pause"
         what = args[0] if args else ""
+        if what == "route" and len(args) == 2 and not pause:
+            target = None if args[1] == "all" else args[1]
+            count = self.routes.enable(target) if self.routes is not None else 0
+            self.runner.poke()
+            await write(f"{count} route(s) resumed\n".encode("ascii"))
+            return
         if what == "envelope" and len(args) == 2:
             evpids = self._selected(args[1])
             count = scheduler.suspend(evpids) if pause else scheduler.resume(evpids)
@@ -257,7 +281,10 @@ class Controller:
             await write(f"{count} envelope(s) {verb}d\n".encode("ascii"))
             return
         if len(args) != 1 or what not in ("mda", "mta", "smtp"):
-            raise ControlError(f"usage: {verb} mda|mta|smtp|envelope EVPID|MSGID|all")
+            raise ControlError(
+                f"usage: {verb} mda|mta|smtp|envelope EVPID|MSGID|all"
+                + (" | route ADDRESS|all" if not pause else "")
+            )
         if what == "mda":
             if scheduler.mda_paused == pause:
                 raise ControlError(f"mda is already {verb}d")

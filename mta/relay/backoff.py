@@ -26,7 +26,14 @@ import attrs
 
 from mta.delivery.result import Result
 
-__all__ = ["DELAY_ROUTE_BASE", "DELAY_ROUTE_MAX", "RouteBackoff", "RouteKey", "route_delay"]
+__all__ = [
+    "DELAY_ROUTE_BASE",
+    "DELAY_ROUTE_MAX",
+    "Disabled",
+    "RouteBackoff",
+    "RouteKey",
+    "route_delay",
+]
 
 DELAY_ROUTE_BASE = 15
 DELAY_ROUTE_MAX = 3600
@@ -39,6 +46,16 @@ RouteKey = tuple[str, int, str | None]
 def route_delay(penalty: int) -> int:
     """Seconds a route with ``penalty`` stays disabled."""
     return min(DELAY_ROUTE_BASE * penalty * penalty, DELAY_ROUTE_MAX)
+
+
+@attrs.frozen
+class Disabled:
+    """A disabled route as ``mtactl show routes`` lists it."""
+
+    key: RouteKey
+    penalty: int
+    seconds_left: int
+    error: Result
 
 
 @attrs.define
@@ -77,6 +94,23 @@ class RouteBackoff:
     def succeeded(self, key: RouteKey) -> None:
         """``key`` worked: forget its penalty."""
         self._routes.pop(key, None)
+
+    def disabled(self, now: float) -> list[Disabled]:
+        """The routes disabled at ``now``, by address."""
+        found = [
+            Disabled(key, entry.penalty, max(1, int(entry.until - now)), entry.error)
+            for key, entry in self._routes.items()
+            if self.held(key, now) is not None
+        ]
+        return sorted(found, key=lambda d: (d.key[0], d.key[1], d.key[2] or ""))
+
+    def enable(self, address: str | None = None) -> int:
+        """Forget the penalties of the routes to ``address`` (every route when
+        None): ``mtactl resume route``; returns how many."""
+        keys = [k for k in self._routes if address is None or k[0] == address]
+        for key in keys:
+            del self._routes[key]
+        return len(keys)
 
     def _prune(self, now: float) -> None:
         stale = [k for k, e in self._routes.items() if e.until + DELAY_ROUTE_MAX < now]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import mailbox
 import pathlib
 import smtplib
+import subprocess
+import sys
 
 import pytest
 
@@ -151,6 +153,24 @@ def test_refused_recipient_bounces_to_the_local_sender(
         b.stop()
 
 
+def mtactl(daemon: Daemon, *args: str) -> str:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from mta.cli.ctl import main; sys.exit(main())",
+            "--spool",
+            str(daemon.spool),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return done.stdout
+
+
 def test_remote_down_keeps_the_envelope_queued(
     tmp_path: pathlib.Path, shared: pathlib.Path
 ) -> None:
@@ -163,6 +183,12 @@ def test_remote_down_keeps_the_envelope_queued(
         assert "result=TempFail" in line and 'stat="' in line
         assert "Connection refused" in line, line
         assert len(a.queued()) == 1
+        # the route is disabled for a while; the operator can see it and resume it
+        routes = mtactl(a, "show", "routes")
+        assert routes.startswith(f"127.0.0.1 port={port_b} source=- penalty=1 disabled="), routes
+        assert 'error="Connection refused"' in routes
+        assert mtactl(a, "resume", "route", "all") == "1 route(s) resumed\n"
+        assert mtactl(a, "show", "routes") == ""
     finally:
         a.stop()
 

@@ -68,3 +68,21 @@ def test_long_expired_routes_are_forgotten_when_there_are_many() -> None:
     assert len(backoff) == 5000  # all still recent
     backoff.failed(("192.0.2.9", 25, None), 2 * DELAY_ROUTE_MAX, REFUSED)
     assert len(backoff) == 1
+
+
+def test_disabled_routes_are_listed_and_can_be_enabled_by_hand() -> None:
+    backoff = RouteBackoff()
+    down = Result.tempfail("Connection refused")
+    backoff.failed(("192.0.2.2", 25, None), 1000, down)
+    backoff.failed(("192.0.2.1", 25, "198.51.100.1"), 990, down)
+    backoff.failed(("192.0.2.1", 25, "198.51.100.1"), 1005, down)  # penalty 2: 60 s
+    listed = backoff.disabled(1010)
+    assert [(d.key, d.penalty, d.seconds_left) for d in listed] == [
+        (("192.0.2.1", 25, "198.51.100.1"), 2, 55),
+        (("192.0.2.2", 25, None), 1, 5),
+    ]
+    assert listed[0].error == down
+    assert backoff.disabled(2000) == []  # expired ones are not
+    assert backoff.enable("192.0.2.1") == 1
+    assert backoff.held(("192.0.2.1", 25, "198.51.100.1"), 1010) is None
+    assert backoff.enable() == 1 and len(backoff) == 0
