@@ -28,7 +28,7 @@ from mta.scheduler.core import Entry
 from mta.scheduler.runner import QueueRunner
 from mta.server.listeners import SessionGate
 from mta.spool.spool import Spool
-from mta.spool.store import READ_CHUNK
+from mta.spool.store import read_chunks
 
 __all__ = ["Controller", "Write", "parse_ids"]
 
@@ -190,7 +190,7 @@ class Controller:
         except SpoolError as exc:
             raise ControlError(f"cannot read message {msgid:08x}: {exc}") from None
         try:
-            while chunk := await threads.run_sync(stream.read, READ_CHUNK):
+            async for chunk in read_chunks(stream):
                 await write(chunk)
         except SpoolError as exc:
             raise ControlError(f"cannot read message {msgid:08x}: {exc}") from None

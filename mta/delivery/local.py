@@ -55,7 +55,7 @@ from mta.envelope import DeliveryNode, Envelope
 from mta.errors import MTAError, PermanentFailure, SpoolError, SpoolNotFound, TemporaryFailure
 from mta.log import get_logger, visible
 from mta.rules.tableset import TableSet
-from mta.spool.store import READ_CHUNK, stream_chunks
+from mta.spool.store import read_chunks, stream_chunks
 from mta.tables.lookups import lookup_userinfo
 from mta.tables.values import UserInfo
 
@@ -74,10 +74,7 @@ class MessageSource(Protocol):
 
 async def _async_chunks(prefix: bytes, stream: BinaryIO) -> AsyncIterator[bytes]:
     yield prefix
-    while True:
-        chunk = await threads.run_sync(stream.read, READ_CHUNK)
-        if not chunk:
-            return
+    async for chunk in read_chunks(stream):
         yield chunk
 
 

@@ -81,7 +81,7 @@ from mta.relay.timeouts import ClientTimeouts
 from mta.relay.tlsclient import ClientTls, relay_tls
 from mta.relay.transaction import Transaction
 from mta.rules.tableset import TableSet
-from mta.spool.store import READ_CHUNK
+from mta.spool.store import read_chunks
 from mta.tables.lookups import (
     fetch_relayhost,
     fetch_source,
@@ -155,7 +155,7 @@ class _Message:
         if stream is None:
             stream, _size = await self.messages.open_message_sized(self.msgid)
         try:
-            while chunk := await threads.run_sync(stream.read, READ_CHUNK):
+            async for chunk in read_chunks(stream):
                 yield chunk
         finally:
             await threads.run_sync(stream.close)

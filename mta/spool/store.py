@@ -25,9 +25,10 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import BinaryIO
 
+from mta import threads
 from mta.envelope import Envelope
 from mta.errors import CorruptEnvelope, CorruptMessage, SpoolError, SpoolNotFound
 from mta.log import quote
@@ -43,6 +44,7 @@ __all__ = [
     "READ_CHUNK",
     "Store",
     "decode_sealed_envelope",
+    "read_chunks",
     "read_envelope_file",
     "read_message_tail",
     "stream_chunks",
@@ -58,6 +60,12 @@ READ_CHUNK = 64 * 1024
 def stream_chunks(stream: BinaryIO, size: int = READ_CHUNK) -> Iterator[bytes]:
     """The rest of ``stream`` (a message :meth:`Store.open_message` gave) in chunks."""
     while chunk := stream.read(size):
+        yield chunk
+
+
+async def read_chunks(stream: BinaryIO, size: int = READ_CHUNK) -> AsyncIterator[bytes]:
+    """:func:`stream_chunks` for trio code: each blocking read in a worker thread."""
+    while chunk := await threads.run_sync(stream.read, size):
         yield chunk
 
 
