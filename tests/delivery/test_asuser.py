@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -19,14 +16,6 @@ from mta.tables.values import UserInfo
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="changing user needs root")
 
 NOBODY = UserInfo("nobody", 65534, 65534, "/nonexistent")
-
-
-@pytest.fixture
-def shared() -> Iterator[pathlib.Path]:
-    root = pathlib.Path(tempfile.mkdtemp(dir="/tmp"))
-    root.chmod(0o1777)
-    yield root
-    shutil.rmtree(root)
 
 
 async def test_the_work_runs_as_the_user(shared: pathlib.Path) -> None:

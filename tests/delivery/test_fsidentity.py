@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import shutil
-import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -32,14 +30,6 @@ def no_groups() -> Iterator[None]:
     os.setgroups([])
     yield
     os.setgroups(saved)
-
-
-@pytest.fixture
-def shared() -> Iterator[pathlib.Path]:
-    root = pathlib.Path(tempfile.mkdtemp(dir="/tmp"))
-    root.chmod(0o1777)
-    yield root
-    shutil.rmtree(root)
 
 
 def fs_ids() -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Fixtures shared by the end-to-end tests."""
+"""Fixtures shared across the test packages."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 def shared() -> Iterator[pathlib.Path]:
     """A directory the delivery users can write in (sticky, world-writable).
 
-    Run as root, deliveries run as the users of the userbase (uid 65534 in these
+    Run as root, deliveries run as the users of the userbase (uid 65534 in the
     tests), which cannot reach pytest's private temporary directories."""
     root = pathlib.Path(tempfile.mkdtemp(prefix="mta-deliver-", dir="/tmp"))
     root.chmod(0o1777)
