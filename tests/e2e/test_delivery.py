@@ -18,7 +18,7 @@ import time
 import pytest
 
 from tests.dovecot import DOVECOT, dovecot_server
-from tests.e2e.daemon import has_mail, start, wait_for
+from tests.e2e.daemon import Daemon, has_mail, start, wait_for
 
 USERS = (
     'table users { bob = "65534:65534:/nonexistent", carol = "65534:65534:/nonexistent",'
@@ -254,27 +254,39 @@ match from any for domain "localhost" action "mda"
         d.stop()
 
 
-def test_sigkill_during_a_delivery_then_a_restart_delivers(
-    tmp_path: pathlib.Path, shared: pathlib.Path
-) -> None:
-    marker = shared / "started"
-    script = shared / "slow.sh"
-    script.write_text(
-        "#!/bin/sh\n"
-        f'if [ ! -e "{marker}" ]; then touch "{marker}"; sleep 30; fi\n'
-        f'cat >> "{shared}/delivered"\n'
-    )
-    script.chmod(0o755)
+def slow_delivery(tmp_path: pathlib.Path, shared: pathlib.Path, script: str) -> Daemon:
+    """A daemon whose MDA runs ``script`` (it must touch ``shared/started``
+    first), with one message sent to it and its delivery under way."""
+    mda = shared / "slow.sh"
+    mda.write_text(f"#!/bin/sh\n{script}")
+    mda.chmod(0o755)
     config = f"""{USERS}
 listen on 127.0.0.1 port PORT
-action "mda" mda "{script}" userbase <users>
+action "mda" mda "{mda}" userbase <users>
 match from any for domain "localhost" action "mda"
 """
     d, port = start(tmp_path, config)
     try:
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
             client.sendmail("alice@localhost", ["bob@localhost"], MESSAGE)
-        wait_for(marker.exists)
+        wait_for((shared / "started").exists)
+    except BaseException:
+        d.stop()
+        raise
+    return d
+
+
+def test_sigkill_during_a_delivery_then_a_restart_delivers(
+    tmp_path: pathlib.Path, shared: pathlib.Path
+) -> None:
+    marker = shared / "started"
+    d = slow_delivery(
+        tmp_path,
+        shared,
+        f'if [ ! -e "{marker}" ]; then touch "{marker}"; sleep 30; fi\n'
+        f'cat >> "{shared}/delivered"\n',
+    )
+    try:
         d.kill()  # in the middle of the delivery
         assert len(d.queued()) == 1
         d.start()
@@ -287,20 +299,10 @@ match from any for domain "localhost" action "mda"
 def test_sigterm_lets_a_delivery_in_flight_finish(
     tmp_path: pathlib.Path, shared: pathlib.Path
 ) -> None:
-    marker = shared / "started"
-    script = shared / "slow.sh"
-    script.write_text(f'#!/bin/sh\ntouch "{marker}"; sleep 1\ncat >> "{shared}/delivered"\n')
-    script.chmod(0o755)
-    config = f"""{USERS}
-listen on 127.0.0.1 port PORT
-action "mda" mda "{script}" userbase <users>
-match from any for domain "localhost" action "mda"
-"""
-    d, port = start(tmp_path, config)
+    d = slow_delivery(
+        tmp_path, shared, f'touch "{shared}/started"; sleep 1\ncat >> "{shared}/delivered"\n'
+    )
     try:
-        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-            client.sendmail("alice@localhost", ["bob@localhost"], MESSAGE)
-        wait_for(marker.exists)
         assert d.stop() == 0  # SIGTERM in the middle of the delivery
         assert (shared / "delivered").read_bytes().count(b"Subject: hi") == 1
         assert d.queued() == []  # recorded as delivered: no repeat after a restart
