@@ -32,6 +32,7 @@ from mta.net.rdns import Rdns
 from mta.net.resolver import DnsResolver
 from mta.net.tls import server_context
 from mta.relay.agent import RelayAgent
+from mta.relay.inventory import RelayInventory
 from mta.rules.expand import Resolver
 from mta.rules.tableset import TableSet
 from mta.scheduler.runner import QueueRunner
@@ -213,8 +214,12 @@ async def _serve_locked(
     try:
         resolver = Resolver(config, tables, config.hostname)
         deliverer = LocalDeliverer(config, tables, spool, spool_dir=options.spool)
-        agent = RelayAgent(config, tables, spool, resolver=DnsResolver.from_env())
+        inventory = RelayInventory(max_deferred=config.mta_max_deferred)
+        agent = RelayAgent(
+            config, tables, spool, resolver=DnsResolver.from_env(), inventory=inventory
+        )
         queue = QueueRunner(config, spool, deliverer, relay=agent)
+        agent.reschedule = queue.schedule_now  # mta max-deferred
         queue.notifier = SpoolNotifier(spool, resolver, queue.committed)
         queue.scheduler.mda_paused = "mda" in options.paused
         queue.scheduler.mta_paused = "mta" in options.paused
@@ -239,7 +244,9 @@ async def _serve_locked(
             async with trio.open_nursery() as deliveries:
                 await deliveries.start(agent.run)  # sessions kept open between messages
                 await deliveries.start(queue.run)
-                controller = Controller(queue, spool, gate, tables, routes=agent.backoff)
+                controller = Controller(
+                    queue, spool, gate, tables, routes=agent.backoff, inventory=inventory
+                )
                 deliveries.start_soon(serve_control, control, controller)
                 await _serve_sessions(services, options, endpoints, gate, task_status)
                 # deliveries in flight get the same grace as sessions to record

@@ -12,6 +12,8 @@ import enum
 
 import attrs
 
+from mta.status import StatusCode
+
 __all__ = [
     "NULL_ADDRESS",
     "Address",
@@ -151,8 +153,7 @@ class Envelope:
     last_try: int = 0
     last_bounce: int = 0
     errorline: str = ""
-    esc_class: int = 0  # enhanced status of the last failure: class (4, 5)
-    esc_code: int = 0  #   and subject*10+detail, e.g. 11 for x.1.1
+    esc: StatusCode | None = None  # enhanced status code of the last failure (4.4.1)
     bounce_type: str = ""  # for BOUNCE envelopes: failed, delayed, delivered, relayed
     bounce_delay: int = 0  # for delayed bounces: the delay being reported
 

@@ -22,7 +22,17 @@ from mta.tables.makemap import MapType, makemap
 __all__ = ["main"]
 
 DAEMON_VERBS = {
-    "show": ["queue", "envelope", "message", "stats", "status", "routes"],
+    "show": [
+        "queue",
+        "envelope",
+        "message",
+        "stats",
+        "status",
+        "routes",
+        "hosts",
+        "relays",
+        "hoststats",
+    ],
     "schedule": None,
     "remove": None,
     "pause": ["envelope", "mda", "mta", "smtp"],

@@ -378,10 +378,10 @@ MTA_LIMIT_DEFAULTS: dict[str, int] = {
     "max-conn-per-relay": 100,
     "max-conn-per-domain": 100,
     "conn-delay-host": 0,
-    "conn-delay-route": 5,
+    "conn-delay-route": 0,  # OpenSMTPD: 5; see mta.relay.limits
     "conn-delay-source": 0,
     "conn-delay-connector": 0,
-    "conn-delay-relay": 2,
+    "conn-delay-relay": 0,  # OpenSMTPD: 2
     "conn-delay-domain": 0,
     "reconn-delay-route": 3,
     "session-mail-max": 100,

@@ -21,11 +21,12 @@ from mta import threads
 from mta.control.queueview import RunState, envelope_dump, queue_line
 from mta.envelope import Envelope
 from mta.errors import ControlError, SpoolError, SpoolNotFound, TableError
-from mta.log import get_logger, quote
+from mta.log import get_logger, quote, visible
 from mta.relay.backoff import RouteBackoff
+from mta.relay.inventory import TEXT_MAX, RelayInventory
 from mta.rules.tableset import TableSet
 from mta.scheduler.core import Entry
-from mta.scheduler.runner import QueueRunner
+from mta.scheduler.runner import QueueRunner, duration_text
 from mta.server.listeners import SessionGate
 from mta.spool.spool import Spool
 from mta.spool.store import read_chunks
@@ -52,6 +53,11 @@ def parse_ids(word: str) -> tuple[str, int]:
     return ("msgid", value) if len(word) <= 8 else ("evpid", value)
 
 
+def _since(when: float | None, now: float) -> str:
+    """smtpctl's ``lastconn=``: how long ago, ``-`` for never."""
+    return "-" if when is None else duration_text(now - when)
+
+
 class Controller:
     """Carries out control requests against one running daemon."""
 
@@ -63,6 +69,7 @@ class Controller:
         tables: TableSet,
         *,
         routes: RouteBackoff | None = None,
+        inventory: RelayInventory | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.runner = runner
@@ -70,6 +77,7 @@ class Controller:
         self.gate = gate
         self.tables = tables
         self.routes = routes  # the relay agent's route back-off
+        self.inventory = inventory  # the relay agent's hosts, relays and hoststats
         self.clock = clock
 
     async def execute(self, argv: list[str], write: Write) -> None:
@@ -111,9 +119,13 @@ class Controller:
             await write(self._stats().encode("ascii"))
         elif what == "routes" and len(args) == 1:
             await write(self._routes().encode("utf-8", "replace"))
+        elif what in ("hosts", "relays", "hoststats") and len(args) == 1:
+            show = {"hosts": self._hosts, "relays": self._relays, "hoststats": self._hoststats}
+            await write(show[what]().encode("utf-8", "replace"))
         else:
             raise ControlError(
-                "usage: show queue [msgid] | envelope EVPID | message ID | status | stats | routes"
+                "usage: show queue [msgid] | envelope EVPID | message ID | status | stats"
+                " | routes | hosts | relays | hoststats"
             )
 
     def _routes(self) -> str:
@@ -128,6 +140,39 @@ class Controller:
                 f"disabled={route.seconds_left}s error={quote(route.error.text)}\n"
             )
         return "".join(lines)
+
+    def _hosts(self) -> str:
+        """The remote hosts the relay agent knows, as smtpctl's ``show hosts``."""
+        if self.inventory is None:
+            return ""
+        now = self.clock()
+        return "".join(
+            f"{host.address} {visible(host.name)} refcount={host.refcount} nconn={host.nconn} "
+            f"lastconn={_since(host.lastconn, now)}\n"
+            for host in self.inventory.hosts()
+        )
+
+    def _relays(self) -> str:
+        """The relays and what they wait for, as smtpctl's ``show relays``
+        (without its connector lines: mta has no connectors)."""
+        if self.inventory is None:
+            return ""
+        now = self.clock()
+        return "".join(
+            f"{visible(relay.text, TEXT_MAX)} refcount={relay.refcount} ntask={relay.ntask} "
+            f"nconn={relay.nconn} lastconn={_since(relay.lastconn, now)} timeout=- "
+            f"wait={','.join(wait.value for wait in relay.wait)}\n"
+            for relay in self.inventory.relays()
+        )
+
+    def _hoststats(self) -> str:
+        """The last result per host and when, as smtpctl's ``show hoststats``."""
+        if self.inventory is None:
+            return ""
+        return "".join(
+            f"{visible(stat.name)}|{int(stat.time)}|{visible(stat.error, TEXT_MAX)}\n"
+            for stat in self.inventory.hoststats()
+        )
 
     def _selected(self, word: str) -> list[int]:
         kind, value = parse_ids(word)

@@ -90,7 +90,9 @@ def envelope_dump(envelope: Envelope) -> str:
             text = ",".join(m.name.lower() for m in type(value) if m in value and m.name) or "none"
         elif isinstance(value, enum.Enum):
             text = str(value.value)
-        else:
+        elif value is None:  # no enhanced status code yet
+            text = ""
+        else:  # text, numbers, addresses; a status code as 5.1.10
             text = str(value)
         lines.append(f"{field.name}: {visible(text, 1000)}")
     return "\n".join(lines) + "\n"

@@ -29,6 +29,7 @@ from mta.enqueue.smtp import DotStuffer, ProtocolError, ReplyParser, command
 from mta.log import visible
 from mta.reply import Reply
 from mta.server.timeouts import scale_from_env
+from mta.status import StatusCode
 
 __all__ = ["deliver_lmtp", "parse_destination", "reply_result"]
 
@@ -40,11 +41,7 @@ MAX_LINES = 100
 def reply_result(reply: Reply, *, final: bool = False) -> Result:
     """What a reply means for the delivery: success only for the final 2xx."""
     text = visible(reply.text, 400)
-    code = ESC_OTHER_MAIL_SYSTEM_STATUS
-    if reply.enhanced is not None:
-        _cls, subject, detail = reply.enhanced.split(".")
-        if int(subject) < 10 and int(detail) < 10:
-            code = int(subject) * 10 + int(detail)
+    code = StatusCode.parse(reply.enhanced or "") or ESC_OTHER_MAIL_SYSTEM_STATUS
     if final and 200 <= reply.code < 300:
         return Result.ok(text)
     if 500 <= reply.code < 600:

@@ -56,6 +56,7 @@ from mta.errors import MTAError, PermanentFailure, SpoolError, SpoolNotFound, Te
 from mta.log import get_logger, visible
 from mta.rules.tableset import TableSet
 from mta.spool.store import read_chunks, stream_chunks
+from mta.status import StatusCode
 from mta.tables.lookups import lookup_userinfo
 from mta.tables.values import UserInfo
 
@@ -151,7 +152,7 @@ class LocalDeliverer:
         method = action.method
         user = await self._user(method, envelope)
         if user is None:
-            return Result.permfail("Error (user unknown)", 11)
+            return Result.permfail("Error (user unknown)", StatusCode(5, 1, 1))
         if self.privileged and user.uid == 0:
             return Result.permfail(f"Error (MDA not allowed to deliver to: {user.username})")
         try:

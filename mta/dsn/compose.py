@@ -55,6 +55,7 @@ from mta.dsn.text import (
 from mta.envelope import Address, Body, DsnNotify, DsnRet, Envelope, EnvelopeFlag, EnvelopeKind
 from mta.smtp.dates import format_date
 from mta.smtp.params import encode_xtext
+from mta.status import StatusCode
 
 __all__ = [
     "RecipientReport",
@@ -83,7 +84,6 @@ class ReportType(enum.Enum):
         return self in (ReportType.DELIVERED, ReportType.RELAYED, ReportType.EXPANDED)
 
 
-_STATUS = re.compile(r"[245]\.[0-9]{1,3}\.[0-9]{1,3}\Z")
 _SMTP_REPLY = re.compile(r"[2-5][0-9][0-9](?:[ -]|\Z)")
 _PSEUDO_CODE = re.compile(r"[16][0-9][0-9][ -].")
 _BCHARS = re.compile(r"[^0-9A-Za-z'()+_,./:=?-]")  # RFC 2046 bcharsnospace, inverted
@@ -93,7 +93,7 @@ _U64 = 1 << 64
 
 
 def _check_status(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not _STATUS.match(value):
+    if StatusCode.parse(value) is None:
         raise ValueError(f"{attribute.name} is not an enhanced status code: {value!r}")
 
 
@@ -201,28 +201,19 @@ def wanted(envelope: Envelope, type: ReportType) -> bool:
     return wants in notify
 
 
-def status_text(esc_class: int, esc_code: int, type: ReportType) -> str:
-    """The ``Status`` for an envelope's enhanced status (class, ``subject*10+detail``)
-    in a ``type`` notification.
+def status_text(esc: StatusCode | None, type: ReportType) -> str:
+    """The ``Status`` for an envelope's enhanced status code in a ``type``
+    notification, subject and detail unchanged (``5.1.10``, ``5.7.350``).
 
     A failure keeps a 4 or 5 class (4.x.x: given up after temporary failures,
     as for an expired message), a delay is always 4.x.x and a success 2.x.x;
-    without a usable code: ``5.0.0``, ``4.0.0``, ``2.0.0``.
+    without a code of a fitting class: ``5.0.0``, ``4.0.0``, ``2.0.0``.
     """
-    code = esc_code if 0 <= esc_code <= 99 else 0
     if type is ReportType.FAILED:
-        cls = esc_class if esc_class in (4, 5) else 5
-        if esc_class not in (4, 5):
-            code = 0
-    elif type is ReportType.DELAYED:
-        cls = 4
-        if esc_class not in (4, 5):
-            code = 0
-    else:
-        cls = 2
-        if esc_class != 2:
-            code = 0
-    return f"{cls}.{code // 10}.{code % 10}"
+        return str(esc) if esc is not None and esc.class_ in (4, 5) else "5.0.0"
+    if type is ReportType.DELAYED:
+        return str(esc.with_class(4)) if esc is not None and esc.class_ in (4, 5) else "4.0.0"
+    return str(esc) if esc is not None and esc.class_ == 2 else "2.0.0"
 
 
 def recipient_report(
@@ -240,7 +231,7 @@ def recipient_report(
     retry_until = envelope.ctime + ttl if type is ReportType.DELAYED and ttl > 0 else None
     return RecipientReport(
         final=envelope.dest,
-        status=status_text(envelope.esc_class, envelope.esc_code, type),
+        status=status_text(envelope.esc, type),
         original=envelope.dsn_orcpt,
         diagnostic=diagnostic,
         last_attempt=envelope.last_try or None,

@@ -71,12 +71,7 @@ class SpoolNotifier:
             return
         if notice.result is not None and notice.kind not in ("delivered", "relayed"):
             result = notice.result
-            envelope = attrs.evolve(
-                envelope,
-                errorline=result.text,
-                esc_class=result.esc_class,
-                esc_code=result.esc_code,
-            )
+            envelope = attrs.evolve(envelope, errorline=result.text, esc=result.esc)
         report = report_for(
             kind,
             [envelope],

@@ -21,26 +21,40 @@ where it went, and whether a "relayed" success notice is ours to send):
 3. The route: the smarthost's addresses (an IP address needs no DNS) or the
    MX of the domain (:func:`~mta.relay.mx.resolve_route`; no resolver is a
    temporary failure).  NXDOMAIN, Null MX, a loop: permanent failure.
-4. One session per address in route order (:func:`~mta.relay.session.run_session`),
-   going on to the next address or MX while a session fails before any
-   transaction started; otherwise each recipient's result is that session's.
-   An address whose last session failed so is skipped for a while
-   (:mod:`mta.relay.backoff`); when every address is, the recipients fail
-   temporarily at once with the last error.  The message is opened once,
-   before the first session: that tells its size, sent as ``SIZE=`` and
-   checked against the remote's limit before MAIL (5.3.4).
+4. Per host of the route in order (the MX, most preferred first): its
+   addresses (those not backed off, :mod:`mta.relay.backoff`) are raced,
+   happy eyeballs (:mod:`mta.relay.eyeballs`: the next one 250 ms after the
+   previous one, or at once when it failed), each attempt once the
+   connection limits allow it; an address that refused or timed out has its
+   route backed off.  The winner's session (:func:`~mta.relay.session.run_session`)
+   gets the message; when it fails before any transaction started, the
+   host's other addresses, then the next host, are tried; otherwise each
+   recipient's result is that session's.  When every address is held, the
+   recipients fail temporarily at once with the last error.  The message is
+   opened once, when a session first needs it: that tells its size, sent as
+   ``SIZE=`` and checked against the remote's limit before MAIL (5.3.4).
+   Legacy ``secure://`` tries all this with SMTPS, then with STARTTLS
+   (:func:`~mta.relay.plan.tls_attempts`).
 5. Connection reuse (:mod:`mta.relay.pool`), while :meth:`RelayAgent.run`
    runs: a session that finished its message waits ``session-keepalive``
    seconds for the next message of the same plan, up to ``session-mail-max``
    messages (``mta limit``, per domain or global); a message for a plan with
    a waiting session goes there first, skipping the route.
-6. ``mta limit max-conn-per-*`` (:mod:`mta.relay.limits`): a new session
-   waits for a free slot per host, route, source, relay and domain; a message
-   waiting so goes to a session of its plan as soon as one is free.
+6. ``mta limit max-conn-per-*`` and ``conn-delay-*`` (:mod:`mta.relay.limits`):
+   a new connection waits for a free slot per host, route, source, relay and
+   domain, and for the delays since the last one; a message waiting so goes
+   to a session of its plan as soon as one is free.
+   ``max-failures-per-session`` is the client's (:mod:`mta.relay.client`).
+7. The inventory (:mod:`mta.relay.inventory`, ``mtactl show hosts|relays|
+   hoststats``) is told of tasks, waits and connections, and of each
+   recipient's result by destination domain: when no address of a domain
+   could take a message, its envelopes are kept (``mta max-deferred``), and
+   the next success there hands them to :attr:`RelayAgent.reschedule` to go
+   at once rather than at their next retry.
 
 The route resolver, the session runner and the message source are injected,
 so the decisions are tested without sockets.  Not done (OpenSMTPD does): the
-connection delays (``conn-delay-*``), ``max-failures-per-session``.
+``reconn-delay-route`` (a failed route is backed off instead).
 """
 
 from __future__ import annotations
@@ -55,13 +69,15 @@ import trio
 
 from mta import threads
 from mta.config.model import Config, Relay
-from mta.delivery.result import Relayed, Result
+from mta.delivery.result import Outcome, Relayed, Result
 from mta.envelope import Envelope
 from mta.errors import MTAError, PermanentFailure, RouteError, RoutePermanentFailure
 from mta.log import get_logger, visible
 from mta.net.resolver import DnsResolver
-from mta.relay.backoff import RouteBackoff, RouteKey
+from mta.relay.backoff import RouteBackoff
 from mta.relay.client import Client, ClientConfig, Credentials
+from mta.relay.eyeballs import DELAY, Race, first_of
+from mta.relay.inventory import RelayInventory, RelayKey, Wait, relay_key
 from mta.relay.limits import ConnectionLimits, Key, limit_for
 from mta.relay.mx import backup_name, family_limit, resolve_host, resolve_route
 from mta.relay.plan import (
@@ -70,18 +86,28 @@ from mta.relay.plan import (
     rewrite_sender,
     session_key,
     status_code,
+    tls_attempts,
     tls_policy,
     transaction_for,
 )
 from mta.relay.pool import Connection, Work
-from mta.relay.route import Route, parse_literal
-from mta.relay.session import ContentSource, Reuse, SessionOutcome, run_session
+from mta.relay.route import Hop, Route, parse_literal
+from mta.relay.session import (
+    ContentSource,
+    Reuse,
+    SessionOutcome,
+    connect_failed,
+    error_text,
+    run_session,
+)
+from mta.relay.session import connect as session_connect
 from mta.relay.srs import relay_sender
-from mta.relay.timeouts import ClientTimeouts
+from mta.relay.timeouts import ClientTimeouts, Step
 from mta.relay.tlsclient import ClientTls, relay_tls
 from mta.relay.transaction import Transaction
 from mta.rules.tableset import TableSet
 from mta.spool.store import read_chunks
+from mta.status import StatusCode
 from mta.tables.lookups import (
     fetch_relayhost,
     fetch_source,
@@ -91,11 +117,19 @@ from mta.tables.lookups import (
 )
 from mta.tables.relayhost import RelayHost
 
-__all__ = ["BATCH_WINDOW", "MessageSource", "RelayAgent", "ResolvePlan", "RunSession"]
+__all__ = [
+    "BATCH_WINDOW",
+    "Connect",
+    "MessageSource",
+    "RelayAgent",
+    "ResolvePlan",
+    "RunSession",
+]
 
 log = get_logger("mta")
 
 BATCH_WINDOW = 0.05  # seconds the first envelope of a group waits for the others
+NO_ROUTE = StatusCode(4, 4, 4)  # no usable route now
 
 
 class MessageSource(Protocol):
@@ -123,8 +157,42 @@ class RunSession(Protocol):
         timeouts: ClientTimeouts,
         tls: ClientTls | None = ...,
         source: str | None = ...,
+        stream: trio.abc.Stream | None = ...,
         reuse: Reuse | None = ...,
     ) -> Awaitable[SessionOutcome]: ...
+
+
+class Connect(Protocol):
+    """:func:`~mta.relay.session.connect`'s signature: a TCP connection to an address."""
+
+    def __call__(
+        self, address: str, port: int, *, source: str | None = ...
+    ) -> Awaitable[trio.abc.Stream]: ...
+
+
+@attrs.frozen(eq=False)
+class _Slot:
+    """A connection won by an attempt, with the limit tokens it holds."""
+
+    stream: trio.abc.Stream
+    borrower: object
+    held: list[Key]
+    relay: RelayKey
+    address: str
+
+
+@attrs.frozen
+class _Reach:
+    """How a hop's candidates went: the address whose session ran the work
+    (None: none accepted a connection) and the ones that failed to connect."""
+
+    address: str | None
+    failures: dict[str, Result]
+
+
+def _via(address: str, hop: Hop) -> str:
+    """The ``relay=`` of the log line: ``"192.0.2.1 (mx.example.net)"``."""
+    return f"{address} ({hop.host})"
 
 
 @attrs.define(eq=False)
@@ -134,21 +202,36 @@ class _Batch:
     done: trio.Event = attrs.Factory(trio.Event)
 
 
-class _Message:
-    """One message's content for the sessions of one relay attempt: opened once
-    (which tells its size); the first session to read it streams that stream,
-    a later one (the next address, the plaintext retry) opens it again."""
+class _Unreadable(Exception):
+    """The message could not be opened: ``result`` is every recipient's."""
 
-    def __init__(self, messages: MessageSource, msgid: int, stream: BinaryIO, size: int) -> None:
+    def __init__(self, result: Result) -> None:
+        super().__init__(result.text)
+        self.result = result
+
+
+class _Message:
+    """One message's content for the sessions of one relay attempt: opened
+    when a session first needs it (which tells its size); the first session
+    to read it streams that stream, a later one (the next address, the
+    plaintext retry) opens it again."""
+
+    def __init__(self, messages: MessageSource, msgid: int) -> None:
         self.messages = messages
         self.msgid = msgid
-        self.size = size
-        self._stream: BinaryIO | None = stream
+        self.size = 0
+        self._opened = False
+        self._stream: BinaryIO | None = None
 
-    @classmethod
-    async def open(cls, messages: MessageSource, msgid: int) -> _Message:
-        stream, size = await messages.open_message_sized(msgid)
-        return cls(messages, msgid, stream, size)
+    async def open(self) -> _Message:
+        """The message, opened (once); :class:`_Unreadable` when it cannot be."""
+        if not self._opened:
+            try:
+                self._stream, self.size = await self.messages.open_message_sized(self.msgid)
+            except (MTAError, OSError) as exc:
+                raise _Unreadable(Result.tempfail(f"Cannot read the message: {exc}")) from exc
+            self._opened = True
+        return self
 
     async def content(self, _index: int) -> AsyncIterator[bytes]:
         stream, self._stream = self._stream, None
@@ -166,7 +249,23 @@ class _Message:
             await threads.run_sync(stream.close)
 
 
+@attrs.define
+class _Tried:
+    """A relay attempt's progress: its relay (for the inventory), the last
+    failure of its addresses and where it was; ``disable``: a failing
+    address's route is backed off (the last TLS attempt); ``unreachable``:
+    no address took the message (the envelopes may be kept for max-deferred)."""
+
+    relay: RelayKey
+    result: Result = attrs.Factory(lambda: Result.tempfail("No address to relay to", NO_ROUTE))
+    via: Relayed = attrs.Factory(Relayed)
+    disable: bool = True
+    unreachable: bool = False
+
+
 def _route_result(exc: RouteError) -> Result:
+    """The result of a route failure, with its enhanced status code unchanged
+    (Null MX: ``5.1.10``), or x.3.0 if the code cannot be read."""
     code = status_code(exc.status)
     if isinstance(exc, RoutePermanentFailure):
         return Result.permfail(exc.text, code) if code else Result.permfail(exc.text)
@@ -187,8 +286,11 @@ class RelayAgent:
         window: float = BATCH_WINDOW,
         resolve: ResolvePlan | None = None,
         session: RunSession | None = None,
+        connect: Connect | None = None,
+        eyeballs: float = DELAY,
         clock: Callable[[], float] = time.time,
         backoff: RouteBackoff | None = None,
+        inventory: RelayInventory | None = None,
     ) -> None:
         self.config = config
         self.tables = tables
@@ -198,8 +300,13 @@ class RelayAgent:
         self.window = window
         self.resolve: ResolvePlan = resolve if resolve is not None else self._resolve
         self.session: RunSession = session if session is not None else run_session
+        self.connect: Connect = connect if connect is not None else session_connect
+        self.eyeballs = eyeballs
         self.clock = clock
         self.backoff = backoff if backoff is not None else RouteBackoff()
+        self.inventory = inventory if inventory is not None else RelayInventory(clock=clock)
+        # ``mta max-deferred``: envelopes to schedule now (the daemon's queue)
+        self.reschedule: Callable[[list[int]], object] = lambda evpids: None
         self.limits = ConnectionLimits(config.mta_limits)
         self._nursery: trio.Nursery | None = None
         self._closing = False
@@ -280,6 +387,7 @@ class RelayAgent:
             verify=verify,
             lmtp=url is not None and url.lmtp,
             credentials=credentials,
+            max_failures=limit_for(self.config.mta_limits, domain, "max-failures-per-session"),
         )
         sender = rewrite_sender(str(envelope.sender), relay.mail_from)
         if relay.srs:
@@ -356,56 +464,117 @@ class RelayAgent:
         """Relay ``envelopes`` (one message, one plan) in one transaction; one
         result for each, in order."""
         transaction = transaction_for(envelopes, plan.sender)
+        message = _Message(self.messages, envelopes[0].msgid)
+        action = self.config.actions.get(envelopes[0].dispatcher)
+        method = action.method if action is not None else None
+        tried = _Tried(relay_key(plan, method if isinstance(method, Relay) else None))
+        for envelope in envelopes:
+            self.inventory.forget(envelope.id)
         count = len(envelopes)
-        message: _Message | None = None
         try:
-            if self._idle.get(session_key(plan)):
-                opened = await self._open_message(envelopes[0].msgid)
-                if isinstance(opened, Result):
-                    return [opened] * count
-                message = opened
+            with self.inventory.task(tried.relay):
+                results = await self._relay(plan, transaction, message, tried, count)
+        except _Unreadable as exc:
+            return [exc.result] * count
+        finally:
+            await message.aclose()
+        self._account(envelopes, results, unreachable=tried.unreachable)
+        return results
+
+    def _account(
+        self, envelopes: Sequence[Envelope], results: Sequence[Result], *, unreachable: bool
+    ) -> None:
+        """Each result for its domain's hoststat (``mta max-deferred``): a
+        success there schedules the envelopes deferred for it now; a domain
+        that could not be reached keeps the envelopes for that."""
+        reschedule: list[int] = []
+        for envelope, result in zip(envelopes, results, strict=True):
+            domain = envelope.dest.domain
+            if unreachable and result.outcome is Outcome.TEMPFAIL:
+                self.inventory.deferred(domain, envelope.id, result.text)
+                continue
+            self.inventory.update(domain, result.text)
+            if result.outcome is Outcome.OK:
+                reschedule.extend(self.inventory.succeeded(domain))
+        if reschedule:
+            self.reschedule(reschedule)
+
+    async def _relay(
+        self, plan: Plan, transaction: Transaction, message: _Message, tried: _Tried, count: int
+    ) -> list[Result]:
+        if self._idle.get(session_key(plan)):
+            handed = await self._hand_over(plan, transaction, await message.open())
+            if handed is not None:
+                return self._results(*handed, count)
+        try:
+            with self.inventory.waiting(tried.relay, Wait.MX):
+                route = await self.resolve(plan)
+        except RouteError as exc:
+            log.info("mta: no route to %s: %s", visible(plan.domain), exc.text)
+            return [_route_result(exc)] * count
+        attempts = tls_attempts(plan)
+        for attempt in attempts:
+            tried.disable = attempt is attempts[-1]
+            for hop in route.hops:
+                results = await self._try_hop(attempt, hop, transaction, message, tried, count)
+                if results is not None:
+                    return results
+        tried.unreachable = True
+        return [attrs.evolve(tried.result, relayed=tried.via)] * count
+
+    async def _try_hop(
+        self,
+        plan: Plan,
+        hop: Hop,
+        transaction: Transaction,
+        message: _Message,
+        tried: _Tried,
+        count: int,
+    ) -> list[Result] | None:
+        """The message through one of ``hop``'s addresses (those not backed
+        off, raced), going on to the others while a session fails before any
+        transaction; None (with ``tried`` updated) when none took it."""
+        candidates: list[str] = []
+        for address in hop.addresses:
+            held = self.backoff.held((address, plan.port, plan.source), self.clock())
+            if held is None:
+                candidates.append(address)
+            else:
+                tried.result, tried.via = held, Relayed(relay=_via(address, hop))
+        server_name = hop.host if parse_literal(hop.host) is None else ""
+        while candidates:
+            await message.open()
+            work = Work(attrs.evolve(transaction, size=message.size), message.content)
+            reach = await self._connect(plan, hop, candidates, server_name, work, tried.relay)
+            if reach is None:  # a session of the plan was free first
                 handed = await self._hand_over(plan, transaction, message)
                 if handed is not None:
                     return self._results(*handed, count)
-            try:
-                route = await self.resolve(plan)
-            except RouteError as exc:
-                log.info("mta: no route to %s: %s", visible(plan.domain), exc.text)
-                return [_route_result(exc)] * count
-            last = Result.tempfail("No address to relay to", 44)
-            last_via = Relayed()
-            for hop, address in route.targets():
-                via = f"{address} ({hop.host})"
-                key: RouteKey = (address, plan.port, plan.source)
-                held = self.backoff.held(key, self.clock())
-                if held is not None:
-                    last, last_via = held, Relayed(relay=via)
-                    continue
-                if message is None:
-                    opened = await self._open_message(envelopes[0].msgid)
-                    if isinstance(opened, Result):
-                        return [opened] * count
-                    message = opened
-                server_name = address if parse_literal(hop.host) is not None else hop.host
-                while True:
-                    work = Work(attrs.evolve(transaction, size=message.size), message.content)
-                    if await self._connect(plan, address, server_name, via, work):
-                        break
-                    handed = await self._hand_over(plan, transaction, message)
-                    if handed is not None:  # a session of the plan was free first
-                        return self._results(*handed, count)
-                failure = work.failure
-                if failure is not None and failure.before_transactions and not work.results:
-                    delay = self.backoff.failed(key, self.clock(), failure.result)
-                    log.info("smtp-out: Disabling route %s port %d for %ds", via, plan.port, delay)
-                    last, last_via = failure.result, Relayed(work.local, via)
-                    continue
-                self.backoff.succeeded(key)
-                return self._results(work, via, count)
-            return [attrs.evolve(last, relayed=last_via)] * count
-        finally:
-            if message is not None:
-                await message.aclose()
+                continue
+            for address, result in reach.failures.items():
+                candidates.remove(address)
+                self._route_failed(plan, address, hop, result, "", tried)
+            if reach.address is None:
+                continue
+            candidates.remove(reach.address)
+            failure = work.failure
+            if failure is not None and failure.before_transactions and not work.results:
+                self._route_failed(plan, reach.address, hop, failure.result, work.local, tried)
+                continue
+            self.backoff.succeeded((reach.address, plan.port, plan.source))
+            return self._results(work, _via(reach.address, hop), count)
+        return None
+
+    def _route_failed(
+        self, plan: Plan, address: str, hop: Hop, result: Result, local: str, tried: _Tried
+    ) -> None:
+        """``address`` failed before any transaction: back its route off
+        (unless another TLS attempt on it follows, ``secure://``)."""
+        via = _via(address, hop)
+        tried.result, tried.via = result, Relayed(local, via)
+        if tried.disable:
+            delay = self.backoff.failed((address, plan.port, plan.source), self.clock(), result)
+            log.info("smtp-out: Disabling route %s port %d for %ds", via, plan.port, delay)
 
     async def _hand_over(
         self, plan: Plan, transaction: Transaction, message: _Message
@@ -421,13 +590,6 @@ class RelayAgent:
                     return work, connection.via
         return None  # none, or the one that took it ended before starting it
 
-    async def _open_message(self, msgid: int) -> _Message | Result:
-        """The message, or the temporary failure of opening it."""
-        try:
-            return await _Message.open(self.messages, msgid)
-        except (MTAError, OSError) as exc:
-            return Result.tempfail(f"Cannot read the message: {exc}")
-
     @staticmethod
     def _results(work: Work, via: str, count: int) -> list[Result]:
         results = []
@@ -437,55 +599,58 @@ class RelayAgent:
         return results
 
     async def _connect(
-        self, plan: Plan, address: str, server_name: str, via: str, work: Work
-    ) -> bool:
-        """A session to ``address`` for ``work``, once the connection limits
-        allow it; returns when ``work`` is done (True), or, without starting
-        one, as soon as a session of the same plan waits for a message (False).
-        With :meth:`run` going, the session stays open afterwards for more."""
-        limits = self.config.mta_limits
+        self,
+        plan: Plan,
+        hop: Hop,
+        candidates: Sequence[str],
+        server_name: str,
+        work: Work,
+        relay: RelayKey,
+    ) -> _Reach | None:
+        """A session for ``work`` to the first of ``candidates`` (``hop``'s
+        addresses) that accepts a connection, raced as happy eyeballs
+        (:mod:`mta.relay.eyeballs`), each attempt once the connection limits
+        allow it; returns when ``work`` is done, with the candidates that
+        failed to connect, or None, without connecting, as soon as a session of
+        the same plan waits for a message.  With :meth:`run` going, the
+        session stays open afterwards for more."""
         pool = session_key(plan)
-        connection = Connection(
-            work,
-            via=via,
-            keepalive=limit_for(limits, plan.domain, "session-keepalive"),
-            mail_max=limit_for(limits, plan.domain, "session-mail-max"),
-            on_idle=lambda connection, waiting: self._on_idle(pool, connection, waiting),
-        )
-        keys = self.limits.keys(address=address, source=plan.source, relay=pool, domain=plan.domain)
-        if not await self._acquire(pool, connection, keys):
-            return False
-        held = [key for key, _ in keys]
-        if self._nursery is None:
-            connection.mail_max = 1
-            await self._session(plan, address, server_name, connection, held)
-        else:
-            try:
-                self._nursery.start_soon(
-                    self._session, plan, address, server_name, connection, held
-                )
-            except BaseException:
-                self.limits.release(connection, held)
-                raise
-            await work.done.wait()
-        return True
-
-    async def _acquire(
-        self, pool: Plan, connection: Connection, keys: list[tuple[Key, int]]
-    ) -> bool:
-        """The connection limits' tokens for ``connection`` (True), unless a
-        session of ``pool`` (a :func:`~mta.relay.plan.session_key`) starts
-        waiting for a message first (False)."""
         if self._idle.get(pool):
-            return False
-        got = False
+            return None
         idle = self._idle_events.setdefault(pool, trio.Event())
+        raced: list[Race[_Slot]] = []  # stays empty when the watch cancels the race
 
-        async def take(cancel: trio.CancelScope) -> None:
-            nonlocal got
-            await self.limits.acquire(connection, keys)
-            got = True
-            cancel.cancel()
+        async def attempt(address: str) -> _Slot:
+            borrower = object()
+            keys = self.limits.keys(
+                address=address, source=plan.source, relay=pool, domain=plan.domain
+            )
+            delays = self.limits.delays(
+                address=address, source=plan.source, relay=pool, domain=plan.domain
+            )
+            with self.inventory.waiting(relay, Wait.LIMITS):
+                await self.limits.acquire(borrower, keys)
+                try:
+                    await self.limits.pace(delays)
+                except BaseException:
+                    self.limits.release(borrower, [key for key, _ in keys])
+                    raise
+            held = [key for key, _ in keys]
+            self.inventory.connecting(relay, address, hop.host)
+            try:
+                with trio.move_on_after(self.timeouts.seconds(Step.GREETING)) as scope:
+                    stream = await self.connect(address, plan.port, source=plan.source)
+                if scope.cancelled_caught:
+                    raise TimeoutError("Connection timeout")
+            except BaseException:
+                self.inventory.closed(relay, address)
+                self.limits.release(borrower, held)
+                raise
+            return _Slot(stream, borrower, held, relay, address)
+
+        async def discard(slot: _Slot) -> None:
+            self._release(slot)
+            await trio.aclose_forcefully(slot.stream)
 
         async def watch(cancel: trio.CancelScope) -> None:
             await idle.wait()
@@ -493,12 +658,47 @@ class RelayAgent:
 
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(take, nursery.cancel_scope)
                 nursery.start_soon(watch, nursery.cancel_scope)
+                raced.append(
+                    await first_of(candidates, attempt, discard=discard, delay=self.eyeballs)
+                )
+                nursery.cancel_scope.cancel()
         finally:
             if self._idle_events.get(pool) is idle and not idle.statistics().tasks_waiting:
                 del self._idle_events[pool]
-        return got
+        if not raced:
+            return None
+        race = raced[0]
+        failures: dict[str, Result] = {}
+        for address, exc in race.failures.items():
+            client = Client(plan.client, [work.transaction])
+            failed = connect_failed(client, address, plan.port, server_name, error_text(exc))
+            failures[address] = failed.result
+        if race.winner is None:
+            return _Reach(None, failures)
+        address, slot = race.winner
+        limits = self.config.mta_limits
+        connection = Connection(
+            work,
+            via=_via(address, hop),
+            keepalive=limit_for(limits, plan.domain, "session-keepalive"),
+            mail_max=limit_for(limits, plan.domain, "session-mail-max"),
+            on_idle=lambda connection, waiting: self._on_idle(pool, connection, waiting),
+        )
+        if self._nursery is None:
+            connection.mail_max = 1
+            await self._session(plan, address, server_name, connection, slot)
+        else:
+            try:
+                self._nursery.start_soon(
+                    self._session, plan, address, server_name, connection, slot
+                )
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await discard(slot)
+                raise
+            await work.done.wait()
+        return _Reach(address, failures)
 
     async def _session(
         self,
@@ -506,7 +706,7 @@ class RelayAgent:
         address: str,
         server_name: str,
         connection: Connection,
-        held: list[Key],
+        slot: _Slot,
     ) -> None:
         outcome: SessionOutcome | None = None
         try:
@@ -520,11 +720,19 @@ class RelayAgent:
                 timeouts=self.timeouts,
                 tls=plan.tls,
                 source=plan.source,
+                stream=slot.stream,
                 reuse=connection.reuse() if keepalive else None,
             )
         finally:
             connection.ended(outcome)
-            self.limits.release(connection, held)
+            self._release(slot)
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(slot.stream)
+
+    def _release(self, slot: _Slot) -> None:
+        """A connection is over: its limit tokens back, its host's count down."""
+        self.inventory.closed(slot.relay, slot.address)
+        self.limits.release(slot.borrower, slot.held)
 
     def _on_idle(self, pool: Plan, connection: Connection, waiting: bool) -> None:
         if waiting and self._closing:

@@ -50,6 +50,12 @@ The session, as OpenSMTPD's ``mta_session.c`` runs it:
   into a further transaction on the same session, provided this one got at
   least one recipient accepted (otherwise they fail temporarily).  At most
   ``rcpt_max`` (100) RCPTs go in one transaction in the first place.
+- ``max_failures`` (``mta limit max-failures-per-session``, 25) recipients
+  refused in a row end the session, as OpenSMTPD: unpipelined, the
+  recipients not yet sent fail temporarily ("Too many consecutive errors,
+  closing connection") and the accepted ones still get the message; when the
+  transaction is over, the session QUITs and the later transactions fail
+  temporarily too (a pipelined transaction is always let finish first).
 - Content goes through :class:`~mta.relay.data.DataEncoder`: CRLF only,
   dot-stuffed, ending in ``CRLF.CRLF``.  8-bit content to a server without
   8BITMIME is never sent: the recipients fail with 5.6.3 and the connection
@@ -106,10 +112,12 @@ from mta.relay.timeouts import Step
 from mta.relay.transaction import Transaction
 from mta.reply import Reply
 from mta.smtp.params import encode_notify, encode_xtext
+from mta.status import StatusCode
 
 __all__ = ["Client", "ClientConfig", "Credentials", "TlsPolicy"]
 
 QUIT = b"QUIT\r\n"
+TOO_MANY_FAILURES = Result.tempfail("Too many consecutive errors, closing connection")
 
 
 class TlsPolicy(enum.Enum):
@@ -144,6 +152,7 @@ class ClientConfig:
     lmtp: bool = False
     credentials: Credentials | None = None
     rcpt_max: int = attrs.field(default=100, validator=attrs.validators.ge(1))
+    max_failures: int = attrs.field(default=25, validator=attrs.validators.ge(0))
     reply_line_max: int = 1000
     reply_lines_max: int = 100
 
@@ -240,6 +249,7 @@ class Client:
         self._settled: set[tuple[int, int]] = set()
         self._left = [len(tx.recipients) for tx in self.transactions]
         self._batches: deque[_Batch] = deque()
+        self._failures = 0  # recipients refused in a row (max-failures-per-session)
         self._queue(0)
         self._handlers: dict[_Kind, Callable[[Reply, int], None]] = {
             _Kind.GREETING: self._on_greeting,
@@ -381,7 +391,8 @@ class Client:
         if not self._extensions.eightbitmime and has_8bit(chunk):
             batch = self._batches[0]
             refusal = Result.permfail(
-                "Remote host does not support 8BITMIME and the message has 8-bit content", 63
+                "Remote host does not support 8BITMIME and the message has 8-bit content",
+                StatusCode(5, 6, 3),
             )
             for rcpt in batch.accepted:
                 self._settle(batch.tx, rcpt, refusal)
@@ -538,12 +549,13 @@ class Client:
         refusal: Result | None = None
         if ext.size and tx.size is not None and tx.size > ext.size:
             refusal = Result.permfail(
-                f"Message is too large for remote host ({tx.size} > {ext.size} octets)", 34
+                f"Message is too large for remote host ({tx.size} > {ext.size} octets)",
+                StatusCode(5, 3, 4),
             )
         elif tx.eight_bit and not ext.eightbitmime:
-            refusal = Result.permfail("Remote host does not support 8BITMIME", 63)
+            refusal = Result.permfail("Remote host does not support 8BITMIME", StatusCode(5, 6, 3))
         elif utf8 and not ext.smtputf8:
-            refusal = Result.permfail("Remote host does not support SMTPUTF8", 67)
+            refusal = Result.permfail("Remote host does not support SMTPUTF8", StatusCode(5, 6, 7))
         params: list[str] = []
         if ext.size is not None and tx.size is not None:
             params.append(f"SIZE={tx.size}")
@@ -559,7 +571,7 @@ class Client:
             try:
                 batch.mail_line = mail_from(tx.sender, params)
             except ValueError:
-                refusal = Result.permfail("Invalid sender address", 17)
+                refusal = Result.permfail("Invalid sender address", StatusCode(5, 1, 7))
         if refusal is not None:
             for rcpt in batch.rcpts:
                 self._settle(batch.tx, rcpt, refusal)
@@ -577,7 +589,11 @@ class Client:
                 batch.rcpt_lines[rcpt] = rcpt_to(recipient.address, rcpt_params)
             except ValueError:
                 batch.rcpts.remove(rcpt)
-                self._settle(batch.tx, rcpt, Result.permfail("Invalid recipient address", 13))
+                self._settle(
+                    batch.tx,
+                    rcpt,
+                    Result.permfail("Invalid recipient address", StatusCode(5, 1, 3)),
+                )
         return bool(batch.rcpts)
 
     def _start(self, batch: _Batch) -> None:
@@ -618,13 +634,19 @@ class Client:
         if 200 <= reply.code < 300:
             batch.accepted.append(rcpt)
             batch.ever_accepted = True
+            self._failures = 0
         elif too_many_recipients(reply):
             batch.deferred.append(rcpt)
             batch.deferral = batch.deferral or reply
         else:
             self._settle(batch.tx, rcpt, result_of(reply))
+            self._failures += 1
         if batch.pipelined:
             return
+        if batch.sent < len(batch.rcpts) and self._too_many_failures():
+            for unsent in batch.rcpts[batch.sent :]:
+                self._settle(batch.tx, unsent, TOO_MANY_FAILURES)
+            batch.sent = len(batch.rcpts)
         if batch.sent < len(batch.rcpts):
             if not batch.deferred:
                 self._send_rcpt(batch)
@@ -682,10 +704,16 @@ class Client:
                 result = tempfail_of(batch.deferral)
                 for rcpt in batch.deferred:
                     self._settle(batch.tx, rcpt, result)
-        if batch.mail_ok and not batch.completed:
+        if self._too_many_failures():
+            self._fail(TOO_MANY_FAILURES, quit=True)
+        elif batch.mail_ok and not batch.completed:
             self._command(_Kind.RSET, command("RSET"))
         else:
             self._next_batch()
+
+    def _too_many_failures(self) -> bool:
+        limit = self.config.max_failures
+        return limit > 0 and self._failures >= limit
 
     def _on_rset(self, reply: Reply, _rcpt: int) -> None:
         if 200 <= reply.code < 300:

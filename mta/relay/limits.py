@@ -16,19 +16,31 @@ the default); a key's limiter takes the limit of the first plan that used it,
 and is dropped when nobody holds or waits for it.  Tokens are always taken in
 the same order of kinds, so two sessions never wait for each other.
 
-The connection delays (``conn-delay-*``, ``reconn-delay-route``) are not
-applied.
+The connection delays (``conn-delay-host|route|source|connector|relay|domain``)
+space the starts of connections counted against the same key: a new one
+waits until that many seconds have passed since the last one started
+(:meth:`ConnectionLimits.pace`), as OpenSMTPD's ``mta_connect`` does.
+mta's defaults for them are 0 where OpenSMTPD's are ``conn-delay-route 5``
+and ``conn-delay-relay 2`` (:data:`~mta.config.model.MTA_LIMIT_DEFAULTS`):
+spacing every new session to one relay by 2 s would defeat happy eyeballs
+(:mod:`mta.relay.eyeballs`) and an immediate move to the next MX, and slow a
+burst to a smarthost to a session every 2 s; the ``max-conn-per-*`` limits
+and the route back-off (:mod:`mta.relay.backoff`) keep mta polite.  Setting
+them gives OpenSMTPD's pacing.  ``reconn-delay-route`` is parsed and not
+used: a failed route is backed off instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import trio
 
 from mta.config.model import MTA_LIMIT_DEFAULTS, MtaLimits
 
-__all__ = ["ConnectionLimits", "Key", "limit_for"]
+__all__ = ["PACE_KEYS_MAX", "ConnectionLimits", "Key", "limit_for"]
+
+PACE_KEYS_MAX = 10000  # start times kept before the stale ones are dropped
 
 Key = tuple[object, ...]
 
@@ -45,11 +57,17 @@ def limit_for(limits: Mapping[str, MtaLimits], domain: str, key: str) -> int:
 
 
 class ConnectionLimits:
-    """One capacity limiter per counted key; see the module docstring."""
+    """One capacity limiter per counted key, and when each key last had a
+    connection start; see the module docstring."""
 
-    def __init__(self, limits: Mapping[str, MtaLimits]) -> None:
+    def __init__(
+        self, limits: Mapping[str, MtaLimits], *, clock: Callable[[], float] = trio.current_time
+    ) -> None:
         self.limits = limits
+        self.clock = clock
         self._limiters: dict[Key, trio.CapacityLimiter] = {}
+        self._started: dict[Key, float] = {}  # key -> when its last connection started
+        self._longest = 0.0  # the longest delay seen: older start times no longer matter
 
     def keys(
         self, *, address: str, source: str | None, relay: object, domain: str
@@ -67,6 +85,44 @@ class ConnectionLimits:
             (("relay", relay), relay_max),
             (("domain", domain.rstrip(".").lower()), limit("max-conn-per-domain")),
         ]
+
+    def delays(
+        self, *, address: str, source: str | None, relay: object, domain: str
+    ) -> list[tuple[Key, float]]:
+        """The keys a session to ``address`` is paced by, with their
+        ``conn-delay-*`` (only those above 0)."""
+
+        def delay(name: str) -> int:
+            return limit_for(self.limits, domain, name)
+
+        pairs: list[tuple[Key, float]] = [
+            (("host", address), delay("conn-delay-host")),
+            (("route", source, address), delay("conn-delay-route")),
+            (("source", source), delay("conn-delay-source")),
+            (("connector", relay), delay("conn-delay-connector")),
+            (("relay", relay), delay("conn-delay-relay")),
+            (("domain", domain.rstrip(".").lower()), delay("conn-delay-domain")),
+        ]
+        return [(key, seconds) for key, seconds in pairs if seconds > 0]
+
+    async def pace(self, delays: list[tuple[Key, float]]) -> None:
+        """Wait until each key's delay has passed since its last connection
+        started, then count this one as started now."""
+        if not delays:
+            return
+        while True:
+            now = self.clock()
+            ready = max(self._started.get(key, now - seconds) + seconds for key, seconds in delays)
+            if ready <= now:
+                break
+            await trio.sleep(ready - now)  # another may have started meanwhile: look again
+        for key, seconds in delays:
+            self._started[key] = now
+            self._longest = max(self._longest, seconds)
+        if len(self._started) > PACE_KEYS_MAX:
+            for key, started in list(self._started.items()):
+                if started + self._longest < now:
+                    del self._started[key]
 
     async def acquire(self, borrower: object, keys: list[tuple[Key, int]]) -> None:
         """A token of each of ``keys`` for ``borrower``, waiting as needed;

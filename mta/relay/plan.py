@@ -12,11 +12,13 @@ Envelopes of one message with equal plans go in one transaction
   ``smtp://`` (or MX) is opportunistic, upgraded to required by ``tls``;
   ``smtp+tls://`` and ``smtps://`` verify unless ``no-verify``;
   ``smtp+notls://`` with ``tls`` is refused ("TLS required for relaying").
+- :func:`tls_attempts`: legacy ``secure://`` tries SMTPS, then STARTTLS.
 - :func:`rewrite_sender`: the action's ``mail-from`` (an address, ``user``,
   ``@domain``) replaces the parts it names; ``<>`` stays ``<>``.
 - :func:`transaction_for`: one transaction for a group of envelopes (DSN
   parameters, ``BODY=8BITMIME``, SMTPUTF8).
-- :func:`status_code`: ``"5.1.2"`` -> (5, 12), the :class:`Result` form.
+- :func:`status_code`: ``"5.1.10"`` -> ``StatusCode(5, 1, 10)``, the
+  :class:`~mta.delivery.result.Result` form.
 - :func:`session_key`: the part of a plan a session depends on (not the
   reverse-path; not the domain when a smarthost is used), so messages of
   other senders or domains can share a kept-alive session.
@@ -34,6 +36,7 @@ from mta.relay.client import ClientConfig, TlsPolicy
 from mta.relay.route import Family
 from mta.relay.tlsclient import ClientTls
 from mta.relay.transaction import Recipient, Transaction
+from mta.status import StatusCode
 from mta.tables.relayhost import RelayHost, RelayTLS
 
 __all__ = [
@@ -42,11 +45,13 @@ __all__ = [
     "rewrite_sender",
     "session_key",
     "status_code",
+    "tls_attempts",
     "tls_policy",
     "transaction_for",
 ]
 
 SMTP_PORT = 25
+SMTPS_PORT = 465
 
 
 @attrs.frozen
@@ -96,6 +101,20 @@ def tls_policy(url: RelayHost | None, action_tls: str | None) -> tuple[TlsPolicy
     return TlsPolicy.SMTPS, verify  # smtps://, legacy secure://
 
 
+def tls_attempts(plan: Plan) -> tuple[Plan, ...]:
+    """The plans to try in turn on each address: ``plan`` alone, except for
+    the legacy ``secure://`` smarthost ("try SMTPS and fallback to TLS",
+    smtpd.conf 6.0): SMTPS on the URL's port, then, when no session got as
+    far as a transaction, STARTTLS (required) on port 25, or on the URL's
+    port when it names one other than 465."""
+    url = plan.smarthost
+    if url is None or url.tls is not RelayTLS.SECURE or plan.client.tls is not TlsPolicy.SMTPS:
+        return (plan,)
+    port = SMTP_PORT if plan.port == SMTPS_PORT else plan.port
+    starttls = attrs.evolve(plan.client, tls=TlsPolicy.REQUIRED)
+    return plan, attrs.evolve(plan, port=port, client=starttls)
+
+
 def rewrite_sender(sender: str, mail_from: str | None) -> str:
     """``sender`` with the parts ``mail_from`` names (``user@domain``,
     ``user``, ``@domain``, ``user@``) replaced; ``<>`` is never rewritten."""
@@ -125,12 +144,7 @@ def transaction_for(envelopes: Sequence[Envelope], sender: str) -> Transaction:
     )
 
 
-def status_code(status: str) -> int:
-    """The ``subject * 10 + detail`` of an enhanced status code (``4.4.3`` -> 43);
-    a detail above 9 (``5.1.10``) cannot be stored so and becomes 0; 0 when it
-    cannot be read."""
-    parts = status.split(".")
-    if len(parts) != 3 or not all(p.isdigit() for p in parts) or int(parts[1]) > 9:
-        return 0
-    detail = int(parts[2])
-    return int(parts[1]) * 10 + (detail if detail < 10 else 0)
+def status_code(status: str) -> StatusCode | None:
+    """A route error's enhanced status code as the :class:`Result` takes it,
+    unchanged (``5.1.10`` stays ``5.1.10``); None when it cannot be read."""
+    return StatusCode.parse(status)

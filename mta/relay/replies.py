@@ -5,7 +5,8 @@ character, an invalid or any non-ASCII byte: all junk from an SMTP server's
 point of view).  :class:`Extensions` is what an EHLO / LHLO reply offers.
 :func:`result_of` turns a reply into a :class:`~mta.delivery.result.Result`
 that keeps the remote's code and text, escaped and bounded, so a bounce can
-quote "host said: 550 5.1.1 ..."; :func:`too_many_recipients` recognises the
+quote "host said: 550 5.1.1 ...", and its enhanced status code unchanged
+(:func:`status_of`: ``5.7.26`` stays ``5.7.26``); :func:`too_many_recipients` recognises the
 RFC 5321 4.5.3.1.10 recipient-limit reply (452, or a 552 that says so).
 """
 
@@ -18,12 +19,14 @@ import attrs
 from mta.delivery.result import Result
 from mta.log import visible
 from mta.reply import Reply
+from mta.status import StatusCode
 
 __all__ = [
     "TEXT_MAX",
     "Extensions",
     "check",
     "result_of",
+    "status_of",
     "tempfail_of",
     "too_many_recipients",
 ]
@@ -81,15 +84,16 @@ class Extensions:
         )
 
 
-def _esc_code(reply: Reply) -> int:
-    """RFC 3463 ``subject * 10 + detail`` from the reply, x.0.0 when it has none
-    (a detail above 9 is kept as x.subject.0: Result stores one digit each)."""
+_UNDEFINED = StatusCode(5, 0, 0)  # x.0.0: "other undefined status" (RFC 3463 3.1)
+
+
+def status_of(reply: Reply) -> StatusCode:
+    """The reply's RFC 3463 code exactly as the remote gave it (``5.7.26``,
+    ``5.7.350``), or x.0.0 when it gave none or one that is not valid; the
+    :class:`Result` constructors set the class from the outcome."""
     if reply.enhanced is None:
-        return 0
-    _class, subject, detail = (int(part) for part in reply.enhanced.split("."))
-    if subject > 9:
-        return 0
-    return subject * 10 + (detail if detail < 10 else 0)
+        return _UNDEFINED
+    return StatusCode.parse(reply.enhanced) or _UNDEFINED
 
 
 def result_of(reply: Reply) -> Result:
@@ -98,13 +102,13 @@ def result_of(reply: Reply) -> Result:
     if 200 <= reply.code < 300:
         return Result.ok(text)
     if reply.code >= 500:
-        return Result.permfail(text, _esc_code(reply))
-    return Result.tempfail(text, _esc_code(reply))
+        return Result.permfail(text, status_of(reply))
+    return Result.tempfail(text, status_of(reply))
 
 
 def tempfail_of(reply: Reply, prefix: str = "") -> Result:
     """A temporary failure quoting ``reply``, whatever its class (session failures)."""
-    return Result.tempfail(prefix + visible(reply.text, TEXT_MAX), _esc_code(reply))
+    return Result.tempfail(prefix + visible(reply.text, TEXT_MAX), status_of(reply))
 
 
 def too_many_recipients(reply: Reply) -> bool:

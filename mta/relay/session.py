@@ -23,9 +23,9 @@ When an opportunistic STARTTLS handshake fails, OpenSMTPD connects again in
 plaintext ("opportunistic TLS failed, downgrading to plain"); so does
 :func:`run_session`, once, with a fresh client.
 
-:func:`connect_first` connects to the first address of several that answers,
-starting one attempt every ``delay`` seconds (or as soon as the previous one
-failed), as RFC 8305 ("happy eyeballs") does.
+:func:`connect` opens one connection; the relay agent races several with
+it (:mod:`mta.relay.eyeballs`) and hands the winner to :func:`run_session`,
+logging the losers' failures with :func:`connect_failed`.
 
 Reads are at most :data:`RECEIVE_SIZE` octets; the client's reply parser
 bounds everything else.  The session logs its own lines (``mta connecting``,
@@ -73,7 +73,8 @@ __all__ = [
     "SessionFailure",
     "SessionOutcome",
     "connect",
-    "connect_first",
+    "connect_failed",
+    "error_text",
     "run_session",
 ]
 
@@ -155,47 +156,7 @@ async def connect(address: str, port: int, *, source: str | None = None) -> trio
     return trio.SocketStream(sock)
 
 
-async def connect_first(
-    addresses: Sequence[str],
-    port: int,
-    *,
-    delay: float = 0.25,
-    source: str | None = None,
-) -> tuple[trio.SocketStream, str]:
-    """The first of ``addresses`` to accept a connection, tried in order, the
-    next one starting ``delay`` seconds after the previous one (or when it
-    failed); the losers are closed.  OSError (the last one seen) when none
-    accepts."""
-    if not addresses:
-        raise ValueError("no address to connect to")
-    winner: list[tuple[trio.SocketStream, str]] = []
-    errors: list[OSError] = []
-
-    async def attempt(address: str, failed: trio.Event, done: trio.CancelScope) -> None:
-        try:
-            stream = await connect(address, port, source=source)
-        except OSError as exc:
-            errors.append(exc)
-            failed.set()
-            return
-        if winner:
-            await trio.aclose_forcefully(stream)
-            return
-        winner.append((stream, address))
-        done.cancel()
-
-    async with trio.open_nursery() as nursery:
-        for address in addresses:
-            failed = trio.Event()
-            nursery.start_soon(attempt, address, failed, nursery.cancel_scope)
-            with trio.move_on_after(delay):
-                await failed.wait()
-    if winner:
-        return winner[0]
-    raise errors[-1]
-
-
-def _reason(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
     """The most telling text of an I/O or TLS error (trio wraps the cause)."""
     cause = exc.__cause__ or exc
     if isinstance(cause, ssl.SSLCertVerificationError):
@@ -265,7 +226,7 @@ class _Driver:
                 data = await self.stream.receive_some(RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self.broken = True
-                return self.client.fail(f"IO Error: {_reason(exc)}")
+                return self.client.fail(f"IO Error: {error_text(exc)}")
         if scope.cancelled_caught:
             return self.client.fail("Connection timeout")
         if not data:
@@ -307,7 +268,7 @@ class _Driver:
                 await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self.broken = True
-                await self._handle(self.client.fail(f"IO Error: {_reason(exc)}"))
+                await self._handle(self.client.fail(f"IO Error: {error_text(exc)}"))
                 return
         if scope.cancelled_caught:
             self.broken = True  # a write cut short leaves the stream unusable
@@ -340,7 +301,7 @@ class _Driver:
                 await tls_stream.do_handshake()
             except trio.BrokenResourceError as exc:
                 self.broken = self.handshake_failed = True
-                return self.client.fail(f"TLS handshake failed: {_reason(exc)}")
+                return self.client.fail(f"TLS handshake failed: {error_text(exc)}")
         if scope.cancelled_caught:
             self.broken = self.handshake_failed = True
             return self.client.fail("TLS handshake timeout")
@@ -391,6 +352,18 @@ def _url(client: Client, address: str, port: int) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+def _connecting(client: Client, address: str, port: int, server_name: str) -> int:
+    """A new session's id, logged as connecting."""
+    session_id = _ids.getrandbits(64)
+    log.info(
+        "%016x mta connecting address=%s host=%s",
+        session_id,
+        _url(client, address, port),
+        server_name,
+    )
+    return session_id
+
+
 async def run_session(
     address: str,
     port: int,
@@ -406,26 +379,20 @@ async def run_session(
     reuse: Reuse | None = None,
 ) -> SessionOutcome:
     """Run ``client`` against ``address``:``port`` (or over ``stream``, already
-    connected there, e.g. by :func:`connect_first`).
+    connected there, e.g. by the relay agent's happy eyeballs).
 
     ``server_name`` is the host name the route gave (the MX), for SNI and the
     certificate check; ``content(i)`` yields transaction ``i``'s message;
     ``source`` is bound before connecting.  ``downgrade``: retry once in
     plaintext when an opportunistic TLS handshake fails.  ``reuse``: connection
     reuse for a ``keepalive`` client (see the module docstring)."""
-    session_id = _ids.getrandbits(64)
-    log.info(
-        "%016x mta connecting address=%s host=%s",
-        session_id,
-        _url(client, address, port),
-        server_name,
-    )
+    session_id = _connecting(client, address, port, server_name)
     if stream is None:
         with trio.move_on_after(timeouts.seconds(Step.GREETING)) as scope:
             try:
                 stream = await connect(address, port, source=source)
             except OSError as exc:
-                return _unconnected(client, address, session_id, _reason(exc))
+                return _unconnected(client, address, session_id, error_text(exc))
         if scope.cancelled_caught or stream is None:
             return _unconnected(client, address, session_id, "Connection timeout")
     log.info("%016x mta connected", session_id)
@@ -479,6 +446,19 @@ def _local_address(stream: trio.abc.Stream) -> str:
         if isinstance(name, tuple):
             return str(name[0])
     return ""
+
+
+def connect_failed(
+    client: Client, address: str, port: int, server_name: str, reason: str
+) -> SessionFailure:
+    """Log a connection attempt to ``address`` that failed (``reason``) before
+    a session could start, as :func:`run_session` logs its own (the caller
+    connected, e.g. racing several addresses), and the failure it means for
+    ``client``'s recipients."""
+    session_id = _connecting(client, address, port, server_name)
+    failure = _unconnected(client, address, session_id, reason).failure
+    assert failure is not None
+    return failure
 
 
 def _unconnected(client: Client, address: str, session_id: int, reason: str) -> SessionOutcome:

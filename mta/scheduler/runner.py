@@ -32,19 +32,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 import attrs
 import trio
 
 from mta.config.model import Config
-from mta.delivery.result import (
-    ESC_DELIVERY_TIME_EXPIRED,
-    ESC_OTHER_MAIL_SYSTEM_STATUS,
-    Outcome,
-    Result,
-)
+from mta.delivery.result import ESC_DELIVERY_TIME_EXPIRED, Outcome, Result
 from mta.envelope import DsnNotify, Envelope, EnvelopeKind
 from mta.errors import SpoolError, SpoolNotFound, TemporaryFailure
 from mta.log import get_logger, visible
@@ -203,6 +198,12 @@ class QueueRunner:
         """Something changed: look at the schedule again now."""
         self._wake.set()
 
+    def schedule_now(self, evpids: Iterable[int]) -> int:
+        """Try these envelopes now (those waiting for a retry); how many will be."""
+        count = self.scheduler.schedule_now(evpids, self.clock())
+        self.poke()
+        return count
+
     async def drain(self) -> None:
         """Start nothing new and wait until every task in flight has recorded
         its outcome (the daemon stops: a delivery cut off half-way would be
@@ -324,15 +325,14 @@ class QueueRunner:
                 self.stats.permfailed += 1
                 scheduler.done(evpid)
                 return
-            result = Result.tempfail(result.text, result.esc_code)  # retried, never lost
+            result = Result.tempfail(result.text, result.esc)  # retried, never lost
         now = self.clock()
         changed = attrs.evolve(
             envelope,
             retry=envelope.retry + 1,
             last_try=int(now),
             errorline=result.text,
-            esc_class=4,
-            esc_code=result.esc_code or ESC_OTHER_MAIL_SYSTEM_STATUS,
+            esc=result.esc,  # 4.x.x, with the subject and detail as reported
         )
         try:
             await self.spool.update_envelope(changed)

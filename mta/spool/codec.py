@@ -14,6 +14,12 @@ version, an unknown field, a value of the wrong type or range, or any framing
 error raises :class:`~mta.errors.CorruptEnvelope`.  A field missing from the
 file takes the Envelope default (so fields can be added without a new
 version); a field without a default must be present.
+
+Versions: 2 (written) stores the enhanced status code of the last failure as
+its text, ``"esc": "5.1.10"`` (or ``null``).  1 (read, so a spool written
+before keeps working) stored it as OpenSMTPD does, ``"esc_class": 4,
+"esc_code": 42`` (``subject * 10 + detail``, one digit each; class 0: none);
+:func:`_from_version_1` turns that into the version 2 field.
 """
 
 from __future__ import annotations
@@ -38,10 +44,19 @@ from mta.envelope import (
     EnvelopeKind,
 )
 from mta.errors import CorruptEnvelope
+from mta.status import CLASSES, StatusCode
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "MAX_SIZE", "decode_envelope", "encode_envelope"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "MAX_SIZE",
+    "READABLE_VERSIONS",
+    "decode_envelope",
+    "encode_envelope",
+]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MAGIC = b"MTA-ENVELOPE "
 MAX_SIZE = 1 << 20  # an envelope is small; anything larger is not one of ours
 _HEADER = re.compile(rb"MTA-ENVELOPE ([1-9][0-9]{0,3}) ([1-9][0-9]{0,7})\n")
@@ -100,6 +115,20 @@ def _load_address(name: str, value: Any) -> Address:
     return Address(value[0], value[1])
 
 
+def _dump_status(value: Any) -> Any:
+    assert value is None or isinstance(value, StatusCode)
+    return None if value is None else str(value)
+
+
+def _load_status(name: str, value: Any) -> StatusCode | None:
+    if value is None:
+        return None
+    _check(type(value) is str, name, value)
+    code = StatusCode.parse(value)
+    _check(code is not None, name, value)
+    return code
+
+
 def _enum_codec(cls: type[enum.Enum]) -> tuple[Callable[[Any], Any], Callable[[str, Any], Any]]:
     by_value = {member.value: member for member in cls}
 
@@ -142,7 +171,11 @@ _BY_TYPE: dict[object, _Codec] = {
     EnvelopeFlag: _flag_codec(EnvelopeFlag),
     DsnNotify: _flag_codec(DsnNotify),
 }
-_SPECIAL: dict[str, _Codec] = {"msgid": (_dump_int, _load_u32), "id": (_dump_int, _load_u64)}
+_SPECIAL: dict[str, _Codec] = {
+    "msgid": (_dump_int, _load_u32),
+    "id": (_dump_int, _load_u64),
+    "esc": (_dump_status, _load_status),
+}
 
 
 def _codec(name: str) -> _Codec:
@@ -179,6 +212,22 @@ def _no_constant(text: str) -> Any:
     raise CorruptEnvelope(f"envelope: {text} is not allowed")
 
 
+def _from_version_1(doc: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 document as version 2: ``esc_class`` / ``esc_code`` become
+    ``esc``.  Version 1 took any integers there; mta wrote class 0 (no failure
+    yet) or 4 with a code of 0-99, so a class other than 2, 4, 5 reads as no
+    code and a code out of range as x.0.0 rather than making the envelope
+    corrupt."""
+    if "esc" in doc:
+        raise CorruptEnvelope("envelope: unknown fields ['esc']")
+    esc_class = _load_int("esc_class", doc.pop("esc_class", 0))
+    esc_code = _load_int("esc_code", doc.pop("esc_code", 0))
+    if esc_class in CLASSES:
+        subject, detail = divmod(esc_code, 10) if 0 <= esc_code <= 99 else (0, 0)
+        doc["esc"] = str(StatusCode(esc_class, subject, detail))
+    return doc
+
+
 def decode_envelope(data: bytes) -> Envelope:
     """Parse an envelope file; raise :class:`CorruptEnvelope` on anything unexpected."""
     if len(data) > MAX_SIZE:
@@ -186,8 +235,9 @@ def decode_envelope(data: bytes) -> Envelope:
     header = _HEADER.match(data)
     if header is None:
         raise CorruptEnvelope("envelope: bad header")
-    if int(header.group(1)) != FORMAT_VERSION:
-        raise CorruptEnvelope(f"envelope: unknown format version {int(header.group(1))}")
+    version = int(header.group(1))
+    if version not in READABLE_VERSIONS:
+        raise CorruptEnvelope(f"envelope: unknown format version {version}")
     start = header.end()
     end = start + int(header.group(2))
     body = data[start:end]
@@ -206,8 +256,11 @@ def decode_envelope(data: bytes) -> Envelope:
         raise CorruptEnvelope(f"envelope: bad JSON: {exc}") from None
     if type(doc) is not dict:
         raise CorruptEnvelope("envelope: not an object")
-    if doc.pop("version", None) != FORMAT_VERSION:
+    stated = doc.pop("version", None)
+    if type(stated) is not int or stated != version:
         raise CorruptEnvelope("envelope: version field missing or wrong")
+    if version == 1:
+        doc = _from_version_1(doc)
     unknown = set(doc) - _CODECS.keys()
     if unknown:
         raise CorruptEnvelope(f"envelope: unknown fields {sorted(unknown)}")

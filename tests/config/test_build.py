@@ -118,7 +118,7 @@ def test_every_global_option_reaches_the_model() -> None:
         "example.com": model.MtaLimits((("max-conn-per-route", 1),)),
     }
     assert c.mta_limits[""].get("max-conn-per-host") == 3
-    assert c.mta_limits[""].get("conn-delay-relay") == 2  # the default
+    assert c.mta_limits[""].get("conn-delay-relay") == 0  # the default (OpenSMTPD: 2)
     assert c.srs == model.SrsOptions("secret", "old", 2)
     assert c.bounce_warn == (3600, 7200)
     assert c.admd == "mx.example.org"

@@ -8,6 +8,7 @@ from mta.control.commands import parse_ids
 from mta.control.queueview import RunState, envelope_dump, queue_line
 from mta.envelope import Address, DsnNotify, Envelope, EnvelopeFlag, EnvelopeKind
 from mta.errors import ControlError
+from mta.status import StatusCode
 
 
 def envelope(**changes: object) -> Envelope:
@@ -71,6 +72,15 @@ def test_envelope_dump() -> None:
     assert "flags: none" in dump
     assert "helo: evil\\nhelo" in dump
     assert "sender: alice@example.org" in dump
+    assert "esc: " in dump  # no failure yet
+
+
+def test_envelope_dump_shows_the_whole_status_code() -> None:
+    e = envelope(errorline="Domain does not accept mail", esc=StatusCode(5, 1, 10))
+    dump = envelope_dump(e).splitlines()
+    assert "esc: 5.1.10" in dump
+    assert "errorline: Domain does not accept mail" in dump
+    assert "esc: 4.7.350" in envelope_dump(envelope(esc=StatusCode(4, 7, 350))).splitlines()
 
 
 @pytest.mark.parametrize(

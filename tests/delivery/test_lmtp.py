@@ -105,6 +105,9 @@ async def test_a_delivery_and_what_the_server_sees() -> None:
         ({"greeting": b"554 go away\r\n"}, b"", Outcome.PERMFAIL, "5.3.0"),
         ({}, b"552 5.2.2 mailbox full\r\n", Outcome.PERMFAIL, "5.2.2"),
         ({}, b"451 4.3.0 try later\r\n", Outcome.TEMPFAIL, "4.3.0"),
+        ({}, b"550 5.7.350 detected as spam\r\n", Outcome.PERMFAIL, "5.7.350"),
+        ({"RCPT": b"451 4.7.28 rate limited\r\n"}, b"", Outcome.TEMPFAIL, "4.7.28"),
+        ({}, b"550 5.7.3500 not a code\r\n", Outcome.PERMFAIL, "5.3.0"),
     ],
 )
 async def test_replies_decide_the_outcome(

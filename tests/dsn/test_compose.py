@@ -43,6 +43,7 @@ from mta.envelope import (
     EnvelopeKind,
 )
 from mta.smtp.params import decode_xtext, encode_xtext
+from mta.status import StatusCode
 
 SENDER = Address("alice", "example.com")
 BOB = Address("bob", "example.net")
@@ -793,7 +794,9 @@ def test_needs_a_recipient() -> None:
         report(recipients=())
 
 
-@pytest.mark.parametrize("status", ["", "5.1", "3.0.0", "5.1.1 ", "5.1.1\r\nX: y", "5.1000.1"])
+@pytest.mark.parametrize(
+    "status", ["", "5.1", "3.0.0", "5.1.1 ", "5.1.1\r\nX: y", "5.1000.1", "5.1.1000", "5.1.\u0663"]
+)
 def test_bad_status(status: str) -> None:
     with pytest.raises(ValueError, match="enhanced status"):
         rcpt(status=status)
@@ -862,26 +865,31 @@ def test_other_flags_do_not_matter() -> None:
 
 
 @pytest.mark.parametrize(
-    ("esc_class", "esc_code", "kind", "status"),
+    ("esc", "kind", "status"),
     [
-        (5, 11, ReportType.FAILED, "5.1.1"),
-        (5, 47, ReportType.FAILED, "5.4.7"),
-        (4, 46, ReportType.FAILED, "4.4.6"),  # OpenSMTPD's loop: a temporary class, failed
-        (0, 0, ReportType.FAILED, "5.0.0"),
-        (2, 0, ReportType.FAILED, "5.0.0"),
-        (4, 41, ReportType.DELAYED, "4.4.1"),
-        (5, 11, ReportType.DELAYED, "4.1.1"),
-        (0, 0, ReportType.DELAYED, "4.0.0"),
-        (2, 0, ReportType.DELIVERED, "2.0.0"),
-        (0, 0, ReportType.DELIVERED, "2.0.0"),
-        (4, 30, ReportType.RELAYED, "2.0.0"),
-        (2, 15, ReportType.EXPANDED, "2.1.5"),
-        (5, 100, ReportType.FAILED, "5.0.0"),
-        (5, -1, ReportType.FAILED, "5.0.0"),
+        ("5.1.1", ReportType.FAILED, "5.1.1"),
+        ("5.4.7", ReportType.FAILED, "5.4.7"),
+        ("4.4.6", ReportType.FAILED, "4.4.6"),  # OpenSMTPD's loop: a temporary class, failed
+        (None, ReportType.FAILED, "5.0.0"),
+        ("2.0.0", ReportType.FAILED, "5.0.0"),
+        ("4.4.1", ReportType.DELAYED, "4.4.1"),
+        ("5.1.1", ReportType.DELAYED, "4.1.1"),
+        (None, ReportType.DELAYED, "4.0.0"),
+        ("2.0.0", ReportType.DELIVERED, "2.0.0"),
+        (None, ReportType.DELIVERED, "2.0.0"),
+        ("4.3.0", ReportType.RELAYED, "2.0.0"),
+        ("2.1.5", ReportType.EXPANDED, "2.1.5"),
+        ("5.1.10", ReportType.FAILED, "5.1.10"),  # RFC 7505 Null MX
+        ("5.7.350", ReportType.FAILED, "5.7.350"),
+        ("4.7.28", ReportType.DELAYED, "4.7.28"),
+        ("5.999.999", ReportType.DELAYED, "4.999.999"),
+        ("2.6.10", ReportType.DELIVERED, "2.6.10"),
     ],
 )
-def test_status_text(esc_class: int, esc_code: int, kind: ReportType, status: str) -> None:
-    assert status_text(esc_class, esc_code, kind) == status
+def test_status_text(esc: str | None, kind: ReportType, status: str) -> None:
+    code = None if esc is None else StatusCode.parse(esc)
+    assert esc is None or code is not None
+    assert status_text(code, kind) == status
 
 
 def test_recipient_report_from_envelope() -> None:
@@ -890,8 +898,7 @@ def test_recipient_report_from_envelope() -> None:
         dest=Address("bob.smith", "mail.example.net"),
         dsn_orcpt="rfc822;Bob@example.net",
         errorline="421 4.4.1 mx busy",
-        esc_class=4,
-        esc_code=41,
+        esc=StatusCode(4, 4, 1),
         last_try=NOW - 100,
     )
     got = recipient_report(env, ReportType.DELAYED, ttl=4 * 86400)
@@ -909,7 +916,7 @@ def test_recipient_report_from_envelope() -> None:
 
 
 def test_success_does_not_repeat_an_old_error() -> None:
-    env = envelope(errorline="421 earlier failure", esc_class=2, last_try=0)
+    env = envelope(errorline="421 earlier failure", esc=StatusCode(4, 2, 1), last_try=0)
     got = recipient_report(env, ReportType.DELIVERED)
     assert got.diagnostic == ""
     assert got.last_attempt is None
@@ -923,10 +930,11 @@ def test_report_for_envelopes() -> None:
         dsn_ret=DsnRet.FULL,
         body=Body.EIGHTBITMIME,
         errorline="550 no",
-        esc_class=5,
-        esc_code=11,
+        esc=StatusCode(5, 1, 1),
     )
-    second = attrs.evolve(first, id=2, rcpt=CAROL, dest=CAROL, errorline="552 full", esc_code=22)
+    second = attrs.evolve(
+        first, id=2, rcpt=CAROL, dest=CAROL, errorline="552 full", esc=StatusCode(5, 2, 2)
+    )
     rep = report_for(
         ReportType.FAILED, [first, second], now=NOW, message_id_random=7, boundary_random=8
     )
@@ -944,6 +952,36 @@ def test_report_for_envelopes() -> None:
         "rfc822; carol@example.org",
     ]
     assert returned_part(msg).get_content_type() == "message/rfc822"
+
+
+def test_codes_above_9_reach_the_status_field_unchanged() -> None:
+    """Null MX (RFC 7505: 5.1.10) and a remote's 5.7.350, from the envelopes to
+    the bytes of the notification: ``Status:`` and the diagnostic keep them."""
+    null_mx = envelope(id=1, errorline="Domain does not accept mail", esc=StatusCode(5, 1, 10))
+    remote = envelope(
+        id=2,
+        rcpt=CAROL,
+        dest=CAROL,
+        errorline="550 5.7.350 Remote server returned message detected as spam",
+        esc=StatusCode(5, 7, 350),
+    )
+    rep = report_for(
+        ReportType.FAILED, [null_mx, remote], now=NOW, message_id_random=7, boundary_random=8
+    )
+    data = render(rep)
+    assert b"\r\nStatus: 5.1.10\r\n" in data
+    assert b"\r\nStatus: 5.7.350\r\n" in data
+    _, first, second = status_blocks(parse(data))
+    assert (first["Status"], first["Diagnostic-Code"]) == (
+        "5.1.10",
+        "X-Local; Domain does not accept mail",
+    )
+    assert (second["Status"], second["Diagnostic-Code"]) == (
+        "5.7.350",
+        "smtp; 550 5.7.350 Remote server returned message detected as spam",
+    )
+    text = data.decode()
+    assert "carol@example.org: 550 5.7.350 Remote server returned" in text
 
 
 def test_report_for_refuses_mixed_messages() -> None:

@@ -16,6 +16,7 @@ from mta.rules.expand import Resolver
 from mta.rules.tableset import TableSet
 from mta.scheduler.runner import Notice
 from mta.spool.spool import Spool
+from mta.status import StatusCode
 
 CONFIG = """
 table users { alice = "1000:1000:/home/alice" }
@@ -59,7 +60,7 @@ async def test_a_failure_notice_goes_through_the_rules_to_the_sender(
     tmp_path: pathlib.Path,
 ) -> None:
     spool, notifier, committed, envelope = await setup(tmp_path)
-    failure = Result.permfail("Error (550 5.1.1 no such user)", 11)
+    failure = Result.permfail("Error (550 5.1.1 no such user)", StatusCode(5, 1, 1))
     await notifier.notify(Notice(envelope, "failed", failure))
     [bounce] = committed
     assert bounce.sender == NULL_ADDRESS and bounce.rcpt == envelope.sender

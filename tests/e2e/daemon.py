@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mta.spool.paths import SpoolPaths
@@ -35,7 +35,10 @@ class Daemon:
     """``mta -d -f DIR/smtpd.conf --spool DIR/spool`` with a readiness wait.
 
     Deliveries and relaying are paused by default (``-P mda -P mta``): the tests
-    of the receiving side look at what is queued; delivery tests pass ``paused=()``."""
+    of the receiving side look at what is queued; delivery tests pass ``paused=()``.
+    ``prefix`` is a command put before ``mta`` (e.g. ``nsenter --net=PATH --`` to
+    run it in a network namespace); it must exec ``mta``, not fork it, so that
+    signals reach the daemon."""
 
     def __init__(
         self,
@@ -44,6 +47,7 @@ class Daemon:
         *,
         env: dict[str, str] | None = None,
         paused: tuple[str, ...] = ("mda", "mta"),
+        prefix: Sequence[str] = (),
     ) -> None:
         self.directory = directory
         self.spool = directory / "spool"
@@ -54,6 +58,7 @@ class Daemon:
         self.env.setdefault("MTA_DNS", "none")
         self.env.update(env or {})
         self.paused = paused
+        self.prefix = tuple(prefix)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0, stdin: bytes | None = None) -> None:
@@ -61,6 +66,7 @@ class Daemon:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed by the child's exit
         self.process = subprocess.Popen(
             [
+                *self.prefix,
                 *MTA,
                 "-d",
                 "-f",

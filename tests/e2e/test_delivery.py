@@ -249,7 +249,7 @@ match from any for domain "localhost" action "mda"
         d.stop()
         [envelope] = [e for msgid in d.store().message_ids() for e in d.store().iter_envelopes()]
         assert envelope.retry == 1 and "busy" in envelope.errorline
-        assert envelope.esc_class == 4
+        assert envelope.esc is not None and envelope.esc.class_ == 4
     finally:
         d.stop()
 
@@ -363,7 +363,7 @@ match from any for domain "localhost" action "box"
         d.stop()
         envelopes = list(d.store().iter_envelopes())
         assert sorted(str(e.dest) for e in envelopes) == ["bob@localhost", "carol@localhost"]
-        assert all(e.retry >= 1 and e.esc_class == 4 for e in envelopes)
+        assert all(e.retry >= 1 and e.esc is not None and e.esc.class_ == 4 for e in envelopes)
         assert "Permission denied" in next(e for e in envelopes if e.dest.local == "bob").errorline
         assert "signal 9" in next(e for e in envelopes if e.dest.local == "carol").errorline
         assert not has_mail(shared / "alice")  # retried, never bounced

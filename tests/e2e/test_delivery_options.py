@@ -220,7 +220,7 @@ match from any for domain "localhost" action "oserr"
         d.stop()
         [envelope] = list(d.store().iter_envelopes())
         assert str(envelope.dest) == "bob@localhost"
-        assert envelope.retry == 1 and envelope.esc_class == 4
+        assert envelope.retry == 1 and str(envelope.esc) == "4.3.0"
         assert "cannot fork" in envelope.errorline
         assert not has_mail(shared / "alice")  # kept, not bounced
     finally:

@@ -236,3 +236,34 @@ def test_the_next_message_reuses_the_open_session(
     finally:
         a.stop()
         b.stop()
+
+
+def test_deferred_envelopes_go_as_soon_as_their_domain_takes_mail(
+    tmp_path: pathlib.Path, shared: pathlib.Path
+) -> None:
+    # mta max-deferred: a message that found example.net unreachable is sent
+    # again as soon as another one gets through, not at its next retry (400 s)
+    port_b = free_port()
+    a, port_a = sender(tmp_path / "a", shared, f'relay host "smtp://127.0.0.1:{port_b}"')
+    b: Daemon | None = None
+    try:
+        send(port_a, ["bob@example.net"])
+        wait_for(lambda: len(relay_lines(a)) == 1)
+        [stat] = mtactl(a, "show", "hoststats").splitlines()
+        name, _when, error = stat.split("|")
+        assert (name, error) == ("example.net", "Connection refused")
+        b, _ = receiver(tmp_path / "b", shared, f"listen on 127.0.0.1 port {port_b}")
+        mtactl(a, "resume", "route", "all")
+        send(port_a, ["alice@example.net"])
+        wait_for(lambda: has_mail(shared / "b" / "alice") and has_mail(shared / "b" / "bob"))
+        wait_for(lambda: a.queued() == [])
+        [stat] = mtactl(a, "show", "hoststats").splitlines()
+        assert stat.startswith("example.net|") and stat.endswith("Message accepted for delivery")
+        bob = [line for line in relay_lines(a) if "to=<bob@example.net>" in line]
+        assert "result=TempFail" in bob[0] and "result=Ok" in bob[-1]
+        [host] = mtactl(a, "show", "hosts").splitlines()
+        assert host.startswith("127.0.0.1 127.0.0.1 refcount=") and "lastconn=" in host, host
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()

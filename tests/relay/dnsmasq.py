@@ -1,6 +1,10 @@
 """Debian's dnsmasq as a real DNS server for tests: started on a free port of
 127.0.0.1 with the records given on its command line, never reading the
-machine's configuration or resolvers, and stopped when the test ends."""
+machine's configuration or resolvers, and stopped when the test ends.
+
+:func:`run_dnsmasq` is for trio tests; :func:`serve_dnsmasq` is its synchronous
+counterpart for end-to-end tests, which can also run it under a command prefix
+(``nsenter --net=...``: inside a network namespace of the test's own)."""
 
 from __future__ import annotations
 
@@ -10,8 +14,10 @@ import os
 import pwd
 import shutil
 import socket
+import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import dns.asyncbackend
 import dns.asyncquery
@@ -22,7 +28,7 @@ import trio
 
 from mta.net.resolver import Nameserver
 
-__all__ = ["dnsmasq_path", "run_dnsmasq"]
+__all__ = ["dnsmasq_path", "run_dnsmasq", "serve_dnsmasq"]
 
 HOST = "127.0.0.1"
 
@@ -33,6 +39,30 @@ def dnsmasq_path() -> str | None:
     if found is None and os.access("/usr/sbin/dnsmasq", os.X_OK):
         found = "/usr/sbin/dnsmasq"
     return found
+
+
+def _argv(path: str, host: str, port: int, records: Sequence[str]) -> list[str]:
+    """dnsmasq in the foreground on ``host``:``port`` alone, logging to stderr,
+    answering ``records`` and nothing from the machine's configuration."""
+    user = pwd.getpwuid(os.getuid()).pw_name
+    group = grp.getgrgid(os.getgid()).gr_name
+    return [
+        path,
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--no-poll",
+        "--keep-in-foreground",
+        "--bind-interfaces",
+        f"--listen-address={host}",
+        f"--port={port}",
+        "--pid-file=",
+        f"--user={user}",
+        f"--group={group}",
+        "--log-facility=-",
+        "--log-queries",
+        *records,
+    ]
 
 
 def _free_port() -> int:
@@ -71,28 +101,10 @@ async def run_dnsmasq(records: Sequence[str]) -> AsyncIterator[Nameserver]:
     path = dnsmasq_path()
     if path is None:
         pytest.skip("dnsmasq is not installed (scripts/setup --test installs dnsmasq-base)")
-    user = pwd.getpwuid(os.getuid()).pw_name
-    group = grp.getgrgid(os.getgid()).gr_name
     with tempfile.TemporaryFile() as log:
         for _ in range(5):  # the free port may be taken before dnsmasq binds it
             port = _free_port()
-            argv = [
-                path,
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--no-poll",
-                "--keep-in-foreground",
-                "--bind-interfaces",
-                f"--listen-address={HOST}",
-                f"--port={port}",
-                "--pid-file=",
-                f"--user={user}",
-                f"--group={group}",
-                "--log-facility=-",
-                "--log-queries",
-                *records,
-            ]
+            argv = _argv(path, HOST, port, records)
             process = await trio.lowlevel.open_process(argv, stdout=log, stderr=log)
             try:
                 with trio.move_on_after(5):
@@ -106,3 +118,53 @@ async def run_dnsmasq(records: Sequence[str]) -> AsyncIterator[Nameserver]:
         log.seek(0)
         output = log.read().decode(errors="replace")
     raise RuntimeError(f"dnsmasq did not start:\n{output}")
+
+
+@contextlib.contextmanager
+def serve_dnsmasq(
+    records: Sequence[str],
+    *,
+    host: str = HOST,
+    port: int = 53,
+    prefix: Sequence[str] = (),
+    timeout: float = 10.0,
+) -> Iterator[Nameserver]:
+    """Run dnsmasq with ``records`` on ``host``:``port`` under ``prefix`` (a
+    command put before it) until the block ends; skips the test when dnsmasq is
+    not installed.
+
+    It is ready once it logs "started": dnsmasq binds its sockets before that
+    and exits when it cannot.  No query checks it, as the caller may not reach
+    it (``prefix`` may enter another network namespace), so ``port`` is given,
+    not free: 53 suits a network namespace of the test's own."""
+    path = dnsmasq_path()
+    if path is None:
+        pytest.skip("dnsmasq is not installed (scripts/setup --test installs dnsmasq-base)")
+    with tempfile.TemporaryFile() as log:
+
+        def output() -> bytes:
+            log.seek(0)
+            return log.read()
+
+        process = subprocess.Popen(
+            [*prefix, *_argv(path, host, port, records)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while b": started, version " not in output():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    text = output().decode(errors="replace")
+                    raise RuntimeError(f"dnsmasq did not start:\n{text}")
+                time.sleep(0.02)
+            yield Nameserver(host, port)
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(5)

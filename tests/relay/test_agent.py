@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 from collections.abc import Awaitable, Callable
 from typing import BinaryIO
 
@@ -12,13 +14,13 @@ import trio.testing
 
 from mta.delivery.result import Outcome, Result
 from mta.envelope import Address, DsnNotify, Envelope, EnvelopeKind
-from mta.errors import RoutePermanentFailure
-from mta.relay.agent import RelayAgent, RunSession
+from mta.errors import RoutePermanentFailure, RouteTemporaryFailure
+from mta.relay.agent import Connect, RelayAgent, RunSession
 from mta.relay.backoff import RouteBackoff
 from mta.relay.client import Client, Credentials, TlsPolicy
 from mta.relay.events import RecipientResult
 from mta.relay.plan import Plan
-from mta.relay.route import Hop, Route, RouteKind
+from mta.relay.route import Hop, Mx, Route, RouteKind, usable_mxs
 from mta.relay.session import (
     ContentSource,
     Reuse,
@@ -28,6 +30,7 @@ from mta.relay.session import (
 )
 from mta.relay.timeouts import ClientTimeouts
 from mta.relay.tlsclient import ClientTls
+from mta.status import StatusCode
 from tests.rules.helpers import load, open_tables
 
 CONTENT = b"Subject: hi\n\nHello.\n"
@@ -82,11 +85,34 @@ class Sessions:
         timeouts: ClientTimeouts,
         tls: ClientTls | None = None,
         source: str | None = None,
+        stream: trio.abc.Stream | None = None,
         reuse: Reuse | None = None,
     ) -> SessionOutcome:
+        assert stream is not None  # the agent connects
         data = b"".join([chunk async for chunk in content(0)])
         self.calls.append(Call(address, port, client, server_name, source, data))
         return self.outcome(address, client)
+
+
+class Network:
+    """Fake connections: an address in ``refused`` refuses at once, one in
+    ``silent`` never answers; records every attempt."""
+
+    def __init__(self, refused: tuple[str, ...] = (), silent: tuple[str, ...] = ()) -> None:
+        self.refused = refused
+        self.silent = silent
+        self.attempts: list[str] = []
+
+    async def __call__(
+        self, address: str, port: int, *, source: str | None = None
+    ) -> trio.abc.Stream:
+        self.attempts.append(address)
+        if address in self.silent:
+            await trio.sleep_forever()
+        if address in self.refused:
+            raise ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
+        stream, _peer = trio.testing.memory_stream_pair()
+        return stream
 
 
 def accepted(address: str, client: Client, *, relayed_dsn: bool = False) -> SessionOutcome:
@@ -135,6 +161,8 @@ def agent(
     *,
     messages: Messages | None = None,
     clock: Callable[[], float] = lambda: 86400.0 * 20000,
+    network: Connect | None = None,
+    timeouts: ClientTimeouts | None = None,
 ) -> RelayAgent:
     config = load(config_text + "match for any action out\n")
     return RelayAgent(
@@ -142,10 +170,11 @@ def agent(
         open_tables(config),
         messages or Messages(),
         resolver=None,
-        timeouts=ClientTimeouts(),
+        timeouts=timeouts or ClientTimeouts(),
         window=0.01,
         resolve=resolve,
         session=sessions,
+        connect=network if network is not None else Network(),
         clock=clock,
         backoff=RouteBackoff(),
     )
@@ -201,6 +230,94 @@ async def test_every_address_failing_is_a_temporary_failure() -> None:
     assert sessions.calls[0].client.config.tls is TlsPolicy.REQUIRED
 
 
+DUAL = Route(
+    "example.net",
+    RouteKind.MX,
+    (
+        Hop(10, "mx1.example.net", ("2001:db8::1", "192.0.2.1")),
+        Hop(20, "mx2.example.net", ("192.0.2.3",)),
+    ),
+)
+
+
+async def test_a_silent_address_does_not_hold_up_the_next_one() -> None:
+    # happy eyeballs: the IPv6 address never answers; 0.25 s later the IPv4
+    # one is tried and wins, without waiting for a connect timeout
+    network = Network(silent=("2001:db8::1",))
+    sessions = Sessions(accepted)
+    a = agent("action out relay\n", sessions, fixed(DUAL), network=network)
+    start = trio.current_time()
+    result = await a(envelope())
+    assert result.outcome is Outcome.OK
+    assert trio.current_time() - start < 1
+    assert network.attempts == ["2001:db8::1", "192.0.2.1"]
+    assert [c.address for c in sessions.calls] == ["192.0.2.1"]
+    assert result.relayed is not None and result.relayed.relay == "192.0.2.1 (mx1.example.net)"
+    assert a.backoff.held(("2001:db8::1", 25, None), a.clock()) is None  # cancelled, not failed
+
+
+async def test_refused_connections_disable_their_routes_and_the_next_mx_is_used() -> None:
+    network = Network(refused=("2001:db8::1", "192.0.2.1"))
+    sessions = Sessions(accepted)
+    a = agent("action out relay\n", sessions, fixed(DUAL), network=network)
+    result = await a(envelope())
+    assert result.outcome is Outcome.OK
+    assert [c.address for c in sessions.calls] == ["192.0.2.3"]
+    held = a.backoff.held(("192.0.2.1", 25, None), a.clock())
+    assert held is not None and held.text == "Connection refused"
+
+
+async def test_no_address_accepting_a_connection_is_a_temporary_failure() -> None:
+    network = Network(refused=("2001:db8::1", "192.0.2.1"), silent=("192.0.2.3",))
+    sessions = Sessions(accepted)
+    timeouts = ClientTimeouts(greeting=0.5)
+    a = agent("action out relay\n", sessions, fixed(DUAL), network=network, timeouts=timeouts)
+    result = await a(envelope())
+    assert (result.outcome, result.text) == (Outcome.TEMPFAIL, "Connection timeout")
+    assert result.relayed is not None and result.relayed.relay == "192.0.2.3 (mx2.example.net)"
+    assert sessions.calls == []
+
+
+async def test_a_session_failing_early_lets_the_hop_s_other_addresses_be_tried() -> None:
+    sessions = Sessions(lambda a, c: refused_early(a, c) if a == "2001:db8::1" else accepted(a, c))
+    a = agent("action out relay\n", sessions, fixed(DUAL))
+    assert (await a(envelope())).outcome is Outcome.OK
+    assert [c.address for c in sessions.calls] == ["2001:db8::1", "192.0.2.1"]
+
+
+async def test_legacy_secure_tries_smtps_then_starttls() -> None:
+    network = Network()
+
+    async def nothing_on_465(
+        address: str, port: int, *, source: str | None = None
+    ) -> trio.abc.Stream:
+        if port == 465:
+            raise ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
+        return await network(address, port, source=source)
+
+    sessions = Sessions(accepted)
+    config = (
+        "table secrets { l = u:p }\n"
+        "action out relay host secure+auth://l@[192.0.2.9] auth <secrets>\n"
+    )
+    result = await agent(config, sessions, network=nothing_on_465)(envelope())
+    assert result.outcome is Outcome.OK
+    assert [(c.port, c.client.config.tls) for c in sessions.calls] == [(25, TlsPolicy.REQUIRED)]
+    assert sessions.calls[0].client.config.credentials == Credentials("u", "p")
+
+
+async def test_legacy_secure_with_a_port_uses_it_for_both() -> None:
+    sessions = Sessions(
+        lambda a, c: refused_early(a, c) if c.config.tls is TlsPolicy.SMTPS else accepted(a, c)
+    )
+    a = agent("action out relay host secure://[192.0.2.9]:2465\n", sessions)
+    assert (await a(envelope())).outcome is Outcome.OK
+    assert [(c.port, c.client.config.tls) for c in sessions.calls] == [
+        (2465, TlsPolicy.SMTPS),
+        (2465, TlsPolicy.REQUIRED),
+    ]
+
+
 async def test_a_failure_after_the_transaction_started_is_final() -> None:
     def late(address: str, client: Client) -> SessionOutcome:
         failure = SessionFailure(Result.tempfail("Connection timeout"), ((0, 0),), False)
@@ -227,6 +344,44 @@ async def test_route_failures() -> None:
     result = await agent("action out relay\n", sessions)(envelope())
     assert result.outcome is Outcome.TEMPFAIL and "no DNS resolver" in result.text
     assert sessions.calls == []
+
+
+async def test_null_mx_fails_with_its_own_status_code() -> None:
+    """RFC 7505: route.py's Null MX rule says 5.1.10, and the result keeps it
+    whole (it used to become 5.1.0)."""
+
+    async def null_mx(plan: Plan) -> Route:
+        usable_mxs([Mx(0, "")])
+        raise AssertionError("a Null MX must raise")
+
+    sessions = Sessions(accepted)
+    result = await agent("action out relay\n", sessions, null_mx)(envelope())
+    assert (result.outcome, result.text, result.status) == (
+        Outcome.PERMFAIL,
+        "Domain does not accept mail",
+        "5.1.10",
+    )
+    assert result.esc == StatusCode(5, 1, 10)
+    assert sessions.calls == []
+
+
+async def test_route_failure_codes_are_kept_or_made_safe() -> None:
+    def failing(exc: Exception) -> Callable[[Plan], Awaitable[Route]]:
+        async def resolve(plan: Plan) -> Route:
+            raise exc
+
+        return resolve
+
+    cases = [
+        (RouteTemporaryFailure("No MX found for domain", "4.4.4"), Outcome.TEMPFAIL, "4.4.4"),
+        (RoutePermanentFailure("odd", "5.7.350"), Outcome.PERMFAIL, "5.7.350"),
+        (RoutePermanentFailure("unreadable", "5.1"), Outcome.PERMFAIL, "5.3.0"),
+        (RouteTemporaryFailure("unreadable", "4.1000.1"), Outcome.TEMPFAIL, "4.3.0"),
+        (RouteTemporaryFailure("wrong class", "5.4.4"), Outcome.TEMPFAIL, "4.4.4"),
+    ]
+    for exc, outcome, status in cases:
+        result = await agent("action out relay\n", Sessions(accepted), failing(exc))(envelope())
+        assert (result.outcome, result.status) == (outcome, status), exc
 
 
 async def test_missing_credentials_and_tls_on_a_plain_url_are_temporary() -> None:
@@ -260,7 +415,11 @@ async def test_envelopes_of_one_message_share_a_transaction() -> None:
         results = {}
         for i, rcpt in enumerate(client.transactions[0].recipients):
             refused = rcpt.address.startswith("carol")
-            result = Result.permfail("550 5.1.1 No such user", 11) if refused else Result.ok()
+            result = (
+                Result.permfail("550 5.1.1 No such user", StatusCode(5, 1, 1))
+                if refused
+                else Result.ok()
+            )
             results[0, i] = RecipientResult(0, i, result)
         return SessionOutcome(address, results, frozenset({0}), None, 1)
 
@@ -332,6 +491,7 @@ class ScriptedServer:
         timeouts: ClientTimeouts,
         tls: ClientTls | None = None,
         source: str | None = None,
+        stream: trio.abc.Stream | None = None,  # the fake network's, unused
         reuse: Reuse | None = None,
     ) -> SessionOutcome:
         self.sessions += 1
@@ -532,6 +692,7 @@ async def test_max_conn_per_host_is_not_exceeded() -> None:
         timeouts: ClientTimeouts,
         tls: ClientTls | None = None,
         source: str | None = None,
+        stream: trio.abc.Stream | None = None,
         reuse: Reuse | None = None,
     ) -> SessionOutcome:
         nonlocal running, peak
@@ -568,3 +729,40 @@ async def test_messages_of_other_senders_and_domains_share_a_smarthost_session()
         b"MAIL FROM:<alice@example.org>",
         b"MAIL FROM:<erin@x.test>",
     ]
+
+
+async def test_max_deferred_envelopes_go_again_when_their_domain_is_reached() -> None:
+    network = Network(refused=("2001:db8::1", "192.0.2.1", "192.0.2.3"))
+    sessions = Sessions(accepted)
+    a = agent("action out relay\n", sessions, fixed(DUAL), network=network)
+    rescheduled: list[list[int]] = []
+    a.reschedule = rescheduled.append
+    first = await a(envelope(evpid=0x700000001))
+    assert first.outcome is Outcome.TEMPFAIL
+    [stat] = a.inventory.hoststats()
+    assert (stat.name, stat.deferred, stat.error) == ("example.net", 1, "Connection refused")
+    a.backoff.enable()  # the routes are back, and so is the network
+    network.refused = ()
+    second = await a(envelope(evpid=0x800000001, msgid=8))
+    assert second.outcome is Outcome.OK
+    assert rescheduled == [[0x700000001]]
+    assert a.inventory.hoststats()[0].deferred == 0
+
+
+async def test_the_inventory_counts_sessions_by_host_and_relay() -> None:
+    seen: list[tuple[int, int]] = []
+
+    def outcome(address: str, client: Client) -> SessionOutcome:
+        [host] = [h for h in a.inventory.hosts() if h.address == address]
+        [relay] = a.inventory.relays()
+        seen.append((host.nconn, relay.ntask))
+        return accepted(address, client)
+
+    a = agent("action out relay\n", Sessions(outcome), fixed(MX))
+    assert (await a(envelope())).outcome is Outcome.OK
+    assert seen == [(1, 1)]
+    [host] = a.inventory.hosts()
+    assert (host.address, host.name, host.nconn) == ("192.0.2.1", "mx1.example.net", 0)
+    assert host.lastconn is not None
+    [relay] = a.inventory.relays()
+    assert (relay.text, relay.ntask, relay.nconn) == ("[relay:example.net,smtp]", 0, 0)

@@ -22,6 +22,7 @@ from mta.relay.events import (
 )
 from mta.relay.timeouts import Step
 from mta.relay.transaction import Transaction
+from mta.status import StatusCode
 from tests.relay.clientkit import (
     EHLO_BASIC,
     GREETING,
@@ -98,7 +99,7 @@ def test_ehlo_4xx_fails_the_session() -> None:
     c.receive_data(GREETING)
     events = c.receive_data(b"451 4.3.0 try later\r\n")
     result, unsettled = failure(events)
-    assert result == Result.tempfail("EHLO rejected: 451 4.3.0 try later", 30)
+    assert result == Result.tempfail("EHLO rejected: 451 4.3.0 try later", StatusCode(4, 3, 0))
     assert unsettled == ((0, 0),)
     assert events[1:] == [Send(b"QUIT\r\n"), Close()]
 
@@ -124,7 +125,9 @@ def test_banner_rejected() -> None:
     c = client()
     events = c.receive_data(b"554 5.3.2 go away\r\n")
     assert events == [
-        SessionFailed(Result.tempfail("Banner rejected: 554 5.3.2 go away", 32), ((0, 0),)),
+        SessionFailed(
+            Result.tempfail("Banner rejected: 554 5.3.2 go away", StatusCode(4, 3, 2)), ((0, 0),)
+        ),
         Send(b"QUIT\r\n"),
         Close(),
     ]
@@ -198,7 +201,7 @@ def test_required_tls_refused() -> None:
     c.receive_data(EHLO_STARTTLS)
     events = c.receive_data(b"454 4.7.0 TLS not available\r\n")
     assert failure(events)[0] == Result.tempfail(
-        "STARTTLS rejected: 454 4.7.0 TLS not available", 70
+        "STARTTLS rejected: 454 4.7.0 TLS not available", StatusCode(4, 7, 0)
     )
     assert b"MAIL" not in sent(events)
 
@@ -269,7 +272,9 @@ def test_auth_rejected_is_a_temporary_failure_of_the_session() -> None:
     events = c.receive_data(b"535 5.7.8 Authentication credentials invalid\r\n")
     assert events == [
         SessionFailed(
-            Result.tempfail("AUTH rejected: 535 5.7.8 Authentication credentials invalid", 78),
+            Result.tempfail(
+                "AUTH rejected: 535 5.7.8 Authentication credentials invalid", StatusCode(4, 7, 8)
+            ),
             ((0, 0),),
         ),
         Send(b"QUIT\r\n"),
@@ -334,7 +339,9 @@ def test_421_at_any_point() -> None:
             c.receive_data(data)
         events = c.receive_data(b"421 4.3.2 Service shutting down\r\n")
         assert events == [
-            SessionFailed(Result.tempfail("421 4.3.2 Service shutting down", 32), ((0, 0),)),
+            SessionFailed(
+                Result.tempfail("421 4.3.2 Service shutting down", StatusCode(4, 3, 2)), ((0, 0),)
+            ),
             Close(),
         ], script
         assert c.receive_data(b"250 late\r\n") == []
@@ -347,7 +354,7 @@ def test_421_after_the_dot() -> None:
     c.content(b"x\r\n")
     c.end_content()
     events = c.receive_data(b"421 4.4.2 timeout\r\n")
-    assert failure(events) == (Result.tempfail("421 4.4.2 timeout", 42), ((0, 0),))
+    assert failure(events) == (Result.tempfail("421 4.4.2 timeout", StatusCode(4, 4, 2)), ((0, 0),))
 
 
 def test_unsolicited_421_during_content() -> None:
@@ -356,7 +363,7 @@ def test_unsolicited_421_during_content() -> None:
     c.receive_data(b"354 go\r\n")
     events = c.receive_data(b"421 4.3.0 bye\r\n")
     assert events == [
-        SessionFailed(Result.tempfail("421 4.3.0 bye", 30), ((0, 0),)),
+        SessionFailed(Result.tempfail("421 4.3.0 bye", StatusCode(4, 3, 0)), ((0, 0),)),
         Close(),
     ]
     assert c.content(b"more\r\n") == []  # the driver stops at Close

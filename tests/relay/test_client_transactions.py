@@ -17,6 +17,7 @@ from mta.relay.events import (
 )
 from mta.relay.timeouts import Step
 from mta.relay.transaction import Recipient, Transaction
+from mta.status import StatusCode
 from tests.relay.clientkit import (
     EHLO_BASIC,
     EHLO_PIPELINING,
@@ -280,8 +281,8 @@ def test_too_big_is_a_permanent_failure_before_mail() -> None:
     _, events = ready([tx], b"250-mx\r\n250 SIZE 10000\r\n")
     text = "Message is too large for remote host (10001 > 10000 octets)"
     assert events == [
-        RecipientResult(0, 0, Result.permfail(text, 34)),
-        RecipientResult(0, 1, Result.permfail(text, 34)),
+        RecipientResult(0, 0, Result.permfail(text, StatusCode(5, 3, 4))),
+        RecipientResult(0, 1, Result.permfail(text, StatusCode(5, 3, 4))),
         TransactionDone(0),
         Send(b"QUIT\r\n"),
     ]
@@ -311,7 +312,8 @@ def test_undeclared_8bit_content_never_reaches_a_7bit_server() -> None:
             0,
             0,
             Result.permfail(
-                "Remote host does not support 8BITMIME and the message has 8-bit content", 63
+                "Remote host does not support 8BITMIME and the message has 8-bit content",
+                StatusCode(5, 6, 3),
             ),
         ),
         TransactionDone(0),
@@ -424,7 +426,7 @@ def test_lmtp_one_reply_per_accepted_recipient() -> None:
         lmtp=True,
     )[0]
     assert c.receive_data(OK + OK + b"550 5.1.1 no b\r\n" + OK + OK + GO) == [
-        RecipientResult(0, 1, Result.permfail("550 5.1.1 no b", 11)),
+        RecipientResult(0, 1, Result.permfail("550 5.1.1 no b", StatusCode(5, 1, 1))),
         SendContent(0),
     ]
     deliver(c)
@@ -463,6 +465,62 @@ def test_session_failure_keeps_the_settled_results() -> None:
     c.receive_data(b"550 5.1.1 no a\r\n")
     events = c.receive_data(b"421 4.3.2 shutting down\r\n")
     assert failure(events) == (
-        Result.tempfail("421 4.3.2 shutting down", 32),
+        Result.tempfail("421 4.3.2 shutting down", StatusCode(4, 3, 2)),
         ((0, 1), (1, 0)),
     )
+
+
+# -- max-failures-per-session ---------------------------------------------
+
+NO_USER = b"550 5.1.1 no such user\r\n"
+TOO_MANY = "Too many consecutive errors, closing connection"
+
+
+def test_consecutive_refusals_stop_the_recipients_not_yet_sent() -> None:
+    tx = message("a@x.net", "b@x.net", "c@x.net", "d@x.net")
+    c, _ = ready([tx, message("e@x.net")], max_failures=2)
+    c.receive_data(OK)  # MAIL
+    c.receive_data(OK)  # a accepted
+    assert sent(c.receive_data(NO_USER)) == b"RCPT TO:<c@x.net>\r\n"  # one failure: go on
+    events = c.receive_data(NO_USER)  # two in a row: d is not sent
+    assert outcomes(events) == [
+        (0, 2, PERM, "5.1.1", "550 5.1.1 no such user"),
+        (0, 3, TEMP, "4.3.0", TOO_MANY),
+    ]
+    assert sent(events) == b"DATA\r\n"  # the accepted one still gets the message
+    c.receive_data(GO)
+    deliver(c)
+    events = c.receive_data(QUEUED)
+    assert outcomes(events) == [(0, 0, OK_T, "2.0.0", "250 2.0.0 Ok: queued")]
+    result, unsettled = failure(events)  # then the session ends: e fails temporarily
+    assert (result.text, unsettled) == (TOO_MANY, ((1, 0),))
+    assert sent(events) == b"QUIT\r\n"
+
+
+def test_an_acceptance_resets_the_count() -> None:
+    c, _ = ready([message("a@x.net", "b@x.net", "c@x.net", "d@x.net")], max_failures=2)
+    c.receive_data(OK)
+    c.receive_data(NO_USER)
+    c.receive_data(OK)
+    c.receive_data(NO_USER)
+    assert sent(c.receive_data(OK)) == b"DATA\r\n"
+
+
+def test_pipelined_refusals_end_the_session_after_the_transaction() -> None:
+    c, _ = ready(
+        [message("a@x.net", "b@x.net"), message("c@x.net")], EHLO_PIPELINING, max_failures=2
+    )
+    events = c.receive_data(OK + NO_USER + NO_USER + b"554 5.5.1 no valid recipients\r\n")
+    assert [o[:3] for o in outcomes(events)] == [(0, 0, PERM), (0, 1, PERM)]
+    result, unsettled = failure(events)
+    assert (result.text, unsettled) == (TOO_MANY, ((1, 0),))
+    assert b"MAIL" not in sent(events)  # no further transaction
+    assert sent(events).endswith(b"QUIT\r\n")
+
+
+def test_no_limit() -> None:
+    recipients = [f"u{i}@x.net" for i in range(30)]
+    c, _ = ready([message(*recipients), message("z@x.net")], EHLO_PIPELINING, max_failures=0)
+    events = c.receive_data(OK + NO_USER * 30 + b"554 5.5.1 no valid recipients\r\n")
+    assert len(outcomes(events)) == 30
+    assert sent(events).startswith(b"RSET\r\n")  # and the next transaction follows

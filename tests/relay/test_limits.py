@@ -7,7 +7,7 @@ import pytest
 import trio
 
 from mta.config.model import MTA_LIMIT_DEFAULTS, MtaLimits
-from mta.relay.limits import ConnectionLimits, limit_for
+from mta.relay.limits import ConnectionLimits, Key, limit_for
 
 LIMITS = {
     "": MtaLimits((("max-conn-per-host", 2), ("session-keepalive", 5))),
@@ -69,3 +69,61 @@ async def test_a_cancelled_wait_keeps_no_token() -> None:
     assert len(limits) == 0
     with pytest.raises(KeyError):
         limits.release(holder, [("host", "192.0.2.1")])
+
+
+# -- conn-delay-* -------------------------------------------------------------
+
+PACED = {
+    "": MtaLimits((("conn-delay-relay", 2),)),
+    "example.net": MtaLimits((("conn-delay-route", 5), ("conn-delay-host", 1))),
+}
+
+
+def test_no_delay_by_default() -> None:
+    limits = ConnectionLimits({})
+    assert limits.delays(address="192.0.2.1", source=None, relay="p", domain="x.org") == []
+
+
+def test_the_delays_of_a_session() -> None:
+    delays = ConnectionLimits(PACED).delays(
+        address="192.0.2.1", source=None, relay="plan", domain="example.net"
+    )
+    assert delays == [
+        (("host", "192.0.2.1"), 1),
+        (("route", None, "192.0.2.1"), 5),
+        (("relay", "plan"), 2),  # the global one: not set for the domain
+    ]
+
+
+async def test_connections_of_one_key_start_the_delay_apart(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    limits = ConnectionLimits(PACED)
+
+    def delays(address: str, domain: str = "example.net") -> list[tuple[Key, float]]:
+        return limits.delays(address=address, source=None, relay="plan", domain=domain)
+
+    starts: list[tuple[str, float]] = []
+
+    async def connect(address: str) -> None:
+        await limits.pace(delays(address))
+        starts.append((address, trio.current_time()))
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for address in ("192.0.2.1", "192.0.2.1", "192.0.2.2"):
+            nursery.start_soon(connect, address)
+            await trio.sleep(0)
+    offsets = sorted((address, round(at - start, 3)) for address, at in starts)
+    # the same route waits 5 s; another host of the relay only the relay's 2 s
+    assert offsets == [("192.0.2.1", 0.0), ("192.0.2.1", 5.0), ("192.0.2.2", 2.0)]
+
+
+async def test_a_delay_already_passed_costs_nothing(autojump_clock: trio.abc.Clock) -> None:
+    limits = ConnectionLimits(PACED)
+    delays = limits.delays(address="192.0.2.1", source=None, relay="p", domain="example.net")
+    await limits.pace(delays)
+    await trio.sleep(10)
+    start = trio.current_time()
+    await limits.pace(delays)
+    assert trio.current_time() == start

@@ -13,12 +13,15 @@ import pytest
 import trio
 
 from mta.config.model import MtaLimits, Relay
+from mta.delivery.result import Outcome
 from mta.errors import RoutePermanentFailure, RouteTemporaryFailure, TemporaryFailure
 from mta.net.resolver import DnsResolver
 from mta.relay.mx import backup_name, family_limit, resolve_route
 from mta.relay.route import Family, Hop, RouteKind
+from mta.status import StatusCode
 from tests.net.dnsserver import Behaviour, DnsServer
 from tests.relay.dnsmasq import run_dnsmasq
+from tests.relay.test_agent import Sessions, accepted, agent, envelope
 
 ZONE = [
     "--local=/test/",  # names of .test are answered here alone: unknown => NXDOMAIN
@@ -164,6 +167,19 @@ async def test_null_mx_is_permanent(dnsmasq: DnsResolver, domain: str) -> None:
     with pytest.raises(RoutePermanentFailure, match="Domain does not accept mail") as info:
         await resolve_route(domain, resolver=dnsmasq)
     assert info.value.status == "5.1.10"
+
+
+async def test_null_mx_reaches_the_relay_result_as_5_1_10(dnsmasq: DnsResolver) -> None:
+    """The real resolution, through the relay agent: the envelope's result
+    (what the envelope, the bounce and the log get) says 5.1.10."""
+    relay = agent(
+        "action out relay\n",
+        Sessions(accepted),
+        lambda plan: resolve_route(plan.domain, resolver=dnsmasq),
+    )
+    result = await relay(envelope("bob@nullmx.test"))
+    assert (result.outcome, result.text) == (Outcome.PERMFAIL, "Domain does not accept mail")
+    assert result.esc == StatusCode(5, 1, 10) and result.status == "5.1.10"
 
 
 async def test_null_mx_next_to_a_real_mx_is_ignored(dnsmasq: DnsResolver) -> None:

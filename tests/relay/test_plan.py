@@ -19,6 +19,7 @@ from mta.relay.plan import (
 from mta.relay.route import Family
 from mta.relay.tlsclient import ClientTls
 from mta.relay.transaction import Recipient
+from mta.status import StatusCode
 from mta.tables.relayhost import parse_relay_url
 
 
@@ -103,9 +104,18 @@ def test_transaction_for_a_group() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "code"), [("5.1.2", 12), ("4.4.3", 43), ("5.1.10", 10), ("x", 0)]
+    ("status", "code"),
+    [
+        ("5.1.2", StatusCode(5, 1, 2)),
+        ("4.4.3", StatusCode(4, 4, 3)),
+        ("5.1.10", StatusCode(5, 1, 10)),  # RFC 7505 Null MX, kept whole
+        ("5.4.6", StatusCode(5, 4, 6)),
+        ("x", None),
+        ("5.1.1000", None),
+        ("", None),
+    ],
 )
-def test_status_code(status: str, code: int) -> None:
+def test_status_code(status: str, code: StatusCode | None) -> None:
     assert status_code(status) == code
 
 

@@ -15,12 +15,12 @@ import trustme
 from mta.delivery.result import Outcome
 from mta.relay.client import Client, ClientConfig, Credentials, TlsPolicy
 from mta.relay.events import RecipientResult
+from mta.relay.eyeballs import first_of
 from mta.relay.session import (
     ContentSource,
     Reuse,
     SessionOutcome,
     connect,
-    connect_first,
     run_session,
 )
 from mta.relay.timeouts import ClientTimeouts
@@ -566,28 +566,41 @@ async def test_connection_refused() -> None:
     assert outcome.result(0, 0).outcome is Outcome.TEMPFAIL
 
 
-async def test_connect_first_skips_a_dead_address() -> None:
+async def test_racing_connections_skips_a_dead_address() -> None:
     async def script(peer: Peer) -> None:
         await greet(peer)
         await receive_message(peer)
 
     async with fake_server(script) as server:  # on 127.0.0.1 only
         start = trio.current_time()
-        stream, address = await connect_first(["127.0.0.2", "127.0.0.1"], server.port, delay=5)
+        race = await first_of(
+            ["127.0.0.2", "127.0.0.1"],
+            lambda address: connect(address, server.port),
+            discard=trio.aclose_forcefully,
+            delay=5,
+        )
         assert trio.current_time() - start < 2  # the refusal started the next attempt
+        assert race.winner is not None
+        address, stream = race.winner
         assert address == "127.0.0.1"
+        assert list(race.failures) == ["127.0.0.2"]
         outcome = await session(server.port, client(), stream=stream)
     assert outcome.failure is None
     assert server.connections == 1
 
 
-async def test_connect_first_all_dead() -> None:
+async def test_racing_connections_all_dead() -> None:
     async with fake_server(greet) as server:
         port = server.port
-    with pytest.raises(OSError):
-        await connect_first(["127.0.0.2", "127.0.0.1"], port, delay=0.05)
-    with pytest.raises(ValueError):
-        await connect_first([], port)
+    race = await first_of(
+        ["127.0.0.2", "127.0.0.1"],
+        lambda address: connect(address, port),
+        discard=trio.aclose_forcefully,
+        delay=0.05,
+    )
+    assert race.winner is None
+    assert sorted(race.failures) == ["127.0.0.1", "127.0.0.2"]
+    assert all(isinstance(exc, ConnectionRefusedError) for exc in race.failures.values())
 
 
 async def test_content_that_cannot_be_read_fails_the_session() -> None:

@@ -21,6 +21,7 @@ from mta.envelope import Address, DsnNotify, Envelope, EnvelopeKind
 from mta.errors import SpoolError, SpoolNotFound
 from mta.scheduler.runner import Notice, QueueRunner, duration_text, envelope_ttl
 from mta.spool.spool import Spool
+from mta.status import StatusCode
 
 T0 = 1_800_000_000
 DAY = 86400
@@ -235,7 +236,8 @@ async def test_temporary_failures_are_recorded_and_retried_on_the_ladder(
         runner.committed([envelope])
         await trio.sleep(5)
         stored = await spool.load_envelope(envelope.id)
-        assert (stored.retry, stored.errorline, stored.esc_class) == (1, "mailbox busy", 4)
+        assert (stored.retry, stored.errorline) == (1, "mailbox busy")
+        assert stored.esc == StatusCode(4, 3, 0)
         assert stored.last_try >= T0
         await trio.sleep(200)
         nursery.cancel_scope.cancel()
@@ -250,7 +252,7 @@ async def test_permanent_failures_bounce_before_the_envelope_goes(
     tmp_path: pathlib.Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     spool = MemoryStore()
-    agent = Agent(lambda e, n: Result.permfail("Error (no such mailbox)", 11))
+    agent = Agent(lambda e, n: Result.permfail("Error (no such mailbox)", StatusCode(5, 1, 1)))
     notices = Notices()
     notices.fail = True  # the notice cannot be committed: the envelope must stay
     runner = QueueRunner(config(), spool, agent, notifier=notices, clock=clock)
@@ -261,6 +263,7 @@ async def test_permanent_failures_bounce_before_the_envelope_goes(
         await trio.sleep(5)
         kept = await spool.load_envelope(envelope.id)
         assert kept.retry == 1 and kept.errorline == "Error (no such mailbox)"
+        assert kept.esc == StatusCode(4, 1, 1)  # kept for a retry: a temporary failure now
         notices.fail = False
         await trio.sleep(60)
         nursery.cancel_scope.cancel()
@@ -286,7 +289,8 @@ async def test_expiry_bounces_and_removes(
     assert await spool.envelopes() == []
     failed = [n for n in notices.sent if n.kind == "failed"]
     assert len(failed) == 1 and failed[0].result is not None
-    assert failed[0].result.esc_code == ESC_DELIVERY_TIME_EXPIRED
+    assert failed[0].result.esc == ESC_DELIVERY_TIME_EXPIRED
+    assert failed[0].result.status == "5.4.7"
     assert failed[0].result.text == "Envelope expired"
     assert runner.stats.expired == 1
     assert max(t for _e, t in agent.attempts) < 3600
@@ -405,6 +409,41 @@ async def test_relayed_success_notice_only_when_the_remote_did_not_do_dsn(
     ) in lines[0] + lines[1]
 
 
+async def test_remote_status_codes_above_9_reach_the_envelope_notice_and_log(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """4.7.28 (a tempfail) is stored as is; 5.7.350 (a permfail) reaches the
+    failure notice as is; both remote replies are in the log's stat=."""
+    spool = MemoryStore()
+
+    def relayed(envelope: Envelope, attempt: int) -> Result:
+        if attempt == 1:
+            return Result.tempfail("421 4.7.28 rate limited", StatusCode(4, 7, 28))
+        return Result.permfail("550 5.7.350 remote policy", StatusCode(5, 7, 350))
+
+    notices = Notices()
+    relay = Agent(relayed)
+    runner = QueueRunner(
+        config(), spool, Agent(lambda e, n: Result.ok()), relay=relay, notifier=notices, clock=clock
+    )
+    caplog.set_level(logging.INFO, logger="mta")
+    async with trio.open_nursery() as nursery:
+        await started(nursery, runner)
+        [envelope] = await queue(spool, action="out", kind=EnvelopeKind.MTA)
+        runner.committed([envelope])
+        await trio.sleep(5)
+        stored = await spool.load_envelope(envelope.id)
+        assert (stored.esc, stored.errorline) == (StatusCode(4, 7, 28), "421 4.7.28 rate limited")
+        await trio.sleep(3600)
+        nursery.cancel_scope.cancel()
+    assert len(relay.attempts) == 2
+    [notice] = [n for n in notices.sent if n.kind == "failed"]
+    assert notice.result is not None and notice.result.status == "5.7.350"
+    lines = [r.getMessage() for r in caplog.records if " mta delivery " in r.getMessage()]
+    assert 'result=TempFail stat="421 4.7.28 rate limited"' in lines[0]
+    assert 'result=PermFail stat="550 5.7.350 remote policy"' in lines[1]
+
+
 async def test_a_crashing_delivery_method_only_delays_the_mail(
     tmp_path: pathlib.Path, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -430,7 +469,7 @@ def test_result_statuses(outcome: Outcome) -> None:
     result = {
         Outcome.OK: Result.ok(),
         Outcome.TEMPFAIL: Result.tempfail("x"),
-        Outcome.PERMFAIL: Result.permfail("x", 11),
+        Outcome.PERMFAIL: Result.permfail("x", StatusCode(5, 1, 1)),
     }[outcome]
     assert result.outcome is outcome
     assert result.status == {Outcome.OK: "2.0.0", Outcome.TEMPFAIL: "4.3.0"}.get(outcome, "5.1.1")

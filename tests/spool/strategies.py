@@ -19,6 +19,7 @@ from mta.envelope import (
     EnvelopeFlag,
     EnvelopeKind,
 )
+from mta.status import CLASSES, PART_MAX, StatusCode
 
 F = TypeVar("F", bound=enum.Flag)
 
@@ -26,6 +27,8 @@ F = TypeVar("F", bound=enum.Flag)
 any_text = st.text(st.characters(blacklist_categories=()), max_size=40)
 i64 = st.integers(-(1 << 63), (1 << 63) - 1)
 addresses = st.builds(Address, any_text, any_text)
+status_parts = st.integers(0, PART_MAX)
+status_codes = st.builds(StatusCode, st.sampled_from(CLASSES), status_parts, status_parts)
 
 
 def flags(cls: type[F]) -> st.SearchStrategy[F]:
@@ -60,8 +63,8 @@ def envelopes(draw: st.DrawFn) -> Envelope:
     ):  # fmt: skip
         values[name] = draw(any_text)
     for name in (
-        "ctime", "ttl", "retry", "last_try", "last_bounce", "esc_class", "esc_code",
-        "bounce_delay",
+        "ctime", "ttl", "retry", "last_try", "last_bounce", "bounce_delay",
     ):  # fmt: skip
         values[name] = draw(i64)
+    values["esc"] = draw(st.none() | status_codes)
     return Envelope(**values)

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from mta.envelope import Address, DsnNotify, Envelope, EnvelopeFlag
 from mta.errors import CorruptEnvelope
-from mta.spool.codec import decode_envelope, encode_envelope
+from mta.spool.codec import FORMAT_VERSION, decode_envelope, encode_envelope
+from mta.status import StatusCode
 
 from .conftest import make_envelope
 from .strategies import envelopes
@@ -22,7 +23,7 @@ from .strategies import envelopes
 ENVELOPE = make_envelope(msgid=0x12345678, id=0x12345678_9ABCDEF0)
 
 
-def frame(doc: dict[str, Any], version: int = 1) -> bytes:
+def frame(doc: dict[str, Any], version: int = FORMAT_VERSION) -> bytes:
     """A well-framed file around any JSON document (to test the checks behind the framing)."""
     body = json.dumps(doc).encode()
     digest = hashlib.sha256(body).hexdigest().encode()
@@ -48,13 +49,14 @@ def test_round_trip_every_field(envelope: Envelope) -> None:
 
 def test_layout() -> None:
     data = encode_envelope(ENVELOPE)
-    match = re.fullmatch(rb"MTA-ENVELOPE 1 (\d+)\n(.*)\nEND ([0-9a-f]{64})\n", data, re.S)
+    match = re.fullmatch(rb"MTA-ENVELOPE 2 (\d+)\n(.*)\nEND ([0-9a-f]{64})\n", data, re.S)
     assert match is not None
     body = match.group(2)
     assert int(match.group(1)) == len(body)
     assert match.group(3).decode() == hashlib.sha256(body).hexdigest()
     doc = json.loads(body)
-    assert doc["version"] == 1
+    assert doc["version"] == 2
+    assert doc["esc"] is None
     assert doc["id"] == 0x12345678_9ABCDEF0
     assert doc["sender"] == ["alice", "example.com"]
     assert set(doc) == {"version", *(field.name for field in attrs.fields(Envelope))}
@@ -113,11 +115,12 @@ def test_truncated_and_extended_files_are_rejected() -> None:
 
 def test_unknown_format_version_is_rejected() -> None:
     doc = document()
-    with pytest.raises(CorruptEnvelope, match="unknown format version 2"):
-        decode_envelope(frame(doc, version=2))
-    doc["version"] = 2
-    with pytest.raises(CorruptEnvelope, match="version"):
-        decode_envelope(frame(doc))
+    with pytest.raises(CorruptEnvelope, match="unknown format version 3"):
+        decode_envelope(frame(doc, version=3))
+    for stated in (3, 1, True, 2.0, "2"):  # the header says 2: the document must too
+        doc["version"] = stated
+        with pytest.raises(CorruptEnvelope, match="version"):
+            decode_envelope(frame(doc))
     del doc["version"]
     with pytest.raises(CorruptEnvelope, match="version"):
         decode_envelope(frame(doc))
@@ -152,6 +155,16 @@ def test_well_framed_document_round_trips() -> None:
         ("flags", ["authenticated", "authenticated"]),
         ("flags", ["root"]),
         ("dsn_notify", [1]),
+        ("esc", "5.1.1000"),
+        ("esc", "5.1"),
+        ("esc", "3.0.0"),
+        ("esc", " 5.1.1"),
+        ("esc", "5.1.1\n"),
+        ("esc", "5.\u0661.1"),
+        ("esc", ""),
+        ("esc", 511),
+        ("esc", [5, 1, 1]),
+        ("esc_class", 4),  # a version 1 field in a version 2 document
     ],
 )
 def test_bad_values_are_rejected(field: str, value: Any) -> None:
@@ -205,3 +218,96 @@ def test_bad_json_is_rejected(body: bytes) -> None:
 def test_oversized_file_is_rejected() -> None:
     with pytest.raises(CorruptEnvelope, match="too large"):
         decode_envelope(b"MTA-ENVELOPE 1 1\n" + b" " * (1 << 20))
+
+
+# --------------------------------------------------------------------------
+# Enhanced status codes, and envelopes written in format version 1
+
+
+@pytest.mark.parametrize(
+    "code",
+    [StatusCode(5, 1, 10), StatusCode(5, 7, 350), StatusCode(4, 7, 28), StatusCode(2, 999, 999)],
+)
+def test_status_codes_above_9_round_trip(code: StatusCode) -> None:
+    envelope = attrs.evolve(ENVELOPE, esc=code, errorline=f"550 {code} policy")
+    data = encode_envelope(envelope)
+    assert b'"esc":"%s"' % str(code).encode() in data
+    back = decode_envelope(data)
+    assert back == envelope
+    assert back.esc == code and str(back.esc) == str(code)
+
+
+# Written by mta before format version 2 (encode_envelope at commit 60d5e3d), byte for byte.
+VERSION_1_FILE = (
+    b"MTA-ENVELOPE 1 659\n"
+    b'{"body":"","bounce_delay":0,"bounce_type":"","ctime":1700000000,"dest":["bob",'
+    b'"example.org"],"dispatcher":"relay","dsn_envid":"","dsn_notify":[],'
+    b'"dsn_orcpt":"","dsn_ret":"","errorline":"421 4.4.2 mx.example.org: timeout",'
+    b'"esc_class":4,"esc_code":42,"flags":[],"helo":"client.example.com",'
+    b'"hostname":"client.example.com","id":1311768467463790320,"kind":"mta",'
+    b'"last_bounce":0,"last_try":1700000600,"mda_exec":"","mda_subaddress":"",'
+    b'"mda_user":"","msgid":305419896,"node":"user","rcpt":["bob","example.org"],'
+    b'"retry":2,"sender":["alice","example.com"],"smtpname":"mx.example.net",'
+    b'"smtputf8":false,"sockaddr":"192.0.2.7","tag":"","ttl":0,"username":"",'
+    b'"version":1}\n'
+    b"END 6aa1da9c4c5a38b03faaba8170e29442815f56a92b40f531886a3f65c76651c5\n"
+)
+
+
+def test_a_version_1_file_is_read() -> None:
+    envelope = decode_envelope(VERSION_1_FILE)
+    assert envelope == attrs.evolve(
+        ENVELOPE,
+        retry=2,
+        last_try=1_700_000_600,
+        errorline="421 4.4.2 mx.example.org: timeout",
+        esc=StatusCode(4, 4, 2),
+    )
+    again = encode_envelope(envelope)  # written back (updated) in the current format
+    assert again.startswith(b"MTA-ENVELOPE 2 ") and b'"esc":"4.4.2"' in again
+    assert decode_envelope(again) == envelope
+
+
+@pytest.mark.parametrize(
+    ("esc_class", "esc_code", "esc"),
+    [
+        (0, 0, None),  # never failed
+        (4, 30, StatusCode(4, 3, 0)),
+        (5, 11, StatusCode(5, 1, 1)),
+        (4, 7, StatusCode(4, 0, 7)),
+        (2, 0, StatusCode(2, 0, 0)),
+        (4, 100, StatusCode(4, 0, 0)),  # out of range: no code, the class kept
+        (4, -1, StatusCode(4, 0, 0)),
+        (0, 42, None),
+        (7, 11, None),
+        (None, None, None),  # fields absent: the defaults
+    ],
+)
+def test_version_1_status_fields(
+    esc_class: int | None, esc_code: int | None, esc: StatusCode | None
+) -> None:
+    doc = document()
+    del doc["esc"]
+    if esc_class is not None:
+        doc["esc_class"], doc["esc_code"] = esc_class, esc_code
+    doc["version"] = 1
+    assert decode_envelope(frame(doc, version=1)) == attrs.evolve(ENVELOPE, esc=esc)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("esc_class", "4"), ("esc_code", 4.2), ("esc_class", True)]
+)
+def test_version_1_bad_status_fields_are_rejected(field: str, value: Any) -> None:
+    doc = document()
+    del doc["esc"]
+    doc.update(esc_class=4, esc_code=42, version=1)
+    doc[field] = value
+    with pytest.raises(CorruptEnvelope, match=field):
+        decode_envelope(frame(doc, version=1))
+
+
+def test_version_1_has_no_esc_field() -> None:
+    doc = document()
+    doc.update(esc="4.4.2", version=1)
+    with pytest.raises(CorruptEnvelope, match="unknown fields"):
+        decode_envelope(frame(doc, version=1))
