@@ -9,25 +9,20 @@ from mta.control.queueview import RunState, envelope_dump, queue_line
 from mta.envelope import Address, DsnNotify, Envelope, EnvelopeFlag, EnvelopeKind
 from mta.errors import ControlError
 from mta.status import StatusCode
+from tests.envelopes import make_envelope
 
 
 def envelope(**changes: object) -> Envelope:
-    fields: dict[str, object] = {
+    """A queued local delivery from alice@example.org, its ids assigned."""
+    overrides = {
         "msgid": 0x12345678,
         "id": 0x12345678ABCDEF01,
         "kind": EnvelopeKind.MDA,
-        "dispatcher": "local",
-        "smtpname": "mx.example.org",
-        "helo": "client",
-        "hostname": "<unknown>",
+        "sender": Address.parse("alice@example.org"),
         "sockaddr": "127.0.0.1",
-        "sender": Address("alice", "example.org"),
-        "rcpt": Address("bob", "example.org"),
-        "dest": Address("bob", "example.org"),
         "ctime": 1000,
     }
-    fields.update(changes)
-    return Envelope(**fields)  # type: ignore[arg-type]
+    return make_envelope("bob@example.org", **{**overrides, **changes})
 
 
 def test_a_pending_envelope() -> None:

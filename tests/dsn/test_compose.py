@@ -44,6 +44,7 @@ from mta.envelope import (
 )
 from mta.smtp.params import decode_xtext, encode_xtext
 from mta.status import StatusCode
+from tests.envelopes import make_envelope
 
 SENDER = Address("alice", "example.com")
 BOB = Address("bob", "example.net")
@@ -112,22 +113,15 @@ def lines(data: bytes) -> list[bytes]:
     return data[:-2].split(b"\r\n")
 
 
-def envelope(**kw: Any) -> Envelope:
-    values: dict[str, Any] = {
+def envelope(**changes: object) -> Envelope:
+    """An envelope of message 12345678 from SENDER to BOB, as mx.example.org took it."""
+    overrides = {
         "msgid": 0x12345678,
-        "kind": EnvelopeKind.MTA,
-        "dispatcher": "relay",
         "smtpname": "mx.example.org",
-        "helo": "client.example.com",
-        "hostname": "client.example.com",
-        "sockaddr": "192.0.2.1",
         "sender": SENDER,
-        "rcpt": BOB,
-        "dest": BOB,
         "ctime": ARRIVAL,
     }
-    values.update(kw)
-    return Envelope(**values)
+    return make_envelope(str(BOB), **{**overrides, **changes})
 
 
 # --------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from mta.rules.tableset import TableSet
 from mta.scheduler.runner import Notice
 from mta.spool.spool import Spool
 from mta.status import StatusCode
+from tests.envelopes import make_envelope
 
 CONFIG = """
 table users { alice = "1000:1000:/home/alice" }
@@ -36,23 +37,9 @@ async def setup(tmp_path: pathlib.Path) -> tuple[Spool, SpoolNotifier, list[Enve
     )
     txn = await spool.begin()
     (await txn.open_message()).write(ORIGINAL)
-    [envelope] = await txn.commit(
-        [
-            Envelope(
-                msgid=0,
-                kind=EnvelopeKind.MTA,
-                dispatcher="out",
-                smtpname="mx.example.net",
-                helo="h",
-                hostname="h",
-                sockaddr="local",
-                sender=Address("alice", "localhost"),
-                rcpt=Address("bob", "example.org"),
-                dest=Address("bob", "example.org"),
-                ctime=int(1e9) - 60,
-            )
-        ]
-    )
+    sender = Address("alice", "localhost")
+    sent = make_envelope("bob@example.org", dispatcher="out", sender=sender, ctime=int(1e9) - 60)
+    [envelope] = await txn.commit([sent])
     return spool, notifier, committed, envelope
 
 

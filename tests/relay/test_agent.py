@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from mta.delivery.result import Outcome, Result
-from mta.envelope import Address, DsnNotify, Envelope, EnvelopeKind
+from mta.envelope import Address, DsnNotify, Envelope
 from mta.errors import RoutePermanentFailure, RouteTemporaryFailure
 from mta.relay.agent import Connect, RelayAgent, RunSession
 from mta.relay.backoff import RouteBackoff
@@ -31,9 +31,11 @@ from mta.relay.session import (
 from mta.relay.timeouts import ClientTimeouts
 from mta.relay.tlsclient import ClientTls
 from mta.status import StatusCode
+from tests.envelopes import make_envelope
 from tests.rules.helpers import load, open_tables
 
 CONTENT = b"Subject: hi\n\nHello.\n"
+ALICE = Address.parse("alice@example.org")
 MX = Route(
     "example.net",
     RouteKind.MX,
@@ -136,22 +138,9 @@ def refused_early(address: str, client: Client) -> SessionOutcome:
 def envelope(
     dest: str = "bob@example.net", evpid: int = 0x700000001, **changes: object
 ) -> Envelope:
-    values: dict[str, object] = {
-        "msgid": 7,
-        "id": evpid,
-        "kind": EnvelopeKind.MTA,
-        "dispatcher": "out",
-        "smtpname": "mx.example.org",
-        "helo": "client",
-        "hostname": "client",
-        "sockaddr": "local",
-        "sender": Address.parse("alice@example.org"),
-        "rcpt": Address.parse(dest),
-        "dest": Address.parse(dest),
-        "ctime": 0,
-    }
-    values.update(changes)
-    return Envelope(**values)  # type: ignore[arg-type]
+    """An envelope of message 7 from alice@example.org for the ``out`` relay action."""
+    overrides = {"msgid": 7, "id": evpid, "dispatcher": "out", "sender": ALICE}
+    return make_envelope(dest, **{**overrides, **changes})
 
 
 def agent(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from mta.envelope import Address, Body, DsnNotify, DsnRet, Envelope, EnvelopeKind
+from mta.envelope import Body, DsnNotify, DsnRet
 from mta.errors import TemporaryFailure
 from mta.relay.client import ClientConfig, TlsPolicy
 from mta.relay.plan import (
@@ -21,6 +21,7 @@ from mta.relay.tlsclient import ClientTls
 from mta.relay.transaction import Recipient
 from mta.status import StatusCode
 from mta.tables.relayhost import parse_relay_url
+from tests.envelopes import make_envelope
 
 
 @pytest.mark.parametrize(
@@ -64,34 +65,16 @@ def test_rewrite_sender(sender: str, mail_from: str | None, expected: str) -> No
     assert rewrite_sender(sender, mail_from) == expected
 
 
-def _envelope(dest: str, **changes: object) -> Envelope:
-    values: dict[str, object] = {
-        "msgid": 1,
-        "kind": EnvelopeKind.MTA,
-        "dispatcher": "out",
-        "smtpname": "mx.example.org",
-        "helo": "client",
-        "hostname": "client",
-        "sockaddr": "local",
-        "sender": Address.parse("alice@example.org"),
-        "rcpt": Address.parse(dest),
-        "dest": Address.parse(dest),
-        "ctime": 0,
-    }
-    values.update(changes)
-    return Envelope(**values)  # type: ignore[arg-type]
-
-
 def test_transaction_for_a_group() -> None:
     envelopes = [
-        _envelope(
+        make_envelope(
             "bob@example.net",
             dsn_notify=DsnNotify.SUCCESS,
             dsn_orcpt="rfc822;bob@example.net",
             dsn_ret=DsnRet.HDRS,
             dsn_envid="E1",
         ),
-        _envelope("carol@example.net", body=Body.EIGHTBITMIME),
+        make_envelope("carol@example.net", body=Body.EIGHTBITMIME),
     ]
     tx = transaction_for(envelopes, "srs@example.org")
     assert tx.sender == "srs@example.org"

@@ -17,11 +17,12 @@ import trio.testing
 from mta.config.load import load_text
 from mta.config.model import Config
 from mta.delivery.result import ESC_DELIVERY_TIME_EXPIRED, Outcome, Relayed, Result
-from mta.envelope import Address, DsnNotify, Envelope, EnvelopeKind
+from mta.envelope import DsnNotify, Envelope, EnvelopeKind
 from mta.errors import SpoolError, SpoolNotFound
 from mta.scheduler.runner import Notice, QueueRunner, duration_text, envelope_ttl
 from mta.spool.spool import Spool
 from mta.status import StatusCode
+from tests.envelopes import make_envelope
 
 T0 = 1_800_000_000
 DAY = 86400
@@ -145,19 +146,8 @@ async def queue(
     txn = await spool.begin()
     (await txn.open_message()).write(b"Subject: hi\r\n\r\nhello\r\n")
     envelopes = [
-        Envelope(
-            msgid=0,
-            kind=kind,
-            dispatcher=action,
-            smtpname="mx.example.net",
-            helo="client",
-            hostname="client",
-            sockaddr="192.0.2.1",
-            sender=Address("alice", "example.com"),
-            rcpt=Address(f"user{n}", "example.org"),
-            dest=Address(f"user{n}", "example.org"),
-            ctime=int(clock()),
-            **changes,  # type: ignore[arg-type]
+        make_envelope(
+            f"user{n}@example.org", kind=kind, dispatcher=action, ctime=int(clock()), **changes
         )
         for n in range(rcpts)
     ]
@@ -186,21 +176,7 @@ def test_durations_as_opensmtpd_writes_them() -> None:
 
 def test_ttl_comes_from_the_envelope_the_action_or_the_queue() -> None:
     cfg = config()
-    base = attrs.evolve(
-        Envelope(
-            msgid=1,
-            kind=EnvelopeKind.MDA,
-            dispatcher="local",
-            smtpname="x",
-            helo="x",
-            hostname="x",
-            sockaddr="x",
-            sender=Address("a", "b"),
-            rcpt=Address("a", "b"),
-            dest=Address("a", "b"),
-            ctime=0,
-        )
-    )
+    base = make_envelope(msgid=1, kind=EnvelopeKind.MDA, dispatcher="local")
     assert envelope_ttl(cfg, base) == 2 * DAY
     assert envelope_ttl(cfg, attrs.evolve(base, dispatcher="short")) == 3600
     assert envelope_ttl(cfg, attrs.evolve(base, ttl=5)) == 5

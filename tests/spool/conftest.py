@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pathlib
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import pytest
 
-from mta.envelope import Address, Envelope, EnvelopeKind
+from mta.envelope import Envelope
 from mta.spool.codec import encode_envelope
 from mta.spool.msgfile import Tail, encode_tail, read_tail
 from mta.spool.paths import SpoolPaths, bucket_of
 from mta.spool.seal import StreamEncoder, seal_buffer
+from tests.envelopes import make_envelope
 
 KEY = bytes(range(32))
 
@@ -25,25 +25,6 @@ every_setting = pytest.mark.parametrize(("compression", "key"), SETTINGS, ids=SE
 every_checked_setting = pytest.mark.parametrize(
     ("compression", "key"), SETTINGS[1:], ids=SETTING_IDS[1:]
 )
-
-
-def make_envelope(rcpt: str = "bob@example.org", **changes: Any) -> Envelope:
-    """An unassigned envelope (ids 0) as the SMTP server would hand it over."""
-    values: dict[str, Any] = {
-        "msgid": 0,
-        "kind": EnvelopeKind.MTA,
-        "dispatcher": "relay",
-        "smtpname": "mx.example.net",
-        "helo": "client.example.com",
-        "hostname": "client.example.com",
-        "sockaddr": "192.0.2.7",
-        "sender": Address("alice", "example.com"),
-        "rcpt": Address.parse(rcpt),
-        "dest": Address.parse(rcpt),
-        "ctime": 1_700_000_000,
-    }
-    values.update(changes)
-    return Envelope(**values)
 
 
 def assigned(msgid: int, count: int = 2, first_low: int = 1) -> list[Envelope]:

@@ -16,8 +16,8 @@ from mta.envelope import Address, DsnNotify, Envelope, EnvelopeFlag
 from mta.errors import CorruptEnvelope
 from mta.spool.codec import FORMAT_VERSION, decode_envelope, encode_envelope
 from mta.status import StatusCode
+from tests.envelopes import make_envelope
 
-from .conftest import make_envelope
 from .strategies import envelopes
 
 ENVELOPE = make_envelope(msgid=0x12345678, id=0x12345678_9ABCDEF0)

@@ -19,12 +19,12 @@ from mta.spool import Spool, Transaction, commit
 from mta.spool.commit import CommitJob
 from mta.spool.paths import SpoolPaths, bucket_of
 from mta.spool.writer import FLUSH_AT
+from tests.envelopes import make_envelope
 
 from .conftest import (
     Draws,
     bucket_path,
     files_under,
-    make_envelope,
     message_path,
     read_message,
 )

@@ -15,6 +15,7 @@ import pytest
 from mta.envelope import Envelope
 from mta.spool import Quarantined, Spool
 from mta.spool.paths import bucket_of
+from tests.envelopes import make_envelope
 
 from .conftest import (
     KEY,
@@ -24,7 +25,6 @@ from .conftest import (
     envelope_path,
     every_setting,
     files_under,
-    make_envelope,
     message_path,
     read_message,
     rewrite_message,

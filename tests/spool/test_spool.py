@@ -15,13 +15,13 @@ from mta.spool.codec import decode_envelope
 from mta.spool.paths import bucket_of
 from mta.spool.spool import _MSGID_TRIES, BUCKET_RUN
 from mta.spool.writer import FLUSH_AT
+from tests.envelopes import make_envelope
 
 from .conftest import (
     Draws,
     bucket_path,
     every_setting,
     files_under,
-    make_envelope,
     message_path,
     read_message,
 )

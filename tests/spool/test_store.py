@@ -17,6 +17,7 @@ from mta.errors import CorruptEnvelope, CorruptMessage, SpoolNotFound
 from mta.spool import Spool, store
 from mta.spool.msgfile import encode_tail
 from mta.spool.paths import SpoolPaths
+from tests.envelopes import make_envelope
 
 from .conftest import (
     KEY,
@@ -26,7 +27,6 @@ from .conftest import (
     every_checked_setting,
     every_setting,
     files_under,
-    make_envelope,
     message_path,
     read_message,
     rewrite_message,

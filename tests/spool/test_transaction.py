@@ -15,12 +15,12 @@ from mta.errors import SpoolError, SpoolFull
 from mta.spool import Spool, Transaction, msgfile, transaction
 from mta.spool.paths import bucket_of
 from mta.spool.writer import FLUSH_AT
+from tests.envelopes import make_envelope
 
 from .conftest import (
     Draws,
     bucket_path,
     files_under,
-    make_envelope,
     message_path,
     read_message,
 )
