@@ -36,10 +36,11 @@ where it went, and whether a "relayed" success notice is ours to send):
    Legacy ``secure://`` tries all this with SMTPS, then with STARTTLS
    (:func:`~mta.relay.plan.tls_attempts`).
 5. Connection reuse (:mod:`mta.relay.pool`), while :meth:`RelayAgent.run`
-   runs: a session that finished its message waits ``session-keepalive``
-   seconds for the next message of the same plan, up to ``session-mail-max``
-   messages (``mta limit``, per domain or global); a message for a plan with
-   a waiting session goes there first, skipping the route.
+   runs: a session that finished its message waits
+   ``session-transaction-delay`` (0), then ``session-keepalive`` seconds for
+   the next message of the same plan, up to ``session-mail-max`` messages
+   (``mta limit``, per domain or global); a message for a plan with a
+   waiting session goes there first, skipping the route.
 6. ``mta limit max-conn-per-*`` and ``conn-delay-*`` (:mod:`mta.relay.limits`):
    a new connection waits for a free slot per host, route, source, relay and
    domain, and for the delays since the last one; a message waiting so goes
@@ -683,6 +684,7 @@ class RelayAgent:
             via=_via(address, hop),
             keepalive=limit_for(limits, plan.domain, "session-keepalive"),
             mail_max=limit_for(limits, plan.domain, "session-mail-max"),
+            transaction_delay=limit_for(limits, plan.domain, "session-transaction-delay"),
             on_idle=lambda connection, waiting: self._on_idle(pool, connection, waiting),
         )
         if self._nursery is None:

@@ -8,12 +8,14 @@ relay agent: one session (:func:`~mta.relay.session.run_session` with a
 plan.  Each message it carries is a :class:`Work`: the transaction, where its
 content comes from, and, once :attr:`Work.done` is set, its results.
 
-When the session has sent everything, :meth:`Connection.more` waits up to
-``keepalive`` seconds for :meth:`Connection.give` to hand it the next
-message; the agent learns which connections wait through ``on_idle``.  When
-the session ends, :meth:`Connection.ended` settles every message it had not
-finished with the session's failure (or "Relay attempt interrupted" when the
-session task itself was cancelled).
+When the session has sent everything, :meth:`Connection.more` waits
+``transaction_delay`` seconds (``session-transaction-delay``, 0 by default:
+the session takes no message meanwhile), then up to ``keepalive`` seconds
+for :meth:`Connection.give` to hand it the next message; the agent learns
+which connections wait through ``on_idle``.  When the session ends,
+:meth:`Connection.ended` settles every message it had not finished with the
+session's failure (or "Relay attempt interrupted" when the session task
+itself was cancelled).
 """
 
 from __future__ import annotations
@@ -67,11 +69,13 @@ class Connection:
         via: str,
         keepalive: float,
         mail_max: int,
+        transaction_delay: float = 0,
         on_idle: Callable[[Connection, bool], None] = lambda connection, waiting: None,
     ) -> None:
         self.via = via
         self.keepalive = keepalive
         self.mail_max = mail_max
+        self.transaction_delay = transaction_delay
         self.on_idle = on_idle
         self.works = [first]
         self.closed = False
@@ -108,6 +112,11 @@ class Connection:
         seconds; none (the session QUITs) after ``mail_max`` messages."""
         if len(self.works) >= self.mail_max or self.keepalive <= 0:
             return ()
+        if self.transaction_delay > 0:
+            with trio.move_on_after(self.transaction_delay):
+                await self._wake.wait()  # stop() cuts it short
+            if self.keepalive <= 0:
+                return ()
         self._waiting = True
         self.on_idle(self, True)
         try:

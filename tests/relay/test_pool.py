@@ -63,3 +63,45 @@ async def test_keepalive_expires_and_stop_ends_the_wait_at_once(
         assert await conn.more() == ()
     assert trio.current_time() - start < 1  # stopped: no keep-alive wait
     assert await conn.more() == () and not conn.give(work("c@x"))
+
+
+async def test_the_transaction_delay_comes_before_the_session_takes_more(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    idle: list[float] = []
+    conn = Connection(
+        work("b@x"),
+        via="127.0.0.1",
+        keepalive=10,
+        mail_max=100,
+        transaction_delay=3,
+        on_idle=lambda c, w: idle.append(trio.current_time()) if w else None,
+    )
+    start = trio.current_time()
+    got: list[object] = []
+
+    async def session() -> None:
+        got.append(await conn.more())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session)
+        await trio.sleep(1)
+        assert not conn.give(work("c@x"))  # still in the delay: not taken
+        await trio.sleep(2.5)
+        assert conn.give(work("d@x"))
+    assert [at - start for at in idle] == [3]
+    assert got == [(conn.works[1].transaction,)]
+
+
+async def test_stop_during_the_transaction_delay(autojump_clock: trio.testing.MockClock) -> None:
+    conn = Connection(work("b@x"), via="127.0.0.1", keepalive=10, mail_max=100, transaction_delay=5)
+
+    async def stopper() -> None:
+        await trio.sleep(1)
+        conn.stop()
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stopper)
+        assert await conn.more() == ()
+    assert trio.current_time() - start == 1
