@@ -191,6 +191,12 @@ class _Reach:
     failures: dict[str, Result]
 
 
+def _server_name(address: str, hop: Hop) -> str:
+    """The name the session checks the certificate against (and sends as
+    SNI): the host's name, the address itself for an address literal."""
+    return address if parse_literal(hop.host) is not None else hop.host
+
+
 def _via(address: str, hop: Hop) -> str:
     """The ``relay=`` of the log line: ``"192.0.2.1 (mx.example.net)"``."""
     return f"{address} ({hop.host})"
@@ -542,11 +548,10 @@ class RelayAgent:
                 candidates.append(address)
             else:
                 tried.result, tried.via = held, Relayed(relay=_via(address, hop))
-        server_name = hop.host if parse_literal(hop.host) is None else ""
         while candidates:
             await message.open()
             work = Work(attrs.evolve(transaction, size=message.size), message.content)
-            reach = await self._connect(plan, hop, candidates, server_name, work, tried.relay)
+            reach = await self._connect(plan, hop, candidates, work, tried.relay)
             if reach is None:  # a session of the plan was free first
                 handed = await self._hand_over(plan, transaction, message)
                 if handed is not None:
@@ -604,7 +609,6 @@ class RelayAgent:
         plan: Plan,
         hop: Hop,
         candidates: Sequence[str],
-        server_name: str,
         work: Work,
         relay: RelayKey,
     ) -> _Reach | None:
@@ -673,11 +677,13 @@ class RelayAgent:
         failures: dict[str, Result] = {}
         for address, exc in race.failures.items():
             client = Client(plan.client, [work.transaction])
-            failed = connect_failed(client, address, plan.port, server_name, error_text(exc))
+            name = _server_name(address, hop)
+            failed = connect_failed(client, address, plan.port, name, error_text(exc))
             failures[address] = failed.result
         if race.winner is None:
             return _Reach(None, failures)
         address, slot = race.winner
+        server_name = _server_name(address, hop)
         limits = self.config.mta_limits
         connection = Connection(
             work,

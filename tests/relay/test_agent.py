@@ -293,6 +293,7 @@ async def test_legacy_secure_tries_smtps_then_starttls() -> None:
     assert result.outcome is Outcome.OK
     assert [(c.port, c.client.config.tls) for c in sessions.calls] == [(25, TlsPolicy.REQUIRED)]
     assert sessions.calls[0].client.config.credentials == Credentials("u", "p")
+    assert sessions.calls[0].server_name == "192.0.2.9"  # a literal: the certificate's IP
 
 
 async def test_legacy_secure_with_a_port_uses_it_for_both() -> None:
