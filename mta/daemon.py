@@ -281,7 +281,9 @@ async def _serve_sessions(
             for endpoint in endpoints:
                 nursery.start_soon(_accept_loop, services, endpoint, gate, sessions)
                 log.info("smtp: listening on %s", _describe(endpoint.listener, endpoint.bound))
-            nursery.start_soon(_signals, nursery.cancel_scope)
+            # the handlers are in place before "ready": a SIGTERM right after
+            # it must not find the default action (death, sockets left behind)
+            await nursery.start(_signals, nursery.cancel_scope)
             nursery.start_soon(
                 run_offline_scan, options.spool, os.path.join(options.spool, ENQUEUE_SOCKET)
             )
@@ -296,8 +298,11 @@ async def _serve_sessions(
         sessions.cancel_scope.cancel()
 
 
-async def _signals(scope: trio.CancelScope) -> None:
+async def _signals(
+    scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
         async for signum in signals:
             log.info("mta: received %s, shutting down", signal.Signals(signum).name)
             scope.cancel()
