@@ -153,8 +153,8 @@ async def greet(peer: Peer, extensions: Sequence[bytes] = EHLO_REPLY) -> bytes:
     return line
 
 
-async def receive_message(peer: Peer, rcpt_replies: Sequence[bytes] = (b"250 ok",)) -> bytes:
-    """MAIL, one RCPT per reply in ``rcpt_replies``, DATA, the content, 250, QUIT."""
+async def receive_transaction(peer: Peer, rcpt_replies: Sequence[bytes] = (b"250 ok",)) -> bytes:
+    """MAIL, one RCPT per reply in ``rcpt_replies``, DATA, the content, 250."""
     await peer.expect(b"MAIL FROM:")
     await peer.send(b"250 2.1.0 ok\r\n")
     for reply in rcpt_replies:
@@ -164,6 +164,12 @@ async def receive_message(peer: Peer, rcpt_replies: Sequence[bytes] = (b"250 ok"
     await peer.send(b"354 go ahead\r\n")
     content = await peer.data()
     await peer.send(b"250 2.0.0 queued as 1234\r\n")
+    return content
+
+
+async def receive_message(peer: Peer, rcpt_replies: Sequence[bytes] = (b"250 ok",)) -> bytes:
+    """One transaction (:func:`receive_transaction`), then QUIT."""
+    content = await receive_transaction(peer, rcpt_replies)
     await peer.expect(b"QUIT")
     await peer.send(b"221 2.0.0 bye\r\n")
     return content

@@ -27,7 +27,14 @@ from mta.relay.timeouts import ClientTimeouts
 from mta.relay.tlsclient import ClientTls
 from mta.relay.transaction import Recipient, Transaction
 from tests.e2e.certs import Certs, make_certs
-from tests.relay.fakeserver import Peer, Script, fake_server, greet, receive_message
+from tests.relay.fakeserver import (
+    Peer,
+    Script,
+    fake_server,
+    greet,
+    receive_message,
+    receive_transaction,
+)
 
 HELO = "relay.example.org"
 FAST = ClientTimeouts().scaled(0.002)  # 0.6 s for commands, 0.24 s for DATA, ...
@@ -122,22 +129,17 @@ async def test_plain_pipelined_session(caplog: pytest.LogCaptureFixture) -> None
     ]
 
 
-async def test_two_messages_on_one_connection() -> None:
-    async def script(peer: Peer) -> None:
-        await greet(peer, [])  # no PIPELINING: one command at a time
-        for _ in range(2):
-            await peer.expect(b"MAIL FROM:")
-            await peer.send(b"250 ok\r\n")
-            await peer.expect(b"RCPT TO:")
-            await peer.send(b"250 ok\r\n")
-            await peer.expect(b"DATA")
-            await peer.send(b"354 go\r\n")
-            await peer.data()
-            await peer.send(b"250 queued\r\n")
-        await peer.expect(b"QUIT")
-        await peer.send(b"221 bye\r\n")
+async def two_messages(peer: Peer) -> None:
+    """Two transactions, one command at a time (no PIPELINING), then QUIT."""
+    await greet(peer, [])
+    for _ in range(2):
+        await receive_transaction(peer)
+    await peer.expect(b"QUIT")
+    await peer.send(b"221 bye\r\n")
 
-    async with fake_server(script) as server:
+
+async def test_two_messages_on_one_connection() -> None:
+    async with fake_server(two_messages) as server:
         the_client = client(transaction(), transaction("dave@example.net"))
         outcome = await session(server.port, the_client, content=content(b"one", b"two\r\n"))
     assert not server.errors
@@ -147,20 +149,6 @@ async def test_two_messages_on_one_connection() -> None:
 
 
 async def test_a_kept_alive_session_takes_the_next_message_when_idle() -> None:
-    async def script(peer: Peer) -> None:
-        await greet(peer, [])
-        for _ in range(2):
-            await peer.expect(b"MAIL FROM:")
-            await peer.send(b"250 ok\r\n")
-            await peer.expect(b"RCPT TO:")
-            await peer.send(b"250 ok\r\n")
-            await peer.expect(b"DATA")
-            await peer.send(b"354 go\r\n")
-            await peer.data()
-            await peer.send(b"250 queued\r\n")
-        await peer.expect(b"QUIT")
-        await peer.send(b"221 bye\r\n")
-
     done: list[tuple[int, list[Outcome], str]] = []
     asked = 0
 
@@ -173,7 +161,7 @@ async def test_a_kept_alive_session_takes_the_next_message_when_idle() -> None:
     def on_done(tx: int, results: Mapping[int, RecipientResult], local: str) -> None:
         done.append((tx, [results[r].result.outcome for r in sorted(results)], local))
 
-    async with fake_server(script) as server:
+    async with fake_server(two_messages) as server:
         the_client = Client(ClientConfig(HELO, tls=TlsPolicy.NONE), [transaction()], keepalive=True)
         outcome = await session(
             server.port,
