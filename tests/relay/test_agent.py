@@ -70,11 +70,15 @@ OutcomeOf = Callable[[str, Client], SessionOutcome]
 
 
 class Sessions:
-    """Records each session and answers with ``outcome(address, client)``."""
+    """Records each session and answers with ``outcome(address, client)``,
+    ``hold`` seconds after it read the content; ``peak``: the most sessions
+    running at once."""
 
-    def __init__(self, outcome: OutcomeOf) -> None:
+    def __init__(self, outcome: OutcomeOf, *, hold: float = 0) -> None:
         self.outcome = outcome
+        self.hold = hold
         self.calls: list[Call] = []
+        self.running = self.peak = 0
 
     async def __call__(
         self,
@@ -91,9 +95,15 @@ class Sessions:
         reuse: Reuse | None = None,
     ) -> SessionOutcome:
         assert stream is not None  # the agent connects
-        data = b"".join([chunk async for chunk in content(0)])
-        self.calls.append(Call(address, port, client, server_name, source, data))
-        return self.outcome(address, client)
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            data = b"".join([chunk async for chunk in content(0)])
+            self.calls.append(Call(address, port, client, server_name, source, data))
+            await trio.sleep(self.hold)
+            return self.outcome(address, client)
+        finally:
+            self.running -= 1
 
 
 class Network:
@@ -670,29 +680,8 @@ async def test_messages_waiting_for_a_connection_slot_take_a_free_session() -> N
 
 
 async def test_max_conn_per_host_is_not_exceeded() -> None:
-    running = peak = 0
-
-    async def slow(
-        address: str,
-        port: int,
-        *,
-        client: Client,
-        server_name: str,
-        content: ContentSource,
-        timeouts: ClientTimeouts,
-        tls: ClientTls | None = None,
-        source: str | None = None,
-        stream: trio.abc.Stream | None = None,
-        reuse: Reuse | None = None,
-    ) -> SessionOutcome:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        await trio.sleep(0.02)
-        running -= 1
-        return accepted(address, client)
-
-    a = agent("mta limit max-conn-per-host 2\n" + SMARTHOST, slow)
+    sessions = Sessions(accepted, hold=0.02)
+    a = agent("mta limit max-conn-per-host 2\n" + SMARTHOST, sessions)
 
     async def one(msgid: int) -> None:
         assert (await a(envelope(evpid=msgid << 32 | 1, msgid=msgid))).outcome is Outcome.OK
@@ -700,7 +689,7 @@ async def test_max_conn_per_host_is_not_exceeded() -> None:
     async with trio.open_nursery() as nursery:
         for msgid in (7, 8, 9):
             nursery.start_soon(one, msgid)
-    assert peak == 2
+    assert sessions.peak == 2
     assert len(a.limits) == 0
 
 
