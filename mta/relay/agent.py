@@ -627,20 +627,10 @@ class RelayAgent:
 
         async def attempt(address: str) -> _Slot:
             borrower = object()
-            keys = self.limits.keys(
-                address=address, source=plan.source, relay=pool, domain=plan.domain
-            )
-            delays = self.limits.delays(
-                address=address, source=plan.source, relay=pool, domain=plan.domain
-            )
             with self.inventory.waiting(relay, Wait.LIMITS):
-                await self.limits.acquire(borrower, keys)
-                try:
-                    await self.limits.pace(delays)
-                except BaseException:
-                    self.limits.release(borrower, [key for key, _ in keys])
-                    raise
-            held = [key for key, _ in keys]
+                held = await self.limits.take(
+                    borrower, address=address, source=plan.source, relay=pool, domain=plan.domain
+                )
             self.inventory.connecting(relay, address, hop.host)
             try:
                 with trio.move_on_after(self.timeouts.seconds(Step.GREETING)) as scope:

@@ -45,6 +45,20 @@ PACE_KEYS_MAX = 10000  # start times kept before the stale ones are dropped
 Key = tuple[object, ...]
 
 
+def _keys(address: str, source: str | None, relay: object, domain: str) -> dict[str, Key]:
+    """The keys of a session to ``address``, by kind: the remote host, the
+    route (our source and that host), our source, the connector and the relay
+    (both the plan: its source is fixed) and the destination domain."""
+    return {
+        "host": ("host", address),
+        "route": ("route", source, address),
+        "source": ("source", source),
+        "connector": ("connector", relay),
+        "relay": ("relay", relay),
+        "domain": ("domain", domain.rstrip(".").lower()),
+    }
+
+
 def limit_for(limits: Mapping[str, MtaLimits], domain: str, key: str) -> int:
     """``mta limit`` ``key`` for ``domain``: its ``for domain`` entry's when it
     sets it, else the global one's, else OpenSMTPD's default."""
@@ -72,18 +86,17 @@ class ConnectionLimits:
     def keys(
         self, *, address: str, source: str | None, relay: object, domain: str
     ) -> list[tuple[Key, int]]:
-        """The keys a session to ``address`` counts against, with their limits."""
+        """The keys a session to ``address`` counts against, with their limits
+        (``max-conn-per-connector`` caps the relay's: its source is fixed)."""
+        key = _keys(address, source, relay, domain)
 
-        def limit(name: str) -> int:
-            return limit_for(self.limits, domain, name)
+        def limit(kind: str) -> int:
+            return limit_for(self.limits, domain, f"max-conn-per-{kind}")
 
-        relay_max = min(limit("max-conn-per-relay"), limit("max-conn-per-connector"))
+        relay_max = min(limit("relay"), limit("connector"))
         return [
-            (("host", address), limit("max-conn-per-host")),
-            (("route", source, address), limit("max-conn-per-route")),
-            (("source", source), limit("max-conn-per-source")),
-            (("relay", relay), relay_max),
-            (("domain", domain.rstrip(".").lower()), limit("max-conn-per-domain")),
+            (key[kind], relay_max if kind == "relay" else limit(kind))
+            for kind in ("host", "route", "source", "relay", "domain")
         ]
 
     def delays(
@@ -91,19 +104,29 @@ class ConnectionLimits:
     ) -> list[tuple[Key, float]]:
         """The keys a session to ``address`` is paced by, with their
         ``conn-delay-*`` (only those above 0)."""
-
-        def delay(name: str) -> int:
-            return limit_for(self.limits, domain, name)
-
-        pairs: list[tuple[Key, float]] = [
-            (("host", address), delay("conn-delay-host")),
-            (("route", source, address), delay("conn-delay-route")),
-            (("source", source), delay("conn-delay-source")),
-            (("connector", relay), delay("conn-delay-connector")),
-            (("relay", relay), delay("conn-delay-relay")),
-            (("domain", domain.rstrip(".").lower()), delay("conn-delay-domain")),
+        key = _keys(address, source, relay, domain)
+        pairs = [
+            (key[kind], limit_for(self.limits, domain, f"conn-delay-{kind}"))
+            for kind in ("host", "route", "source", "connector", "relay", "domain")
         ]
-        return [(key, seconds) for key, seconds in pairs if seconds > 0]
+        return [(k, seconds) for k, seconds in pairs if seconds > 0]
+
+    async def take(
+        self, borrower: object, *, address: str, source: str | None, relay: object, domain: str
+    ) -> list[Key]:
+        """What a new session to ``address`` needs before it connects: a token
+        of each of its keys for ``borrower`` (:meth:`acquire`), then the
+        connection delays (:meth:`pace`); the keys held, to :meth:`release`
+        when the session is over.  None is kept when cancelled."""
+        keys = self.keys(address=address, source=source, relay=relay, domain=domain)
+        await self.acquire(borrower, keys)
+        held = [key for key, _ in keys]
+        try:
+            await self.pace(self.delays(address=address, source=source, relay=relay, domain=domain))
+        except BaseException:
+            self.release(borrower, held)
+            raise
+        return held
 
     async def pace(self, delays: list[tuple[Key, float]]) -> None:
         """Wait until each key's delay has passed since its last connection

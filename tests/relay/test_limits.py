@@ -127,3 +127,18 @@ async def test_a_delay_already_passed_costs_nothing(autojump_clock: trio.abc.Clo
     start = trio.current_time()
     await limits.pace(delays)
     assert trio.current_time() == start
+
+
+async def test_take_holds_the_tokens_and_gives_them_back_when_cancelled_while_paced(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    limits = ConnectionLimits(PACED)
+    first = object()
+    held = await limits.take(first, address="192.0.2.1", source=None, relay="p", domain="d.net")
+    keys = limits.keys(address="192.0.2.1", source=None, relay="p", domain="d.net")
+    assert held == [key for key, _ in keys]
+    with trio.move_on_after(1):  # the relay's 2 s have not passed
+        await limits.take(object(), address="192.0.2.1", source=None, relay="p", domain="d.net")
+        pytest.fail("the second session should have waited")
+    limits.release(first, held)
+    assert len(limits) == 0  # the cancelled one kept nothing
