@@ -20,6 +20,7 @@ __all__ = [
     "RELAY_TARGET",
     "DeliveryResult",
     "EndToEnd",
+    "Failures",
     "PeerResult",
     "Verdict",
     "delivery_verdict",
@@ -63,8 +64,21 @@ RELAY = EndToEnd(
 )
 
 
+class Failures:
+    """What a server's runs did not do: ``failures`` ("phase: reason")."""
+
+    failures: list[str]
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failures)
+
+    def fail(self, phase: str, reason: object) -> None:
+        self.failures.append(f"{phase}: {reason}")
+
+
 @dataclass
-class PeerResult:
+class PeerResult(Failures):
     """Everything measured for one server; ``failures`` says what did not run."""
 
     name: str
@@ -75,13 +89,6 @@ class PeerResult:
     idle_greeted: int = 0
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.failures)
-
-    def fail(self, phase: str, reason: object) -> None:
-        self.failures.append(f"{phase}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -245,7 +252,7 @@ def format_report(
 
 
 @dataclass
-class DeliveryResult:
+class DeliveryResult(Failures):
     """One server's end-to-end delivery runs, by concurrency; the fastest complete run counts."""
 
     name: str
@@ -255,13 +262,6 @@ class DeliveryResult:
     cpu_ms: dict[int, float] = field(default_factory=dict)  # that run: server CPU ms/message
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.failures)
-
-    def fail(self, phase: str, reason: object) -> None:
-        self.failures.append(f"{phase}: {reason}")
 
     def rate(self, sessions: int, messages: int) -> float | None:
         s = self.seconds.get(sessions)
