@@ -2,7 +2,8 @@
 
 Everything logs through the standard :mod:`logging` module under the ``mta``
 logger.  ``mta -d`` writes to stderr; the daemon writes to syslog (``mail``
-facility) when ``/dev/log`` exists.  :func:`quote` escapes values copied from
+facility) when a syslog daemon answers on ``/dev/log``, and otherwise to the
+stderr it was started with, each line time-stamped.  :func:`quote` escapes values copied from
 the network so that no client can forge a log line.
 """
 
@@ -11,11 +12,22 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import socket
 import sys
 
-__all__ = ["get_logger", "quote", "setup_logging", "visible"]
+__all__ = [
+    "NO_SYSLOG",
+    "SYSLOG_SOCKET",
+    "get_logger",
+    "quote",
+    "setup_logging",
+    "syslog_available",
+    "visible",
+]
 
 _ROOT = "mta"
+SYSLOG_SOCKET = "/dev/log"
+NO_SYSLOG = f"no syslog daemon listens on {SYSLOG_SOCKET}"
 
 
 def get_logger(name: str) -> logging.Logger:
@@ -56,8 +68,22 @@ class _Formatter(logging.Formatter):
         super().__init__("%(asctime)s %(message)s" if stamp else "%(message)s")
 
 
-def setup_logging(*, foreground: bool, verbose: int = 0) -> None:
-    """Route the ``mta`` loggers: stderr in the foreground, else syslog."""
+def syslog_available(path: str = SYSLOG_SOCKET) -> bool:
+    """True when a syslog daemon answers on ``path``."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def setup_logging(*, foreground: bool, verbose: int = 0, syslog: bool | None = None) -> None:
+    """Route the ``mta`` loggers: stderr in the foreground; else syslog when
+    ``syslog`` (default: when a syslog daemon answers), else stderr with a time
+    stamp on each line: no log line is ever dropped for want of syslog."""
     # No record needs its caller, thread or process name: skip gathering them
     # (the logging HOWTO's "Optimization" section).
     logging._srcfile = None
@@ -67,13 +93,15 @@ def setup_logging(*, foreground: bool, verbose: int = 0) -> None:
     root = logging.getLogger(_ROOT)
     for old in list(root.handlers):
         root.removeHandler(old)
+    if syslog is None:
+        syslog = not foreground and syslog_available()
     handler: logging.Handler
-    if foreground or not os.path.exists("/dev/log"):
+    if foreground or not syslog:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(_Formatter(stamp=not foreground))
     else:
         handler = logging.handlers.SysLogHandler(
-            "/dev/log", facility=logging.handlers.SysLogHandler.LOG_MAIL
+            SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_MAIL
         )
         handler.setFormatter(logging.Formatter(f"mta[{os.getpid()}]: %(message)s"))
     root.addHandler(handler)

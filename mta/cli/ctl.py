@@ -1,7 +1,7 @@
 """The ``mtactl`` command: smtpctl(8)'s verbs.
 
 ``makemap``, ``newaliases`` and ``encrypt`` work offline.  The other verbs
-(show, schedule, remove, discover, pause, resume, update, log, monitor) talk
+(show, schedule, remove, discover, pause, resume, update, log, monitor, reload) talk
 to the running daemon through ``SPOOL/mta.sock`` (:mod:`mta.control`); with
 the daemon down, ``show queue`` reads the spool itself, as smtpctl does.
 """
@@ -41,6 +41,7 @@ DAEMON_VERBS = {
     "log": ["brief", "verbose"],
     "monitor": None,
     "discover": None,
+    "reload": None,
 }
 
 

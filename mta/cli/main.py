@@ -5,12 +5,18 @@
 (``file:line: message``), exiting 0 or 1; with ``-v`` it also prints the
 configuration in canonical modern syntax, which migrates a legacy file.
 Without ``-n`` it runs the daemon (:mod:`mta.daemon`): in the foreground with
-logs on stderr under ``-d``, detached and logging to syslog otherwise.
+logs on stderr under ``-d``, detached otherwise, logging to syslog (the
+``mail`` facility) or, where no syslog daemon listens on ``/dev/log``, to the
+stderr it was started with (it says so once).  Configuration mistakes, an
+unusable spool and a listening port in use are reported on stderr, once,
+before anything is created on disk, and exit with status 1.  SIGHUP reloads
+the configuration file (with the same ``-D`` macros).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import os
 import sys
@@ -21,8 +27,9 @@ from mta.config.load import load_config
 from mta.config.model import Config
 from mta.config.render import render
 from mta.daemon import DaemonOptions, serve
+from mta.daemon.startup import bind_network, check_spool
 from mta.errors import ConfigErrors, MTAError
-from mta.log import get_logger, setup_logging
+from mta.log import NO_SYSLOG, get_logger, setup_logging, syslog_available
 from mta.server.listeners import raise_fd_limit
 from mta.server.timeouts import Timeouts
 
@@ -107,42 +114,57 @@ def _queue_key(config: Config) -> bytes | None:
     return data
 
 
-def _daemonize() -> None:
+def _daemonize(*, keep_stderr: bool) -> None:
+    """Detach from the terminal (stdin and stdout to /dev/null; stderr too
+    unless the logs go there)."""
     if os.fork():
         os._exit(0)
     os.setsid()
     if os.fork():
         os._exit(0)
     null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
+    for fd in (0, 1) if keep_stderr else (0, 1, 2):
         os.dup2(null, fd)
     os.close(null)
 
 
 def run_daemon(config: Config, args: argparse.Namespace) -> int:
-    """Run the server: in the foreground with ``-d``, else detached."""
+    """Run the server: in the foreground with ``-d``, else detached.  The spool
+    is checked and the listeners bound first, before anything is created and
+    while the terminal still shows errors."""
     try:
         timeouts = Timeouts.from_env()
     except ValueError as exc:
         print(f"mta: {exc}", file=sys.stderr)
         return 1
+    path, macros = args.f or default_config_path(), _macros(args.D)
     options = DaemonOptions(
         spool=os.path.abspath(args.spool or default_spool()),
         queue_key=_queue_key(config),
         timeouts=timeouts,
         paused=frozenset(args.P),
+        load=functools.partial(load_config, path, macros=macros),
     )
     raise_fd_limit()
-    if not args.d:
-        _daemonize()
-    setup_logging(foreground=args.d, verbose=args.v)
     try:
-        trio.run(serve, config, options)
+        check_spool(options.spool)
+        bound = bind_network(config)
+    except MTAError as exc:
+        print(f"mta: {exc}", file=sys.stderr)
+        return 1
+    syslog = args.d is False and syslog_available()
+    if not args.d:
+        if not syslog:
+            print(f"mta: {NO_SYSLOG}: logging to stderr", file=sys.stderr)
+        _daemonize(keep_stderr=not syslog)
+    setup_logging(foreground=args.d, verbose=args.v, syslog=syslog)
+    try:
+        trio.run(functools.partial(serve, config, options, bound=bound))
     except KeyboardInterrupt:
         return 0
     except MTAError as exc:
         get_logger("smtpd").error("mta: %s", exc)
-        if args.d:
-            print(f"mta: {exc}", file=sys.stderr)
+        if not args.d and syslog:
+            print(f"mta: {exc}", file=sys.stderr)  # stderr is /dev/null by now: for the record
         return 1
     return 0

@@ -14,6 +14,7 @@ from typing import BinaryIO
 from mta.control.frames import FrameKind, FrameReader, encode_request
 from mta.control.queueview import RunState, queue_line
 from mta.errors import ControlError, SpoolError
+from mta.net.unixpath import socket_address
 from mta.spool.paths import SpoolPaths
 from mta.spool.store import Store
 
@@ -33,7 +34,8 @@ def call(path: str, argv: list[str], out: BinaryIO, *, timeout: float | None = 6
     try:
         sock.settimeout(CONNECT_TIMEOUT)
         try:
-            sock.connect(path)
+            with socket_address(path) as address:
+                sock.connect(address)
         except (FileNotFoundError, ConnectionRefusedError):
             raise DaemonNotRunning(f"mta is not running on this spool (no {path})") from None
         except OSError as exc:

@@ -79,6 +79,8 @@ class Controller:
         self.routes = routes  # the relay agent's route back-off
         self.inventory = inventory  # the relay agent's hosts, relays and hoststats
         self.clock = clock
+        # reloads the configuration: what to print, or ControlError saying why not
+        self.reload: Callable[[], Awaitable[str]] | None = None
 
     async def execute(self, argv: list[str], write: Write) -> None:
         if not argv:
@@ -96,6 +98,10 @@ class Controller:
             await self._log(args, write)
         elif verb == "monitor":
             await self._monitor(write)
+        elif verb == "reload" and not args:
+            if self.reload is None:
+                raise ControlError("this server cannot reload its configuration")
+            await write((await self.reload()).encode("utf-8", "replace"))
         else:
             raise ControlError(f"unknown command: {verb}")
 

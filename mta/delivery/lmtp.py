@@ -27,6 +27,7 @@ import trio
 from mta.delivery.result import ESC_OTHER_MAIL_SYSTEM_STATUS, Result
 from mta.enqueue.smtp import DotStuffer, ProtocolError, ReplyParser, command
 from mta.log import visible
+from mta.net.unixpath import socket_address
 from mta.reply import Reply
 from mta.server.timeouts import scale_from_env
 from mta.status import StatusCode
@@ -89,7 +90,8 @@ class _Replies:
 async def _open(destination: str) -> trio.abc.Stream:
     target = parse_destination(destination)
     if isinstance(target, str):
-        return await trio.open_unix_socket(target)
+        with socket_address(target) as address:
+            return await trio.open_unix_socket(address)
     host, port = target
     return await trio.open_tcp_stream(host, port)
 

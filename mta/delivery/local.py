@@ -50,6 +50,7 @@ from mta.delivery.lmtp import deliver_lmtp
 from mta.delivery.maildir import deliver_maildir, delivery_headers, folder_name
 from mta.delivery.mbox import deliver_mbox, mailbox_path, spool_groups
 from mta.delivery.mda import MdaCommand, run_mda
+from mta.delivery.prepare import create_mailbox, prepare_maildir_base, user_base
 from mta.delivery.result import ESC_ROUTING_LOOP_DETECTED, Result
 from mta.envelope import DeliveryNode, Envelope
 from mta.errors import MTAError, PermanentFailure, SpoolError, SpoolNotFound, TemporaryFailure
@@ -132,8 +133,16 @@ class LocalDeliverer:
                 "/var/mail" if self.privileged else os.path.join(spool_dir, "mail")
             )
         self.mbox_dir = mbox_dir
+        self._fixed_hostname = hostname
         self.hostname = hostname or config.hostname
         self.base = os.getcwd()  # relative maildir paths are relative to where we started
+
+    def reconfigure(self, config: Config, tables: TableSet) -> None:
+        """Deliver by ``config`` from the next attempt on (a reload): an
+        envelope's action is looked up by name at each attempt."""
+        self.config = config
+        self.tables = tables
+        self.hostname = self._fixed_hostname or config.hostname
 
     async def __call__(self, envelope: Envelope) -> Result:
         try:
@@ -247,6 +256,9 @@ class LocalDeliverer:
             )
 
         if self.privileged:
+            base = user_base(template, confine)
+            if base is not None:  # root makes what the user could not
+                await threads.run_sync(prepare_maildir_base, base, path, user.uid, user.gid)
             if fsidentity.available():
                 return await fsidentity.run_with_fs_identity(user, work)
             return await run_as_user(user, work)
@@ -269,7 +281,7 @@ class LocalDeliverer:
         if self.privileged:
             groups: tuple[int, ...] = ()
             if system_mailbox:
-                await threads.run_sync(_create_mailbox, path, user.uid, user.gid)
+                await threads.run_sync(create_mailbox, path, user.uid, user.gid)
                 groups = await threads.run_sync(spool_groups, path)  # to take path.lock
             if not groups and fsidentity.available():
                 return await fsidentity.run_with_fs_identity(user, work)
@@ -327,16 +339,3 @@ def _confine(template: str, values: FormatValues) -> str | None:
         static = values.directory.rstrip("/") + "/" + static[2:]
     directory = static[: static.rfind("/") + 1].rstrip("/") or "/"
     return directory if directory.startswith("/") else None
-
-
-def _create_mailbox(path: str, uid: int, gid: int) -> None:
-    """Make the user's system mailbox before the agent runs as the user (OpenSMTPD
-    ``mda_mbox_init``): created empty, mode 0600, owned by the user."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        return
-    try:
-        os.fchown(fd, uid, gid)
-    finally:
-        os.close(fd)

@@ -122,6 +122,7 @@ __all__ = [
     "delivery_headers",
     "failure_from_oserror",
     "folder_name",
+    "fsync_quietly",
     "is_junk_line",
     "read_chunks",
     "split_absolute",
@@ -319,7 +320,7 @@ def read_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield chunk
 
 
-def _fsync(fd: int) -> None:
+def fsync_quietly(fd: int) -> None:
     """fsync, ignoring EINVAL (a filesystem that cannot sync: ``mail.mboxfile``)."""
     try:
         os.fsync(fd)
@@ -358,13 +359,17 @@ def _open_directory(
     create: bool,
     nofollow: bool,
     owner: tuple[int, int] | None = None,
+    readable: bool = False,
 ) -> int:
     """Open (creating it 0700 if asked and missing) the directory ``name`` under ``parent_fd``.
 
     ``path`` names it in error messages.  A directory created is chowned to
-    ``owner`` and fsynced into its parent.
+    ``owner`` and fsynced into its parent.  The descriptor is an ``O_PATH``
+    one unless ``readable`` (for ``fsync``): walking a path then needs only
+    search permission, as the kernel's own lookup does (``/home`` mode 0711).
     """
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (os.O_NOFOLLOW if nofollow else 0)
+    flags = os.O_DIRECTORY | os.O_CLOEXEC | (os.O_NOFOLLOW if nofollow else 0)
+    flags |= os.O_RDONLY if readable else os.O_PATH
     try:
         try:
             return os.open(name, flags, dir_fd=parent_fd)
@@ -382,12 +387,25 @@ def _open_directory(
     if created:
         try:
             if owner is not None:
-                os.fchown(fd, owner[0], owner[1])
-            _fsync(parent_fd)
+                os.chown(name, owner[0], owner[1], dir_fd=parent_fd, follow_symlinks=False)
+            _sync_directory(parent_fd)
         except OSError as exc:
             os.close(fd)
             raise failure_from_oserror(exc, path) from exc
     return fd
+
+
+def _sync_directory(fd: int) -> None:
+    """fsync the directory ``fd`` (an ``O_PATH`` descriptor is opened again for
+    it; a directory this user may write in but not read cannot be synced)."""
+    try:
+        readable = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+    except PermissionError:
+        return
+    try:
+        fsync_quietly(readable)
+    finally:
+        os.close(readable)
 
 
 def _descend(
@@ -415,7 +433,7 @@ def _descend(
 def _open_path(
     parts: list[str], *, create: bool, nofollow: bool, owner: tuple[int, int] | None
 ) -> int:
-    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     return _descend(fd, parts, "", create=create, nofollow=nofollow, owner=owner)
 
 
@@ -443,7 +461,7 @@ class _Maildir:
         try:
             for sub in _SUBDIRS:
                 sub_fd = _open_directory(
-                    fd, sub, f"{path}/{sub}", create=True, nofollow=True, owner=owner
+                    fd, sub, f"{path}/{sub}", create=True, nofollow=True, owner=owner, readable=True
                 )
                 if sub == "tmp":
                     self.tmp = sub_fd
@@ -573,7 +591,7 @@ def _write_and_link(
                 writer.write(normalizer.feed(chunk))
             writer.write(normalizer.finish())
             writer.flush()
-            _fsync(fd)
+            fsync_quietly(fd)
         finally:
             os.close(fd)
     except BaseException as exc:

@@ -15,6 +15,8 @@ import socket
 
 import trio
 
+from mta.net.unixpath import socket_address
+
 __all__ = ["UNAVAILABLE", "relay_stdio"]
 
 UNAVAILABLE = b"421 4.3.0 Mail service not available: the mta daemon is not running\r\n"
@@ -40,7 +42,8 @@ async def relay_stdio(path: str, stdin_fd: int = 0, stdout_fd: int = 1) -> int |
     status, or None when the socket does not answer (nothing was read or written)."""
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        await sock.connect(path)
+        with socket_address(path) as address:
+            await sock.connect(address)
     except OSError:
         sock.close()
         return None

@@ -36,6 +36,7 @@ from mta.enqueue.smtp import (
     mail_from,
     rcpt_to,
 )
+from mta.net.unixpath import socket_address
 from mta.reply import Reply
 from mta.server.timeouts import scale_from_env
 
@@ -379,8 +380,8 @@ class _Run:
 async def _connect(path: str, timeout: float) -> trio.SocketStream:
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        with trio.fail_after(timeout):
-            await sock.connect(path)
+        with trio.fail_after(timeout), socket_address(path) as address:
+            await sock.connect(address)
     except BaseException:
         sock.close()
         raise

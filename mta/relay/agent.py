@@ -322,6 +322,13 @@ class RelayAgent:
         self._idle_events: dict[Plan, trio.Event] = {}
         self._open: dict[tuple[object, ...], _Batch] = {}
 
+    def reconfigure(self, config: Config, tables: TableSet) -> None:
+        """Relay by ``config`` from the next attempt on (a reload): plans, limits
+        and tables are the new ones; sessions open now finish their message."""
+        self.config = config
+        self.tables = tables
+        self.limits.limits = config.mta_limits
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep sessions open between messages (connection reuse) while this
         runs; without it, each relay attempt has its own session."""

@@ -156,6 +156,8 @@ class ConnectionLimits:
                 limiter = self._limiters.get(key)
                 if limiter is None:
                     limiter = self._limiters[key] = trio.CapacityLimiter(max(1, total))
+                elif limiter.total_tokens != max(1, total):
+                    limiter.total_tokens = max(1, total)  # the limits changed (a reload)
                 try:
                     await limiter.acquire_on_behalf_of(borrower)
                 except BaseException:

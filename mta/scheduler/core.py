@@ -116,15 +116,22 @@ class Scheduler:
         max_schedule: int = 10,
         warn_intervals: Sequence[int] = (4 * 3600,),
     ) -> None:
-        self.max_inflight = max_inflight
-        self.max_schedule = max_schedule
-        self.warn_intervals = tuple(sorted(w for w in warn_intervals if w > 0))[:MAX_WARNINGS]
+        self.set_limits(max_inflight, max_schedule, warn_intervals)
         self.mda_paused = False
         self.mta_paused = False
         self._entries: dict[int, Entry] = {}
         self._heap: list[tuple[int, int, int]] = []  # (due time, evpid, generation)
         self._now_due: list[Due] = []  # operator removals waiting for a batch
         self._inflight = 0
+
+    def set_limits(
+        self, max_inflight: int, max_schedule: int, warn_intervals: Sequence[int]
+    ) -> None:
+        """The limits of ``scheduler max-inflight`` / ``max-schedule`` and the
+        ``bounce warn-interval`` delays (at start, and again at a reload)."""
+        self.max_inflight = max_inflight
+        self.max_schedule = max_schedule
+        self.warn_intervals = tuple(sorted(w for w in warn_intervals if w > 0))[:MAX_WARNINGS]
 
     # -- contents ------------------------------------------------------------
 

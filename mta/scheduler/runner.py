@@ -169,6 +169,28 @@ class QueueRunner:
         self._draining = False
         self._drained = trio.Event()
         self._fresh: dict[int, Envelope] = {}  # committed, not tried yet
+        self._task_seq = 0  # tasks started so far
+        self._running: set[int] = set()  # the sequence numbers of tasks in flight
+        self._task_done = trio.Event()
+
+    def reconfigure(self, config: Config) -> None:
+        """Schedule by ``config`` from now on (a reload): its scheduler and
+        ``mda`` limits, its warning delays, and the ttl of envelopes queued
+        from now on (those already scheduled keep their expiry)."""
+        self.config = config
+        limits = config.scheduler
+        self.scheduler.set_limits(limits.max_inflight, limits.max_schedule, config.bounce_warn)
+        self._mda_slots.total_tokens = config.mda.max_session
+        self.poke()
+
+    async def settle(self) -> None:
+        """Return once every task in flight now has ended (those started later
+        are not waited for): a reload's old tables are no longer in use then."""
+        mark = self._task_seq
+        while self._running and min(self._running) <= mark:
+            if self._task_done.is_set():
+                self._task_done = trio.Event()
+            await self._task_done.wait()
 
     # -- feeding -------------------------------------------------------------
 
@@ -244,9 +266,14 @@ class QueueRunner:
                     await self._wake.wait()
 
     async def _run_task(self, due: Due) -> None:
+        self._task_seq += 1
+        seq = self._task_seq
+        self._running.add(seq)
         try:
             await self._task(due)
         finally:
+            self._running.discard(seq)
+            self._task_done.set()
             self.poke()
 
     async def _task(self, due: Due) -> None:

@@ -25,17 +25,20 @@ import stat
 import attrs
 import trio
 
-from mta.config.interfaces import resolve_listen
+from mta.config.interfaces import BoundAddress, resolve_listen
 from mta.config.model import Listener
 from mta.errors import MTAError
+from mta.net.unixpath import socket_address
 
 __all__ = [
     "BACKLOG",
     "Bound",
     "ListenError",
     "SessionGate",
+    "bind_address",
     "bind_listener",
     "bind_unix",
+    "listen_addresses",
     "raise_fd_limit",
     "session_capacity",
 ]
@@ -61,6 +64,12 @@ class Bound:
     address: str  # IP address or Unix socket path
     port: int
     local: bool  # loopback or Unix: sessions count as local
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """What the socket is bound to: a reload keeps a socket whose key it
+        binds again (and only gives it the new listener's settings)."""
+        return (self.address, self.port)
 
     async def accept(self) -> tuple[Socket, object]:
         """The next connection and its peer address (a pending one at once)."""
@@ -162,35 +171,46 @@ class SessionGate:
         self._semaphore.release()
 
 
-async def bind_listener(listener: Listener, backlog: int = BACKLOG) -> list[Bound]:
-    """Bind every address ``listener`` resolves to; ListenError if none works."""
+def bind_listener(listener: Listener, backlog: int = BACKLOG) -> list[Bound]:
+    """Bind every address ``listener`` resolves to; ListenError if one fails (the
+    others are closed then).  Synchronous: the daemon binds before it starts."""
+    bound: list[Bound] = []
+    try:
+        for address in listen_addresses(listener):
+            bound.append(bind_address(listener, address, backlog))
+    except BaseException:
+        for b in bound:
+            b.socket.close()  # never handed to trio yet
+        raise
+    return bound
+
+
+def listen_addresses(listener: Listener) -> list[BoundAddress]:
+    """The addresses ``listener`` binds; ListenError if it names none."""
     addresses = resolve_listen(listener.interface, listener.family)
     if not addresses:
         raise ListenError(f"listen on {listener.interface}: no address to listen on")
+    return addresses
+
+
+def bind_address(listener: Listener, address: BoundAddress, backlog: int = BACKLOG) -> Bound:
+    """Bind and listen on one of ``listener``'s addresses; ListenError naming it."""
     port = listener.effective_port
-    bound: list[Bound] = []
+    sock = socket.socket(address.family, socket.SOCK_STREAM)
     try:
-        for address in addresses:
-            sock = socket.socket(address.family, socket.SOCK_STREAM)
-            try:
-                sock.setblocking(False)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if address.family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.bind((address.address, port))  # a numeric address: no lookup
-                sock.listen(backlog)
-            except OSError as exc:
-                sock.close()
-                raise ListenError(
-                    f"listen on {listener.interface}: cannot listen on "
-                    f"{_show(address.address)}:{port}: {exc.strerror}"
-                ) from None
-            bound.append(Bound(listener, sock, address.address, port, address.local))
-    except BaseException:
-        for b in bound:
-            await b.aclose()
-        raise
-    return bound
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if address.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((address.address, port))  # a numeric address: no lookup
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(
+            f"listen on {listener.interface}: cannot listen on "
+            f"{_show(address.address)}:{port}: {exc.strerror}"
+        ) from None
+    return Bound(listener, sock, address.address, port, address.local)
 
 
 def _show(address: str) -> str:
@@ -213,20 +233,24 @@ async def bind_unix(path: str, backlog: int = BACKLOG, mode: int = 0o666) -> Bou
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
-        sock.bind(path)
+        with socket_address(path) as address:
+            sock.bind(address)
         os.chmod(path, mode)
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
         raise ListenError(f"cannot listen on {path}: {exc.strerror}") from None
+    except BaseException:
+        sock.close()
+        raise
     return Bound(None, sock, path, 0, True)
 
 
 async def _answers(path: str) -> bool:
     probe = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        with trio.move_on_after(1):
-            await probe.connect(path)
+        with trio.move_on_after(1), socket_address(path) as address:
+            await probe.connect(address)
             return True
         return False
     except OSError:

@@ -62,6 +62,12 @@ class Spool:
         self._bucket = self._random.getrandbits(8)
         self._bucket_left = BUCKET_RUN
 
+    def set_compression(self, compression: bool) -> None:
+        """Compress the messages and envelopes written from now on, or not
+        (``queue compression`` changed by a reload; either kind reads back)."""
+        self.compression = compression
+        self.store.compress = compression
+
     @classmethod
     async def open(
         cls, root: str | os.PathLike[str], *, compression: bool = False, key: bytes | None = None

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mta.delivery import maildir
+from mta.delivery.fsidentity import run_with_fs_identity
 from mta.delivery.maildir import (
     LineNormalizer,
     deliver_maildir,
@@ -26,7 +28,9 @@ from mta.delivery.maildir import (
     folder_name,
     is_junk_line,
 )
+from mta.delivery.result import Outcome
 from mta.errors import PermanentFailure, TemporaryFailure
+from mta.tables.values import UserInfo
 
 MESSAGE = (
     b"From: Alice <alice@example.org>\r\n"
@@ -111,6 +115,32 @@ def test_owner_given_to_what_is_created(tmp_path: Path) -> None:
         assert (p.stat().st_uid, p.stat().st_gid) == (4321, 8765)
     assert (os.stat(final).st_uid, os.stat(final).st_gid) == (4321, 8765)
     assert tmp_path.stat().st_uid == os.geteuid()
+
+
+def test_parents_need_search_permission_only(shared: Path) -> None:
+    """A parent the user may cross but not list (``/home`` mode 0711) is no
+    obstacle, as it is none to the kernel's own path lookup."""
+    crossed = shared / "crossed"
+    box = crossed / "box"
+    box.mkdir(parents=True)
+    box.chmod(0o1777)
+    if os.geteuid() != 0:
+        crossed.chmod(0o311)  # no read permission, even for its owner
+        try:
+            final = deliver_maildir(str(box / "Maildir"), [MESSAGE])
+        finally:
+            crossed.chmod(0o755)
+        assert os.path.exists(final)
+        return
+    crossed.chmod(0o711)  # root reads every directory: deliver as another user
+    delivered: list[str] = []
+    result = trio.run(
+        run_with_fs_identity,
+        UserInfo("nobody", 65534, 65534, "/nonexistent"),
+        lambda: delivered.append(deliver_maildir(str(box / "Maildir"), [MESSAGE])),
+    )
+    assert result.outcome is Outcome.OK, result.text
+    assert os.stat(delivered[0]).st_uid == 65534
 
 
 def test_line_endings(tmp_path: Path) -> None:

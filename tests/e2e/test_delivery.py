@@ -341,9 +341,11 @@ def test_an_unwritable_maildir_or_a_killed_mda_is_retried_not_bounced(
     tmp_path: pathlib.Path, shared: pathlib.Path
 ) -> None:
     locked = shared / "locked"
-    locked.mkdir(mode=0o555)  # nobody (or the unprivileged test user) cannot write here
-    if os.geteuid() != 0:
-        locked.chmod(0o555)
+    locked.mkdir()
+    # bob's maildir exists (so root makes nothing for him) and nobody, or the
+    # unprivileged test user, cannot write in it
+    (locked / "bob").mkdir(mode=0o555)
+    (locked / "bob").chmod(0o555)
     d, port = start(
         tmp_path,
         f"""{USERS}

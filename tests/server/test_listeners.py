@@ -44,11 +44,11 @@ async def test_bind_loopback_and_conflict() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    bound = await bind_listener(Listener("127.0.0.1", port=port))
+    bound = bind_listener(Listener("127.0.0.1", port=port))
     try:
         assert [(b.address, b.port, b.local) for b in bound] == [("127.0.0.1", port, True)]
         with pytest.raises(ListenError, match=r"cannot listen on 127\.0\.0\.1"):
-            await bind_listener(Listener("127.0.0.1", port=port))
+            bind_listener(Listener("127.0.0.1", port=port))
     finally:
         for b in bound:
             await b.aclose()
@@ -56,7 +56,7 @@ async def test_bind_loopback_and_conflict() -> None:
 
 async def test_bind_nothing_to_listen_on() -> None:
     with pytest.raises(ListenError, match="no address"):
-        await bind_listener(Listener("127.0.0.1", family="inet6", port=1))
+        bind_listener(Listener("127.0.0.1", family="inet6", port=1))
 
 
 async def test_unix_socket_replaces_stale_but_not_live(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import signal
 
 import trio
 
-from mta.daemon import _signals
+from mta.daemon.serve import _signals
 
 
 async def test_sigterm_handlers_are_in_place_once_started() -> None:

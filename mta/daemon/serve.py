@@ -1,0 +1,241 @@
+"""The daemon's main task: everything ``mta`` runs, in one trio event loop.
+
+:func:`serve` opens the spool (recovering it), opens the configuration's
+generation (:mod:`mta.daemon.generation`), binds the local enqueue and
+control sockets, and serves SMTP sessions (:mod:`mta.daemon.listening`) until
+it is told to stop (SIGTERM / SIGINT, or cancellation).  SIGHUP reloads the
+configuration (:mod:`mta.daemon.reload`).  Sessions still running at
+shutdown get a short grace period, then a 421.  The queue runner delivers
+locally (:class:`~mta.delivery.local.LocalDeliverer`) and relays
+(:class:`~mta.relay.agent.RelayAgent`, DNS from ``MTA_DNS``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from mta.config.load import LoadResult
+from mta.config.model import Config
+from mta.control.commands import Controller
+from mta.control.server import CONTROL_SOCKET, bind_control, serve_control
+from mta.daemon.generation import Generation, Shared, open_parts
+from mta.daemon.listening import Listening
+from mta.daemon.reload import Reloader
+from mta.daemon.startup import bind_network, check_spool
+from mta.delivery.fsidentity import drop_supplementary_groups
+from mta.delivery.local import LocalDeliverer
+from mta.dsn.notify import SpoolNotifier
+from mta.errors import SpoolError
+from mta.log import get_logger
+from mta.net.rdns import Rdns
+from mta.net.resolver import DnsResolver
+from mta.relay.agent import RelayAgent
+from mta.relay.inventory import RelayInventory
+from mta.scheduler.runner import QueueRunner
+from mta.server.listeners import Bound, SessionGate, bind_unix, session_capacity
+from mta.server.offline import run_offline_scan
+from mta.server.services import Endpoint, Services
+from mta.server.timeouts import Timeouts
+from mta.server.watchdog import Watchdog, tick_for
+from mta.spool.lock import spool_lock
+from mta.spool.spool import Spool
+
+__all__ = ["ENQUEUE_SOCKET", "DaemonOptions", "Running", "serve"]
+
+log = get_logger("smtpd")
+
+ENQUEUE_SOCKET = "enqueue.sock"
+RELAY_QUIT_GRACE = 2.0  # seconds for idle relay sessions to QUIT at shutdown
+
+
+@attrs.frozen
+class DaemonOptions:
+    """How the daemon runs: its spool, queue key, timeouts, paused subsystems,
+    and ``load``, which reads the configuration again for a reload (None:
+    nothing to reload, a reload is refused)."""
+
+    spool: str
+    queue_key: bytes | None = None
+    timeouts: Timeouts = attrs.field(factory=Timeouts)
+    paused: frozenset[str] = frozenset()
+    load: Callable[[], LoadResult] | None = None
+
+
+@attrs.frozen(eq=False)
+class Running:
+    """What :func:`serve` reports once it accepts connections (for tests)."""
+
+    listening: Listening
+    gate: SessionGate
+    reloader: Reloader
+    stop: Callable[[], None]
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return self.listening.endpoints
+
+    @property
+    def services(self) -> Services:
+        """The services new sessions get (those of the current configuration)."""
+        return self.listening.generation.services
+
+
+async def serve(
+    config: Config,
+    options: DaemonOptions,
+    *,
+    bound: list[Bound] | None = None,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the daemon until SIGTERM/SIGINT or cancellation.  ``bound``: the
+    network sockets, bound beforehand (:func:`~mta.daemon.startup.bind_network`);
+    when None, the spool is checked and they are bound here."""
+    if bound is None:
+        check_spool(options.spool)
+        bound = bind_network(config)
+    try:
+        try:
+            os.makedirs(options.spool, mode=0o711, exist_ok=True)
+        except OSError as exc:
+            raise SpoolError(f"cannot create the spool {options.spool}: {exc.strerror}") from None
+        drop_supplementary_groups()  # see mta.delivery.fsidentity
+        with spool_lock(options.spool):
+            await _serve_locked(config, options, bound, task_status)
+    finally:
+        for b in bound:
+            b.socket.close()  # when not already closed by the listeners
+
+
+async def _serve_locked(
+    config: Config,
+    options: DaemonOptions,
+    network: list[Bound],
+    task_status: trio.TaskStatus[Running],
+) -> None:
+    spool = await Spool.open(
+        options.spool, compression=config.queue.compression, key=options.queue_key
+    )
+    tables, contexts = open_parts(config)
+    current = [tables]  # the tables in force: closed at the end
+    try:
+        deliverer = LocalDeliverer(config, tables, spool, spool_dir=options.spool)
+        inventory = RelayInventory(max_deferred=config.mta_max_deferred)
+        agent = RelayAgent(
+            config, tables, spool, resolver=DnsResolver.from_env(), inventory=inventory
+        )
+        queue = QueueRunner(config, spool, deliverer, relay=agent)
+        agent.reschedule = queue.schedule_now  # mta max-deferred
+        queue.scheduler.mda_paused = "mda" in options.paused
+        queue.scheduler.mta_paused = "mta" in options.paused
+        shared = Shared(
+            spool=spool,
+            queue=queue,
+            rdns=Rdns.from_env(),
+            timeouts=options.timeouts,
+            watchdog=Watchdog(tick_for(options.timeouts.command, options.timeouts.data_block)),
+        )
+        generation = Generation(config, tables, contexts, shared)
+        notifier = SpoolNotifier(spool, generation.resolver, queue.committed)
+        queue.notifier = notifier
+        control = await bind_control(options.spool)
+        try:
+            enqueue = await bind_unix(os.path.join(options.spool, ENQUEUE_SOCKET))
+            gate = SessionGate(session_capacity())
+            if "smtp" in options.paused:
+                gate.pause()
+            listening = Listening(generation, [*network, enqueue], gate)
+            controller = Controller(
+                queue, spool, gate, tables, routes=agent.backoff, inventory=inventory
+            )
+
+            def apply(new: Generation) -> None:
+                current[0] = new.tables
+                spool.set_compression(new.config.queue.compression)
+                queue.reconfigure(new.config)
+                deliverer.reconfigure(new.config, new.tables)
+                agent.reconfigure(new.config, new.tables)
+                inventory.max_deferred = new.config.mta_max_deferred
+                notifier.resolver = new.resolver
+                controller.tables = new.tables
+
+            reloader = Reloader(options.load, listening, shared, apply=[apply], settle=queue.settle)
+            controller.reload = reloader.control
+            try:
+                async with trio.open_nursery() as deliveries:
+                    await deliveries.start(agent.run)  # sessions kept open between messages
+                    await deliveries.start(queue.run)
+                    await deliveries.start(reloader.run)
+                    deliveries.start_soon(serve_control, control, controller)
+                    await _serve_sessions(options, listening, reloader, task_status)
+                    # deliveries in flight get the same grace as sessions to record
+                    # their outcome; those still running then are tried again later
+                    with trio.move_on_after(options.timeouts.shutdown):
+                        await queue.drain()
+                    with trio.move_on_after(RELAY_QUIT_GRACE):
+                        await agent.close_sessions()  # idle relay sessions say QUIT
+                    deliveries.cancel_scope.cancel()
+            finally:
+                await listening.aclose()
+        finally:
+            await control.aclose()
+    finally:
+        current[0].close()
+        # the spool lock is ours: so are the sockets in it
+        for name in (ENQUEUE_SOCKET, CONTROL_SOCKET):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(options.spool, name))
+        log.info("mta: exiting")
+
+
+async def _serve_sessions(
+    options: DaemonOptions,
+    listening: Listening,
+    reloader: Reloader,
+    task_status: trio.TaskStatus[Running],
+) -> None:
+    """Accept sessions until told to stop, then let the sessions finish."""
+    gate = listening.gate
+    watchdog = listening.generation.services.watchdog
+    async with trio.open_nursery() as sessions:
+        sessions.start_soon(watchdog.run)  # until the sessions are cut off
+        async with trio.open_nursery() as accepting:
+            listening.start(accepting, sessions)
+            # the handlers are in place before "ready": a SIGTERM right after
+            # it must not find the default action (death, sockets left behind)
+            await accepting.start(_signals, accepting.cancel_scope, reloader.request)
+            accepting.start_soon(
+                run_offline_scan, options.spool, os.path.join(options.spool, ENQUEUE_SOCKET)
+            )
+            log.info("mta: ready, %d session(s) at most", gate.capacity)
+            task_status.started(Running(listening, gate, reloader, accepting.cancel_scope.cancel))
+        # listeners are closed: give sessions a moment, then cut them off
+        await listening.aclose()
+        with trio.move_on_after(options.timeouts.shutdown):
+            while gate.active:
+                await trio.sleep(0.05)
+        sessions.cancel_scope.cancel()
+
+
+async def _signals(
+    scope: trio.CancelScope,
+    reload: Callable[[], None] = lambda: None,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """SIGTERM and SIGINT stop the daemon (``scope`` is cancelled); SIGHUP calls ``reload``."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        task_status.started()
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                log.info("mta: received SIGHUP, reloading the configuration")
+                reload()
+                continue
+            log.info("mta: received %s, shutting down", signal.Signals(signum).name)
+            scope.cancel()
+            return
