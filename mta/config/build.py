@@ -51,6 +51,8 @@ class Builder:
         self.hostname = hostname
         # declarations that failed to parse (already reported): uses are not errors again
         self.failed = failed
+        # tables declared whose file failed to load (already reported): likewise
+        self.unloaded: set[str] = set()
         self.resolver = resolver
         self.errors: list[ConfigError] = []
         self.tables: dict[str, model.TableDecl] = {}
@@ -76,8 +78,9 @@ class Builder:
 
     def missing(self, kind: str, name: str, message: str, where: ast.Where) -> None:
         """Report an undeclared name, unless its declaration failed (already reported)."""
-        if (kind, name) not in self.failed:
-            self.fail(message, where)
+        if (kind, name) in self.failed or (kind == "table" and name in self.unloaded):
+            return
+        self.fail(message, where)
 
     def open_ref(self, ref: model.TableRef, where: ast.Where) -> Table | None:
         """The table behind a reference, loaded; None (error recorded) if missing."""
@@ -152,19 +155,23 @@ class Builder:
 
     def _TableStmt(self, stmt: ast.TableStmt) -> None:
         decl = stmt.decl
-        if decl.name in self.tables or decl.name in self.opened:
+        if decl.name in self.tables or decl.name in self.opened or decl.name in self.unloaded:
             self.fail(f'table "{decl.name}" already defined', stmt.where)
             return
         try:
             table = open_table(decl.name, decl.backend, decl.config, decl.entries)
         except TableError as exc:
             if decl.config:
-                msg = f"invalid configuration file {decl.config} for table {decl.name}: {exc}"
+                # the reason names the file already when it is about the whole file
+                reason = str(exc).removeprefix(f"{decl.config}: ")
+                msg = f"invalid configuration file {decl.config} for table {decl.name}: {reason}"
             elif str(exc).startswith(f"table {decl.name}:"):
                 msg = str(exc)
             else:
                 msg = f"table {decl.name}: {exc}"
             self.fail(msg, stmt.where)
+            # declared all the same: its uses must not add "no such table" errors
+            self.unloaded.add(decl.name)
             return
         self.tables[decl.name] = decl
         self.opened[decl.name] = table

@@ -497,6 +497,55 @@ def test_missing_table_file() -> None:
     assert "No such file or directory" in msg
 
 
+def test_missing_table_file_message_names_the_file_and_the_reason_once() -> None:
+    assert error("table t file:/nonexistent/x\nmatch for any reject\n") == (
+        "t.conf:1: invalid configuration file /nonexistent/x for table t: No such file or directory"
+    )
+
+
+def test_malformed_table_file_keeps_the_line(tmp_path: Path) -> None:
+    (tmp_path / "t").write_text("a b\n=x\n")
+    assert error(f"table t file:{tmp_path}/t\nmatch for any reject\n") == (
+        f"t.conf:1: invalid configuration file {tmp_path}/t for table t: {tmp_path}/t:2: invalid map entry"
+    )
+
+
+def test_a_table_that_failed_to_load_is_reported_once() -> None:
+    # every use below would be "no such table" if the failed table counted as undeclared
+    errs = errors(
+        "table t file:/nonexistent/t\n"
+        "listen on lo tls auth <t>\n"
+        "action a mbox alias <t>\n"
+        "action r relay host smtp+tls://bob@smtp.example.com auth <t>\n"
+        "match from src <t> for any action a\n"
+        "match for domain <t> action r\n"
+        "action b mbox alias <undeclared>\n"
+    )
+    assert errs == [
+        "t.conf:1: invalid configuration file /nonexistent/t for table t: No such file or directory",
+        "t.conf:7: no such table: undeclared",
+    ]
+
+
+def test_a_legacy_table_that_failed_to_load_is_reported_once() -> None:
+    errs = errors(
+        "table aliases db:/nonexistent/aliases.db\n"
+        'table other-relays "/nonexistent/other-relays"\n'
+        "accept for local alias <aliases> deliver to mbox\n"
+        'reject from ! source <other-relays> sender "@example.com" for any\n'
+        "accept for any relay via tls+auth://label@smtp.example.com auth <aliases>\n"
+    )
+    assert errs == [
+        "t.conf:1: invalid configuration file /nonexistent/aliases.db for table aliases: No such file or directory",
+        "t.conf:2: invalid configuration file /nonexistent/other-relays for table other-relays: No such file or directory",
+    ]
+
+
+def test_a_table_that_failed_to_load_is_still_declared(files: Path) -> None:
+    errs = errors(f"table t file:/nonexistent/t\ntable t file:{files}/aliases\nmatch reject\n")
+    assert errs[1:] == ['t.conf:2: table "t" already defined']
+
+
 def test_table_error_names_the_table_once() -> None:
     msg = error('table t { "" }\nmatch for any reject\n')
     assert msg.count("table t") == 1
