@@ -5,7 +5,6 @@ The harness lives outside the package, so it is imported from ``scripts/``.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -21,14 +20,13 @@ import pytest
 
 from mta.config.load import load_config
 from mta.config.model import LocalDelivery
+from tests import oracles
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-if str(SCRIPTS) not in sys.path:
-    sys.path.insert(0, str(SCRIPTS))
+SCRIPTS = oracles.SCRIPTS
 
 
 def _load(name: str) -> ModuleType:
-    return importlib.import_module(f"benchlib.{name}")
+    return oracles.scripts_module(f"benchlib.{name}")
 
 
 peers = _load("peers")
@@ -38,9 +36,6 @@ report = _load("report")
 smtpsource = _load("smtpsource")
 peer_mod = _load("aiosmtpd_peer")
 opensmtpd = _load("opensmtpd")
-
-CACHED_POSTFIX = SCRIPTS.parent / ".cache" / "bench" / "postfix"
-CACHED_SMTP_SOURCE = CACHED_POSTFIX / "usr" / "sbin" / "smtp-source"
 
 
 def test_mta_config_is_valid_and_routes_the_bench_recipient(tmp_path: Path) -> None:
@@ -146,10 +141,11 @@ def test_command_sends_one_recipient_per_message() -> None:
     assert src.env()["LD_LIBRARY_PATH"].split(":")[0] == "/x/lib"
 
 
-@pytest.mark.skipif(not CACHED_SMTP_SOURCE.exists(), reason="run scripts/bench once to fetch it")
 def test_real_smtp_source_against_the_peer(peer_server: Any, tmp_path: Path) -> None:
-    libdir = CACHED_POSTFIX / "usr" / "lib" / "postfix"
-    src = smtpsource.SmtpSource(CACHED_SMTP_SOURCE, libdir, "cached")
+    """Postfix's smtp-source, as scripts/setup --test (or scripts/bench) caches it."""
+    src = oracles.scripts_module("oraclelib").smtp_source(oracles.CACHE)
+    if src is None:
+        oracles.missing(f"Postfix's smtp-source (apt-get download postfix) in {oracles.CACHE}")
     port = peer_server.port
     result = smtpsource.run_load(
         src, port, sessions=3, messages=12, size=512, sender="a@b", recipient="a@b", timeout=60
