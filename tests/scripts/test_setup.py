@@ -47,7 +47,7 @@ class Checkout:
         self.calls = root / "calls"
 
     def setup(
-        self, *args: str, fail: bool = False, db_fails: bool = False
+        self, *args: str, fail: bool = False, db_fails: bool = False, path: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         self.calls.write_text("")
         env = {
@@ -60,6 +60,8 @@ class Checkout:
             env["FAKE_PIP_FAIL"] = "1"
         if db_fails:
             env["FAKE_DB_FAIL"] = "1"
+        if path is not None:
+            env["PATH"] = path
         return subprocess.run(
             [str(self.root / "scripts" / "setup"), *args],
             capture_output=True,
@@ -149,3 +151,33 @@ def test_without_berkeley_db_it_installs_the_rest_and_does_not_retry(checkout: C
     assert checkout.stamp()[1] == "test,db"  # tried: not again until something changes
     assert checkout.setup("--test", db_fails=True).returncode == 0
     assert checkout.pip_installs() == []
+
+
+def test_missing_debian_packages_are_named_when_apt_get_cannot_run(
+    checkout: Checkout, tmp_path: Path
+) -> None:
+    """MTA_SETUP_NO_APT=1 (as without root): it says what to install, then goes on."""
+    bindir = tmp_path / "bin"  # the tools the script uses, but no swaks, cc or dpkg-source
+    bindir.mkdir()
+    for tool in (
+        "bash",
+        "dirname",
+        "mkdir",
+        "cat",
+        "sha256sum",
+        "cut",
+        "wc",
+        "tail",
+        "head",
+        "sed",
+    ):
+        found = shutil.which(tool)
+        assert found is not None, tool
+        (bindir / tool).symlink_to(found)
+    assert checkout.setup().returncode == 0
+    done = checkout.setup("--test", path=str(bindir))
+    assert done.returncode == 0, done.stderr
+    (install,) = [line for line in done.stderr.splitlines() if "apt-get install" in line]
+    assert install.startswith("scripts/setup: as root, run: apt-get install ")
+    assert {"swaks", "gcc", "dpkg-dev"} <= set(install.split()[6:])
+    assert checkout.pip_installs() == [f".[test{DB}]"]
