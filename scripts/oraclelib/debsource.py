@@ -58,8 +58,13 @@ def _run(argv: list[str], cwd: Path | None = None, timeout: float = 600) -> str:
         raise FetchError(f"{argv[0]}: {exc}") from exc
     out = (proc.stdout + proc.stderr).strip()
     if proc.returncode != 0:
-        raise FetchError(f"{' '.join(argv)} failed: {out[-800:] or proc.returncode}")
+        raise FetchError(f"{_shown(argv)} failed: {out[-800:] or proc.returncode}")
     return out
+
+
+def _shown(argv: list[str]) -> str:
+    """The command line without its ``-o key=value`` options (they are all alike)."""
+    return " ".join(a for i, a in enumerate(argv) if "-o" not in (a, argv[i - 1] if i else ""))
 
 
 def codename(os_release: Path = Path("/etc/os-release")) -> str:
@@ -127,7 +132,10 @@ class PrivateApt:
         for sub in ("sources.list.d", "lists/partial", "cache/archives/partial"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         (self.root / "sources.list").write_text(self.source_line)
-        _run(["apt-get", "-q", *self.options(), "update"])
+        out = _run(["apt-get", "-q", *self.options(), "update"])
+        # apt-get update exits 0 when it could not reach the archive (offline)
+        if not any((self.root / "lists").glob("*_Sources*")):
+            raise FetchError(f"apt-get update got no source index from {self.mirror}: {out[-800:]}")
 
     def download_source(self, package: str, into: Path) -> Path:
         """``apt-get source --download-only package`` into ``into``; the ``.dsc``."""

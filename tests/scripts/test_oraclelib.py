@@ -4,6 +4,7 @@ unpacking, with fake ``apt-get`` and ``dpkg-source`` (no network)."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,16 +56,27 @@ def test_private_apt_keeps_every_path_of_its_own(tmp_path: Path) -> None:
     )
 
 
-FAKE_APT = """#!/bin/sh
-echo "$*" >> "$FAKE_LOG"
-case " $* " in
-*" indextargets "*) echo "deb bookworm main http://mirror.example/debian/" ;;
-*" update"*) grep -q '^deb-src .*http://mirror.example/debian/ bookworm main$' \\
-    "$(echo "$*" | sed 's/.*Dir::Etc::SourceList=\\([^ ]*\\).*/\\1/')" || exit 7 ;;
-*" source --download-only opensmtpd "*) : > opensmtpd_6.8.0p2-4.dsc ;;
-*" source --download-only "*) echo "no such package: nothing downloaded" ;;
-*) exit 9 ;;
-esac
+FAKE_APT = """
+import os, sys
+from pathlib import Path
+MIRROR = "http://mirror.example/debian/"
+args = sys.argv[1:]
+with open(os.environ["FAKE_LOG"], "a") as log:
+    print(" ".join(args), file=log)
+opts = dict(a.split("=", 1) for a, prev in zip(args, ["", *args]) if prev == "-o")
+if "indextargets" in args:
+    print("deb bookworm main " + MIRROR)
+elif args[-1] == "update":
+    kind, *_, uri, suite, component = Path(opts["Dir::Etc::SourceList"]).read_text().split()
+    assert (kind, uri, suite, component) == ("deb-src", MIRROR, "bookworm", "main")
+    if os.environ.get("FAKE_OFFLINE"):
+        print("W: Failed to fetch http://mirror.example/debian/dists/bookworm/InRelease")
+    else:
+        Path(opts["Dir::State::Lists"], "mirror_dists_bookworm_main_source_Sources").touch()
+elif args[-3:] == ["source", "--download-only", "opensmtpd"]:
+    Path("opensmtpd_6.8.0p2-4.dsc").touch()
+elif args[-2:] != ["--download-only", "postfix"]:
+    sys.exit(9)
 """
 
 FAKE_DPKG_SOURCE = """#!/bin/sh
@@ -78,7 +90,10 @@ mkdir -p "$3/usr.sbin/smtpd" && echo "/* crypto */" > "$3/usr.sbin/smtpd/crypto.
 def fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    for name, script in (("apt-get", FAKE_APT), ("dpkg-source", FAKE_DPKG_SOURCE)):
+    for name, script in (
+        ("apt-get", f"#!{sys.executable}{FAKE_APT}"),
+        ("dpkg-source", FAKE_DPKG_SOURCE),
+    ):
         (bindir / name).write_text(script)
         (bindir / name).chmod(0o755)
     log = tmp_path / "calls"
@@ -119,6 +134,10 @@ def test_a_failed_fetch_leaves_the_old_tree_and_no_debris(
         debsource.fetch("opensmtpd", dest, lambda _: None)
     assert debsource.unpacked(dest) == "6.8.0p2-4"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "calls", "opensmtpd-source"]
+    monkeypatch.setenv("FAKE_OFFLINE", "1")
+    with pytest.raises(debsource.FetchError, match="got no source index from http://mirror"):
+        debsource.fetch("opensmtpd", dest, lambda _: None)
+    monkeypatch.delenv("FAKE_OFFLINE")
     with pytest.raises(debsource.FetchError, match=r"no \.dsc"):
         debsource.fetch("postfix", tmp_path / "postfix-source", lambda _: None)
     assert not (tmp_path / "postfix-source").exists()
