@@ -1,11 +1,14 @@
 """OpenSMTPD (the Debian package) as the delivery benchmark's reference server.
 
 ``smtpd`` has fixed paths: its queue is ``/var/spool/smtpd`` and its control
-socket ``/var/run/smtpd.sock``.  The benchmark never touches the machine's own:
-each run happens in private mount and network namespaces (``unshare -m -n``),
-where :func:`private_paths` mounts a tmpfs on ``/run`` and binds a fresh
-directory of the run on ``/var/spool/smtpd``.  A system smtpd (running or not)
-and its queue are left alone, and every run starts from an empty queue.
+socket ``/var/run/smtpd.sock``.  The benchmark (and the SRS oracle test) never
+touch the machine's own: each run happens in private mount and network
+namespaces (``unshare -m -n``), where :func:`private_paths` mounts a tmpfs on
+``/var/spool`` (Debian's package does not create ``/var/spool/smtpd``, and
+nothing is ever created on the host), binds a fresh directory of the run on
+``/var/spool/smtpd`` in it, and mounts a tmpfs on ``/run``.  A system smtpd
+(running or not) and its queue are left alone, and every run starts from an
+empty queue kept on disk, as the machine's would be.
 """
 
 from __future__ import annotations
@@ -116,14 +119,37 @@ def _mount(*args: str) -> None:
         raise NamespaceError(f"mount {' '.join(args)}: {proc.stderr.strip()}")
 
 
+def _check_private() -> None:
+    """Refuse to mount anything in the namespace of the process that started this one.
+
+    Both callers run as ``unshare -m -n python ...``: ``unshare`` execs, so the
+    parent is the process that ran it, in the machine's mount namespace.
+    """
+    try:
+        mine = os.readlink("/proc/self/ns/mnt")
+        parents = os.readlink(f"/proc/{os.getppid()}/ns/mnt")
+    except OSError as exc:
+        raise NamespaceError(f"cannot compare mount namespaces: {exc}") from exc
+    if mine == parents:
+        raise NamespaceError("not in a private mount namespace (run this under unshare -m)")
+
+
 def private_paths(spool: Path) -> None:
     """Inside a private mount namespace: ``spool`` on /var/spool/smtpd, a tmpfs on /run.
 
-    ``spool`` is created empty (root, 0711, as smtpd wants its spool).
+    ``spool`` is created empty (root, 0711, as smtpd wants its spool).  The
+    mount point /var/spool/smtpd is made on a tmpfs mounted on /var/spool, so
+    it need not exist on the host (and is not made there); the rest of
+    /var/spool is hidden from this namespace only.
     """
+    _check_private()
+    for hidden in (SPOOL.parent, RUN):
+        if spool.resolve().is_relative_to(hidden):
+            raise NamespaceError(f"{spool} is under {hidden}, which a tmpfs hides here")
     spool.mkdir(mode=0o711)
     os.chmod(spool, 0o711)  # not subject to the umask
-    SPOOL.mkdir(mode=0o711, parents=True, exist_ok=True)
+    _mount("-t", "tmpfs", "-o", "mode=0755,size=64k", "tmpfs", str(SPOOL.parent))
+    SPOOL.mkdir(mode=0o711)
     _mount("--bind", str(spool), str(SPOOL))
     _mount("-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(RUN))
 

@@ -28,6 +28,7 @@ __all__ = [
     "LoadResult",
     "SetupError",
     "SmtpSource",
+    "cached",
     "fetch",
     "run_load",
     "sink_count",
@@ -169,15 +170,28 @@ def _deb_version(deb: Path) -> str:
     return parts[1] if len(parts) >= 3 else "unknown"
 
 
+def cached(cache: Path) -> SmtpSource | None:
+    """The smtp-source unpacked in ``cache`` by :func:`fetch`; None when there is none."""
+    root = cache / "postfix"
+    binary = root / "usr" / "sbin" / "smtp-source"
+    try:
+        version = (root / "VERSION").read_text().strip()
+    except OSError:
+        return None
+    return (
+        SmtpSource(binary, root / "usr" / "lib" / "postfix", version) if binary.exists() else None
+    )
+
+
 def fetch(cache: Path, log: Log) -> SmtpSource:
     """An smtp-source that runs: the cached one, else downloaded, else the system's."""
     root = cache / "postfix"
-    stamp = root / "VERSION"
     binary = root / "usr" / "sbin" / "smtp-source"
     libdir = root / "usr" / "lib" / "postfix"
-    if binary.exists() and stamp.exists():
+    found = cached(cache)
+    if found is not None:
         try:
-            return _check(SmtpSource(binary, libdir, stamp.read_text().strip()))
+            return _check(found)
         except SetupError as exc:
             log(f"cached smtp-source unusable ({exc}); fetching it again")
     try:

@@ -3,13 +3,15 @@
 
 Usage: python srs_oracle_driver.py WORKDIR KEY  (messages as JSON on stdin:
 ``[[sender, rcpt], ...]``).  Prints one JSON object: the MAIL FROM and RCPT TO
-the sink received for each message, in order.
+the sink received for each message, in order.  The private spool and /run are
+set up by the benchmark's ``benchlib.opensmtpd.private_paths`` (scripts/), so
+nothing needs to exist on (or is created on) the host.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
-import os
 import smtplib
 import socket
 import subprocess
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 SINK_PORT = 2526
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
 def run(*argv: str) -> None:
@@ -72,11 +75,8 @@ def main() -> int:
     workdir, key = Path(sys.argv[1]), sys.argv[2]
     messages = json.load(sys.stdin)
     run("ip", "link", "set", "lo", "up")
-    spool = workdir / "smtpd-spool"
-    spool.mkdir(mode=0o711)
-    os.chmod(spool, 0o711)
-    run("mount", "--bind", str(spool), "/var/spool/smtpd")
-    run("mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/run")
+    sys.path.insert(0, str(SCRIPTS))
+    importlib.import_module("benchlib.opensmtpd").private_paths(workdir / "smtpd-spool")
     conf = workdir / "smtpd.conf"
     conf.write_text(
         f'srs key "{key}"\n'

@@ -5,9 +5,11 @@ The harness lives outside the package, so it is imported from ``scripts/``.
 
 from __future__ import annotations
 
-import importlib
+import json
 import os
+import shutil
 import smtplib
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,14 +20,13 @@ import pytest
 
 from mta.config.load import load_config
 from mta.config.model import LocalDelivery
+from tests import oracles
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-if str(SCRIPTS) not in sys.path:
-    sys.path.insert(0, str(SCRIPTS))
+SCRIPTS = oracles.SCRIPTS
 
 
 def _load(name: str) -> ModuleType:
-    return importlib.import_module(f"benchlib.{name}")
+    return oracles.scripts_module(f"benchlib.{name}")
 
 
 peers = _load("peers")
@@ -34,9 +35,7 @@ idle = _load("idle")
 report = _load("report")
 smtpsource = _load("smtpsource")
 peer_mod = _load("aiosmtpd_peer")
-
-CACHED_POSTFIX = SCRIPTS.parent / ".cache" / "bench" / "postfix"
-CACHED_SMTP_SOURCE = CACHED_POSTFIX / "usr" / "sbin" / "smtp-source"
+opensmtpd = _load("opensmtpd")
 
 
 def test_mta_config_is_valid_and_routes_the_bench_recipient(tmp_path: Path) -> None:
@@ -142,10 +141,11 @@ def test_command_sends_one_recipient_per_message() -> None:
     assert src.env()["LD_LIBRARY_PATH"].split(":")[0] == "/x/lib"
 
 
-@pytest.mark.skipif(not CACHED_SMTP_SOURCE.exists(), reason="run scripts/bench once to fetch it")
 def test_real_smtp_source_against_the_peer(peer_server: Any, tmp_path: Path) -> None:
-    libdir = CACHED_POSTFIX / "usr" / "lib" / "postfix"
-    src = smtpsource.SmtpSource(CACHED_SMTP_SOURCE, libdir, "cached")
+    """Postfix's smtp-source, as scripts/setup --test (or scripts/bench) caches it."""
+    src = oracles.scripts_module("oraclelib").smtp_source(oracles.CACHE)
+    if src is None:
+        oracles.missing(f"Postfix's smtp-source (apt-get download postfix) in {oracles.CACHE}")
     port = peer_server.port
     result = smtpsource.run_load(
         src, port, sessions=3, messages=12, size=512, sender="a@b", recipient="a@b", timeout=60
@@ -223,3 +223,68 @@ def test_report_compares_with_every_peer_and_the_floor() -> None:
     assert "1.50x" in text and "0.75x" in text
     assert "floor/aiosmtpd (the most any server this durable could reach): 2.00x at 4" in text
     assert "PASS  4 sessions: mta/aiosmtpd = 1.50x" in text
+
+
+def _can_unshare() -> bool:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    return (
+        subprocess.run(["unshare", "-m", "true"], capture_output=True, check=False).returncode == 0
+    )
+
+
+PRIVATE_PATHS_PROBE = """
+import json, os, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from benchlib.opensmtpd import private_paths
+private_paths(Path(sys.argv[2]))
+Path("/var/spool/smtpd/probe").write_text("written in the namespace")
+st = os.stat("/var/spool/smtpd")
+print(json.dumps({"spool": [oct(st.st_mode & 0o7777), st.st_uid, st.st_gid],
+                  "var_spool": os.listdir("/var/spool"), "run": os.listdir("/run")}))
+"""
+
+
+@pytest.mark.skipif(not _can_unshare(), reason="needs root and unshare -m")
+def test_private_paths_give_smtpd_its_spool_and_leave_the_host_alone(tmp_path: Path) -> None:
+    """/var/spool/smtpd need not exist on the host (Debian's package does not make
+    it), and nothing is made or mounted there: whatever the host has is the same after."""
+
+    def host() -> tuple[bool, list[str], str]:
+        mounts = Path("/proc/self/mountinfo").read_text()
+        return os.path.lexists(opensmtpd.SPOOL), sorted(os.listdir("/var/spool")), mounts
+
+    before = host()
+    spool = tmp_path / "smtpd-spool"
+    proc = subprocess.run(
+        ["unshare", "-m", sys.executable, "-c", PRIVATE_PATHS_PROBE, str(SCRIPTS), str(spool)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # smtpd's own check: root-owned, mode 0711; the rest of /var/spool and /run hidden
+    assert json.loads(proc.stdout) == {
+        "spool": ["0o711", 0, 0],
+        "var_spool": ["smtpd"],
+        "run": [],
+    }
+    assert (spool / "probe").read_text() == "written in the namespace"  # on disk, the run's own
+    assert host() == before
+
+
+def test_private_paths_refuse_the_callers_namespace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mounts: list[tuple[str, ...]] = []
+    monkeypatch.setattr(opensmtpd, "_mount", lambda *args: mounts.append(args))
+    with pytest.raises(opensmtpd.NamespaceError, match="not in a private mount namespace"):
+        opensmtpd.private_paths(tmp_path / "smtpd-spool")
+    monkeypatch.setattr(opensmtpd, "_check_private", lambda: None)
+    for hidden in ("/run/mta-bench/smtpd-spool", "/var/spool/x/smtpd-spool"):
+        with pytest.raises(opensmtpd.NamespaceError, match="which a tmpfs hides here"):
+            opensmtpd.private_paths(Path(hidden))
+    assert mounts == []
+    assert not (tmp_path / "smtpd-spool").exists()

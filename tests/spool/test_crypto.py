@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mta.spool import crypto, seal
+from tests import oracles
 
 from .conftest import KEY
 
@@ -94,9 +95,8 @@ def test_key_must_be_32_bytes() -> None:
             crypto.check_key(bad)
 
 
-# -- differential: OpenSMTPD's own crypto.c, compiled from the source mirror ---------
+# -- differential: OpenSMTPD's own crypto.c, from Debian's source package ------------
 
-OPENSMTPD_GIT = os.environ.get("MTA_OPENSMTPD_GIT", "/work/.mirror/OpenSMTPD+OpenSMTPD/repo")
 DRIVER = r"""
 #include <stdio.h>
 #include <string.h>
@@ -121,21 +121,18 @@ int main(int argc, char **argv) {  /* enc|dec KEYFILE IN OUT */
 
 @pytest.fixture(scope="module")
 def opensmtpd_crypto(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    """OpenSMTPD's crypto.c built with a small driver (skipped without the source,
-    a C compiler or the OpenSSL headers)."""
-    if shutil.which("cc") is None or not os.path.exists("/usr/include/openssl/evp.h"):
-        pytest.skip("no C compiler or OpenSSL headers to build OpenSMTPD's crypto.c")
-    show = subprocess.run(
-        ["git", "-C", OPENSMTPD_GIT, "show", "HEAD:usr.sbin/smtpd/crypto.c"],
-        capture_output=True,
-        check=False,
-    )
-    if show.returncode != 0:
-        pytest.skip(f"no OpenSMTPD source at {OPENSMTPD_GIT} (set MTA_OPENSMTPD_GIT)")
+    """OpenSMTPD's crypto.c, from the source package scripts/setup --test unpacks
+    in .cache/, built with a small driver (a missing piece fails: see tests/oracles.py)."""
+    if shutil.which("cc") is None:
+        oracles.missing("a C compiler (cc), to build OpenSMTPD's crypto.c,")
+    if not os.path.exists("/usr/include/openssl/evp.h"):
+        oracles.missing("/usr/include/openssl/evp.h (Debian's libssl-dev)")
+    tree = oracles.scripts_module("oraclelib").opensmtpd_source(oracles.CACHE)
+    if tree is None:
+        oracles.missing(f"OpenSMTPD's source (apt-get source opensmtpd) in {oracles.CACHE}")
     work = tmp_path_factory.mktemp("opensmtpd-crypto")
-    source = show.stdout.replace(
-        b'#include "includes.h"', b"#include <stdint.h>\n#include <stdlib.h>"
-    )
+    source = (tree / "usr.sbin" / "smtpd" / "crypto.c").read_bytes()
+    source = source.replace(b'#include "includes.h"', b"#include <stdint.h>\n#include <stdlib.h>")
     (work / "crypto.c").write_bytes(source)
     (work / "driver.c").write_text(DRIVER)
     build = subprocess.run(
@@ -145,8 +142,7 @@ def opensmtpd_crypto(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
         text=True,
         check=False,
     )  # fmt: skip
-    if build.returncode != 0:
-        pytest.skip(f"cannot build OpenSMTPD's crypto.c: {build.stderr[-500:]}")
+    assert build.returncode == 0, f"cannot build OpenSMTPD's crypto.c: {build.stderr[-500:]}"
     return work
 
 
