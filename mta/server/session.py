@@ -229,7 +229,7 @@ class Session:
         if ep.is_socket:
             self.rdns = self.services.hostname
             self.peer = "local"
-        elif self.services.rdns is not None and self.services.rdns.resolver is not None:
+        elif self.services.rdns is not None and self.services.rdns.enabled:
             with trio.move_on_after(self.services.timeouts.rdns):
                 result = await self.services.rdns.lookup(self.peer)
                 self.rdns = result.name
