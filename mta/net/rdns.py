@@ -1,9 +1,18 @@
-"""Reverse DNS of a client: the PTR name, then forward confirmation (FCrDNS:
-an A record of that name, AAAA for an IPv6 client, is the client's address),
-as OpenSMTPD's ``smtp_getnameinfo_cb`` / ``smtp_getaddrinfo_cb``.
+"""Reverse DNS of a client: its name, then forward confirmation (FCrDNS: an
+address of that name, IPv4 for an IPv4 client, IPv6 for an IPv6 one, is the
+client's), as OpenSMTPD's ``smtp_getnameinfo_cb`` / ``smtp_getaddrinfo_cb``.
 
-Lookups are asynchronous with a short total timeout and never block other
-tasks; results are kept briefly in a bounded cache (failures are not).
+Names come from where the system's resolver finds them: the hosts file first
+(:mod:`mta.net.hosts`; ``127.0.0.1`` is ``localhost``), then DNS (a PTR
+record; :mod:`mta.net.resolver`).  A hosts-file answer needs no DNS at all.
+The forward confirmation of a name likewise takes its addresses from the
+hosts file when it lists the name, else from DNS (A or AAAA).
+
+DNS lookups are asynchronous with a short total timeout and never block
+other tasks; their results are kept briefly in a bounded cache (failures
+are not; hosts-file answers need none).  A failed lookup (SERVFAIL, timeout)
+makes the answer unknown; its warning is logged at most once a minute
+(:class:`~mta.net.throttle.Throttle`), not at every connection.
 """
 
 from __future__ import annotations
@@ -20,7 +29,9 @@ import dns.reversename
 import trio
 
 from mta.log import get_logger
+from mta.net.hosts import HostsFile, normal_address
 from mta.net.resolver import DEFAULT_TIMEOUT, RESOLV_CONF, DnsResolver, LookupStatus
+from mta.net.throttle import WARN_INTERVAL, Throttle
 
 __all__ = ["CACHE_SIZE", "CACHE_TTL", "Rdns", "RdnsResult", "reverse_lookup"]
 
@@ -58,29 +69,26 @@ def _hostname(text: str) -> str | None:
     return text
 
 
-def _client(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        address = ipaddress.ip_address(ip.strip("[]"))
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped  # a v4 client on a dual-stack socket
-    return address
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class Rdns:
-    """Reverse lookups with a cache; ``resolver`` None answers unknown at once."""
+    """Reverse lookups: ``hosts`` (None: no hosts file), then ``resolver``
+    (None: no DNS) with a cache; with neither, unknown at once."""
 
     def __init__(
         self,
         resolver: DnsResolver | None,
         *,
+        hosts: HostsFile | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         cache_size: int = CACHE_SIZE,
         cache_ttl: float = CACHE_TTL,
         clock: Callable[[], float] = time.monotonic,
+        warn_interval: float = WARN_INTERVAL,
     ) -> None:
         self.resolver = resolver
+        self.hosts = hosts
         self.timeout = timeout
         self.cache_size = cache_size
         self.cache_ttl = cache_ttl
@@ -88,6 +96,7 @@ class Rdns:
         self._cache: collections.OrderedDict[str, tuple[float, RdnsResult]] = (
             collections.OrderedDict()
         )
+        self.throttle = Throttle(log, warn_interval, clock=clock)
 
     @classmethod
     def from_env(
@@ -97,10 +106,15 @@ class Rdns:
         *,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> Rdns:
-        """Nameservers from ``MTA_DNS``, else ``resolv_conf``; without any, every
-        lookup answers unknown immediately."""
+        """The hosts file of ``MTA_HOSTS`` (``/etc/hosts`` when unset), then
+        the nameservers of ``MTA_DNS``, else of ``resolv_conf``."""
         resolver = DnsResolver.from_env(environ, resolv_conf, timeout=timeout)
-        return cls(resolver, timeout=timeout)
+        return cls(resolver, hosts=HostsFile.from_env(environ), timeout=timeout)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a lookup can find anything (a hosts file or DNS)."""
+        return self.hosts is not None or self.resolver is not None
 
     def _cached(self, key: str) -> RdnsResult | None:
         entry = self._cache.get(key)
@@ -122,11 +136,18 @@ class Rdns:
             self._cache.popitem(last=False)
 
     async def lookup(self, ip: str) -> RdnsResult:
-        """PTR name of ``ip`` and whether it is forward-confirmed, within
+        """Name of ``ip`` and whether it is forward-confirmed, within
         ``timeout`` seconds in all."""
-        address = _client(ip)
+        address = normal_address(ip)
         if address is None:
             return NONE  # not an IP client (the local socket)
+        if self.hosts is not None:
+            found = (await self.hosts.current()).name_of(address)
+            if found is not None:
+                name = _hostname(found)
+                if name is None:
+                    return NONE
+                return await self._confirm(name, address, self.timeout)
         if self.resolver is None:
             return UNKNOWN
         key = str(address)
@@ -142,15 +163,13 @@ class Rdns:
 
     reverse_lookup = lookup
 
-    async def _lookup(
-        self, resolver: DnsResolver, address: ipaddress.IPv4Address | ipaddress.IPv6Address
-    ) -> RdnsResult:
+    async def _lookup(self, resolver: DnsResolver, address: Address) -> RdnsResult:
         deadline = trio.current_time() + self.timeout
         ptr = await resolver.query(
             dns.reversename.from_address(str(address)), dns.rdatatype.PTR, timeout=self.timeout
         )
         if ptr.status is LookupStatus.ERROR:
-            log.warning("dns: PTR lookup for %s failed: %s", address, ptr.reason)
+            self.throttle.warning("dns: PTR lookup for %s failed: %s", address, ptr.reason)
             return UNKNOWN
         if ptr.status is not LookupStatus.FOUND:
             return NONE
@@ -158,13 +177,26 @@ class Rdns:
         name = _hostname(target.to_text(omit_final_dot=True)) if target is not None else None
         if name is None:
             return NONE
+        return await self._confirm(name, address, deadline - trio.current_time())
+
+    async def _confirm(self, name: str, address: Address, budget: float) -> RdnsResult:
+        """``name`` forward-confirmed: its addresses of the client's family
+        from the hosts file when it lists them, else from DNS."""
+        if self.hosts is not None:
+            listed = (await self.hosts.current()).addresses_of(name, address.version)
+            if listed:
+                return RdnsResult(name, str(address) in listed, False)
+        if self.resolver is None:
+            return RdnsResult(name, False, True)
         rdtype = dns.rdatatype.A if address.version == 4 else dns.rdatatype.AAAA
-        forward = await resolver.query(name + ".", rdtype, timeout=deadline - trio.current_time())
+        forward = await self.resolver.query(name + ".", rdtype, timeout=budget)
         if forward.status is LookupStatus.ERROR:
-            log.warning("dns: %s lookup for %s failed: %s", rdtype.name, name, forward.reason)
+            self.throttle.warning(
+                "dns: %s lookup for %s failed: %s", rdtype.name, name, forward.reason
+            )
             return RdnsResult(name, False, True)
         confirmed = any(
-            _client(getattr(record, "address", "")) == address for record in forward.records
+            normal_address(getattr(record, "address", "")) == address for record in forward.records
         )
         return RdnsResult(name, confirmed, False)
 

@@ -8,6 +8,9 @@ no DNS at all.  When it is unset,
 ``/etc/resolv.conf`` is read.  When neither gives a nameserver there is no
 resolver at all and callers answer "unknown" at once.
 
+This is DNS alone: the callers (reverse DNS, relay routes) look in the hosts
+file first (:mod:`mta.net.hosts`), as the system's resolver does.
+
 A query never raises: it returns a :class:`Lookup` whose status tells a
 missing name (NXDOMAIN), a name without such records (NODATA) and a failure
 (SERVFAIL, refused, timeout, malformed answer) apart.

@@ -18,9 +18,10 @@ where it went, and whether a "relayed" success notice is ours to send):
 2. Batching: envelopes of one message with the same plan that arrive within
    ``window`` seconds of the first go in one transaction; each caller gets
    its own recipient's result.
-3. The route: the smarthost's addresses (an IP address needs no DNS) or the
-   MX of the domain (:func:`~mta.relay.mx.resolve_route`; no resolver is a
-   temporary failure).  NXDOMAIN, Null MX, a loop: permanent failure.
+3. The route: the smarthost's addresses (an IP address needs no DNS; a name
+   listed in the hosts file neither) or the MX of the domain
+   (:func:`~mta.relay.mx.resolve_route`; no resolver is a temporary failure).
+   NXDOMAIN, Null MX, a loop: permanent failure.
 4. Per host of the route in order (the MX, most preferred first): its
    addresses (those not backed off, :mod:`mta.relay.backoff`) are raced,
    happy eyeballs (:mod:`mta.relay.eyeballs`: the next one 250 ms after the
@@ -74,6 +75,7 @@ from mta.delivery.result import Outcome, Relayed, Result
 from mta.envelope import Envelope
 from mta.errors import MTAError, PermanentFailure, RouteError, RoutePermanentFailure
 from mta.log import get_logger, visible
+from mta.net.hosts import HostsFile
 from mta.net.resolver import DnsResolver
 from mta.relay.backoff import RouteBackoff
 from mta.relay.client import Client, ClientConfig, Credentials
@@ -289,6 +291,7 @@ class RelayAgent:
         messages: MessageSource,
         *,
         resolver: DnsResolver | None,
+        hosts: HostsFile | None = None,
         timeouts: ClientTimeouts | None = None,
         window: float = BATCH_WINDOW,
         resolve: ResolvePlan | None = None,
@@ -303,6 +306,7 @@ class RelayAgent:
         self.tables = tables
         self.messages = messages
         self.resolver = resolver
+        self.hosts = hosts
         self.timeouts = timeouts if timeouts is not None else ClientTimeouts.from_env()
         self.window = window
         self.resolve: ResolvePlan = resolve if resolve is not None else self._resolve
@@ -463,10 +467,11 @@ class RelayAgent:
 
     async def _resolve(self, plan: Plan) -> Route:
         if plan.smarthost is not None:
-            return await resolve_host(plan.smarthost.host, resolver=self.resolver)
+            return await resolve_host(plan.smarthost.host, resolver=self.resolver, hosts=self.hosts)
         return await resolve_route(
             plan.domain,
             resolver=self.resolver,
+            hosts=self.hosts,
             backup_name=plan.backup_name,
             our_names=(self.config.hostname,),
             family=plan.family,

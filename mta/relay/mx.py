@@ -11,13 +11,17 @@ addresses interleaved by family for happy eyeballs) or raises
 - MX query: NXDOMAIN => permanent ``5.1.2`` "Domain does not exist"; SERVFAIL,
   REFUSED, timeout, no resolver => temporary ``4.4.3``; Null MX only => permanent
   ``5.1.10``; no MX (NODATA) => implicit MX, the domain's own A/AAAA;
-- A and AAAA of every MX host, all queried at once; a host whose lookups fail
+- the addresses of every MX host (or of the domain, for an implicit MX), all
+  looked up at once: from the hosts file when it lists the host, as the
+  system's ``getaddrinfo`` does (never for the MX query itself: a hosts file
+  has no MX records), else its A and AAAA records; a host whose lookups fail
   is skipped, and when no host has an address the failure is temporary;
 - pruning (``backup`` / ``backup mx NAME``, ourselves, ``mta limit`` family)
   and ordering are the pure functions of :mod:`mta.relay.route`.
 
 :func:`resolve_host` is the route to a smarthost (``relay host``): its
-addresses only, no MX; an IP address or address literal needs no DNS.
+addresses only, no MX, from the hosts file first, as for an MX host; an IP
+address or address literal needs no lookup.
 
 The whole resolution takes at most ``timeout`` seconds (two rounds of the
 resolver's query timeout by default).  :func:`backup_name` and
@@ -42,6 +46,7 @@ import trio
 from mta.config.model import MtaLimits, Relay
 from mta.errors import RoutePermanentFailure, RouteTemporaryFailure
 from mta.log import get_logger, visible
+from mta.net.hosts import HostsFile
 from mta.net.resolver import DnsResolver, Lookup, LookupStatus
 from mta.relay.route import (
     Family,
@@ -102,8 +107,19 @@ class _Clock:
         return max(0.0, self.deadline - trio.current_time())
 
 
-async def _host_addresses(resolver: DnsResolver, host: str, clock: _Clock) -> HostAddresses:
-    """A and AAAA of ``host`` at once; a host named by an IP address (which
+async def _listed(hosts: HostsFile | None, host: str) -> HostAddresses | None:
+    """The addresses of ``host`` in the hosts file, None when it has none."""
+    if hosts is None or not host:
+        return None
+    found = (await hosts.current()).addresses_of(host)
+    return HostAddresses(found) if found else None
+
+
+async def _host_addresses(
+    resolver: DnsResolver, host: str, clock: _Clock, hosts: HostsFile | None
+) -> HostAddresses:
+    """The addresses of ``host``: those the hosts file lists, else its A and
+    AAAA records, queried at once; a host named by an IP address (which
     OpenSMTPD's getaddrinfo accepts) is that address."""
     try:
         return HostAddresses((str(ipaddress.ip_address(host)),))
@@ -111,6 +127,9 @@ async def _host_addresses(resolver: DnsResolver, host: str, clock: _Clock) -> Ho
         pass
     if not host:  # a "." target at a preference other than 0
         return HostAddresses()
+    listed = await _listed(hosts, host)
+    if listed is not None:
+        return listed
     lookups: dict[dns.rdatatype.RdataType, Lookup] = {}
 
     async def one(rdtype: dns.rdatatype.RdataType) -> None:
@@ -131,15 +150,15 @@ async def _host_addresses(resolver: DnsResolver, host: str, clock: _Clock) -> Ho
 
 
 async def _resolve_hosts(
-    resolver: DnsResolver, hosts: Collection[str], clock: _Clock
+    resolver: DnsResolver, names: Collection[str], clock: _Clock, hosts: HostsFile | None
 ) -> dict[str, HostAddresses]:
     found: dict[str, HostAddresses] = {}
 
     async def one(host: str) -> None:
-        found[host] = await _host_addresses(resolver, host, clock)
+        found[host] = await _host_addresses(resolver, host, clock, hosts)
 
     async with trio.open_nursery() as nursery:
-        for host in dict.fromkeys(hosts):
+        for host in dict.fromkeys(names):
             nursery.start_soon(one, host)
     return found
 
@@ -148,6 +167,7 @@ async def resolve_route(
     domain: str,
     *,
     resolver: DnsResolver | None,
+    hosts: HostsFile | None = None,
     backup_name: str | None = None,
     our_names: Collection[str] = (),
     our_addresses: Collection[str] = (),
@@ -158,7 +178,8 @@ async def resolve_route(
 ) -> Route:
     """The route to ``domain`` (see the module docstring).
 
-    ``resolver``: None when DNS is off (only literals then work).
+    ``resolver``: None when DNS is off (only literals then work).  ``hosts``:
+    the hosts file for the MX hosts' addresses (None: none).
     ``backup_name``: :func:`backup_name` of the relay action.  ``our_names`` /
     ``our_addresses``: our host names and the addresses we receive mail on.
     ``family``: :func:`family_limit`.  ``prefer``: the family tried first (IPv6,
@@ -202,12 +223,12 @@ async def resolve_route(
         )
     if clock.left() <= 0:
         raise RouteTemporaryFailure("Temporary failure in MX lookup (timeout)", "4.4.3")
-    hosts = await _resolve_hosts(resolver, [mx.host for mx in mxs], clock)
+    addresses = await _resolve_hosts(resolver, [mx.host for mx in mxs], clock, hosts)
     return build_route(
         name,
         kind,
         mxs,
-        hosts,
+        addresses,
         backup_name=backup_name,
         our_names=our_names,
         our_addresses=our_addresses,
@@ -220,12 +241,13 @@ async def resolve_host(
     host: str,
     *,
     resolver: DnsResolver | None,
+    hosts: HostsFile | None = None,
     prefer: Family = Family.INET6,
     timeout: float | None = None,
 ) -> Route:
     """The route to a smarthost: ``host`` itself when it is an IP address or an
-    address literal, else its A and AAAA records (temporary failures: no
-    resolver, a failed lookup, no address)."""
+    address literal, else its addresses in ``hosts``, else its A and AAAA
+    records (temporary failures: no resolver, a failed lookup, no address)."""
     literal = parse_literal(host)
     if literal is not None:
         return literal_route(host, literal)
@@ -236,13 +258,20 @@ async def resolve_host(
     else:
         return Route(host, RouteKind.LITERAL, (Hop(-1, host, (str(address),)),))
     name = host.strip().rstrip(".").lower()
+    listed = await _listed(hosts, name)
+    if listed is not None:
+        return _smarthost_route(name, listed, prefer)
     if resolver is None:
         raise RouteTemporaryFailure(
             f"Temporary failure resolving {visible(name)} (no DNS resolver)", "4.4.3"
         )
     clock = _Clock(2 * resolver.timeout if timeout is None else timeout)
-    found = await _host_addresses(resolver, name, clock)
+    found = await _host_addresses(resolver, name, clock, None)  # not listed: DNS
     if not found.addresses:
         reason = found.error or "Host not found"
         raise RouteTemporaryFailure(f"{visible(name)}: {reason}", "4.4.4")
+    return _smarthost_route(name, found, prefer)
+
+
+def _smarthost_route(name: str, found: HostAddresses, prefer: Family) -> Route:
     return Route(name, RouteKind.IMPLICIT, (Hop(0, name, interleave(found.addresses, prefer)),))

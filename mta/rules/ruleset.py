@@ -41,7 +41,8 @@ class MatchContext:
     socket (``socket`` True).  ``local`` says the session is local (socket or
     loopback client); rules do not use it: ``from local`` asks ``<localhost>``
     with ``src``, as OpenSMTPD does.  ``rdns`` is None when the client has no
-    reverse name.  ``internal`` is set for addresses produced by expansion.
+    name (neither the hosts file nor reverse DNS gives one).  ``internal`` is
+    set for addresses produced by expansion.
     """
 
     socket: bool

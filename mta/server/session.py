@@ -1,8 +1,9 @@
 """One SMTP session on trio: the edge that drives the sans-IO server.
 
 The state machine (:mod:`mta.smtp.server`) parses and answers; this module
-does what needs the outside world: reverse DNS, TLS handshakes, credential
-checks, the ``match`` rules, and writing to the spool.  It also enforces the
+does what needs the outside world: the client's name (:mod:`mta.net.rdns`:
+the hosts file, then reverse DNS), TLS handshakes, credential checks, the
+``match`` rules, and writing to the spool.  It also enforces the
 timeouts: a deadline for every command line and for a whole DATA transfer,
 kept by the daemon's :class:`~mta.server.watchdog.Watchdog` (one cancel scope
 per session, not one per read).
@@ -229,7 +230,7 @@ class Session:
         if ep.is_socket:
             self.rdns = self.services.hostname
             self.peer = "local"
-        elif self.services.rdns is not None and self.services.rdns.resolver is not None:
+        elif self.services.rdns is not None and self.services.rdns.enabled:
             with trio.move_on_after(self.services.timeouts.rdns):
                 result = await self.services.rdns.lookup(self.peer)
                 self.rdns = result.name

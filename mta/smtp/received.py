@@ -75,10 +75,11 @@ class ReceivedInfo:
     """Everything the ``Received:`` header shows about one transaction.
 
     ``peer`` is the client's IP address as text (``192.0.2.1``, ``2001:db8::1``)
-    or :data:`LOCAL_PEER`; ``rdns`` the client's reverse DNS name, None when
-    unknown; ``msgid`` the 32-bit message id; ``rcpt`` the recipient when the
-    transaction has exactly one, else None; ``date`` an aware datetime (its zone
-    is the one written).  ``username`` is the authenticated user ("" if none).
+    or :data:`LOCAL_PEER`; ``rdns`` the client's name (hosts file, then reverse
+    DNS), None when unknown; ``msgid`` the 32-bit message id; ``rcpt`` the
+    recipient when the transaction has exactly one, else None; ``date`` an
+    aware datetime (its zone is the one written).  ``username`` is the
+    authenticated user ("" if none).
     """
 
     helo: str

@@ -2,8 +2,9 @@
 
 Each daemon gets its own spool and configuration in a temporary directory and
 its own loopback port, so tests never collide and can kill it with SIGKILL.
-Reverse DNS is switched off (``MTA_DNS=none``): these tests must not depend on
-the machine's resolver.
+Name lookups are switched off (``MTA_DNS=none``, ``MTA_HOSTS=none``): these
+tests must not depend on the machine's resolver or its /etc/hosts (a test
+that wants names passes its own DNS server or hosts file in ``env``).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Daemon:
         self.log_path = directory / "mta.log"
         self.env = dict(os.environ)
         self.env.setdefault("MTA_DNS", "none")
+        self.env.setdefault("MTA_HOSTS", "none")
         self.env.update(env or {})
         self.paused = paused
         self.prefix = tuple(prefix)

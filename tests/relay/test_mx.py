@@ -1,11 +1,13 @@
 """Tests for mta.relay.mx: MX resolution against a real DNS server on loopback
 (dnsmasq with its own zone; its SERVFAIL and silent names are forwarded to the
-test DNS server of tests/net), plus stalls against the test DNS server alone."""
+test DNS server of tests/net), plus stalls against the test DNS server alone,
+and the hosts file read before A/AAAA queries (never for MX)."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import dns.message
 import dns.rdatatype
@@ -15,8 +17,9 @@ import trio
 from mta.config.model import MtaLimits, Relay
 from mta.delivery.result import Outcome
 from mta.errors import RoutePermanentFailure, RouteTemporaryFailure, TemporaryFailure
+from mta.net.hosts import HostsFile
 from mta.net.resolver import DnsResolver
-from mta.relay.mx import backup_name, family_limit, resolve_route
+from mta.relay.mx import backup_name, family_limit, resolve_host, resolve_route
 from mta.relay.route import Family, Hop, RouteKind
 from mta.status import StatusCode
 from tests.net.dnsserver import Behaviour, DnsServer
@@ -285,6 +288,89 @@ async def test_invalid_destinations_are_permanent(domain: str) -> None:
 async def test_no_resolver_is_temporary() -> None:
     with pytest.raises(RouteTemporaryFailure, match="no DNS resolver"):
         await resolve_route("example.org", resolver=None)
+
+
+# -- the hosts file before A/AAAA, never for MX ---------------------------------------
+
+HOSTS = """\
+192.0.2.70 smarthost.lab relay
+2001:db8::70 smarthost.lab
+192.0.2.71 mx1.hosts.test
+192.0.2.72 hosts.test nx.test
+"""
+
+
+@pytest.fixture
+def hostsfile(tmp_path: Path) -> HostsFile:
+    (tmp_path / "hosts").write_text(HOSTS)
+    return HostsFile(str(tmp_path / "hosts"))
+
+
+@pytest.fixture
+async def server(nursery: trio.Nursery) -> DnsServer:
+    s = DnsServer()
+    await nursery.start(s.serve)
+    s.add("hosts.test", "MX", "10 mx1.hosts.test.", "20 mx2.hosts.test.")
+    s.add("mx1.hosts.test", "A", "198.51.100.1")  # the hosts file wins
+    s.add("mx2.hosts.test", "A", "198.51.100.2")
+    s.add("implicit.hosts.test", "A", "198.51.100.3")
+    s.add("smarthost.lab", "A", "198.51.100.4")
+    s.add("dnsonly.lab", "A", "198.51.100.5")
+    return s
+
+
+async def test_smarthost_from_the_hosts_file(server: DnsServer, hostsfile: HostsFile) -> None:
+    resolver = DnsResolver([server.nameserver], timeout=1.0)
+    for name in ("smarthost.lab", "SmartHost.LAB."):
+        route = await resolve_host(name, resolver=resolver, hosts=hostsfile)
+        assert route.kind is RouteKind.IMPLICIT
+        assert route.hops == (Hop(0, "smarthost.lab", ("2001:db8::70", "192.0.2.70")),)
+    route = await resolve_host("relay", resolver=resolver, hosts=hostsfile, prefer=Family.INET4)
+    assert route.hops == (Hop(0, "relay", ("192.0.2.70",)),)
+    assert server.queries == []
+    route = await resolve_host("dnsonly.lab", resolver=resolver, hosts=hostsfile)
+    assert route.hops == (Hop(0, "dnsonly.lab", ("198.51.100.5",)),)
+    assert set(server.queries) == {("dnsonly.lab.", "A"), ("dnsonly.lab.", "AAAA")}
+
+
+async def test_smarthost_in_the_hosts_file_needs_no_dns(hostsfile: HostsFile) -> None:
+    route = await resolve_host("smarthost.lab", resolver=None, hosts=hostsfile)
+    assert route.hops == (Hop(0, "smarthost.lab", ("2001:db8::70", "192.0.2.70")),)
+    with pytest.raises(RouteTemporaryFailure, match="no DNS resolver"):
+        await resolve_host("dnsonly.lab", resolver=None, hosts=hostsfile)
+    with pytest.raises(RouteTemporaryFailure, match="no DNS resolver"):
+        await resolve_host("smarthost.lab", resolver=None)
+
+
+async def test_mx_hosts_from_the_hosts_file(server: DnsServer, hostsfile: HostsFile) -> None:
+    resolver = DnsResolver([server.nameserver], timeout=1.0)
+    route = await resolve_route("hosts.test", resolver=resolver, hosts=hostsfile)
+    assert route.kind is RouteKind.MX  # the MX from DNS, though the domain is in the file
+    assert route.hops == (
+        Hop(10, "mx1.hosts.test", ("192.0.2.71",)),
+        Hop(20, "mx2.hosts.test", ("198.51.100.2",)),
+    )
+    assert ("hosts.test.", "MX") in server.queries
+    assert not any(name == "mx1.hosts.test." for name, _ in server.queries)
+    assert ("mx2.hosts.test.", "A") in server.queries
+
+
+async def test_the_hosts_file_has_no_mx(server: DnsServer, hostsfile: HostsFile) -> None:
+    resolver = DnsResolver([server.nameserver], timeout=1.0)
+    with pytest.raises(RoutePermanentFailure, match="Domain does not exist"):
+        await resolve_route("nx.test", resolver=resolver, hosts=hostsfile)
+    with pytest.raises(RouteTemporaryFailure, match="no DNS resolver"):
+        await resolve_route("hosts.test", resolver=None, hosts=hostsfile)
+
+
+async def test_implicit_mx_from_the_hosts_file(server: DnsServer, tmp_path: Path) -> None:
+    resolver = DnsResolver([server.nameserver], timeout=1.0)
+    (tmp_path / "hosts").write_text("192.0.2.73 implicit.hosts.test\n")
+    hostsfile = HostsFile(str(tmp_path / "hosts"))
+    route = await resolve_route("implicit.hosts.test", resolver=resolver, hosts=hostsfile)
+    assert route.kind is RouteKind.IMPLICIT
+    assert route.hops == (Hop(0, "implicit.hosts.test", ("192.0.2.73",)),)
+    assert set(server.queries) == {("implicit.hosts.test.", "MX")}
 
 
 # -- stalls, against the test DNS server alone -----------------------------------------
