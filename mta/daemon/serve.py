@@ -7,7 +7,9 @@ it is told to stop (SIGTERM / SIGINT, or cancellation).  SIGHUP reloads the
 configuration (:mod:`mta.daemon.reload`).  Sessions still running at
 shutdown get a short grace period, then a 421.  The queue runner delivers
 locally (:class:`~mta.delivery.local.LocalDeliverer`) and relays
-(:class:`~mta.relay.agent.RelayAgent`, DNS from ``MTA_DNS``).
+(:class:`~mta.relay.agent.RelayAgent`).  Host names come from the hosts file
+(``MTA_HOSTS``, ``/etc/hosts`` by default), then DNS (``MTA_DNS``, else
+``/etc/resolv.conf``), for the clients' reverse DNS and the relay routes alike.
 """
 
 from __future__ import annotations
@@ -126,8 +128,14 @@ async def _serve_locked(
     try:
         deliverer = LocalDeliverer(config, tables, spool, spool_dir=options.spool)
         inventory = RelayInventory(max_deferred=config.mta_max_deferred)
+        rdns = Rdns.from_env()
         agent = RelayAgent(
-            config, tables, spool, resolver=DnsResolver.from_env(), inventory=inventory
+            config,
+            tables,
+            spool,
+            resolver=DnsResolver.from_env(),
+            hosts=rdns.hosts,
+            inventory=inventory,
         )
         queue = QueueRunner(config, spool, deliverer, relay=agent)
         agent.reschedule = queue.schedule_now  # mta max-deferred
@@ -136,7 +144,7 @@ async def _serve_locked(
         shared = Shared(
             spool=spool,
             queue=queue,
-            rdns=Rdns.from_env(),
+            rdns=rdns,
             timeouts=options.timeouts,
             watchdog=Watchdog(tick_for(options.timeouts.command, options.timeouts.data_block)),
         )
