@@ -9,9 +9,11 @@ Maildirs under that directory (``maildir(user)``).  Installed by
 from __future__ import annotations
 
 import contextlib
+import grp
 import mailbox
 import os
 import pathlib
+import pwd
 import shutil
 import socket
 import subprocess
@@ -49,7 +51,10 @@ class Dovecot:
         (root / "users").write_text(
             "".join(f"{u}::{uid}:{gid}::{root / 'mail' / u}::\n" for u in self.users)
         )
-        login = "nobody" if owner else os.environ.get("USER", "root")
+        # run unprivileged, every dovecot process and socket is the user's own (the
+        # package's dovecot group would need root to give sockets to)
+        login = "nobody" if owner else pwd.getpwuid(os.getuid()).pw_name
+        group = "nogroup" if owner else grp.getgrgid(os.getgid()).gr_name
         self.conf.write_text(
             f"""
 base_dir = {root}/run
@@ -62,6 +67,7 @@ mail_location = maildir:{root}/mail/%n
 auth_username_format = %n
 default_login_user = {login}
 default_internal_user = {login}
+default_internal_group = {group}
 userdb {{
   driver = passwd-file
   args = {root}/users
