@@ -137,13 +137,13 @@ def run_daemon(config: Config, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"mta: {exc}", file=sys.stderr)
         return 1
-    path, macros = args.f or default_config_path(), _macros(args.D)
+    path = os.path.abspath(args.f or default_config_path())  # reloads read it again
     options = DaemonOptions(
         spool=os.path.abspath(args.spool or default_spool()),
         queue_key=_queue_key(config),
         timeouts=timeouts,
         paused=frozenset(args.P),
-        load=functools.partial(load_config, path, macros=macros),
+        load=functools.partial(load_config, path, macros=_macros(args.D)),
     )
     raise_fd_limit()
     try:
@@ -163,8 +163,6 @@ def run_daemon(config: Config, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     except MTAError as exc:
-        get_logger("smtpd").error("mta: %s", exc)
-        if not args.d and syslog:
-            print(f"mta: {exc}", file=sys.stderr)  # stderr is /dev/null by now: for the record
+        get_logger("smtpd").error("mta: %s", exc)  # stderr with -d, else wherever logs go
         return 1
     return 0
