@@ -15,7 +15,9 @@ What the session passes as a filter parameter is what smtpd passes: the HELO/EHL
 name, the raw AUTH arguments, the *bare* address for ``mail-from`` / ``rcpt-to``
 (``filter_protocol`` strips ``<``, ``>`` and the ESMTP parameters), each DATA line
 without CRLF and still dot-escaped, then ``.``.  Values go through
-:func:`~mta.filters.protocol.field`, so none can break a line.
+:func:`~mta.filters.protocol.field`, so none can break a line, and are written by
+:func:`~mta.filters.protocol.wire`: a client's bytes that were not UTF-8 reach the
+filter as they came, as with smtpd.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ from mta.filters.protocol import (
     field,
     format_id,
     format_source,
+    wire,
 )
 
 __all__ = [
+    "SESSION_TIMEOUT",
     "SMTPD_VERSIONS",
     "Handshake",
     "encode_filter",
@@ -84,7 +88,7 @@ class Handshake:
 
 
 def _line(*fields: str) -> bytes:
-    return ("|".join(fields) + "\n").encode("utf-8")
+    return wire("|".join(fields)) + b"\n"
 
 
 def encode_handshake(handshake: Handshake) -> bytes:
@@ -145,10 +149,10 @@ def encode_filter(
     param: str | bytes = "",
 ) -> bytes:
     """A filter request of any phase but ``connect``: ``param`` is the one
-    parameter (str, or bytes for a ``data-line`` that is not UTF-8)."""
+    parameter (str, or bytes for a ``data-line`` as received)."""
     if phase is FilterPhase.CONNECT:
         raise ValueError("the connect request is made by encode_filter_connect")
-    raw = param if isinstance(param, bytes) else param.encode("utf-8")
+    raw = param if isinstance(param, bytes) else wire(param)
     return _filter_head(version, timestamp, phase, session, token) + _clean(raw) + b"\n"
 
 
@@ -164,4 +168,4 @@ def encode_filter_connect(
     ``[v6]`` or ``local``."""
     head = _filter_head(version, timestamp, FilterPhase.CONNECT, session, token)
     tail = field(rdns, last=False) + "|" + format_source(src)
-    return head + tail.encode("utf-8") + b"\n"
+    return head + wire(tail) + b"\n"

@@ -17,9 +17,9 @@ The codec is split in modules, each importing this one:
 - :mod:`mta.filters.verdict`: a ``reject`` / ``disconnect`` text made an SMTP reply.
 
 Protocol version: mta speaks **0.7** by default (OpenSMTPD 7.4 and later; the
-``config|protocol|0.7`` line exists since 7.5).  0.6 (OpenSMTPD 6.6 to 7.3, the
-6.8 trace in ``shared/reference``) is available for byte-compatibility.  They
-differ in two things only: ``link-auth`` is ``username|result`` in 0.6 and
+``config|protocol|0.7`` line exists since 7.6).  0.6 (OpenSMTPD 6.7 to 7.3, the
+6.8 trace in ``shared/reference``) is available for byte-compatibility.  Their
+lines differ in two things only: ``link-auth`` is ``username|result`` in 0.6 and
 ``result|username`` in 0.7 (OpenSMTPD commit 0a125ccc, "swap link-auth filter
 arguments": fields that may contain ``|`` go last), and 0.6 handshakes have no
 ``config|protocol`` line.  Why 0.7, from the sources of the libraries filters are
@@ -80,6 +80,7 @@ __all__ = [
     "format_msgid",
     "format_source",
     "parse_id",
+    "wire",
 ]
 
 MAX_LINE = 66 * 1024
@@ -269,6 +270,16 @@ def field(value: str, *, last: bool) -> str:
     """``value`` made safe as one field of a line: CR, LF and NUL become spaces, and
     ``|`` too unless it is the ``last`` field (where smtpd-filters(7) allows it)."""
     return (_UNSAFE if last else _UNSAFE_INNER).sub(" ", value)
+
+
+def wire(text: str) -> bytes:
+    """``text`` as the bytes it came from: UTF-8, and the bytes that were not UTF-8
+    back as they were (mta's SMTP server decodes lines with ``surrogateescape``);
+    any other lone surrogate becomes ``?``."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
 
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -12,6 +12,9 @@ subsystems, events and phases were already refused by :mod:`mta.filters.parse`.
 :class:`~mta.filters.protocol.ReportEvent`, as OpenSMTPD expands it.  A
 registration made twice counts once (OpenSMTPD would send such a filter every event
 twice).  A filter may register nothing; it then receives nothing.
+
+Send a filter only the reports and requests it registered: libopensmtpd
+(``osmtpd_newline``) dies on any other line ("received unregistered line").
 """
 
 from __future__ import annotations

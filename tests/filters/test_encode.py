@@ -299,3 +299,28 @@ def test_no_value_adds_a_line_or_a_field(a: str, b: str, c: str, version: Protoc
         assert line.endswith(b"|" + last_a.encode() + b"\n") and line.count(b"\n") == 1
     line = encode_filter_connect(version, TS, S, TOKEN, a, V4ADDR)
     assert line.endswith(f"|{inner_a}|199.185.178.25\n".encode()) and line.count(b"\n") == 1
+
+
+def test_bytes_that_were_not_utf8_go_out_as_they_came() -> None:
+    # mta's SMTP server decodes lines with surrogateescape
+    line = encode_report(
+        V7,
+        TS,
+        Subsystem.SMTP_IN,
+        S,
+        LinkIdentify("EHLO", b"caf\xe9".decode("utf-8", "surrogateescape")),
+    )
+    assert line.endswith(b"|EHLO|caf\xe9\n")
+    line = encode_filter(V7, TS, FilterPhase.HELO, S, TOKEN, "a\ud800b")
+    assert line.endswith(b"|a?b\n")
+    line = encode_filter_connect(V7, TS, S, TOKEN, "r\udcffdns", V4ADDR)
+    assert line.endswith(b"|r\xffdns|199.185.178.25\n")
+
+
+@given(st.text(), st.sampled_from(ProtocolVersion))
+def test_any_text_at_all_is_one_line(value: str, version: ProtocolVersion) -> None:
+    for payload in (ProtocolClient(value), LinkAuth(value, AuthResult.FAIL), LinkGreeting(value)):
+        line = encode_report(version, TS, Subsystem.SMTP_IN, S, payload)
+        assert line.count(b"\n") == 1 and line.endswith(b"\n")
+    line = encode_filter(version, TS, FilterPhase.DATA_LINE, S, TOKEN, value)
+    assert line.count(b"\n") == 1 and line.endswith(b"\n")
