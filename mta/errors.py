@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from mta.log import quote
+
 __all__ = [
     "ConfigError",
     "ConfigErrors",
     "ControlError",
     "CorruptEnvelope",
     "CorruptMessage",
+    "FilterError",
+    "FilterProtocolError",
     "MTAError",
     "PermanentFailure",
     "RouteError",
@@ -112,3 +116,24 @@ class SpoolNotFound(MTAError, LookupError):
 
 class ControlError(MTAError):
     """A control request (``mtactl``) was refused or could not be carried out."""
+
+
+class FilterError(MTAError):
+    """A filter process failed (it exited, or broke the smtpd-filters(7) protocol):
+    the sessions it filters get a temporary failure and it is restarted."""
+
+
+class FilterProtocolError(FilterError):
+    """A filter wrote something the filter protocol does not allow: ``reason``
+    says what, ``line`` is the offending line (quoted safely by ``str()``)."""
+
+    def __init__(self, reason: str, line: bytes | str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.line = line
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return self.reason
+        text = self.line if isinstance(self.line, str) else self.line.decode("utf-8", "replace")
+        return f"{self.reason}: {quote(text, 200)}"
