@@ -63,7 +63,7 @@ import attrs
 
 from mta.config.model import FilterBuiltin, FilterCondition
 from mta.config.modern import FILTER_PHASES
-from mta.errors import TableError
+from mta.errors import MTAError, TableError
 from mta.reply import Reply
 from mta.tables import Service, Table
 
@@ -73,6 +73,7 @@ __all__ = [
     "JUNK_HEADER",
     "Decision",
     "DecisionKind",
+    "FilterMisbehaved",
     "Lookup",
     "Phase",
     "SessionFacts",
@@ -181,6 +182,11 @@ class SessionFacts:
 # -- decisions ------------------------------------------------------------------------
 
 
+class FilterMisbehaved(MTAError):
+    """A filter process answered what it may not (an unknown decision, junk at
+    commit...).  OpenSMTPD exits (``fatalx``); mta fails the session only."""
+
+
 class DecisionKind(enum.Enum):
     """What a filter decides (builtin keywords and ``filter-result`` words).
 
@@ -241,19 +247,21 @@ class Decision:
 
     @classmethod
     def of(cls, word: str, text: str | None = None) -> Decision:
-        """From a keyword (``reject``...) and its text; ValueError when the word
-        is unknown or the text is missing or unexpected."""
+        """From a keyword (``reject``...) and its text; FilterMisbehaved when the
+        word is unknown or the text is missing or unexpected (``lka_filter_process_response``
+        refuses those too)."""
         try:
             kind = DecisionKind(word)
         except ValueError:
-            raise ValueError(f"unknown filter decision {word!r}") from None
-        if kind in (DecisionKind.REJECT, DecisionKind.DISCONNECT):
-            if text is None:
-                raise ValueError(f"decision {word}: text missing")
+            raise FilterMisbehaved(f"unknown filter decision {word!r}") from None
+        if (text is None) == (kind in _WITH_TEXT):
+            missing = "missing" if text is None else "unexpected"
+            raise FilterMisbehaved(f"filter decision {word}: parameter {missing}")
+        if text is not None and kind in (DecisionKind.REJECT, DecisionKind.DISCONNECT):
             reply, disconnect = filter_reply(text)
             if disconnect:
                 kind = DecisionKind.DISCONNECT
-            return cls(kind, _reply_text(reply, text), reply)
+            return cls(kind, text if _valid(text) else _INTERNAL_ERROR, reply)
         return cls(kind, text)
 
     @classmethod
@@ -293,10 +301,6 @@ class Decision:
 def _valid(text: str) -> bool:
     # util.c valid_smtp_response, then smtp_session.c: the first digit 4 or 5
     return len(text) >= 5 and _REPLY.match(text) is not None and text[0] in "45"
-
-
-def _reply_text(reply: Reply, text: str) -> str:
-    return text if _valid(text) else _INTERNAL_ERROR
 
 
 def filter_reply(text: str) -> tuple[Reply, bool]:

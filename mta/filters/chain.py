@@ -45,10 +45,11 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 import attrs
 
 from mta.config.model import Config, FilterBuiltin, FilterChain, FilterProc, FilterRef
-from mta.errors import ConfigError, MTAError, TableError
+from mta.errors import ConfigError, TableError
 from mta.filters.builtin import (
     Decision,
     DecisionKind,
+    FilterMisbehaved,
     Lookup,
     Phase,
     SessionFacts,
@@ -74,11 +75,6 @@ __all__ = [
     "drive",
     "resolve",
 ]
-
-
-class FilterMisbehaved(MTAError):
-    """A filter process answered what it may not (junk at commit...): the
-    session gets a temporary failure."""
 
 
 @attrs.frozen

@@ -16,6 +16,7 @@ from mta.filters.builtin import (
     CONDITIONS,
     Decision,
     DecisionKind,
+    FilterMisbehaved,
     Lookup,
     Phase,
     SessionFacts,
@@ -319,7 +320,7 @@ def test_decisions_from_words() -> None:
      ("report", None), ("junk", "x"), ("proceed", "x"), ("bypass", "x")],
 )  # fmt: skip
 def test_bad_decisions(word: str, text: str | None) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(FilterMisbehaved, match=word):
         Decision.of(word, text)
 
 
