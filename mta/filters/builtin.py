@@ -138,7 +138,8 @@ def phase_param(phase: Phase, args: str | None) -> str:
     """The parameter of a phase from the command's arguments, as ``filter_protocol``
     passes it to every filter: the bare address for mail-from and rcpt-to
     (between the first ``<`` and the first ``>``), the arguments otherwise
-    (``""`` for none).  For connect, pass the client address text."""
+    (``""`` for none).  For connect, pass the client address text (OpenSMTPD's
+    ``ss_to_text``: ``a.b.c.d``, ``[v6]`` or ``local``)."""
     text = args or ""
     if phase in (Phase.MAIL_FROM, Phase.RCPT_TO) and text.startswith("<"):
         end = text.find(">")
