@@ -64,6 +64,7 @@ import attrs
 from mta.config.model import FilterBuiltin, FilterCondition
 from mta.config.modern import FILTER_PHASES
 from mta.errors import MTAError, TableError
+from mta.filters.protocol import FilterPhase
 from mta.reply import Reply
 from mta.tables import Service, Table
 
@@ -74,8 +75,8 @@ __all__ = [
     "Decision",
     "DecisionKind",
     "FilterMisbehaved",
+    "FilterPhase",
     "Lookup",
-    "Phase",
     "SessionFacts",
     "Test",
     "builtin_decision",
@@ -92,31 +93,11 @@ the message, before the Received header, written after the 354 of DATA
 s->tx->junk))``)."""
 
 
-class Phase(enum.Enum):
-    """A filter phase, named as the filter protocol names it, in OpenSMTPD's order."""
-
-    CONNECT = "connect"
-    HELO = "helo"
-    EHLO = "ehlo"
-    STARTTLS = "starttls"
-    AUTH = "auth"
-    MAIL_FROM = "mail-from"
-    RCPT_TO = "rcpt-to"
-    DATA = "data"
-    DATA_LINE = "data-line"
-    RSET = "rset"
-    QUIT = "quit"
-    NOOP = "noop"
-    HELP = "help"
-    WIZ = "wiz"
-    COMMIT = "commit"
-
-
-BUILTIN_PHASES = frozenset(Phase(name) for name in FILTER_PHASES)
+BUILTIN_PHASES = frozenset(FilterPhase(name) for name in FILTER_PHASES)
 """The phases a builtin filter may be declared for."""
 
-CONDITIONS: dict[Phase, frozenset[FilterCondition]] = {
-    Phase(name): frozenset(FilterCondition(c) for c in conds)
+CONDITIONS: dict[FilterPhase, frozenset[FilterCondition]] = {
+    FilterPhase(name): frozenset(FilterCondition(c) for c in conds)
     for name, conds in FILTER_PHASES.items()
 }
 """Per builtin phase, the conditions whose data exists there (parse.y's
@@ -134,14 +115,14 @@ def has_rdns(name: str | None) -> bool:
     return False
 
 
-def phase_param(phase: Phase, args: str | None) -> str:
+def phase_param(phase: FilterPhase, args: str | None) -> str:
     """The parameter of a phase from the command's arguments, as ``filter_protocol``
     passes it to every filter: the bare address for mail-from and rcpt-to
     (between the first ``<`` and the first ``>``), the arguments otherwise
     (``""`` for none).  For connect, pass the client address text (OpenSMTPD's
     ``ss_to_text``: ``a.b.c.d``, ``[v6]`` or ``local``)."""
     text = args or ""
-    if phase in (Phase.MAIL_FROM, Phase.RCPT_TO) and text.startswith("<"):
+    if phase in (FilterPhase.MAIL_FROM, FilterPhase.RCPT_TO) and text.startswith("<"):
         end = text.find(">")
         return text[1:end] if end >= 0 else text[1:]
     return text
@@ -167,15 +148,15 @@ class SessionFacts:
     mail_from: str | None = None
     rcpt_to: str | None = None
 
-    def at(self, phase: Phase, param: str) -> SessionFacts:
+    def at(self, phase: FilterPhase, param: str) -> SessionFacts:
         """The facts once ``phase`` starts with ``param`` (from :func:`phase_param`):
         lka records the HELO name and the sender before running the chain, so the
         helo and mail-from phases test the value being submitted."""
-        if phase in (Phase.HELO, Phase.EHLO):
+        if phase in (FilterPhase.HELO, FilterPhase.EHLO):
             return attrs.evolve(self, helo=param)
-        if phase is Phase.MAIL_FROM:
+        if phase is FilterPhase.MAIL_FROM:
             return attrs.evolve(self, mail_from=param, rcpt_to=None)
-        if phase is Phase.RCPT_TO:
+        if phase is FilterPhase.RCPT_TO:
             return attrs.evolve(self, rcpt_to=param)
         return self
 

@@ -51,12 +51,12 @@ from mta.filters.builtin import (
     DecisionKind,
     FilterMisbehaved,
     Lookup,
-    Phase,
     SessionFacts,
     Test,
     builtin_decision,
     condition_tests,
 )
+from mta.filters.protocol import FilterPhase
 from mta.rules.tableset import TableSet, is_blocking
 from mta.tables import Table
 
@@ -86,8 +86,8 @@ class BuiltinEntry:
     table: Table | None = attrs.field(eq=False, default=None)
 
     @property
-    def phase(self) -> Phase:
-        return Phase(self.filter.phase)
+    def phase(self) -> FilterPhase:
+        return FilterPhase(self.filter.phase)
 
 
 @attrs.frozen
@@ -96,7 +96,7 @@ class ProcEntry:
 
     name: str
     proc: str
-    phases: frozenset[Phase] = frozenset()
+    phases: frozenset[FilterPhase] = frozenset()
 
 
 Entry = BuiltinEntry | ProcEntry
@@ -133,7 +133,7 @@ class Chain:
         config: Config,
         ref: FilterRef,
         tables: TableSet,
-        registrations: Mapping[str, Collection[Phase]],
+        registrations: Mapping[str, Collection[FilterPhase]],
     ) -> Chain:
         """The chain ``ref`` names; ``registrations`` maps each process name to the
         phases it registered (``register|filter|smtp-in|PHASE``).  TableError if
@@ -148,7 +148,7 @@ class Chain:
                 entries.append(ProcEntry(name, found.proc, phases))
         return cls(tuple(entries))
 
-    def at(self, phase: Phase) -> tuple[Entry, ...]:
+    def at(self, phase: FilterPhase) -> tuple[Entry, ...]:
         """The filters that apply to ``phase``, in order."""
         return tuple(
             e
@@ -157,14 +157,14 @@ class Chain:
         )
 
     @property
-    def phases(self) -> frozenset[Phase]:
+    def phases(self) -> frozenset[FilterPhase]:
         """Every phase some filter of the chain applies to."""
-        found: set[Phase] = set()
+        found: set[FilterPhase] = set()
         for e in self.entries:
             found |= {e.phase} if isinstance(e, BuiltinEntry) else e.phases
         return frozenset(found)
 
-    def needs(self, phase: Phase) -> bool:
+    def needs(self, phase: FilterPhase) -> bool:
         """Whether ``phase`` has anything to run (else it simply proceeds)."""
         return phase in self.phases
 
@@ -203,7 +203,7 @@ class AskProcess:
 
     filter: str
     proc: str
-    phase: Phase
+    phase: FilterPhase
     param: str
 
 
@@ -231,8 +231,8 @@ class ChainRun:
     not seen there).
     """
 
-    def __init__(self, chain: Chain, phase: Phase, param: str, facts: SessionFacts) -> None:
-        if phase is Phase.DATA_LINE:
+    def __init__(self, chain: Chain, phase: FilterPhase, param: str, facts: SessionFacts) -> None:
+        if phase is FilterPhase.DATA_LINE:
             raise ValueError("data-line is a stream through the processes, not a decision")
         self.phase = phase
         self.param = param
@@ -325,7 +325,7 @@ class ChainRun:
 
     def _decide(self, name: str, builtin: bool, decision: Decision) -> None:
         kind = decision.kind
-        if kind is DecisionKind.JUNK and self.phase is Phase.COMMIT:
+        if kind is DecisionKind.JUNK and self.phase is FilterPhase.COMMIT:
             raise FilterMisbehaved(f"filter {name}: junk at commit")
         if kind is DecisionKind.REPORT:
             assert decision.value is not None

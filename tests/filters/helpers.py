@@ -11,8 +11,9 @@ import attrs
 
 from mta.config.load import load_text
 from mta.config.model import Config, FilterRef
-from mta.filters.builtin import Phase, SessionFacts
+from mta.filters.builtin import SessionFacts
 from mta.filters.chain import Chain, ChainRun, Done, EmitReport
+from mta.filters.protocol import FilterPhase
 from mta.rules.tableset import TableSet
 
 HOSTNAME = "mx.example.org"
@@ -43,29 +44,29 @@ def chain_of(
     tables: TableSet,
     *names: str,
     anonymous: bool = False,
-    registrations: Mapping[str, Collection[Phase]] | None = None,
+    registrations: Mapping[str, Collection[FilterPhase]] | None = None,
 ) -> Chain:
     """The chain a listener's ``filter NAME`` (or ``filter { ... }``) would get."""
     ref = FilterRef(tuple(names), chain=anonymous)
     return Chain.build(config, ref, tables, registrations or {})
 
 
-def param_for(phase: Phase, facts: SessionFacts) -> str:
+def param_for(phase: FilterPhase, facts: SessionFacts) -> str:
     """The parameter a session passes at ``phase`` for these facts."""
-    if phase is Phase.CONNECT:
+    if phase is FilterPhase.CONNECT:
         return facts.src
-    if phase in (Phase.HELO, Phase.EHLO):
+    if phase in (FilterPhase.HELO, FilterPhase.EHLO):
         return facts.helo or ""
-    if phase is Phase.AUTH:
+    if phase is FilterPhase.AUTH:
         return "PLAIN AGFsaWNlAHNlY3JldA=="
-    if phase is Phase.MAIL_FROM:
+    if phase is FilterPhase.MAIL_FROM:
         return facts.mail_from or ""
-    if phase is Phase.RCPT_TO:
+    if phase is FilterPhase.RCPT_TO:
         return facts.rcpt_to or ""
     return ""
 
 
-def run_builtins(chain: Chain, phase: Phase, facts: SessionFacts = FACTS) -> Done:
+def run_builtins(chain: Chain, phase: FilterPhase, facts: SessionFacts = FACTS) -> Done:
     """Run a chain of builtin filters on in-memory tables: it finishes at once
     (reports aside, which are skipped)."""
     run = ChainRun(chain, phase, param_for(phase, facts), facts)

@@ -18,7 +18,6 @@ from mta.filters.builtin import (
     DecisionKind,
     FilterMisbehaved,
     Lookup,
-    Phase,
     SessionFacts,
     builtin_decision,
     condition_tests,
@@ -27,6 +26,7 @@ from mta.filters.builtin import (
     phase_param,
 )
 from mta.filters.chain import BuiltinEntry
+from mta.filters.protocol import FilterPhase
 from mta.reply import Reply
 from mta.tables import Service
 from tests.filters.helpers import FACTS, chain_of, load, open_tables, run_builtins, with_fact
@@ -96,7 +96,7 @@ CASES = _cases()
 
 
 def test_phases_are_named_as_the_filter_protocol_names_them() -> None:
-    assert [p.value for p in Phase] == [
+    assert [p.value for p in FilterPhase] == [
         "connect", "helo", "ehlo", "starttls", "auth", "mail-from", "rcpt-to", "data",
         "data-line", "rset", "quit", "noop", "help", "wiz", "commit",
     ]  # fmt: skip
@@ -139,7 +139,7 @@ def test_condition_at_phase(
     try:
         for value, matches in ((good, True), (bad, False)):
             facts = with_fact(FACTS, field, value)
-            done = run_builtins(chain, Phase(phase), facts)
+            done = run_builtins(chain, FilterPhase(phase), facts)
             expected = DecisionKind.REJECT if matches != negated else DecisionKind.PROCEED
             assert done.decision.kind is expected, (value, done)
             assert done.lookup_errors == ()
@@ -198,7 +198,7 @@ def test_rdns_without_a_name_never_matches_a_table() -> None:
     for cfg, expected in ((config, DecisionKind.PROCEED), (config2, DecisionKind.REJECT)):
         tables = open_tables(cfg)
         done = run_builtins(
-            chain_of(cfg, tables, "f"), Phase.CONNECT, attrs.evolve(FACTS, rdns=None)
+            chain_of(cfg, tables, "f"), FilterPhase.CONNECT, attrs.evolve(FACTS, rdns=None)
         )
         assert done.decision.kind is expected
 
@@ -210,7 +210,7 @@ def test_a_failed_lookup_is_no_match(negated: bool) -> None:
     config = load(DECLS + f'filter f phase helo match {bang}helo <helonames> reject "550 no"\n')
     tables = open_tables(config)
     facts = attrs.evolve(FACTS, helo="x" * 1100)  # longer than any lookup key
-    done = run_builtins(chain_of(config, tables, "f"), Phase.HELO, facts)
+    done = run_builtins(chain_of(config, tables, "f"), FilterPhase.HELO, facts)
     assert done.decision.kind is (DecisionKind.REJECT if negated else DecisionKind.PROCEED)
     assert len(done.lookup_errors) == 1
     assert "filter f: domain lookup failed" in done.lookup_errors[0]
@@ -227,9 +227,9 @@ def test_the_helo_and_mail_from_phases_test_the_submitted_value() -> None:
     tables = open_tables(config)
     earlier = attrs.evolve(FACTS, helo="client.example.org", mail_from="x@y.org", rcpt_to="a@b")
     for name, phase, field, value in (
-        ("h", Phase.EHLO, "helo", "mx9.example.com"),
-        ("m", Phase.MAIL_FROM, "mail_from", "alice@example.com"),
-        ("r", Phase.RCPT_TO, "rcpt_to", "rcpt@example.com"),
+        ("h", FilterPhase.EHLO, "helo", "mx9.example.com"),
+        ("m", FilterPhase.MAIL_FROM, "mail_from", "alice@example.com"),
+        ("r", FilterPhase.RCPT_TO, "rcpt_to", "rcpt@example.com"),
     ):
         # the session's facts hold the previous value; the parameter is the new one
         done = run_builtins(chain_of(config, tables, name), phase, with_fact(earlier, field, value))
@@ -245,22 +245,34 @@ def test_has_rdns() -> None:
 
 
 def test_phase_param_is_what_lka_passes() -> None:
-    assert phase_param(Phase.MAIL_FROM, "<a@b.example> SIZE=100 BODY=8BITMIME") == "a@b.example"
-    assert phase_param(Phase.MAIL_FROM, "<>") == ""
-    assert phase_param(Phase.RCPT_TO, "<Rcpt@Example.com> NOTIFY=NEVER") == "Rcpt@Example.com"
-    assert phase_param(Phase.HELO, "client.example.com") == "client.example.com"
-    assert phase_param(Phase.AUTH, "PLAIN AGFsaWNlAHNlY3JldA==") == "PLAIN AGFsaWNlAHNlY3JldA=="
-    assert phase_param(Phase.DATA, None) == ""
-    assert phase_param(Phase.COMMIT, None) == ""
+    assert (
+        phase_param(FilterPhase.MAIL_FROM, "<a@b.example> SIZE=100 BODY=8BITMIME") == "a@b.example"
+    )
+    assert phase_param(FilterPhase.MAIL_FROM, "<>") == ""
+    assert phase_param(FilterPhase.RCPT_TO, "<Rcpt@Example.com> NOTIFY=NEVER") == "Rcpt@Example.com"
+    assert phase_param(FilterPhase.HELO, "client.example.com") == "client.example.com"
+    assert (
+        phase_param(FilterPhase.AUTH, "PLAIN AGFsaWNlAHNlY3JldA==") == "PLAIN AGFsaWNlAHNlY3JldA=="
+    )
+    assert phase_param(FilterPhase.DATA, None) == ""
+    assert phase_param(FilterPhase.COMMIT, None) == ""
 
 
 def test_facts_at_a_phase() -> None:
     facts = SessionFacts(src="192.0.2.1", helo="old.example", mail_from="a@b", rcpt_to="c@d")
-    assert facts.at(Phase.HELO, "new.example").helo == "new.example"
-    assert facts.at(Phase.EHLO, "new.example").helo == "new.example"
-    assert facts.at(Phase.MAIL_FROM, "x@y") == attrs.evolve(facts, mail_from="x@y", rcpt_to=None)
-    assert facts.at(Phase.RCPT_TO, "e@f").rcpt_to == "e@f"
-    for phase in (Phase.CONNECT, Phase.AUTH, Phase.DATA, Phase.COMMIT, Phase.QUIT):
+    assert facts.at(FilterPhase.HELO, "new.example").helo == "new.example"
+    assert facts.at(FilterPhase.EHLO, "new.example").helo == "new.example"
+    assert facts.at(FilterPhase.MAIL_FROM, "x@y") == attrs.evolve(
+        facts, mail_from="x@y", rcpt_to=None
+    )
+    assert facts.at(FilterPhase.RCPT_TO, "e@f").rcpt_to == "e@f"
+    for phase in (
+        FilterPhase.CONNECT,
+        FilterPhase.AUTH,
+        FilterPhase.DATA,
+        FilterPhase.COMMIT,
+        FilterPhase.QUIT,
+    ):
         assert facts.at(phase, "whatever") == facts
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from mta.config.model import FilterBuiltin, FilterProc, FilterRef
 from mta.errors import ConfigError, ConfigErrors, TableError
-from mta.filters.builtin import Decision, DecisionKind, Phase, SessionFacts
+from mta.filters.builtin import Decision, DecisionKind, SessionFacts
 from mta.filters.chain import (
     AskProcess,
     BuiltinEntry,
@@ -27,23 +27,24 @@ from mta.filters.chain import (
     drive,
     resolve,
 )
+from mta.filters.protocol import FilterPhase
 from mta.rules.tableset import TableSet
 from mta.tables.proctable import ProcTable
 from tests.filters.helpers import FACTS, chain_of, load, open_tables, param_for, run_builtins
 from tests.rules.helpers import write_proc_helper
 
-ALL_PROC_PHASES = [p for p in Phase if p is not Phase.DATA_LINE]
+ALL_PROC_PHASES = [p for p in FilterPhase if p is not FilterPhase.DATA_LINE]
 BUILTIN_PHASE_NAMES = ["connect", "helo", "ehlo", "auth", "mail-from", "rcpt-to", "data", "commit"]
 
-HELO_PARAM = param_for(Phase.HELO, FACTS)
-RCPT_PARAM = param_for(Phase.RCPT_TO, FACTS)
+HELO_PARAM = param_for(FilterPhase.HELO, FACTS)
+RCPT_PARAM = param_for(FilterPhase.RCPT_TO, FACTS)
 
 # a condition that holds for FACTS (the client has a name) and one that does not
 YES = "rdns"
 NO = "!rdns"
 
 
-def _run(chain: Chain, phase: Phase, facts: SessionFacts = FACTS) -> ChainRun:
+def _run(chain: Chain, phase: FilterPhase, facts: SessionFacts = FACTS) -> ChainRun:
     return ChainRun(chain, phase, param_for(phase, facts), facts)
 
 
@@ -61,7 +62,9 @@ def _steps(run: ChainRun, answers: dict[str, Decision] | None = None) -> list[ob
             run.answer(step.lookup.perform())
 
 
-def _chain(text: str, *names: str, anonymous: bool = False, **registrations: list[Phase]) -> Chain:
+def _chain(
+    text: str, *names: str, anonymous: bool = False, **registrations: list[FilterPhase]
+) -> Chain:
     config = load(text)
     return chain_of(
         config, open_tables(config), *names, anonymous=anonymous, registrations=registrations
@@ -116,26 +119,31 @@ def test_build_opens_tables_and_records_registrations() -> None:
         config,
         FilterRef(("b2", "p1", "s"), chain=True),
         tables,
-        {"p1": [Phase.MAIL_FROM, Phase.DATA_LINE], "other": [Phase.CONNECT]},
+        {"p1": [FilterPhase.MAIL_FROM, FilterPhase.DATA_LINE], "other": [FilterPhase.CONNECT]},
     )
     b2, p1, s = chain.entries
-    assert isinstance(b2, BuiltinEntry) and b2.phase is Phase.HELO and b2.table is None
-    assert p1 == ProcEntry("p1", "p1", frozenset({Phase.MAIL_FROM, Phase.DATA_LINE}))
+    assert isinstance(b2, BuiltinEntry) and b2.phase is FilterPhase.HELO and b2.table is None
+    assert p1 == ProcEntry("p1", "p1", frozenset({FilterPhase.MAIL_FROM, FilterPhase.DATA_LINE}))
     assert isinstance(s, BuiltinEntry) and s.table is not None
     assert s.table is tables.get(s.filter.table)  # type: ignore[arg-type]
-    assert chain.phases == {Phase.HELO, Phase.MAIL_FROM, Phase.DATA_LINE, Phase.DATA}
-    assert chain.at(Phase.DATA_LINE) == (p1,)
-    assert chain.at(Phase.CONNECT) == ()
+    assert chain.phases == {
+        FilterPhase.HELO,
+        FilterPhase.MAIL_FROM,
+        FilterPhase.DATA_LINE,
+        FilterPhase.DATA,
+    }
+    assert chain.at(FilterPhase.DATA_LINE) == (p1,)
+    assert chain.at(FilterPhase.CONNECT) == ()
     assert chain.procs == ("p1",)
 
 
 def test_a_proc_that_registered_nothing_is_asked_nothing_but_is_in_the_chain() -> None:
-    chain = _chain(CONFIG, "c", p1=[Phase.CONNECT])
+    chain = _chain(CONFIG, "c", p1=[FilterPhase.CONNECT])
     assert chain.procs == ("p1", "shared")
-    assert chain.phases == {Phase.CONNECT, Phase.HELO}
-    assert [e.name for e in chain.at(Phase.CONNECT)] == ["p1", "b1"]
-    assert not chain.needs(Phase.RCPT_TO)
-    assert chain.needs(Phase.HELO)
+    assert chain.phases == {FilterPhase.CONNECT, FilterPhase.HELO}
+    assert [e.name for e in chain.at(FilterPhase.CONNECT)] == ["p1", "b1"]
+    assert not chain.needs(FilterPhase.RCPT_TO)
+    assert chain.needs(FilterPhase.HELO)
 
 
 def test_missing_table_at_build() -> None:
@@ -149,10 +157,10 @@ def test_missing_table_at_build() -> None:
 
 def test_nothing_applies_proceeds() -> None:
     chain = _chain(CONFIG, "c")
-    done = _run(chain, Phase.RCPT_TO).next_step()
+    done = _run(chain, FilterPhase.RCPT_TO).next_step()
     assert done == Done(Decision.proceed(), None, ())
     # b1 applies to connect but does not match a client without a name
-    assert _run(chain, Phase.CONNECT, attrs.evolve(FACTS, rdns=None)).next_step() == Done(
+    assert _run(chain, FilterPhase.CONNECT, attrs.evolve(FACTS, rdns=None)).next_step() == Done(
         Decision.proceed()
     )
 
@@ -164,42 +172,45 @@ def test_filters_run_in_declaration_order_first_decision_wins() -> None:
         f'filter c phase mail-from match {YES} reject "551 c"\n'
         f'filter d phase rcpt-to match {YES} reject "552 d"\n'
     )
-    done = run_builtins(_chain(text, "a", "d", "b", "c", anonymous=True), Phase.MAIL_FROM)
+    done = run_builtins(_chain(text, "a", "d", "b", "c", anonymous=True), FilterPhase.MAIL_FROM)
     assert done == Done(Decision.reject("550 b"), "b")
-    done = run_builtins(_chain(text, "a", "d", "c", "b", anonymous=True), Phase.MAIL_FROM)
+    done = run_builtins(_chain(text, "a", "d", "c", "b", anonymous=True), FilterPhase.MAIL_FROM)
     assert done == Done(Decision.reject("551 c"), "c")
     # a builtin of another phase is skipped: d decides only at rcpt-to
-    done = run_builtins(_chain(text, "d", "c", anonymous=True), Phase.RCPT_TO)
+    done = run_builtins(_chain(text, "d", "c", anonymous=True), FilterPhase.RCPT_TO)
     assert done.filter == "d"
 
 
 def test_a_process_is_asked_only_for_the_phases_it_registered() -> None:
-    chain = _chain(CONFIG, "c", p1=[Phase.HELO], shared=[Phase.HELO, Phase.COMMIT])
-    steps = _steps(_run(chain, Phase.HELO, attrs.evolve(FACTS, fcrdns=True)))
+    chain = _chain(
+        CONFIG, "c", p1=[FilterPhase.HELO], shared=[FilterPhase.HELO, FilterPhase.COMMIT]
+    )
+    steps = _steps(_run(chain, FilterPhase.HELO, attrs.evolve(FACTS, fcrdns=True)))
     assert steps == [
-        AskProcess("p1", "p1", Phase.HELO, HELO_PARAM),
-        AskProcess("p2", "shared", Phase.HELO, HELO_PARAM),
+        AskProcess("p1", "p1", FilterPhase.HELO, HELO_PARAM),
+        AskProcess("p2", "shared", FilterPhase.HELO, HELO_PARAM),
         Done(Decision.proceed()),
     ]
-    steps = _steps(_run(chain, Phase.COMMIT))
-    assert steps == [AskProcess("p2", "shared", Phase.COMMIT, ""), Done(Decision.proceed())]
-    assert _steps(_run(chain, Phase.DATA)) == [Done(Decision.proceed())]
+    steps = _steps(_run(chain, FilterPhase.COMMIT))
+    assert steps == [AskProcess("p2", "shared", FilterPhase.COMMIT, ""), Done(Decision.proceed())]
+    assert _steps(_run(chain, FilterPhase.DATA)) == [Done(Decision.proceed())]
 
 
 def test_builtins_and_processes_mix_in_order() -> None:
     # b2 (helo, !fcrdns) junks before p1 is asked; otherwise p1 then p2 are asked
-    chain = _chain(CONFIG, "c", p1=[Phase.HELO], shared=[Phase.HELO])
-    junked = _steps(_run(chain, Phase.HELO, attrs.evolve(FACTS, fcrdns=False)))
+    chain = _chain(CONFIG, "c", p1=[FilterPhase.HELO], shared=[FilterPhase.HELO])
+    junked = _steps(_run(chain, FilterPhase.HELO, attrs.evolve(FACTS, fcrdns=False)))
     assert junked == [Done(Decision.junk(), "b2")]
     answered = _steps(
-        _run(chain, Phase.HELO), {"p1": Decision.proceed(), "p2": Decision.reject("450 later")}
+        _run(chain, FilterPhase.HELO),
+        {"p1": Decision.proceed(), "p2": Decision.reject("450 later")},
     )
     assert answered[-1] == Done(Decision.reject("450 later"), "p2")
 
 
 def test_the_parameter_is_the_same_for_every_filter() -> None:
-    chain = _chain(CONFIG, "c", p1=[Phase.MAIL_FROM], shared=[Phase.MAIL_FROM])
-    run = ChainRun(chain, Phase.MAIL_FROM, "alice@example.com", FACTS)
+    chain = _chain(CONFIG, "c", p1=[FilterPhase.MAIL_FROM], shared=[FilterPhase.MAIL_FROM])
+    run = ChainRun(chain, FilterPhase.MAIL_FROM, "alice@example.com", FACTS)
     steps = _steps(run, {"p1": Decision.report("seen")})
     assert [s.param for s in steps if isinstance(s, AskProcess)] == ["alice@example.com"] * 2
     assert run.facts.mail_from == "alice@example.com"
@@ -212,18 +223,20 @@ def test_bypass_skips_the_rest_of_the_chain_for_the_phase_only() -> None:
         f'filter nc phase commit match {YES} reject "550 no commit"\n'
         'filter p proc-exec "/usr/bin/true"\n'
     )
-    chain = _chain(text, "by", "p", "no", "nc", anonymous=True, p=[Phase.DATA, Phase.COMMIT])
-    assert _steps(_run(chain, Phase.DATA)) == [Done(Decision.proceed(), "by")]
+    chain = _chain(
+        text, "by", "p", "no", "nc", anonymous=True, p=[FilterPhase.DATA, FilterPhase.COMMIT]
+    )
+    assert _steps(_run(chain, FilterPhase.DATA)) == [Done(Decision.proceed(), "by")]
     # nothing is remembered: the next phase runs its filters
-    assert _steps(_run(chain, Phase.COMMIT)) == [
-        AskProcess("p", "p", Phase.COMMIT, ""),
+    assert _steps(_run(chain, FilterPhase.COMMIT)) == [
+        AskProcess("p", "p", FilterPhase.COMMIT, ""),
         Done(Decision.reject("550 no commit"), "nc"),
     ]
 
 
 def test_bypass_that_does_not_match_goes_on() -> None:
     text = f"filter by phase data match {NO} bypass\nfilter j phase data match {YES} junk\n"
-    assert run_builtins(_chain(text, "by", "j", anonymous=True), Phase.DATA).filter == "j"
+    assert run_builtins(_chain(text, "by", "j", anonymous=True), FilterPhase.DATA).filter == "j"
 
 
 def test_report_emits_and_goes_on() -> None:
@@ -234,11 +247,11 @@ def test_report_emits_and_goes_on() -> None:
         f'filter r3 phase rcpt-to match {YES} report "third"\n'
         f'filter end phase rcpt-to match {YES} reject "550 done"\n'
     )
-    chain = _chain(text, "r1", "r2", "p", "r3", "end", anonymous=True, p=[Phase.RCPT_TO])
-    steps = _steps(_run(chain, Phase.RCPT_TO), {"p": Decision.report("from the process")})
+    chain = _chain(text, "r1", "r2", "p", "r3", "end", anonymous=True, p=[FilterPhase.RCPT_TO])
+    steps = _steps(_run(chain, FilterPhase.RCPT_TO), {"p": Decision.report("from the process")})
     assert steps == [
         EmitReport("r1", True, "first"),
-        AskProcess("p", "p", Phase.RCPT_TO, RCPT_PARAM),
+        AskProcess("p", "p", FilterPhase.RCPT_TO, RCPT_PARAM),
         EmitReport("p", False, "from the process"),
         EmitReport("r3", True, "third"),
         Done(Decision.reject("550 done"), "end"),
@@ -251,13 +264,15 @@ def test_junk_ends_the_chain() -> None:
         f'filter r phase ehlo match {YES} reject "550 never"\n'
         'filter p proc-exec "/usr/bin/true"\n'
     )
-    chain = _chain(text, "p", "j", "r", anonymous=True, p=[Phase.EHLO])
-    assert _steps(_run(chain, Phase.EHLO)) == [
-        AskProcess("p", "p", Phase.EHLO, HELO_PARAM),
+    chain = _chain(text, "p", "j", "r", anonymous=True, p=[FilterPhase.EHLO])
+    assert _steps(_run(chain, FilterPhase.EHLO)) == [
+        AskProcess("p", "p", FilterPhase.EHLO, HELO_PARAM),
         Done(Decision.junk(), "j"),
     ]
     # a process's junk ends it as well
-    assert _steps(_run(chain, Phase.EHLO), {"p": Decision.junk()})[-1] == Done(Decision.junk(), "p")
+    assert _steps(_run(chain, FilterPhase.EHLO), {"p": Decision.junk()})[-1] == Done(
+        Decision.junk(), "p"
+    )
 
 
 def test_rewrite_ends_the_chain_later_filters_never_see_it() -> None:
@@ -266,12 +281,12 @@ def test_rewrite_ends_the_chain_later_filters_never_see_it() -> None:
         'filter p proc-exec "/usr/bin/true"\n'
         f'filter r phase rcpt-to match rcpt-to "postmaster@example.org" reject "550 never"\n'
     )
-    chain = _chain(text, "w", "p", "r", anonymous=True, p=[Phase.RCPT_TO])
-    assert _steps(_run(chain, Phase.RCPT_TO)) == [
+    chain = _chain(text, "w", "p", "r", anonymous=True, p=[FilterPhase.RCPT_TO])
+    assert _steps(_run(chain, FilterPhase.RCPT_TO)) == [
         Done(Decision.rewrite("<postmaster@example.org>"), "w")
     ]
-    chain = _chain(text, "p", "r", "w", anonymous=True, p=[Phase.RCPT_TO])
-    steps = _steps(_run(chain, Phase.RCPT_TO), {"p": Decision.rewrite("<other@example.org>")})
+    chain = _chain(text, "p", "r", "w", anonymous=True, p=[FilterPhase.RCPT_TO])
+    steps = _steps(_run(chain, FilterPhase.RCPT_TO), {"p": Decision.rewrite("<other@example.org>")})
     assert steps[-1] == Done(Decision.rewrite("<other@example.org>"), "p")
 
 
@@ -288,7 +303,7 @@ def test_reject_and_disconnect_replies_are_validated() -> None:
         ),
         (Decision.disconnect("554 go"), DecisionKind.DISCONNECT, b"554 5.0.0 go\r\n"),
     ):
-        done = _steps(_run(chain, Phase.MAIL_FROM), {"p": answer})[-1]
+        done = _steps(_run(chain, FilterPhase.MAIL_FROM), {"p": answer})[-1]
         assert isinstance(done, Done) and done.decision.kind is kind
         assert done.decision.reply is not None and done.decision.reply.encode() == wire
 
@@ -319,7 +334,7 @@ def test_builtin_decision_at_phase(phase: str, decision: str) -> None:
     conf = f"filter f phase {phase} match {YES} {text or 'report ' + json.dumps('seen')}\n"
     conf += f'filter last phase {phase} match {YES} reject "550 last"\n'
     chain = _chain(conf, "f", "last", anonymous=True)
-    steps = _steps(_run(chain, Phase(phase)))
+    steps = _steps(_run(chain, FilterPhase(phase)))
     if decision == "report":
         assert steps == [EmitReport("f", True, "seen"), Done(Decision.reject("550 last"), "last")]
     else:
@@ -338,12 +353,12 @@ PROC_ANSWERS = [
 
 @pytest.mark.parametrize("phase", ALL_PROC_PHASES)
 @pytest.mark.parametrize("answer", PROC_ANSWERS, ids=lambda d: d.kind.value)
-def test_process_decision_at_phase(phase: Phase, answer: Decision) -> None:
+def test_process_decision_at_phase(phase: FilterPhase, answer: Decision) -> None:
     text = 'filter p proc-exec "/usr/bin/true"\nfilter q proc-exec "/usr/bin/false"\n'
     chain = _chain(text, "p", "q", anonymous=True, p=[phase], q=[phase])
     run = _run(chain, phase)
     assert run.next_step() == AskProcess("p", "p", phase, param_for(phase, FACTS))
-    if phase is Phase.COMMIT and answer.kind is DecisionKind.JUNK:
+    if phase is FilterPhase.COMMIT and answer.kind is DecisionKind.JUNK:
         with pytest.raises(FilterMisbehaved, match="filter p: junk at commit"):
             run.receive(answer)
         return
@@ -362,8 +377,8 @@ def test_process_decision_at_phase(phase: Phase, answer: Decision) -> None:
 
 
 def test_a_process_cannot_bypass() -> None:
-    chain = _chain('filter p proc-exec "/usr/bin/true"\n', "p", p=[Phase.DATA])
-    run = _run(chain, Phase.DATA)
+    chain = _chain('filter p proc-exec "/usr/bin/true"\n', "p", p=[FilterPhase.DATA])
+    run = _run(chain, FilterPhase.DATA)
     run.next_step()
     with pytest.raises(FilterMisbehaved, match="bypass is not a filter result"):
         run.receive(Decision.bypass())
@@ -373,8 +388,8 @@ def test_a_process_cannot_bypass() -> None:
 
 
 def test_the_pending_step_repeats_and_answers_must_match_it() -> None:
-    chain = _chain('filter p proc-exec "/usr/bin/true"\n', "p", p=[Phase.DATA])
-    run = _run(chain, Phase.DATA)
+    chain = _chain('filter p proc-exec "/usr/bin/true"\n', "p", p=[FilterPhase.DATA])
+    run = _run(chain, FilterPhase.DATA)
     with pytest.raises(RuntimeError, match="no filter process is awaited"):
         run.receive(Decision.proceed())
     first = run.next_step()
@@ -386,9 +401,9 @@ def test_the_pending_step_repeats_and_answers_must_match_it() -> None:
 
 
 def test_data_line_is_not_a_decision() -> None:
-    chain = _chain('filter p proc-exec "/usr/bin/true"\n', "p", p=[Phase.DATA_LINE])
+    chain = _chain('filter p proc-exec "/usr/bin/true"\n', "p", p=[FilterPhase.DATA_LINE])
     with pytest.raises(ValueError, match="data-line"):
-        ChainRun(chain, Phase.DATA_LINE, "line", FACTS)
+        ChainRun(chain, FilterPhase.DATA_LINE, "line", FACTS)
 
 
 # -- blocking tables ---------------------------------------------------------------------
@@ -416,7 +431,7 @@ async def test_drive_runs_blocking_lookups_in_a_thread(helper: Path) -> None:
     config = load(PROC_CONFIG)
     tables = _proc_tables(helper, ["client.example.com"])
     chain = Chain.build(
-        config, FilterRef(("r", "p", "n"), chain=True), tables, {"p": [Phase.CONNECT]}
+        config, FilterRef(("r", "p", "n"), chain=True), tables, {"p": [FilterPhase.CONNECT]}
     )
     asked: list[AskProcess] = []
     reports: list[EmitReport] = []
@@ -429,15 +444,15 @@ async def test_drive_runs_blocking_lookups_in_a_thread(helper: Path) -> None:
         reports.append(step)
 
     try:
-        run = _run(chain, Phase.CONNECT)
+        run = _run(chain, FilterPhase.CONNECT)
         first = run.next_step()
         assert isinstance(first, NeedLookup) and first.filter == "r"
         done = await drive(run, tables, ask, report)
         assert done == Done(Decision.proceed())
         assert reports == [EmitReport("r", True, "known")]
-        assert asked == [AskProcess("p", "p", Phase.CONNECT, FACTS.src)]
+        assert asked == [AskProcess("p", "p", FilterPhase.CONNECT, FACTS.src)]
         other = attrs.evolve(FACTS, rdns="client.example.net")
-        done = await drive(_run(chain, Phase.CONNECT, other), tables, ask, report)
+        done = await drive(_run(chain, FilterPhase.CONNECT, other), tables, ask, report)
         assert done == Done(Decision.reject("550 unknown"), "n")
     finally:
         tables.close()
@@ -454,7 +469,7 @@ async def test_a_failed_blocking_lookup_is_no_match(tmp_path: Path) -> None:
     async def report(step: EmitReport) -> None:
         raise AssertionError(step)
 
-    done = await drive(_run(chain, Phase.CONNECT), tables, ask, report)
+    done = await drive(_run(chain, FilterPhase.CONNECT), tables, ask, report)
     assert done.decision == Decision.reject("550 unknown") and done.filter == "n"
     assert [e.split(":")[0] for e in done.lookup_errors] == ["filter r", "filter n"]
     assert all("domain lookup failed" in e for e in done.lookup_errors)
