@@ -85,11 +85,11 @@ async def test_requests_of_several_sessions_and_data_lines(
         lines = process.open_data(7)
         for line in (b"Subject: x", b"", b"body|with|pipes", b"."):
             await process.data_line(7, 99, line)
-        got = []
-        async for line in lines:
-            if line is None:
+        got: list[bytes] = []
+        async for output in lines:
+            if output is None:
                 break
-            got.append(line)
+            got.append(output)
         assert got == [b"X-Filtered: yes", b"Subject: x", b"", b"body|with|pipes"]
         process.close_data(7)
         nursery.cancel_scope.cancel()
