@@ -158,11 +158,21 @@ def run_daemon(config: Config, args: argparse.Namespace) -> int:
             print(f"mta: {NO_SYSLOG}: logging to stderr", file=sys.stderr)
         _daemonize(keep_stderr=not syslog)
     setup_logging(foreground=args.d, verbose=args.v, syslog=syslog)
+    errors: list[BaseException] = []
     try:
         trio.run(functools.partial(serve, config, options, bound=bound))
-    except KeyboardInterrupt:
-        return 0
-    except MTAError as exc:
-        get_logger("smtpd").error("mta: %s", exc)  # stderr with -d, else wherever logs go
-        return 1
-    return 0
+    except* KeyboardInterrupt:
+        pass
+    except* MTAError as group:  # raised anywhere in the daemon's nurseries
+        errors += _leaves(group)
+    for error in errors:
+        get_logger("smtpd").error("mta: %s", error)  # stderr with -d, else wherever logs go
+    return 1 if errors else 0
+
+
+def _leaves(group: BaseExceptionGroup[MTAError]) -> list[BaseException]:
+    """The errors of ``group``, however deeply nested."""
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return found

@@ -5,8 +5,9 @@ configuration, its tables, the rule resolver, the TLS contexts of its
 listeners and the :class:`~mta.server.services.Services` its sessions share.
 A session keeps the generation it started with until it ends, so a reload
 never changes the rules under a transaction in progress; the daemon closes a
-replaced generation's tables once its last session is over
-(:meth:`Generation.wait_idle`).
+replaced generation's tables and stops its filter processes once its last
+session is over (:meth:`Generation.wait_idle`).  Its filter processes
+(:class:`~mta.filters.host.FilterHost`) are started before its first session.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import attrs
 import trio
 
 from mta.config.model import Config
+from mta.filters.host import FilterHost
 from mta.net.rdns import Rdns
 from mta.net.tls import server_context
 from mta.rules.expand import Resolver
@@ -59,6 +61,9 @@ class Generation:
         self.tables = tables
         self.contexts = contexts
         self.resolver = Resolver(config, tables, config.hostname)
+        self.filters = FilterHost(
+            config, admd=config.admd or config.hostname, timeout=shared.timeouts.command
+        )
         self.services = Services(
             config=config,
             spool=shared.spool,
@@ -69,6 +74,7 @@ class Generation:
             hostname=config.hostname,
             watchdog=shared.watchdog,
             queue=shared.queue,
+            filters=self.filters if self.filters else None,
         )
         self.sessions = 0
         self._idle = trio.Event()

@@ -34,6 +34,7 @@ from mta.config.model import Config
 from mta.daemon.generation import Generation, Shared, open_generation
 from mta.daemon.listening import Listening, describe
 from mta.errors import ConfigErrors, ControlError, MTAError
+from mta.filters.process import FilterFailed
 from mta.log import get_logger
 from mta.server.listeners import Bound, bind_address, listen_addresses
 
@@ -136,6 +137,7 @@ class Reloader:
         finally:
             self._nursery = None
             for generation in self._retiring:
+                generation.filters.stop()
                 generation.tables.close()
             self._retiring.clear()
 
@@ -177,9 +179,15 @@ class Reloader:
             generation = await trio.to_thread.run_sync(open_generation, loaded.config, self.shared)
         except (MTAError, OSError, ssl.SSLError) as exc:
             return ReloadResult(errors=(str(exc),))
+        if generation.filters:
+            failure = await self._start_filters(generation)
+            if failure is not None:
+                generation.tables.close()
+                return ReloadResult(errors=(failure,))
         try:
             bounds, _ = await trio.to_thread.run_sync(rebind, loaded.config, self.listening.bounds)
         except MTAError as exc:
+            generation.filters.stop()
             generation.tables.close()
             return ReloadResult(errors=(str(exc),))
         opened, closed = self.listening.switch(generation, bounds)
@@ -190,6 +198,18 @@ class Reloader:
             opened=tuple(describe(b.listener, b) for b in opened),
             closed=tuple(describe(b.listener, b) for b in closed),
         )
+
+    async def _start_filters(self, generation: Generation) -> str | None:
+        """Start the new configuration's filter processes (in this task's
+        nursery, for the generation's life); why they could not, or None."""
+        if self._nursery is None:
+            return "the daemon is stopping"
+        failures: list[str] = []
+        try:
+            await self._nursery.start(generation.filters.run)
+        except* FilterFailed as group:
+            failures += [str(exc) for exc in group.exceptions]
+        return "; ".join(failures) or None
 
     async def control(self) -> str:
         """``mtactl reload``: reload, and say so; ControlError with the errors."""
@@ -205,6 +225,7 @@ class Reloader:
 
     async def _close_when_unused(self, old: Generation) -> None:
         await old.wait_idle()
+        old.filters.stop()
         if self._settle is not None:
             await self._settle()
         self._retiring.remove(old)

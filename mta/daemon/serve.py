@@ -176,6 +176,8 @@ async def _serve_locked(
             controller.reload = reloader.control
             try:
                 async with trio.open_nursery() as deliveries:
+                    if generation.filters:  # every filter registered before the first session
+                        await deliveries.start(generation.filters.run)
                     await deliveries.start(agent.run)  # sessions kept open between messages
                     await deliveries.start(queue.run)
                     await deliveries.start(reloader.run)

@@ -81,7 +81,11 @@ class FilterHost:
     def registrations(self) -> dict[str, frozenset[FilterPhase]]:
         """The phases each process registered (its first registration: a
         restarted filter is the same program, so the chains stay as built)."""
-        return dict(self._phases)
+        found = dict(self._phases)
+        for name, process in self._live.items():
+            if process.registered is not None:
+                found.setdefault(name, process.registered.phases)
+        return found
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Start every filter and report started once all registered (FilterFailed

@@ -7,7 +7,8 @@ import ssl
 
 import attrs
 
-from mta.config.model import AuthMode, Config, Listener, SocketListener, TlsMode
+from mta.config.model import AuthMode, Config, FilterRef, Listener, SocketListener, TlsMode
+from mta.filters.host import FilterHost
 from mta.net.rdns import Rdns
 from mta.rules.expand import Resolver
 from mta.rules.tableset import TableSet
@@ -34,6 +35,7 @@ class Services:
     hostname: str  # the server name when a listener sets none
     watchdog: Watchdog  # read deadlines of the sessions (run by the daemon)
     queue: QueueRunner | None = None  # told of every commit; None: nothing delivers
+    filters: FilterHost | None = None  # the filter processes; None: no filter runs
 
 
 @attrs.frozen(eq=False)
@@ -51,6 +53,13 @@ class Endpoint:
     @property
     def is_socket(self) -> bool:
         return self.listener is None
+
+    @property
+    def filter(self) -> FilterRef | None:
+        """The ``filter`` this listener (or the local socket) names."""
+        if self.listener is not None:
+            return self.listener.filter
+        return self.socket_listener.filter if self.socket_listener else None
 
     @property
     def local(self) -> bool:

@@ -22,15 +22,38 @@ import random
 import secrets
 import socket
 
+import attrs
 import trio
 
 from mta.auth.check import AuthResult, authenticate
 from mta.config.model import TlsMode
-from mta.errors import SpoolFull, TableError, TemporaryFailure
+from mta.envelope import Address
+from mta.errors import FilterError, MTAError, SpoolFull, TableError, TemporaryFailure
+from mta.filters.builtin import DecisionKind, SessionFacts
+from mta.filters.chain import Chain, Done
+from mta.filters.datalines import DataLinePipe
+from mta.filters.events import (
+    LinkAuth,
+    LinkDisconnect,
+    LinkGreeting,
+    LinkIdentify,
+    ReportPayload,
+    TxBegin,
+    TxCommit,
+    TxData,
+    TxEnvelope,
+    TxMail,
+    TxRcpt,
+    TxReset,
+    TxRollback,
+)
+from mta.filters.protocol import AuthResult as ReportedAuth
+from mta.filters.protocol import FilterPhase, TxResult, format_source
 from mta.log import get_logger, quote, visible
 from mta.reply import Reply
 from mta.server import opening
 from mta.server.client import Client
+from mta.server.filtering import FILTER_TEMPFAIL, SessionFilters, link_addresses, link_connect
 from mta.server.services import Endpoint, Services
 from mta.server.transaction import (
     SPOOL_FULL,
@@ -41,6 +64,8 @@ from mta.server.transaction import (
 )
 from mta.server.watchdog import Deadline
 from mta.smtp import events as ev
+from mta.smtp import replies
+from mta.smtp.address import parse_mailbox, split_path, valid_helo
 from mta.smtp.server import ServerConnection, SessionSettings
 
 __all__ = ["Session"]
@@ -82,10 +107,14 @@ class Session:
         self.id = _ids.getrandbits(64)
         self.client = Client(smtpname=services.hostname)
         self.tx: MailTransaction | None = None
+        self.filters: SessionFilters | None = None
+        self.junk = False  # a filter said junk before any transaction (the whole session)
         self.conn: ServerConnection | None = None
         self.buffered = b""  # bytes that came with the PROXY header
         self.reason = "disconnect"
         self._deadline: Deadline | None = None
+        self._nursery: trio.Nursery | None = None
+        self._pipe: DataLinePipe | None = None
         sock = getattr(stream, "socket", None)
         self._quickack = sock if hasattr(socket, "TCP_QUICKACK") and sock is not None else None
 
@@ -93,7 +122,10 @@ class Session:
 
     async def run(self) -> None:
         try:
-            await self._run()
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await self._run()
+                nursery.cancel_scope.cancel()  # a data-line pipe left behind
         except _Closed:
             pass
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -102,6 +134,9 @@ class Session:
             self.reason = f'"io-error: {exc.strerror or exc}"'
         finally:
             await self._abort_tx()
+            if self.filters is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    await self.filters.report(LinkDisconnect())
             log.info("%016x smtp disconnected reason=%s", self.id, self.reason)
             with trio.move_on_after(1) as scope:
                 scope.shield = True
@@ -134,7 +169,11 @@ class Session:
             client.rdns or "<unknown>",
         )
         self.conn = ServerConnection(self._settings())
+        if not await self._connect_filters():
+            return
         self.conn.banner()
+        if self.filters is not None:
+            await self.filters.report(LinkGreeting(client.smtpname))
         if self.buffered:
             self.conn.receive_data(self.buffered)
         await self._serve_watched()
@@ -287,12 +326,9 @@ class Session:
         conn = self.conn
         assert conn is not None
         if isinstance(event, ev.DataChunk):
-            self._write(event.data)
+            await self._write(event.data)
         elif isinstance(event, ev.Hello):
-            self.client.helo = event.domain
-            self.client.esmtp = event.verb.upper() == "EHLO"
-            await self._abort_tx()
-            conn.accept()
+            await self._hello(event)
         elif isinstance(event, ev.MailFrom):
             await self._mail(event)
         elif isinstance(event, ev.RcptTo):
@@ -319,6 +355,103 @@ class Session:
             quote(reply.text),
         )
 
+    # -- filters -------------------------------------------------------------
+
+    async def _connect_filters(self) -> bool:
+        """Set up the listener's filters and run the connect phase; False when
+        a filter refused the session (its reply is sent instead of the banner)."""
+        host = self.services.filters
+        ref = self.endpoint.filter
+        conn = self.conn
+        assert conn is not None
+        if ref is None or host is None:
+            return True
+        client = self.client
+        try:
+            chain = Chain.build(
+                self.services.config, ref, self.services.tables, host.registrations()
+            )
+        except MTAError as exc:
+            log.warning("%016x smtp filter failed: %s", self.id, visible(str(exc)))
+            chain = None
+        if chain is None:
+            conn.send_reply(FILTER_TEMPFAIL)
+            await self._flush()
+            return False
+        src = "local" if self.endpoint.is_socket else client.peer
+        facts = SessionFacts(src=src, rdns=client.rdns, fcrdns=client.fcrdns)
+        self.filters = filters = SessionFilters(self.id, chain, host, self.services.tables, facts)
+        filters.rdns = client.rdns or ""
+        filters.src, dest = link_addresses(self.endpoint, self.peer_address, self.raw_stream)
+        await filters.report(link_connect(client, filters.src, dest))
+        done = await filters.phase(FilterPhase.CONNECT, format_source(filters.src))
+        refused = self._refusal(done)
+        if refused is not None:
+            conn.send_reply(attrs.evolve(refused, close=True))
+            await self._flush()
+            self.reason = "filter-reject"
+            return False
+        self._junk(done)
+        return True
+
+    async def _filter(self, phase: FilterPhase, param: str) -> Done | None:
+        """The chain's outcome for ``phase`` (None: no filters in this session)."""
+        if self.filters is None:
+            return None
+        return await self.filters.phase(phase, param)
+
+    def _refusal(self, done: Done | None) -> Reply | None:
+        """The reply when the filters refused the command (reject, disconnect)."""
+        if done is None:
+            return None
+        decision = done.decision
+        if decision.kind in (DecisionKind.REJECT, DecisionKind.DISCONNECT):
+            assert decision.reply is not None
+            if decision.kind is DecisionKind.DISCONNECT:
+                return attrs.evolve(decision.reply, close=True)
+            return decision.reply
+        return None
+
+    def _junk(self, done: Done | None) -> None:
+        """A junk decision marks the transaction, or the session without one."""
+        if done is not None and done.decision.kind is DecisionKind.JUNK:
+            if self.tx is not None:
+                self.tx.junk = True
+            else:
+                self.junk = True
+
+    @staticmethod
+    def _rewritten(done: Done | None) -> str | None:
+        if done is not None and done.decision.kind is DecisionKind.REWRITE:
+            return done.decision.value
+        return None
+
+    async def _report(self, payload: ReportPayload) -> None:
+        if self.filters is not None:
+            await self.filters.report(payload)
+
+    async def _hello(self, event: ev.Hello) -> None:
+        conn = self.conn
+        assert conn is not None
+        verb = event.verb.upper()
+        phase = FilterPhase.EHLO if verb == "EHLO" else FilterPhase.HELO
+        done = await self._filter(phase, event.domain)
+        refused = self._refusal(done)
+        if refused is not None:
+            self._failed(f"{verb} {event.domain}", refused)
+            conn.reject(refused)
+            return
+        domain = self._rewritten(done) or event.domain
+        if not valid_helo(domain):
+            conn.reject(replies.invalid_domain())
+            return
+        self._junk(done)
+        self.client.helo = domain
+        self.client.esmtp = verb == "EHLO"
+        await self._abort_tx()
+        await self._report(LinkIdentify(verb, domain))
+        conn.accept()
+
     # -- STARTTLS and AUTH ---------------------------------------------------
 
     async def _starttls(self) -> None:
@@ -335,8 +468,21 @@ class Session:
     async def _auth(self, event: ev.AuthCredentials) -> None:
         conn = self.conn
         assert conn is not None
+        done = await self._filter(FilterPhase.AUTH, event.mechanism)
+        refused = self._refusal(done)
+        if refused is not None:
+            self._failed(f"AUTH {event.mechanism}", refused)
+            conn.reject(refused)
+            return
+        self._junk(done)
         result = await authenticate(self.endpoint.auth_table, event.username, event.password)
         user = visible(event.username)
+        if self.filters is not None:
+            reported = {
+                AuthResult.OK: ReportedAuth.PASS,
+                AuthResult.FAIL: ReportedAuth.FAIL,
+            }.get(result, ReportedAuth.ERROR)
+            await self._report(LinkAuth(event.username, reported))
         if result is AuthResult.OK:
             log.info("%016x smtp authentication user=%s result=ok", self.id, user)
             self.client.auth_user = event.username
@@ -354,6 +500,19 @@ class Session:
     async def _mail(self, event: ev.MailFrom) -> None:
         conn = self.conn
         assert conn is not None
+        done = await self._filter(FilterPhase.MAIL_FROM, str(event.sender))
+        refused = self._refusal(done)
+        if refused is not None:
+            self._failed(f"MAIL FROM:<{event.sender}>", refused)
+            conn.reject(refused)
+            return
+        rewritten = self._rewritten(done)
+        if rewritten is not None:
+            sender = self._rewritten_path(rewritten, null_ok=True)
+            if sender is None:
+                conn.reject(replies.SENDER_SYNTAX)
+                return
+            event = attrs.evolve(event, sender=sender)
         try:
             allowed = await sender_allowed(self.services, self.endpoint, self.client, event.sender)
         except TableError as exc:
@@ -368,38 +527,99 @@ class Session:
         self.tx = MailTransaction(
             self.services, self.endpoint, self.client, event, session_id=self.id
         )
+        self._junk(done)
+        self.tx.junk = self.tx.junk or self.junk
+        if self.filters is not None:
+            try:
+                await self.tx.begin()
+            except TemporaryFailure as exc:
+                self._spool_failed(exc)
+                self.tx = None
+                conn.reject(TEMPFAIL)
+                return
+            await self._report(TxBegin(self.tx.msgid))
+            await self._report(TxMail(self.tx.msgid, TxResult.OK, str(event.sender)))
         conn.accept()
+
+    def _rewritten_path(self, value: str, *, null_ok: bool) -> Address | None:
+        """A rewritten MAIL FROM / RCPT TO: ``<address>`` (smtp_mailaddr)."""
+        split = split_path(value.strip())
+        if split is None or split[1]:
+            return None
+        found = parse_mailbox(
+            split[0], null_ok=null_ok, hostname=self.client.smtpname, smtputf8=True
+        )
+        return found if isinstance(found, Address) else None
 
     async def _rcpt(self, event: ev.RcptTo) -> None:
         conn = self.conn
-        assert conn is not None and self.tx is not None
-        refused = await self.tx.add_recipient(event)
+        tx = self.tx
+        assert conn is not None and tx is not None
+        done = await self._filter(FilterPhase.RCPT_TO, str(event.rcpt))
+        refused = self._refusal(done)
+        if refused is None:
+            rewritten = self._rewritten(done)
+            if rewritten is not None:
+                rcpt = self._rewritten_path(rewritten, null_ok=False)
+                if rcpt is None:
+                    conn.reject(replies.RECIPIENT_SYNTAX)
+                    return
+                event = attrs.evolve(event, rcpt=rcpt)
+            refused = await tx.add_recipient(event)
         if refused is not None:
             self._failed(f"RCPT TO:<{event.rcpt}>", refused)
+            if tx.msgid:
+                result = TxResult.TEMPFAIL if refused.temporary else TxResult.PERMFAIL
+                await self._report(TxRcpt(tx.msgid, result, str(event.rcpt)))
             conn.reject(refused)
             return
+        self._junk(done)
+        if tx.msgid:
+            await self._report(TxRcpt(tx.msgid, TxResult.OK, str(event.rcpt)))
         conn.accept()
 
     async def _data_start(self) -> None:
         conn = self.conn
         tx = self.tx
         assert conn is not None and tx is not None
+        done = await self._filter(FilterPhase.DATA, "")
+        refused = self._refusal(done)
+        if refused is not None:
+            self._failed("DATA", refused)
+            conn.reject(refused)
+            return
+        self._junk(done)
         try:
-            refused = await tx.start_data()
+            await tx.start_data()
         except TemporaryFailure as exc:  # SpoolFull and other spool failures
             self._spool_failed(exc)
             await tx.abort()
             conn.reject(SPOOL_FULL if isinstance(exc, SpoolFull) else TEMPFAIL)
             return
-        if refused is not None:
-            await tx.abort()
-            conn.reject(refused)
-            return
+        if self.filters is not None:
+            stages = self.filters.data_stages()
+            if stages is None:
+                await tx.abort()
+                conn.reject(FILTER_TEMPFAIL)
+                return
+            if stages:
+                assert self._nursery is not None
+                self._pipe = DataLinePipe(self.id, stages, tx.store)
+                await self._pipe.start(self._nursery)
+            await self._report(TxData(tx.msgid, TxResult.OK))
         conn.accept()
 
-    def _write(self, data: bytes) -> None:
-        if self.tx is not None:
-            self.tx.write(data)
+    async def _write(self, data: bytes) -> None:
+        tx = self.tx
+        if tx is None:
+            return
+        if self._pipe is None:
+            tx.write(data)
+            return
+        try:
+            await self._pipe.feed(tx.rewrite(data))
+        except FilterError as exc:
+            tx.write_error = exc
 
     async def _data_end(self, event: ev.DataEnd) -> None:
         conn = self.conn
@@ -408,10 +628,35 @@ class Session:
         if tx is None:
             conn.reject(TEMPFAIL)
             return
+        if self._pipe is not None:
+            pipe, self._pipe = self._pipe, None
+            try:
+                await pipe.feed(tx.rewrite_end())
+                await pipe.finish()
+            except FilterError as exc:
+                log.warning("%016x smtp filter failed: %s", self.id, visible(str(exc)))
+                pipe.close()
+                await tx.abort()
+                self.tx = None
+                conn.reject(FILTER_TEMPFAIL)
+                return
+        if event.error is None:
+            done = await self._filter(FilterPhase.COMMIT, "")
+            refused = self._refusal(done)
+            if refused is not None:
+                self._failed("DATA", refused)
+                if tx.msgid:
+                    await self._report(TxRollback(tx.msgid))
+                await tx.abort()
+                self.tx = None
+                conn.reject(refused)
+                return
         outcome = await tx.commit(event)
         if not isinstance(outcome, Committed):
             if tx.failure is not None:
                 self._spool_failed(tx.failure)
+            if tx.msgid:
+                await self._report(TxRollback(tx.msgid))
             self.tx = None
             conn.reject(outcome)
             return
@@ -431,12 +676,22 @@ class Session:
                 visible(str(env.sender)),
                 visible(str(env.rcpt)),
             )
+        if self.filters is not None:
+            for env in outcome.envelopes:
+                await self._report(TxEnvelope(env.msgid, env.id))
+            await self._report(TxCommit(int(outcome.msgid, 16), event.size))
         self.tx = None
         conn.accept_message(outcome.msgid)
 
     async def _abort_tx(self) -> None:
         tx, self.tx = self.tx, None
+        if self._pipe is not None:
+            self._pipe.close()
+            self._pipe = None
         if tx is not None:
+            if tx.msgid and self.filters is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    await self.filters.report(TxReset(tx.msgid))
             await tx.abort()
 
 

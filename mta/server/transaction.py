@@ -30,6 +30,7 @@ import trio
 
 from mta.envelope import Address, Envelope, EnvelopeFlag
 from mta.errors import SpoolFull, TemporaryFailure
+from mta.filters.builtin import JUNK_HEADER
 from mta.log import get_logger
 from mta.reply import Reply
 from mta.rules.expand import Delivery
@@ -126,6 +127,9 @@ class MailTransaction:
         self.write_error: Exception | None = None
         self.failure: Exception | None = None  # why the spool refused the message, for the log
         self.started = 0.0
+        self.junk = False  # a filter said junk: X-Spam: Yes heads the message
+        self.msgid = 0  # known from begin() on
+        self._content_done = False  # the rewriter's end was taken (a data-line pipe)
 
     @property
     def in_data(self) -> bool:
@@ -160,10 +164,19 @@ class MailTransaction:
         self.rcpts.append(event.rcpt)
         return None
 
-    async def start_data(self) -> Reply | None:
-        """Open the spool transaction and the rewriter; the refusal, or None.
+    async def begin(self) -> int:
+        """The spool transaction, and so the message id, now (filtered sessions
+        report it from MAIL FROM on); TemporaryFailure from the spool."""
+        if self.spool is None:
+            self.spool = await self.services.spool.begin()
+            self.msgid = self.spool.msgid
+        return self.msgid
+
+    async def start_data(self) -> None:
+        """Open the spool transaction's message and the rewriter.
         TemporaryFailure (the spool's) propagates, for the session to log."""
-        self.spool = await self.services.spool.begin()
+        await self.begin()
+        assert self.spool is not None
         self.writer = await self.spool.open_message()
         self.started = trio.current_time()
         now = datetime.datetime.now().astimezone()
@@ -195,6 +208,9 @@ class MailTransaction:
             and client.auth_user is not None
             and not self.sender.is_null
         )
+        if self.junk:
+            # smtp_message_begin: the first line of the message, before Received:
+            received = JUNK_HEADER.encode("ascii") + b"\r\n" + received
         self.rewriter = MessageRewriter(
             RewriteOptions(
                 received=received,
@@ -206,7 +222,6 @@ class MailTransaction:
                 message_id_random=_ids.getrandbits(64),
             )
         )
-        return None
 
     def write(self, data: bytes) -> None:
         """Content as it arrives (a write error is kept for :meth:`commit`)."""
@@ -214,6 +229,25 @@ class MailTransaction:
             return
         try:
             self.writer.write(self.rewriter.feed(data))
+        except (OSError, TemporaryFailure) as exc:
+            self.write_error = exc
+
+    def rewrite(self, data: bytes) -> bytes:
+        r"""Content as it arrives, as it is to be stored (the headers added,
+        line ends normalised): for a data-line pipe, which :meth:`store`\ s it."""
+        return self.rewriter.feed(data) if self.rewriter is not None else b""
+
+    def rewrite_end(self) -> bytes:
+        """The end of the rewritten content (then :meth:`commit` takes none)."""
+        self._content_done = True
+        return self.rewriter.finish() if self.rewriter is not None else b""
+
+    def store(self, data: bytes) -> None:
+        """Content to the spool as it is (the output of the data-line filters)."""
+        if self.writer is None or self.write_error:
+            return
+        try:
+            self.writer.write(data)
         except (OSError, TemporaryFailure) as exc:
             self.write_error = exc
 
@@ -227,7 +261,7 @@ class MailTransaction:
             await self.abort()
             return event.error
         try:
-            if self.write_error is None:
+            if self.write_error is None and not self._content_done:
                 writer.write(rewriter.finish())
         except (OSError, TemporaryFailure) as exc:
             self.write_error = exc
