@@ -318,6 +318,12 @@ class Builder:
                     f"{where.file}:{where.line}: warning: {kind} {name} is not declared"
                 )
         self.filter_ref(r.filter, where)
+        if r.filter is not None:
+            # never accepted and then ignored: relay sessions send no filter events yet
+            self.fail(
+                "filters on relay actions (smtp-out reports) are not supported by mta yet",
+                where,
+            )
 
     def _MatchStmt(self, stmt: ast.MatchStmt) -> None:
         rule, where = stmt.rule, stmt.where
