@@ -20,7 +20,9 @@ import contextlib
 import ipaddress
 import time
 
-from mta.errors import FilterError
+import attrs
+
+from mta.errors import FilterError, MTAError
 from mta.filters.builtin import Decision, DecisionKind, FilterMisbehaved, SessionFacts
 from mta.filters.chain import AskProcess, Chain, ChainRun, Done, EmitReport, drive
 from mta.filters.encode import encode_report
@@ -32,6 +34,7 @@ from mta.filters.protocol import (
     FCrDNS,
     FilterPhase,
     InetAddress,
+    ReportEvent,
     Subsystem,
     Timestamp,
     UnixAddress,
@@ -41,9 +44,17 @@ from mta.log import get_logger, visible
 from mta.reply import Reply
 from mta.rules.tableset import TableSet
 from mta.server.client import Client
-from mta.server.services import Endpoint
+from mta.server.services import Endpoint, Services
 
-__all__ = ["FILTER_TEMPFAIL", "SessionFilters", "link_addresses", "link_connect"]
+__all__ = [
+    "FILTER_TEMPFAIL",
+    "PROCEED",
+    "Outcome",
+    "SessionFilters",
+    "link_addresses",
+    "link_connect",
+    "open_filters",
+]
 
 log = get_logger("smtp")
 
@@ -86,6 +97,35 @@ def link_connect(client: Client, src: Address, dest: Address) -> LinkConnect:
     return LinkConnect(client.rdns or "", fcrdns, src, dest)
 
 
+@attrs.frozen
+class Outcome:
+    """What the session does after a phase's filters: send ``refused`` instead
+    of running the command (its ``close`` set for a disconnect), run it with
+    ``value`` instead of the client's (a rewrite), and mark the transaction
+    (or the session, before one) junk."""
+
+    refused: Reply | None = None
+    value: str | None = None
+    junk: bool = False
+
+    @classmethod
+    def of(cls, done: Done) -> Outcome:
+        decision = done.decision
+        kind = decision.kind
+        if kind in (DecisionKind.REJECT, DecisionKind.DISCONNECT):
+            assert decision.reply is not None
+            reply = decision.reply
+            if kind is DecisionKind.DISCONNECT:
+                reply = attrs.evolve(reply, close=True)
+            return cls(refused=reply)
+        if kind is DecisionKind.REWRITE:
+            return cls(value=decision.value)
+        return cls(junk=kind is DecisionKind.JUNK)
+
+
+PROCEED = Outcome()
+
+
 def _response(phase: FilterPhase, decision: Decision) -> FilterResponse:
     """The ``filter-response`` event of a phase's outcome (OpenSMTPD reports one
     for every phase of a filtered session, ``proceed`` included)."""
@@ -106,17 +146,28 @@ class SessionFilters:
         host: FilterHost,
         tables: TableSet,
         facts: SessionFacts,
+        *,
+        src: Address,
+        rdns: str = "",
     ) -> None:
         self.session = session
         self.chain = chain
         self.host = host
         self.tables = tables
         self.facts = facts
-        self.rdns = ""  # for the connect request
-        self.src: Address | None = None
+        self.src = src  # the client, for the connect request
+        self.rdns = rdns
 
     def needs(self, phase: FilterPhase) -> bool:
         return self.chain.needs(phase)
+
+    def wants_transcript(self) -> bool:
+        """Whether a process of the chain wants protocol-client / -server reports."""
+        return any(
+            p.wants_report(Subsystem.SMTP_IN, event)
+            for p in self.processes()
+            for event in (ReportEvent.PROTOCOL_CLIENT, ReportEvent.PROTOCOL_SERVER)
+        )
 
     def processes(self) -> list[FilterProcess]:
         """The chain's processes that are running now."""
@@ -135,8 +186,12 @@ class SessionFilters:
             stages.append(process)
         return stages
 
+    async def command(self, phase: FilterPhase, param: str) -> Outcome:
+        """Run the chain for ``phase`` with ``param``: what the session is to do."""
+        return Outcome.of(await self.phase(phase, param))
+
     async def phase(self, phase: FilterPhase, param: str) -> Done:
-        """Run the chain for ``phase`` with ``param``; the outcome."""
+        """Run the chain for ``phase`` with ``param``; the chain's outcome."""
         if not self.chain.needs(phase):
             self.facts = self.facts.at(phase, param)
             return Done(Decision.proceed())
@@ -157,7 +212,6 @@ class SessionFilters:
         if process is None:
             raise FilterError(f"filter {step.filter}: not running")
         if step.phase is FilterPhase.CONNECT:
-            assert self.src is not None
             result = await process.request_connect(self.session, self.rdns, self.src)
         else:
             result = await process.request(step.phase, self.session, step.param)
@@ -177,3 +231,32 @@ class SessionFilters:
             )
             with contextlib.suppress(FilterError):  # the host restarts it; the session goes on
                 await process.send_line(line)
+
+
+async def open_filters(
+    services: Services,
+    endpoint: Endpoint,
+    client: Client,
+    session: int,
+    peer_address: object,
+    stream: object,
+) -> SessionFilters | Reply | None:
+    """The filters of a new session (its ``link-connect`` reported), None when
+    its listener has none, or the reply refusing the session when they cannot
+    be set up (a filter missing: the configuration changed under it)."""
+    host, ref = services.filters, endpoint.filter
+    if ref is None or host is None:
+        return None
+    try:
+        chain = Chain.build(services.config, ref, services.tables, host.registrations())
+    except MTAError as exc:
+        log.warning("%016x smtp filter failed: %s", session, visible(str(exc)))
+        return FILTER_TEMPFAIL
+    where = "local" if endpoint.is_socket else client.peer
+    facts = SessionFacts(src=where, rdns=client.rdns, fcrdns=client.fcrdns)
+    src, dest = link_addresses(endpoint, peer_address, stream)
+    filters = SessionFilters(
+        session, chain, host, services.tables, facts, src=src, rdns=client.rdns or ""
+    )
+    await filters.report(link_connect(client, src, dest))
+    return filters

@@ -27,17 +27,18 @@ import trio
 
 from mta.auth.check import AuthResult, authenticate
 from mta.config.model import TlsMode
-from mta.envelope import Address
-from mta.errors import FilterError, MTAError, SpoolFull, TableError, TemporaryFailure
-from mta.filters.builtin import DecisionKind, SessionFacts
-from mta.filters.chain import Chain, Done
+from mta.errors import FilterError, SpoolFull, TableError, TemporaryFailure
 from mta.filters.datalines import DataLinePipe
 from mta.filters.events import (
     LinkAuth,
     LinkDisconnect,
     LinkGreeting,
     LinkIdentify,
+    LinkTLS,
+    ProtocolClient,
+    ProtocolServer,
     ReportPayload,
+    Timeout,
     TxBegin,
     TxCommit,
     TxData,
@@ -53,19 +54,26 @@ from mta.log import get_logger, quote, visible
 from mta.reply import Reply
 from mta.server import opening
 from mta.server.client import Client
-from mta.server.filtering import FILTER_TEMPFAIL, SessionFilters, link_addresses, link_connect
+from mta.server.filtering import (
+    FILTER_TEMPFAIL,
+    PROCEED,
+    Outcome,
+    SessionFilters,
+    open_filters,
+)
 from mta.server.services import Endpoint, Services
 from mta.server.transaction import (
     SPOOL_FULL,
     TEMPFAIL,
     Committed,
     MailTransaction,
+    rewritten_path,
     sender_allowed,
 )
 from mta.server.watchdog import Deadline
 from mta.smtp import events as ev
 from mta.smtp import replies
-from mta.smtp.address import parse_mailbox, split_path, valid_helo
+from mta.smtp.address import valid_helo
 from mta.smtp.server import ServerConnection, SessionSettings
 
 __all__ = ["Session"]
@@ -231,7 +239,18 @@ class Session:
         out = self.conn.data_to_send()
         if out:
             await self.stream.send_all(out)
+        if self.conn.transcript:
+            await self._transcribe()
         return bool(out)
+
+    async def _transcribe(self) -> None:
+        """protocol-client / protocol-server reports of the lines since the last."""
+        conn, filters = self.conn, self.filters
+        if conn is None or not conn.transcript or filters is None:
+            return
+        lines, conn.transcript = conn.transcript, []
+        for from_client, line in lines:
+            await filters.report(ProtocolClient(line) if from_client else ProtocolServer(line))
 
     async def _receive(self, deadline: float, in_data: bool) -> bytes:
         """The next bytes from the client; the watchdog cancels the wait at ``deadline``."""
@@ -265,6 +284,9 @@ class Session:
             conn = self.conn
             assert conn is not None
             self.reason = "timeout"
+            if self.filters is not None:
+                with trio.move_on_after(1):
+                    await self.filters.report(Timeout())
             conn.send_reply(TIMEOUT)
             with trio.move_on_after(1):
                 await self._flush()
@@ -325,6 +347,8 @@ class Session:
     async def _handle(self, event: object) -> None:
         conn = self.conn
         assert conn is not None
+        if conn.transcript:
+            await self._transcribe()
         if isinstance(event, ev.DataChunk):
             await self._write(event.data)
         elif isinstance(event, ev.Hello):
@@ -360,71 +384,43 @@ class Session:
     async def _connect_filters(self) -> bool:
         """Set up the listener's filters and run the connect phase; False when
         a filter refused the session (its reply is sent instead of the banner)."""
-        host = self.services.filters
-        ref = self.endpoint.filter
         conn = self.conn
         assert conn is not None
-        if ref is None or host is None:
-            return True
-        client = self.client
-        try:
-            chain = Chain.build(
-                self.services.config, ref, self.services.tables, host.registrations()
-            )
-        except MTAError as exc:
-            log.warning("%016x smtp filter failed: %s", self.id, visible(str(exc)))
-            chain = None
-        if chain is None:
-            conn.send_reply(FILTER_TEMPFAIL)
-            await self._flush()
-            return False
-        src = "local" if self.endpoint.is_socket else client.peer
-        facts = SessionFacts(src=src, rdns=client.rdns, fcrdns=client.fcrdns)
-        self.filters = filters = SessionFilters(self.id, chain, host, self.services.tables, facts)
-        filters.rdns = client.rdns or ""
-        filters.src, dest = link_addresses(self.endpoint, self.peer_address, self.raw_stream)
-        await filters.report(link_connect(client, filters.src, dest))
-        done = await filters.phase(FilterPhase.CONNECT, format_source(filters.src))
-        refused = self._refusal(done)
+        opened = await open_filters(
+            self.services, self.endpoint, self.client, self.id, self.peer_address, self.raw_stream
+        )
+        if isinstance(opened, SessionFilters):
+            self.filters = opened
+            await self._report_tls()  # an smtps listener's, already agreed
+            if opened.wants_transcript():
+                conn.transcript = []
+            outcome = await self._filter(FilterPhase.CONNECT, format_source(opened.src))
+            refused = outcome.refused
+        else:
+            refused = opened
         if refused is not None:
             conn.send_reply(attrs.evolve(refused, close=True))
             await self._flush()
             self.reason = "filter-reject"
             return False
-        self._junk(done)
         return True
 
-    async def _filter(self, phase: FilterPhase, param: str) -> Done | None:
-        """The chain's outcome for ``phase`` (None: no filters in this session)."""
+    async def _filter(self, phase: FilterPhase, param: str) -> Outcome:
+        """What the session's filters say of ``phase`` (no filters: proceed)."""
         if self.filters is None:
-            return None
-        return await self.filters.phase(phase, param)
-
-    def _refusal(self, done: Done | None) -> Reply | None:
-        """The reply when the filters refused the command (reject, disconnect)."""
-        if done is None:
-            return None
-        decision = done.decision
-        if decision.kind in (DecisionKind.REJECT, DecisionKind.DISCONNECT):
-            assert decision.reply is not None
-            if decision.kind is DecisionKind.DISCONNECT:
-                return attrs.evolve(decision.reply, close=True)
-            return decision.reply
-        return None
-
-    def _junk(self, done: Done | None) -> None:
-        """A junk decision marks the transaction, or the session without one."""
-        if done is not None and done.decision.kind is DecisionKind.JUNK:
+            return PROCEED
+        outcome = await self.filters.command(phase, param)
+        if outcome.junk:  # the transaction, or the whole session before one
             if self.tx is not None:
                 self.tx.junk = True
             else:
                 self.junk = True
+        return outcome
 
-    @staticmethod
-    def _rewritten(done: Done | None) -> str | None:
-        if done is not None and done.decision.kind is DecisionKind.REWRITE:
-            return done.decision.value
-        return None
+    async def _report_tls(self) -> None:
+        tls = self.client.tls
+        if tls is not None:
+            await self._report(LinkTLS(tls.version, tls.cipher, tls.bits))
 
     async def _report(self, payload: ReportPayload) -> None:
         if self.filters is not None:
@@ -435,17 +431,15 @@ class Session:
         assert conn is not None
         verb = event.verb.upper()
         phase = FilterPhase.EHLO if verb == "EHLO" else FilterPhase.HELO
-        done = await self._filter(phase, event.domain)
-        refused = self._refusal(done)
-        if refused is not None:
-            self._failed(f"{verb} {event.domain}", refused)
-            conn.reject(refused)
+        outcome = await self._filter(phase, event.domain)
+        if outcome.refused is not None:
+            self._failed(f"{verb} {event.domain}", outcome.refused)
+            conn.reject(outcome.refused)
             return
-        domain = self._rewritten(done) or event.domain
+        domain = outcome.value or event.domain
         if not valid_helo(domain):
             conn.reject(replies.invalid_domain())
             return
-        self._junk(done)
         self.client.helo = domain
         self.client.esmtp = verb == "EHLO"
         await self._abort_tx()
@@ -464,17 +458,16 @@ class Session:
         if not await self._start_tls():
             raise _Closed
         conn.tls_established()
+        await self._report_tls()
 
     async def _auth(self, event: ev.AuthCredentials) -> None:
         conn = self.conn
         assert conn is not None
-        done = await self._filter(FilterPhase.AUTH, event.mechanism)
-        refused = self._refusal(done)
-        if refused is not None:
-            self._failed(f"AUTH {event.mechanism}", refused)
-            conn.reject(refused)
+        outcome = await self._filter(FilterPhase.AUTH, event.mechanism)
+        if outcome.refused is not None:
+            self._failed(f"AUTH {event.mechanism}", outcome.refused)
+            conn.reject(outcome.refused)
             return
-        self._junk(done)
         result = await authenticate(self.endpoint.auth_table, event.username, event.password)
         user = visible(event.username)
         if self.filters is not None:
@@ -500,15 +493,13 @@ class Session:
     async def _mail(self, event: ev.MailFrom) -> None:
         conn = self.conn
         assert conn is not None
-        done = await self._filter(FilterPhase.MAIL_FROM, str(event.sender))
-        refused = self._refusal(done)
-        if refused is not None:
-            self._failed(f"MAIL FROM:<{event.sender}>", refused)
-            conn.reject(refused)
+        outcome = await self._filter(FilterPhase.MAIL_FROM, str(event.sender))
+        if outcome.refused is not None:
+            self._failed(f"MAIL FROM:<{event.sender}>", outcome.refused)
+            conn.reject(outcome.refused)
             return
-        rewritten = self._rewritten(done)
-        if rewritten is not None:
-            sender = self._rewritten_path(rewritten, null_ok=True)
+        if outcome.value is not None:
+            sender = rewritten_path(outcome.value, null_ok=True, hostname=self.client.smtpname)
             if sender is None:
                 conn.reject(replies.SENDER_SYNTAX)
                 return
@@ -527,8 +518,7 @@ class Session:
         self.tx = MailTransaction(
             self.services, self.endpoint, self.client, event, session_id=self.id
         )
-        self._junk(done)
-        self.tx.junk = self.tx.junk or self.junk
+        self.tx.junk = self.junk  # junk at connect, helo or mail-from: the whole session
         if self.filters is not None:
             try:
                 await self.tx.begin()
@@ -541,26 +531,15 @@ class Session:
             await self._report(TxMail(self.tx.msgid, TxResult.OK, str(event.sender)))
         conn.accept()
 
-    def _rewritten_path(self, value: str, *, null_ok: bool) -> Address | None:
-        """A rewritten MAIL FROM / RCPT TO: ``<address>`` (smtp_mailaddr)."""
-        split = split_path(value.strip())
-        if split is None or split[1]:
-            return None
-        found = parse_mailbox(
-            split[0], null_ok=null_ok, hostname=self.client.smtpname, smtputf8=True
-        )
-        return found if isinstance(found, Address) else None
-
     async def _rcpt(self, event: ev.RcptTo) -> None:
         conn = self.conn
         tx = self.tx
         assert conn is not None and tx is not None
-        done = await self._filter(FilterPhase.RCPT_TO, str(event.rcpt))
-        refused = self._refusal(done)
+        outcome = await self._filter(FilterPhase.RCPT_TO, str(event.rcpt))
+        refused = outcome.refused
         if refused is None:
-            rewritten = self._rewritten(done)
-            if rewritten is not None:
-                rcpt = self._rewritten_path(rewritten, null_ok=False)
+            if outcome.value is not None:
+                rcpt = rewritten_path(outcome.value, null_ok=False, hostname=self.client.smtpname)
                 if rcpt is None:
                     conn.reject(replies.RECIPIENT_SYNTAX)
                     return
@@ -573,7 +552,6 @@ class Session:
                 await self._report(TxRcpt(tx.msgid, result, str(event.rcpt)))
             conn.reject(refused)
             return
-        self._junk(done)
         if tx.msgid:
             await self._report(TxRcpt(tx.msgid, TxResult.OK, str(event.rcpt)))
         conn.accept()
@@ -582,13 +560,11 @@ class Session:
         conn = self.conn
         tx = self.tx
         assert conn is not None and tx is not None
-        done = await self._filter(FilterPhase.DATA, "")
-        refused = self._refusal(done)
-        if refused is not None:
-            self._failed("DATA", refused)
-            conn.reject(refused)
+        outcome = await self._filter(FilterPhase.DATA, "")
+        if outcome.refused is not None:
+            self._failed("DATA", outcome.refused)
+            conn.reject(outcome.refused)
             return
-        self._junk(done)
         try:
             await tx.start_data()
         except TemporaryFailure as exc:  # SpoolFull and other spool failures
@@ -641,8 +617,7 @@ class Session:
                 conn.reject(FILTER_TEMPFAIL)
                 return
         if event.error is None:
-            done = await self._filter(FilterPhase.COMMIT, "")
-            refused = self._refusal(done)
+            refused = (await self._filter(FilterPhase.COMMIT, "")).refused
             if refused is not None:
                 self._failed("DATA", refused)
                 if tx.msgid:

@@ -39,6 +39,7 @@ from mta.rules.ruleset import MatchContext
 from mta.server.client import Client
 from mta.server.services import Endpoint, Services
 from mta.smtp import events as ev
+from mta.smtp.address import parse_mailbox, split_path
 from mta.smtp.message import MessageRewriter, RewriteOptions, Verdict
 from mta.smtp.received import ReceivedInfo, TlsDetails, received_header
 from mta.spool.transaction import Transaction
@@ -52,6 +53,7 @@ __all__ = [
     "TEMPFAIL",
     "Committed",
     "MailTransaction",
+    "rewritten_path",
     "sender_allowed",
 ]
 
@@ -80,6 +82,16 @@ def _is_loopback(text: str) -> bool:
         return ipaddress.ip_address(text).is_loopback
     except ValueError:
         return False
+
+
+def rewritten_path(value: str, *, null_ok: bool, hostname: str) -> Address | None:
+    """A MAIL FROM / RCPT TO address a filter rewrote: ``<address>`` as the
+    command takes it (``smtp_mailaddr``), else None."""
+    split = split_path(value.strip())
+    if split is None or split[1]:
+        return None
+    found = parse_mailbox(split[0], null_ok=null_ok, hostname=hostname, smtputf8=True)
+    return found if isinstance(found, Address) else None
 
 
 async def sender_allowed(

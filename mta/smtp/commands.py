@@ -61,6 +61,7 @@ class Commands:
     _mails: int
     _login_user: str
     _reader: DataReader | None
+    transcript: list[tuple[bool, str]] | None
 
     @property
     def _peer(self) -> str:
@@ -77,7 +78,11 @@ class Commands:
             self._start = 0
 
     def _send(self, reply: Reply) -> None:
-        self._out += _encode(reply)
+        encoded = _encode(reply)
+        self._out += encoded
+        if self.transcript is not None:
+            lines = encoded.decode("utf-8", "surrogateescape").split("\r\n")[:-1]
+            self.transcript += [(False, line) for line in lines]
 
     def _close(self, reason: str, reply: Reply | None = None) -> ConnectionClosed:
         if reply is not None:

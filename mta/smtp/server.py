@@ -51,10 +51,20 @@ from mta.smtp.state import AUTH_STATES, SessionSettings, State
 
 __all__ = ["COMMAND_LINE_MAX", "ServerConnection", "SessionSettings"]
 
+MASKED = "********"
+
 COMMAND_LINE_MAX = 2048
 """A command line (without its CRLF) must be shorter than this (OpenSMTPD's LINE_MAX)."""
 
 _Request = Hello | StartTls | AuthCredentials | MailFrom | RcptTo | DataStart | DataEnd
+
+
+def _masked(line: str) -> str:
+    """A command line as a transcript shows it: an AUTH initial response masked."""
+    words = line.split(" ", 2)
+    if len(words) == 3 and words[0].upper() == "AUTH":
+        return f"{words[0]} {words[1]} {MASKED}"
+    return line
 
 
 class ServerConnection(Commands):
@@ -80,6 +90,9 @@ class ServerConnection(Commands):
         self._mails = 0
         self._login_user = ""
         self._reader: DataReader | None = None
+        # when a list: every command line (False: a reply line) is appended, for
+        # filters' protocol-client / protocol-server reports; AUTH secrets masked
+        self.transcript: list[tuple[bool, str]] | None = None
 
     # -- the driver's side ---------------------------------------------------
 
@@ -284,5 +297,9 @@ class ServerConnection(Commands):
             return None
         line = raw.decode("utf-8", "surrogateescape")
         if self._state in AUTH_STATES:
+            if self.transcript is not None:
+                self.transcript.append((True, MASKED))
             return self._auth_continue(line.strip(" \t"))
+        if self.transcript is not None:
+            self.transcript.append((True, _masked(line)))
         return self._command(line)
