@@ -5,12 +5,13 @@ runs the phases of a session and does what needs the outside world:
 
 1. before the banner (:mod:`mta.server.opening`): the PROXY header, TLS on
    ``smtps`` listeners, the client's name;
-2. the command loop (:meth:`Session._serve`): each read under a deadline kept
+2. the listener's filters (:mod:`mta.server.filtering`) and their connect
+   phase, which may refuse the session instead of the banner;
+3. the command loop (:meth:`Session._serve`): each read under a deadline kept
    by the daemon's :class:`~mta.server.watchdog.Watchdog` (one cancel scope per
-   session, not one per read), each request event answered;
-3. STARTTLS and AUTH;
-4. the mail transaction (:mod:`mta.server.transaction`): the ``match`` rules
-   at RCPT, the message streamed to the spool, the commit.
+   session, not one per read), each request event answered by
+   :mod:`mta.server.requests` (HELO, STARTTLS, AUTH, and the mail transaction
+   of :mod:`mta.server.transaction`).
 """
 
 from __future__ import annotations
