@@ -74,7 +74,7 @@ class Generation:
             hostname=config.hostname,
             watchdog=shared.watchdog,
             queue=shared.queue,
-            filters=self.filters if self.filters else None,
+            filters=self.filters,
         )
         self.sessions = 0
         self._idle = trio.Event()

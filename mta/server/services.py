@@ -35,7 +35,7 @@ class Services:
     hostname: str  # the server name when a listener sets none
     watchdog: Watchdog  # read deadlines of the sessions (run by the daemon)
     queue: QueueRunner | None = None  # told of every commit; None: nothing delivers
-    filters: FilterHost | None = None  # the filter processes; None: no filter runs
+    filters: FilterHost | None = None  # the filter processes (None in tests: no filter runs)
 
 
 @attrs.frozen(eq=False)

@@ -1,0 +1,183 @@
+"""Builtin filters in a session, without sockets: a reject at every phase, and
+each decision (disconnect, junk, rewrite, bypass) with its effect on the
+replies and on what reaches the spool."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from mta.daemon.generation import Generation
+from tests.server.memory_session import Client, make_generation, open_session
+
+BASE = """
+table users { "bob" = "65534:65534:/nonexistent", "carol" = "65534:65534:/nonexistent" }
+listen on 127.0.0.1 port 2525 filter LISTEN
+action "local" maildir "/tmp/unused/%{user.username}" userbase <users>
+match from any for domain "localhost" action "local"
+"""
+
+
+async def generation_of(tmp_path: Path, filters: str, listen: str) -> Generation:
+    return await make_generation(filters + BASE.replace("LISTEN", listen), tmp_path / "spool")
+
+
+async def transaction(client: Client, *, sender: str = "alice@example.org") -> list[str]:
+    """EHLO, MAIL, RCPT bob, DATA, a message: every reply up to the first refusal."""
+    replies = []
+    for line in (
+        "EHLO client.test",
+        f"MAIL FROM:<{sender}>",
+        "RCPT TO:<bob@localhost>",
+        "DATA",
+        "Subject: x\r\n\r\nbody\r\n.",
+    ):
+        replies.append(await client.command(line))
+        if replies[-1].startswith(("4", "5")):
+            break
+    return replies
+
+
+def stored(generation: Generation) -> list[bytes]:
+    store = generation.services.spool.store
+    result = []
+    for msgid in store.message_ids():
+        with store.open_message(msgid) as stream:
+            result.append(stream.read())
+    return result
+
+
+@pytest.mark.parametrize(
+    ("phase_filter", "refused_at", "reply"),
+    [
+        ('phase connect match src regex "^127[.]" reject "554 no locals"', -1, "554 5.0.0 no"),
+        ('phase ehlo match helo regex "client" reject "550 bad helo"', 0, "550 5.0.0 bad helo"),
+        ('phase mail-from match mail-from regex "^alice@" reject "553 no"', 1, "553 5.0.0 no"),
+        ('phase rcpt-to match rcpt-to regex "^bob@" reject "450 later"', 2, "450 4.0.0 later"),
+        ('phase data match helo regex "client" reject "554 no data"', 3, "554 5.0.0 no data"),
+        ('phase commit match !rdns reject "550 not this one"', 4, "550 5.0.0 not this one"),
+    ],
+)
+async def test_a_builtin_reject_at_each_phase(
+    tmp_path: Path, phase_filter: str, refused_at: int, reply: str
+) -> None:
+    generation = await generation_of(tmp_path, f"filter f {phase_filter}\n", "f")
+    try:
+        async with trio.open_nursery() as nursery:
+            if refused_at < 0:
+                client, served = await open_session(generation, nursery, banner=False)
+                assert (await client.reply()).startswith(reply)
+                with pytest.raises(EOFError):
+                    await client.reply()  # refused at connect: closed
+                assert served.reason == "filter-reject"
+                return
+            client, _ = await open_session(generation, nursery)
+            replies = await transaction(client)
+            assert len(replies) == refused_at + 1, replies
+            assert replies[refused_at].startswith(reply), replies
+            assert (await client.command("QUIT")).startswith("221")
+        assert stored(generation) == []
+    finally:
+        generation.tables.close()
+
+
+async def test_disconnect_closes_the_session(tmp_path: Path) -> None:
+    text = 'filter f phase mail-from match mail-from regex "^alice@" disconnect "421 go"\n'
+    generation = await generation_of(tmp_path, text, "f")
+    try:
+        async with trio.open_nursery() as nursery:
+            client, _ = await open_session(generation, nursery)
+            replies = await transaction(client)
+            assert replies[-1].startswith("421 4.0.0 go")
+            with pytest.raises(EOFError):
+                await client.reply()
+    finally:
+        generation.tables.close()
+
+
+@pytest.mark.parametrize("phase", ["connect", "ehlo", "mail-from", "rcpt-to", "data"])
+async def test_junk_heads_the_message_with_x_spam(tmp_path: Path, phase: str) -> None:
+    text = f'filter f phase {phase} match src regex "^127[.]" junk\n'
+    generation = await generation_of(tmp_path, text, "f")
+    try:
+        async with trio.open_nursery() as nursery:
+            client, _ = await open_session(generation, nursery)
+            replies = await transaction(client)
+            assert replies[-1].startswith("250 2.0.0"), replies
+            await client.command("QUIT")
+        (content,) = stored(generation)
+        assert content.startswith(b"X-Spam: Yes\r\nReceived: from client.test")
+    finally:
+        generation.tables.close()
+
+
+async def test_junk_at_rcpt_to_is_the_transaction_s_only(tmp_path: Path) -> None:
+    text = 'filter f phase rcpt-to match rcpt-to regex "^bob@" junk\n'
+    generation = await generation_of(tmp_path, text, "f")
+    try:
+        async with trio.open_nursery() as nursery:
+            client, _ = await open_session(generation, nursery)
+            await transaction(client)
+            # a second transaction of the same session to carol: not junk
+            await client.command("MAIL FROM:<alice@example.org>")
+            await client.command("RCPT TO:<carol@localhost>")
+            await client.command("DATA")
+            await client.command("Subject: y\r\n\r\nbody\r\n.")
+            await client.command("QUIT")
+        junk = [c.startswith(b"X-Spam: Yes\r\n") for c in stored(generation)]
+        assert sorted(junk) == [False, True]
+    finally:
+        generation.tables.close()
+
+
+async def test_rewrite_changes_the_command(tmp_path: Path) -> None:
+    text = (
+        'filter a phase mail-from match mail-from regex "^alice@" rewrite "<bounce@example.org>"\n'
+        'filter b phase ehlo match helo regex "client" rewrite "renamed.test"\n'
+    )
+    generation = await generation_of(tmp_path, text, "{ a, b }")
+    try:
+        async with trio.open_nursery() as nursery:
+            client, _ = await open_session(generation, nursery)
+            replies = await transaction(client)
+            assert replies[-1].startswith("250 2.0.0"), replies
+            await client.command("QUIT")
+        (envelope,) = generation.services.spool.store.iter_envelopes()
+        assert str(envelope.sender) == "bounce@example.org"
+        assert envelope.helo == "renamed.test"
+    finally:
+        generation.tables.close()
+
+
+async def test_a_rewrite_that_is_not_an_address_is_refused(tmp_path: Path) -> None:
+    text = 'filter a phase mail-from match mail-from regex "." rewrite "not an address"\n'
+    generation = await generation_of(tmp_path, text, "a")
+    try:
+        async with trio.open_nursery() as nursery:
+            client, _ = await open_session(generation, nursery)
+            replies = await transaction(client)
+            assert replies[-1].startswith("553 5.1.0"), replies
+            await client.command("QUIT")
+    finally:
+        generation.tables.close()
+
+
+async def test_bypass_skips_the_rest_of_the_chain_for_its_phase(tmp_path: Path) -> None:
+    text = (
+        'filter ok phase rcpt-to match rcpt-to regex "^bob@" bypass\n'
+        'filter no phase rcpt-to match rcpt-to regex "@localhost$" reject "550 nobody here"\n'
+    )
+    generation = await generation_of(tmp_path, text, "{ ok, no }")
+    try:
+        async with trio.open_nursery() as nursery:
+            client, _ = await open_session(generation, nursery)
+            replies = await transaction(client)
+            assert replies[-1].startswith("250 2.0.0"), replies
+            await client.command("MAIL FROM:<alice@example.org>")
+            refused = await client.command("RCPT TO:<carol@localhost>")
+            assert refused.startswith("550 5.0.0 nobody here")
+            await client.command("QUIT")
+    finally:
+        generation.tables.close()
