@@ -23,11 +23,14 @@ __all__ = [
     "CLOSED",
     "SENT",
     "TIMEOUT",
+    "accepted",
     "converse",
+    "cut_short",
     "delivered",
     "expected_deliveries",
     "final_deliveries",
     "listening",
+    "settle",
     "wait_delivered",
     "wait_for_port",
 ]
@@ -105,6 +108,45 @@ def converse(host: str, port: int, steps: Sequence[str], *, timeout: float = 15.
     return transcript
 
 
+def cut_short(transcripts: Sequence[Sequence[str]]) -> bool:
+    """Whether a server closed a connection without a reply to the last step (or
+    without a banner): a crash, or the step after a reply that closed (421)."""
+    for transcript in transcripts:
+        if (
+            transcript
+            and transcript[-1] == CLOSED
+            and (len(transcript) == 1 or transcript[-2].startswith(SENT))
+        ):
+            return True
+    return False
+
+
+def settle(paths: Sequence[Path], quiet: float = 0.3, timeout: float = 5.0) -> None:
+    """Until none of ``paths`` (e.g. a filter's log) has changed for ``quiet``
+    seconds: what the server still reports after a session ends is written."""
+    deadline = time.monotonic() + timeout
+
+    def state() -> list[tuple[int, int]]:
+        result = []
+        for path in paths:
+            try:
+                st = path.stat()
+            except OSError:
+                result.append((-1, -1))
+                continue
+            result.append((st.st_size, st.st_mtime_ns))
+        return result
+
+    last, since = state(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = state()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+
+
 def listening(port: int) -> bool:
     """Whether a TCP socket of this network namespace listens on ``port``
     (/proc/net/tcp: no connection is made, so no session shows in the logs)."""
@@ -143,14 +185,30 @@ def final_deliveries(log: str) -> int:
     return sum(1 for line in log.splitlines() if _FINAL.search(line))
 
 
-def wait_delivered(log: Callable[[], str], timeout: float = 15.0) -> bool:
-    """Until every recipient of every accepted message has a final delivery
-    result in the server's log (both servers log OpenSMTPD's lines); False
-    when ``timeout`` passed first (e.g. a delivery kept failing temporarily)."""
+def accepted(transcripts: Sequence[Sequence[str]]) -> int:
+    """The messages the server accepted in these transcripts."""
+    return sum(
+        1
+        for transcript in transcripts
+        for line in transcript
+        if line.startswith("250 ") and line.endswith(" Message accepted for delivery")
+    )
+
+
+def wait_delivered(
+    log: Callable[[], str], transcripts: Sequence[Sequence[str]], timeout: float = 15.0
+) -> bool:
+    """Until the log has every message accepted in ``transcripts`` (its line may
+    come after the reply) and a final delivery result for each recipient of
+    each (both servers log OpenSMTPD's lines); False when ``timeout`` passed
+    first (e.g. a delivery kept failing temporarily)."""
     deadline = time.monotonic() + timeout
+    messages = accepted(transcripts)
     while True:
         text = log()
-        if final_deliveries(text) >= expected_deliveries(text):
+        if len(_MESSAGE.findall(text)) >= messages and final_deliveries(
+            text
+        ) >= expected_deliveries(text):
             return True
         if time.monotonic() > deadline:
             return False

@@ -69,6 +69,7 @@ __all__ = [
     "protocol_filter",
     "run_mta",
     "run_opensmtpd",
+    "version",
 ]
 
 SMTPD = Path("/usr/sbin/smtpd")
@@ -126,6 +127,13 @@ def protocol_filter(script: Mapping[str, Any], name: str = "filter") -> tuple[di
     }
     command = f"{PYTHON} @DIR@/protocol_filter.py @DIR@/logs/{name}.log @DIR@/{name}.json"
     return files, command
+
+
+def version() -> str:
+    """``OpenSMTPD 6.8.0p2``: what ``smtpd -h`` says."""
+    proc = subprocess.run([str(SMTPD), "-h"], capture_output=True, text=True, check=False)
+    m = re.search(r"version:\s*(.+)", proc.stdout + proc.stderr)
+    return m.group(1).strip() if m else "OpenSMTPD (version unknown)"
 
 
 def opensmtpd_unavailable() -> str | None:
@@ -196,6 +204,7 @@ def run_opensmtpd(scenario: Scenario, *, workdir: Path | None = None) -> Run:
             "smtpd_args": list(scenario.smtpd_args),
             "reply_timeout": scenario.reply_timeout,
             "delivery_timeout": scenario.delivery_timeout,
+            "collect": list(scenario.collect),
         }
         proc = subprocess.run(
             ["unshare", "-m", "-n", sys.executable, str(DRIVER)],
@@ -243,7 +252,10 @@ def run_mta(scenario: Scenario, *, workdir: Path | None = None) -> Run:
                     transcripts.append(
                         dialogue.converse("127.0.0.1", port, steps, timeout=scenario.reply_timeout)
                     )
-                delivered_all = dialogue.wait_delivered(daemon.log, scenario.delivery_timeout)
+                delivered_all = dialogue.wait_delivered(
+                    daemon.log, transcripts, scenario.delivery_timeout
+                )
+                dialogue.settle([directory / name for name in scenario.collect])
             finally:
                 assert daemon.process is not None
                 status = daemon.process.poll()
@@ -329,16 +341,17 @@ def normalise(run: Run) -> dict[str, Any]:
     software's name (banner, Received), message ids (renamed in order of
     appearance: equal ids stay equal), dates the server wrote, generated
     Message-IDs, the EHLO extensions that only mta has, and the enhanced
-    status codes mta adds where 6.8 has none.  Host names are not replaced:
-    both servers find the same name.  The logs are left out (their lines
-    differ in detail); ``exit`` is kept."""
+    status codes mta adds where 6.8 has none; each maildir's messages are
+    sorted (ids are named in the order of the transcripts, so that holds).
+    Host names are not replaced: both servers find the same name.  The logs
+    are left out (their lines differ in detail); ``exit`` is kept."""
     msgids = _Ids("MSGID")
     transcripts = [
         [_reply(line, msgids) for line in transcript if line not in _MTA_EXTENSIONS]
         for transcript in run.transcripts
     ]
-    delivered = {
-        maildir: [_message(content, msgids, run.workdir) for content in messages]
+    delivered = {  # sorted: the order of deliveries is not behaviour
+        maildir: sorted(_message(content, msgids, run.workdir) for content in messages)
         for maildir, messages in run.delivered.items()
     }
     files = {name: text.replace(run.workdir, "@DIR@") for name, text in run.files.items()}

@@ -5,7 +5,8 @@ Usage: python oracle_driver.py < request.json, where the request (written by
 ``opensmtpd_oracle.run_opensmtpd``) holds ``workdir`` (the configuration
 ``smtpd.conf``, a ``hosts`` and a ``resolv.conf`` file are there already),
 ``port``, ``dialogues``, ``dns`` (dnsmasq options, or null), ``smtpd_args``,
-``reply_timeout`` and ``delivery_timeout``.  Prints one JSON object:
+``reply_timeout``, ``delivery_timeout`` and ``collect`` (files, such as a
+filter's log, that are let settle before smtpd is stopped).  Prints one JSON object:
 ``transcripts`` (one per dialogue, see dialogue.py), ``log`` (smtpd's
 stderr), ``exit`` (smtpd's exit status when it exited by itself, else null)
 and ``delivered_all`` (whether every accepted recipient got a final result).
@@ -84,6 +85,23 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(10)
 
 
+def exit_status(smtpd: subprocess.Popen[bytes], log: Path, port: int) -> int | None:
+    """After a session was cut short: smtpd's exit status if it is on its way out
+    by itself (a filter died or misbehaved: "lost processor", a fatal error), or
+    None once it shows it is alive (listening, every session ended in its log)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        status = smtpd.poll()
+        if status is not None:
+            return status
+        text = log.read_text(errors="replace")
+        open_sessions = text.count(" smtp connected ") - text.count(" smtp disconnected ")
+        if open_sessions <= 0 and importlib.import_module("dialogue").listening(port):
+            return None
+        time.sleep(0.05)
+    return smtpd.poll()
+
+
 def end_the_rest() -> None:
     """SIGKILL what is left in this private network namespace (what smtpd started:
     filters run in sessions of their own and may outlive it), by process id."""
@@ -117,7 +135,12 @@ def main() -> int:
     transcripts: list[list[str]] = []
     delivered_all = False
     try:
-        dialogue.wait_for_port(port, lambda: smtpd.poll() is None)
+        try:
+            dialogue.wait_for_port(port, lambda: smtpd.poll() is None)
+        except RuntimeError:
+            if smtpd.poll() is None:
+                raise
+            # it exited at start (e.g. a filter's bad handshake): no dialogue
         for steps in request["dialogues"]:
             if smtpd.poll() is not None:
                 transcripts.append([dialogue.CLOSED])
@@ -131,10 +154,15 @@ def main() -> int:
             except ConnectionRefusedError:
                 transcripts.append([dialogue.CLOSED])
         delivered_all = dialogue.wait_delivered(
-            lambda: log_path.read_text(errors="replace"), float(request["delivery_timeout"])
+            lambda: log_path.read_text(errors="replace"),
+            transcripts,
+            float(request["delivery_timeout"]),
         )
+        dialogue.settle([workdir / name for name in request["collect"]])
     finally:
         status = smtpd.poll()
+        if status is None and dialogue.cut_short(transcripts):
+            status = exit_status(smtpd, log_path, port)
         stop(smtpd)
         log.close()
         if dnsmasq is not None:
