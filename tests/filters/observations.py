@@ -53,7 +53,26 @@ def _respond(phase: str, response: str | list[str]) -> dict[str, Any]:
     return {"responses": {phase: response}}
 
 
+# /work/shared/reference/opensmtpd-6.8-filter-trace.txt: the phases registered there,
+# and its client's commands (Python's smtplib, which writes them in lower case)
+TRACE_PHASES = ["connect", "helo", "ehlo", "mail-from", "rcpt-to", "data", "data-line", "commit"]
+TRACE_DIALOGUE = (
+    "ehlo client.test",
+    "mail FROM:<a@ext.test> size=31",
+    "rcpt TO:<nobody@localhost>",
+    "data",
+    "Subject: x\r\n\r\nbody|with|pipes\r\n.",
+    "quit",
+)
+
 CASES: tuple[Case, ...] = (
+    Case(
+        "trace",
+        {"phases": TRACE_PHASES},
+        TRACE_DIALOGUE,
+        full_log=True,
+        note="the session of opensmtpd-6.8-filter-trace.txt",
+    ),
     Case("proceed", {}, full_log=True, note="every phase proceeds, data-lines echoed"),
     Case("connect-reject", _respond("connect", "reject|550 5.7.1 go away"), (EHLO, MAIL, "QUIT")),
     Case("connect-disconnect", _respond("connect", "disconnect|421 4.7.0 bye now"), (EHLO,)),

@@ -371,6 +371,7 @@ _ID_MSGID = re.compile(r"( with E?SMTPS?A? id |250 2\.0\.0 )([0-9a-f]{8})\b")
 _TIMESTAMP = re.compile(r"^((?:report|filter)\|[^|]+\|)\d+\.\d{6}\|")
 _PORT = re.compile(r"\b((?:\d{1,3}\.){3}\d{1,3}|\[[0-9a-f:]+\]):\d+\b")
 _SOFTWARE_BY = re.compile(r"(\tby \S+ )\((?:OpenSMTPD|mta)\)")
+_SOFTWARE_BANNER = re.compile(r"(\|protocol-server\|[^|]+\|220 \S+ ESMTP) (?:OpenSMTPD|mta)$")
 
 
 def normalise_filter_log(text: str) -> list[str]:
@@ -378,7 +379,7 @@ def normalise_filter_log(text: str) -> list[str]:
     notes) with their variable parts replaced: timestamps (``TS``), session
     ids, tokens and envelope ids (16 hex digits: ``ID<n>``), message ids
     (8 hex digits: ``MSGID<n>``), client ports, dates and the software's name
-    in the Received header's data-lines."""
+    (in the Received header's data-lines and the banner's protocol-server report)."""
     ids, msgids = _Ids("ID"), _Ids("MSGID")
     lines = []
     for line in text.splitlines():
@@ -390,5 +391,6 @@ def normalise_filter_log(text: str) -> list[str]:
         rest = _PORT.sub(r"\1:PORT", rest)
         rest = _DATE.sub("DATE", rest)
         rest = _SOFTWARE_BY.sub(r"\1(SOFTWARE)", rest)
+        rest = _SOFTWARE_BANNER.sub(r"\1 SOFTWARE", rest)
         lines.append(f"{direction} {rest}")
     return lines

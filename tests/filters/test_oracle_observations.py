@@ -23,8 +23,8 @@ def split_log(lines: list[str]) -> tuple[list[str], list[str]]:
     """A filter's log as two sequences whose order is fixed: the reports, and the
     rest (handshake, requests, answers).  Between the two, order may vary: 6.8
     sends them from different channels (e.g. the 354's report and data-lines)."""
-    reports = [line for line in lines if line.startswith("< report|")]
-    return reports, [line for line in lines if not line.startswith("< report|")]
+    reports = [line for line in lines if line.lstrip("< ").startswith("report")]
+    return reports, [line for line in lines if not line.lstrip("< ").startswith("report")]
 
 
 def test_every_case_is_recorded_as_it_is_defined() -> None:
@@ -46,6 +46,44 @@ def test_the_record_shows_what_the_cases_are_about() -> None:
     assert RECORDED["commit-junk"]["server_exited"]
     body = RECORDED["dataline-body"]["delivered"][0].partition("\n\n")[2]
     assert body == "replaced|body\n.dotted\n\n"
+
+
+# the lines a filter receives in /work/shared/reference/opensmtpd-6.8-filter-trace.txt
+# (a real 6.8 session, recorded by hand), by kind and event or phase
+REFERENCE_TRACE = [
+    *("config smtpd-version", "config smtp-session-timeout", "config subsystem"),
+    *("config admd", "config ready", "report link-connect", "filter connect"),
+    *("report filter-response", "report protocol-server", "report link-greeting"),
+    *("report protocol-client", "filter ehlo", "report filter-response"),
+    *("report link-identify", *["report protocol-server"] * 6, "report protocol-client"),
+    *("filter mail-from", "report filter-response", "report protocol-server"),
+    *("report tx-begin", "report tx-mail", "report protocol-client", "filter rcpt-to"),
+    *("report filter-response", "report tx-envelope", "report protocol-server"),
+    *("report tx-rcpt", "report protocol-client", "filter data", "report filter-response"),
+    *(*["filter data-line"] * 4, "report protocol-server", "report tx-data"),
+    *(*["filter data-line"] * 4, "report protocol-client", "filter commit"),
+    *("report filter-response", "report protocol-server", "report tx-commit"),
+    *("report tx-reset", "report protocol-client", "report filter-response"),
+    *("report protocol-server", "report link-disconnect"),
+]
+
+
+def shape(lines: list[str]) -> list[str]:
+    """What the filter received, by kind and event or phase."""
+    fields = [line[2:].split("|") for line in lines if line.startswith("< ")]
+    return [f"{f[0]} {f[4]}" if f[0] in ("report", "filter") else f"{f[0]} {f[1]}" for f in fields]
+
+
+def test_the_trace_case_has_the_reference_shape() -> None:
+    """The same session as the reference trace, through protocol_filter.py, shows
+    the same lines, in the same order within reports and within the rest."""
+    recorded = RECORDED["trace"]["filter_log"]
+    assert split_log(shape(recorded)) == split_log(REFERENCE_TRACE)
+    assert len(shape(recorded)) == len(REFERENCE_TRACE)
+    assert "< report|0.6|TS|smtp-in|protocol-client|ID1|mail FROM:<a@ext.test> size=31" in recorded
+    # 6.8 gives the filter the bare address, without the parameters
+    assert "< filter|0.6|TS|smtp-in|mail-from|ID1|ID4|a@ext.test" in recorded
+    assert "< filter|0.6|TS|smtp-in|data-line|ID1|ID8|body|with|pipes" in recorded
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
