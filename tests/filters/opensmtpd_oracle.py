@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -88,12 +89,15 @@ class Scenario:
     """What to run: ``config`` (with ``@DIR@`` / ``@PORT@``), ``dialogues`` (each a
     sequence of steps), ``files`` (path under ``@DIR@`` -> content, where
     ``@DIR@`` is replaced too; ``modes`` gives their permission bits, 0644
-    otherwise), ``collect`` (paths under ``@DIR@`` read back after the run)."""
+    otherwise, ``owners`` the user who owns them, with that user's group, e.g.
+    a key for a filter run with ``user _dkimsign``), ``collect`` (paths under
+    ``@DIR@`` read back after the run)."""
 
     config: str
     dialogues: Sequence[Sequence[str]]
     files: Mapping[str, str | bytes] = attrs.field(factory=dict)
     modes: Mapping[str, int] = attrs.field(factory=dict)
+    owners: Mapping[str, str] = attrs.field(factory=dict)
     collect: Sequence[str] = ()
     hosts: str = LOCALHOST
     dns: Sequence[str] | None = None
@@ -179,6 +183,9 @@ def _prepare(scenario: Scenario, workdir: Path, port: int) -> str:
             content = content.replace("@DIR@", str(workdir)).encode()
         path.write_bytes(content)
         os.chmod(path, scenario.modes.get(relative, 0o644))
+        if relative in scenario.owners:
+            user = pwd.getpwnam(scenario.owners[relative])
+            os.chown(path, user.pw_uid, user.pw_gid)
     (workdir / "hosts").write_text(scenario.hosts)
     (workdir / "resolv.conf").write_text("nameserver 127.0.0.1\n")
     return scenario.config.replace("@DIR@", str(workdir)).replace("@PORT@", str(port))
