@@ -31,10 +31,13 @@ Debian's package makes a ``_dkimsign`` user and group for ``user _dkimsign
 group _dkimsign``) and ``filter-senderscore -blockBelow N -junkBelow N
 -slowFactor MS -scoreHeader`` (a Go program: it looks up
 ``<reversed ip>.score.senderscore.com`` through /etc/resolv.conf and reads the
-score from the last octet of the A record).  Debian's
-``opensmtpd-filter-rspamd`` is not used: it needs a running rspamd (a large
-daemon with a Redis-less but long configuration and slow start), which the
-tests do not run.
+score from the last octet of the A record; ``-blockBelow`` answers ``disconnect|550
+your IP reputation is too low for this MX``).  Debian's
+``opensmtpd-filter-rspamd`` is not installed: it is only a client of a running
+rspamd daemon (Debian's ``rspamd``, a large service with its own configuration
+tree, workers and rules), which the tests do not run; what such a filter does
+with the protocol (junk, headers by data-line, reject) is covered by
+protocol_filter.py.
 """
 
 from __future__ import annotations
