@@ -56,31 +56,13 @@ from mta.filters.registration import Registered, Registration
 from mta.log import get_logger, visible
 from mta.tables.proctable import HELPER_DIRS
 
-__all__ = ["SUPPORTED_PHASES", "FilterFailed", "FilterProcess", "command_argv"]
+__all__ = ["FilterFailed", "FilterProcess", "command_argv"]
 
 log = get_logger("filter")
 
 READ_SIZE = 65536
 STDERR_LINE_MAX = 4096
 DATA_BUFFER = 512  # lines of data-line output queued for a session at most
-
-
-SUPPORTED_PHASES = frozenset(
-    {
-        FilterPhase.CONNECT,
-        FilterPhase.HELO,
-        FilterPhase.EHLO,
-        FilterPhase.AUTH,
-        FilterPhase.MAIL_FROM,
-        FilterPhase.RCPT_TO,
-        FilterPhase.DATA,
-        FilterPhase.DATA_LINE,
-        FilterPhase.COMMIT,
-    }
-)
-"""The phases mta asks filter processes about; a filter registering another one
-(``starttls``, ``rset``, ``quit``, ``noop``, ``help``, ``wiz``) is refused at its
-start, never silently left unasked."""
 
 
 class FilterFailed(FilterError):
@@ -291,14 +273,7 @@ class FilterProcess:
     async def _dispatch(self, message: FilterMessage) -> None:
         if self.registered is None:
             if self._registration.feed(message):
-                registered = self._registration.result()
-                unsupported = sorted(p.value for p in registered.phases - SUPPORTED_PHASES)
-                if unsupported:
-                    raise FilterProtocolError(
-                        f"registers the {', '.join(unsupported)} phase, which mta does not run",
-                        b"register|filter",
-                    )
-                self.registered = registered
+                self.registered = self._registration.result()
                 self._registered.set()
             return
         if isinstance(message, FilterResult):

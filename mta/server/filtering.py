@@ -193,8 +193,11 @@ class SessionFilters:
     async def phase(self, phase: FilterPhase, param: str) -> Done:
         """Run the chain for ``phase`` with ``param``; the chain's outcome."""
         if not self.chain.needs(phase):
+            # OpenSMTPD reports every phase of a filtered session, asked or not
             self.facts = self.facts.at(phase, param)
-            return Done(Decision.proceed())
+            done = Done(Decision.proceed())
+            await self.report(_response(phase, done.decision))
+            return done
         run = ChainRun(self.chain, phase, param, self.facts)
         try:
             done = await drive(run, self.tables, self._ask, self._emit)

@@ -55,13 +55,29 @@ from mta.smtp import replies
 from mta.smtp.address import valid_helo
 from mta.smtp.server import ServerConnection
 
-__all__ = ["AUTH_FAILED", "AUTH_TEMPFAIL", "SENDER_REJECTED", "Requests", "SessionClosed"]
+__all__ = [
+    "ASKED_PHASES",
+    "AUTH_FAILED",
+    "AUTH_TEMPFAIL",
+    "SENDER_REJECTED",
+    "Requests",
+    "SessionClosed",
+]
 
 log = get_logger("smtp")
 
 AUTH_FAILED = Reply.of(535, "5.7.8", "Authentication failed")
 AUTH_TEMPFAIL = Reply.of(454, "4.7.0", "Temporary authentication failure")
 SENDER_REJECTED = Reply.of(530, "5.7.0", "Sender rejected")
+
+ASKED_PHASES = {
+    "RSET": FilterPhase.RSET,
+    "NOOP": FilterPhase.NOOP,
+    "QUIT": FilterPhase.QUIT,
+    "HELP": FilterPhase.HELP,
+    "WIZ": FilterPhase.WIZ,
+}
+"""The commands the state machine answers alone, unless filters have their phase."""
 
 
 class SessionClosed(Exception):
@@ -118,6 +134,8 @@ class Requests(abc.ABC):
             await self._starttls()
         elif isinstance(event, ev.AuthCredentials):
             await self._auth(event)
+        elif isinstance(event, ev.Ask):
+            await self._asked(event)
 
     def _spool_failed(self, exc: Exception) -> None:
         log.warning("%016x smtp spool failure: %s", self.id, visible(str(exc)))
@@ -169,13 +187,29 @@ class Requests(abc.ABC):
         self.client.esmtp = verb == "EHLO"
         await self._abort_tx()
         await self._report(LinkIdentify(verb, domain))
-        conn.accept()
+        conn.accept_as(attrs.evolve(event, domain=domain))  # greeted by its new name
 
     # -- STARTTLS and AUTH ---------------------------------------------------
+
+    async def _asked(self, event: ev.Ask) -> None:
+        """RSET, NOOP, QUIT, HELP or WIZ, which the filters see first."""
+        conn = self.conn
+        assert conn is not None
+        outcome = await self._filter(ASKED_PHASES[event.verb], event.args or "")
+        if outcome.refused is not None:
+            self._failed(event.verb, outcome.refused)
+            conn.reject(outcome.refused)
+            return
+        conn.accept()
 
     async def _starttls(self) -> None:
         conn = self.conn
         assert conn is not None
+        outcome = await self._filter(FilterPhase.STARTTLS, "")
+        if outcome.refused is not None:
+            self._failed("STARTTLS", outcome.refused)
+            conn.reject(outcome.refused)
+            return
         conn.accept()
         await self._flush()
         if conn.closed:

@@ -22,7 +22,6 @@ import os
 import random
 import socket
 
-import attrs
 import trio
 
 from mta.config.model import TlsMode
@@ -43,7 +42,7 @@ from mta.server.filtering import (
     SessionFilters,
     open_filters,
 )
-from mta.server.requests import Requests, SessionClosed
+from mta.server.requests import ASKED_PHASES, Requests, SessionClosed
 from mta.server.services import Endpoint, Services
 from mta.server.transaction import (
     MailTransaction,
@@ -149,11 +148,10 @@ class Session(Requests):
             client.rdns or "<unknown>",
         )
         self.conn = ServerConnection(self._settings())
-        if not await self._connect_filters():
-            return
-        self.conn.banner()
-        if self.filters is not None:
-            await self.filters.report(LinkGreeting(client.smtpname))
+        if await self._connect_filters():
+            self.conn.banner()
+            if self.filters is not None:
+                await self.filters.report(LinkGreeting(client.smtpname))
         if self.buffered:
             self.conn.receive_data(self.buffered)
         await self._serve_watched()
@@ -320,7 +318,7 @@ class Session(Requests):
 
     async def _connect_filters(self) -> bool:
         """Set up the listener's filters and run the connect phase; False when
-        a filter refused the session (its reply is sent instead of the banner)."""
+        a filter refused the session (its reply goes instead of the banner)."""
         conn = self.conn
         assert conn is not None
         opened = await open_filters(
@@ -331,13 +329,13 @@ class Session(Requests):
             await self._report_tls()  # an smtps listener's, already agreed
             if opened.wants_transcript():
                 conn.transcript = []
+            conn.ask = frozenset(ASKED_PHASES)  # their filter-response is reported too
             outcome = await self._filter(FilterPhase.CONNECT, format_source(opened.src))
             refused = outcome.refused
         else:
             refused = opened
-        if refused is not None:
-            conn.send_reply(attrs.evolve(refused, close=True))
-            await self._flush()
-            self.reason = "filter-reject"
-            return False
-        return True
+        if refused is None:
+            return True
+        # in place of the banner; only QUIT is served then, unless it closes
+        conn.refuse(refused)
+        return False

@@ -18,6 +18,7 @@ from mta.smtp import replies
 from mta.smtp.address import PathError, parse_mailbox, split_path, valid_helo
 from mta.smtp.data import DataReader
 from mta.smtp.events import (
+    Ask,
     AuthCredentials,
     ConnectionClosed,
     DataStart,
@@ -62,6 +63,8 @@ class Commands:
     _login_user: str
     _reader: DataReader | None
     transcript: list[tuple[bool, str]] | None
+    ask: frozenset[str]
+    _refused: bool
 
     @property
     def _peer(self) -> str:
@@ -142,12 +145,19 @@ class Commands:
             if verb in ("MAIL", "RCPT"):
                 self._send(replies.invalid_arguments(f"Syntax: {_SYNTAX[verb]}"))
                 return None
-        stripped = args.strip(" \t")
+        stripped = args.strip(" \t") or None
+        if self._refused and verb != "QUIT":
+            return self._reply(replies.NOT_ALLOWED)
+        if verb in self.ask:
+            return Ask(verb, stripped)
+        return self._run_command(verb, stripped)
+
+    def _run_command(self, verb: str, args: str | None) -> Event | None:
         handler = _COMMANDS.get(verb)
         if handler is None:
             self._send(replies.UNRECOGNIZED)
             return None
-        return handler(self, verb, stripped or None)
+        return handler(self, verb, args)
 
     def _reply(self, reply: Reply) -> Event | None:
         """Answer a command by the state machine alone (no event)."""

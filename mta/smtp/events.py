@@ -1,7 +1,7 @@
 """Events the sans-IO SMTP server (:mod:`mta.smtp.server`) hands to its driver.
 
 Requests (``Hello``, ``StartTls``, ``AuthCredentials``, ``MailFrom``, ``RcptTo``,
-``DataStart``, ``DataEnd``) wait for the driver's decision: ``accept()`` /
+``DataStart``, ``DataEnd``, ``Ask``) wait for the driver's decision: ``accept()`` /
 ``accept_message()`` or ``reject(reply)``.  The others are notifications.
 """
 
@@ -18,6 +18,7 @@ from mta.smtp.params import MailParams, RcptParams
 __all__ = [
     "NEED_DATA",
     "REQUESTS",
+    "Ask",
     "AuthCredentials",
     "ConnectionClosed",
     "DataChunk",
@@ -99,6 +100,16 @@ class DataEnd:
 
 
 @attrs.frozen
+class Ask:
+    """A command the driver asked to see first (:attr:`ServerConnection.ask`:
+    RSET, NOOP, QUIT, HELP, WIZ, for the filters' phases of the same names):
+    ``accept()`` carries it out as usual, ``reject(reply)`` refuses it."""
+
+    verb: str
+    args: str | None
+
+
+@attrs.frozen
 class TransactionReset:
     """``RSET``: the state machine already replied; drop the transaction."""
 
@@ -122,9 +133,10 @@ Event = (
     | DataStart
     | DataChunk
     | DataEnd
+    | Ask
     | TransactionReset
     | ConnectionClosed
 )
 
-REQUESTS = (Hello, StartTls, AuthCredentials, MailFrom, RcptTo, DataStart, DataEnd)
+REQUESTS = (Hello, StartTls, AuthCredentials, MailFrom, RcptTo, DataStart, DataEnd, Ask)
 """The events that wait for ``accept()`` / ``reject()``."""

@@ -34,6 +34,7 @@ from mta.smtp.data import DataReader, LineTooLong
 from mta.smtp.events import (
     NEED_DATA,
     REQUESTS,
+    Ask,
     AuthCredentials,
     ConnectionClosed,
     DataChunk,
@@ -56,7 +57,7 @@ MASKED = "********"
 COMMAND_LINE_MAX = 2048
 """A command line (without its CRLF) must be shorter than this (OpenSMTPD's LINE_MAX)."""
 
-_Request = Hello | StartTls | AuthCredentials | MailFrom | RcptTo | DataStart | DataEnd
+_Request = Hello | StartTls | AuthCredentials | MailFrom | RcptTo | DataStart | DataEnd | Ask
 
 
 def _masked(line: str) -> str:
@@ -93,6 +94,9 @@ class ServerConnection(Commands):
         # when a list: every command line (False: a reply line) is appended, for
         # filters' protocol-client / protocol-server reports; AUTH secrets masked
         self.transcript: list[tuple[bool, str]] | None = None
+        # the verbs (RSET, NOOP, QUIT, HELP, WIZ) the driver sees first, as Ask
+        self.ask: frozenset[str] = frozenset()
+        self._refused = False  # refuse(): only QUIT is served
 
     # -- the driver's side ---------------------------------------------------
 
@@ -139,6 +143,12 @@ class ServerConnection(Commands):
         """Queue the ``220`` greeting."""
         self._banner_sent = True
         self._send(replies.banner(self.settings.hostname))
+
+    def refuse(self, reply: Reply) -> None:
+        """Refuse the session in place of the banner (RFC 5321 3.1: a 554 greeting):
+        from now on every command but QUIT gets a 503 (``reply.close`` closes now)."""
+        self._refused = True
+        self.send_reply(reply)
 
     def send_reply(self, reply: Reply) -> None:
         """Queue a reply of the driver's own (a 421 on timeout or shutdown)."""
@@ -198,9 +208,21 @@ class ServerConnection(Commands):
             self._send(replies.DATA_GO_AHEAD)
             self._state = State.DATA
             self._reader = DataReader(self.settings.max_message_size)
+        elif isinstance(request, Ask):
+            event = self._run_command(request.verb, request.args)
+            if event is not None:
+                self._queued.append(event)
         else:
             self._pending = request
             raise RuntimeError("end of data is accepted with accept_message()")
+
+    def accept_as(self, request: Hello | MailFrom | RcptTo) -> None:
+        """Accept the pending request as ``request`` (the same command with other
+        arguments: a filter rewrote it)."""
+        if type(self._pending) is not type(request):
+            raise RuntimeError(f"accept_as() answers a {type(request).__name__} only")
+        self._pending = request
+        self.accept()
 
     def accept_message(self, msgid: str) -> None:
         """Accept the message at the end of DATA: ``250 2.0.0 <msgid> Message accepted``."""

@@ -309,7 +309,11 @@ _MESSAGE_ID = re.compile(r"^(Message-ID: <)[0-9a-f]{16}(@\S+>)$", re.MULTILINE)
 _MTA_EXTENSIONS = ("250-PIPELINING", "250-SMTPUTF8")
 # replies where mta adds the enhanced status code that 6.8 leaves out (RFC 2034 wants
 # it on every reply once ENHANCEDSTATUSCODES is announced)
-_ENHANCED = (("550 5.1.1 Invalid recipient: ", "550 Invalid recipient: "),)
+_ENHANCED = (
+    ("550 5.1.1 Invalid recipient: ", "550 Invalid recipient: "),
+    # a filter's reply that is no valid reply, replaced (lka_filter.c)
+    ("421 4.0.0 Internal server error", "421 Internal server error"),
+)
 
 
 class _Ids:

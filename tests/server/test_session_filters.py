@@ -67,11 +67,13 @@ async def test_a_builtin_reject_at_each_phase(
     try:
         async with trio.open_nursery() as nursery:
             if refused_at < 0:
-                client, served = await open_session(generation, nursery, banner=False)
+                # in place of the banner, and then only QUIT (RFC 5321 3.1; OpenSMTPD)
+                client, _ = await open_session(generation, nursery, banner=False)
                 assert (await client.reply()).startswith(reply)
-                with pytest.raises(EOFError):
-                    await client.reply()  # refused at connect: closed
-                assert served.reason == "filter-reject"
+                for command in ("EHLO client.test", "MAIL FROM:<a@b.test>", "NOOP"):
+                    refused = await client.command(command)
+                    assert refused.startswith("503 5.5.1 Invalid command: Command not allowed")
+                assert (await client.command("QUIT")).startswith("221 ")
                 return
             client, _ = await open_session(generation, nursery)
             replies = await transaction(client)
@@ -79,6 +81,20 @@ async def test_a_builtin_reject_at_each_phase(
             assert replies[refused_at].startswith(reply), replies
             assert (await client.command("QUIT")).startswith("221")
         assert stored(generation) == []
+    finally:
+        generation.tables.close()
+
+
+async def test_disconnect_at_connect_closes_at_once(tmp_path: Path) -> None:
+    text = 'filter f phase connect match src regex "^127[.]" disconnect "421 not now"\n'
+    generation = await generation_of(tmp_path, text, "f")
+    try:
+        async with trio.open_nursery() as nursery:
+            client, served = await open_session(generation, nursery, banner=False)
+            assert (await client.reply()).startswith("421 4.0.0 not now")
+            with pytest.raises(EOFError):
+                await client.reply()
+        assert served.reason == "rejected"
     finally:
         generation.tables.close()
 
