@@ -25,7 +25,8 @@ filter phase, or ``ready``: right after the server's ``config|ready``):
 ``exit`` (status ``status``, default 0, without answering), ``hang`` (keeps
 reading, never answers), ``garbage`` (writes ``text`` instead of the answer),
 ``slow`` (sleeps ``delay`` seconds before every answer in that phase, e.g. each
-data-line).
+data-line); with ``once`` (a file path) only the first process to get there
+misbehaves (it creates the file), so a restarted filter behaves.
 
 The protocol is spoken as the real filters (libopensmtpd) speak it: the
 version comes from ``config|protocol|V`` (OpenSMTPD 7.x sends ``0.7``) or,
@@ -38,6 +39,7 @@ other order before 0.5).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import IO, Any
@@ -78,6 +80,7 @@ class Filter:
         self.delay = float(misbehave.get("delay", 1.0))
         self.garbage: str = misbehave.get("text", "garbage from the filter")
         self.status = int(misbehave.get("status", 0))
+        self.once: str | None = misbehave.get("once")
 
     def note(self, prefix: str, line: str) -> None:
         self.log.write(f"{prefix} {line}\n")
@@ -93,6 +96,11 @@ class Filter:
         must not be sent (garbage was sent instead)."""
         if phase != self.bad_phase:
             return False
+        if self.once is not None:
+            try:
+                os.close(os.open(self.once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return False  # done once already: behave
         if self.bad_mode == "exit":
             self.note("#", f"exit {self.status} at {phase}")
             sys.exit(self.status)
