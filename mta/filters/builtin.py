@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import re
 
 import attrs
 
@@ -65,6 +64,7 @@ from mta.config.model import FilterBuiltin, FilterCondition
 from mta.config.modern import FILTER_PHASES
 from mta.errors import MTAError, TableError
 from mta.filters.protocol import FilterPhase
+from mta.filters.verdict import INTERNAL_ERROR, FilterReplyError, parse_reply
 from mta.reply import Reply
 from mta.tables import Service, Table
 
@@ -201,9 +201,6 @@ class DecisionKind(enum.Enum):
 _WITH_TEXT = frozenset(
     {DecisionKind.REJECT, DecisionKind.DISCONNECT, DecisionKind.REWRITE, DecisionKind.REPORT}
 )
-_REPLY = re.compile(r"[2-5][0-9][0-9] ")
-_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?: +|$)")
-_INTERNAL_ERROR = "421 Internal server error"
 
 
 @attrs.frozen
@@ -243,7 +240,9 @@ class Decision:
             reply, disconnect = filter_reply(text)
             if disconnect:
                 kind = DecisionKind.DISCONNECT
-            return cls(kind, text if _valid(text) else _INTERNAL_ERROR, reply)
+            return cls(
+                kind, text if reply is not INTERNAL_ERROR else "421 Internal server error", reply
+            )
         return cls(kind, text)
 
     @classmethod
@@ -280,30 +279,15 @@ class Decision:
         return self.kind not in (DecisionKind.PROCEED, DecisionKind.REPORT)
 
 
-def _valid(text: str) -> bool:
-    # util.c valid_smtp_response, then smtp_session.c: the first digit 4 or 5
-    return len(text) >= 5 and _REPLY.match(text) is not None and text[0] in "45"
-
-
 def filter_reply(text: str) -> tuple[Reply, bool]:
-    """The reply for a reject or disconnect text, and whether it disconnects.
-
-    An invalid text becomes ``421 Internal server error``; a ``421`` disconnects.
-    The enhanced status code the text starts with is kept when its class is the
-    reply's; otherwise ``N.0.0`` is added, as mta does for all its replies
-    (RFC 2034; OpenSMTPD sends the text as it is)."""
-    if not _valid(text):
-        text = _INTERNAL_ERROR
-    code = int(text[:3])
-    rest = text[4:]
-    found = _ENHANCED.match(rest)
-    if found is not None and found.group(1) == text[0]:
-        enhanced = ".".join(found.groups())
-        rest = rest[found.end() :]
-    else:
-        enhanced = f"{text[0]}.0.0"
-    disconnect = code == 421
-    return Reply(code, enhanced, (rest,), close=disconnect), disconnect
+    """The reply for a reject or disconnect text, and whether it disconnects
+    (:func:`mta.filters.verdict.parse_reply`): an invalid text becomes
+    ``421 Internal server error``, and a ``421`` disconnects."""
+    try:
+        reply = parse_reply(text)
+    except FilterReplyError:
+        reply = INTERNAL_ERROR
+    return reply, reply.close
 
 
 def builtin_decision(builtin: FilterBuiltin) -> Decision:
