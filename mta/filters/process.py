@@ -23,7 +23,9 @@ Nothing here holds more than one line of the filter's output (bounded by
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
+import pwd
 import secrets
 import shlex
 import subprocess
@@ -60,6 +62,7 @@ __all__ = ["FilterFailed", "FilterProcess", "command_argv"]
 
 log = get_logger("filter")
 
+DEFAULT_USER = "nobody"  # who a filter runs as, run by root, when its proc names nobody
 READ_SIZE = 65536
 STDERR_LINE_MAX = 4096
 DATA_BUFFER = 512  # lines of data-line output queued for a session at most
@@ -104,8 +107,8 @@ def _now() -> Timestamp:
 
 @attrs.frozen
 class _Identity:
-    user: str | None = None
-    group: str | None = None
+    user: int | None = None
+    group: int | None = None
     extra_groups: list[int] | None = None
     enter: Callable[[], None] | None = None
 
@@ -160,8 +163,8 @@ class FilterProcess:
         """Start the process and serve it until it fails (FilterFailed is raised
         then, after every waiting request was failed) or the task is cancelled
         (the process is killed)."""
-        identity = self._identity()
         try:
+            identity = self._identity()
             process = await trio.lowlevel.open_process(
                 self.argv,
                 stdin=subprocess.PIPE,
@@ -172,7 +175,9 @@ class FilterProcess:
                 extra_groups=identity.extra_groups,
                 preexec_fn=identity.enter,
             )
-        except (OSError, KeyError, ValueError) as exc:  # KeyError: no such user or group
+        except KeyError as exc:
+            raise self._fail(f"cannot start: no such user or group: {exc.args[0]}") from None
+        except (OSError, ValueError) as exc:
             raise self._fail(f"cannot start: {exc}") from None
         self._process = process
         try:
@@ -208,11 +213,16 @@ class FilterProcess:
         task_status.started()
 
     def _identity(self) -> _Identity:
-        """Who the filter runs as: the proc's ``user`` / ``group`` and ``chroot``
-        when the daemon is root (run unprivileged, everything is the daemon's)."""
+        """Who the filter runs as when the daemon is root: the proc's ``user``
+        (``nobody`` when it names none: never root, as OpenSMTPD runs filters as
+        its unprivileged user), in ``group`` or that user's own, no other group,
+        in its ``chroot``.  Run unprivileged, everything is the daemon's.
+        KeyError for an unknown user or group."""
         proc = self.proc
         if os.geteuid() != 0:
             return _Identity()
+        entry = pwd.getpwnam(proc.user or DEFAULT_USER)
+        gid = grp.getgrnam(proc.group).gr_gid if proc.group else entry.pw_gid
         enter: Callable[[], None] | None = None
         if proc.chroot:
             chroot = proc.chroot
@@ -221,12 +231,7 @@ class FilterProcess:
                 os.chroot(chroot)
                 os.chdir("/")
 
-        return _Identity(
-            user=proc.user,
-            group=proc.group,
-            extra_groups=[] if proc.user else None,
-            enter=enter,
-        )
+        return _Identity(user=entry.pw_uid, group=gid, extra_groups=[], enter=enter)
 
     def _fail(self, reason: str) -> FilterFailed:
         """Fail every waiting request and every data stream; the failure."""

@@ -7,7 +7,9 @@ stop filters with their configuration."""
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import shlex
 import signal
 import smtplib
@@ -34,8 +36,10 @@ def config(tmp_path: Path, port: int, script: Script, *, name: str = "f") -> str
     path.write_text(json.dumps(script))
     log = tmp_path / f"{name}.log"
     command = " ".join(shlex.quote(str(p)) for p in (sys.executable, FILTER, log, path))
+    # as the test's own user (run by root, a filter naming no user runs as nobody,
+    # who cannot reach this Python): see test_a_filter_runs_as_nobody_by_default
     return (
-        f'filter {name} proc-exec "{command}"\n'
+        f'filter {name} proc-exec "{command}" user {getpass.getuser()}\n'
         f"listen on 127.0.0.1 port {port} filter {name}\n"
         f'action "local" maildir "{tmp_path}/mail/%{{user.username}}"\n'
         'match from any for domain "localhost" action "local"\n'
@@ -169,5 +173,28 @@ def test_reload_starts_new_filters_and_keeps_the_running_ones_on_failure(
         wait_for(lambda: "mta: config reloaded" in daemon.log()[offset:])
         send(port)
         wait_for(lambda: delivered(shared) == 1)
+    finally:
+        assert daemon.stop() == 0
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="run unprivileged, a filter runs as the daemon's user"
+)
+@pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="needs Debian's python3")
+def test_a_filter_runs_as_nobody_by_default(shared: Path) -> None:
+    port = free_port()
+    script = shared / "f.json"
+    script.write_text("{}")
+    log = shared / "f.log"
+    command = f"/usr/bin/python3 {shlex.quote(str(FILTER))} {log} {script}"
+    (shared / "mta").mkdir()
+    text = config(shared, port, {}).replace(f" user {getpass.getuser()}", "")
+    text = text.replace(text.split('"')[1], command, 1)
+    daemon = Daemon(shared / "mta", text, paused=())
+    daemon.start()
+    try:
+        send(port)
+        wait_for(lambda: delivered(shared) == 1)
+        assert log.stat().st_uid == 65534  # the filter wrote its log as nobody
     finally:
         assert daemon.stop() == 0

@@ -4,6 +4,7 @@ log, and every way a filter can fail (exit, garbage, silence)."""
 
 from __future__ import annotations
 
+import getpass
 import logging
 import shlex
 import sys
@@ -34,7 +35,13 @@ for line in sys.stdin:
 def program(tmp_path: Path, body: str, name: str = "f.py") -> Proc:
     path = tmp_path / name
     path.write_text(PRELUDE + textwrap.dedent(body))
-    return Proc(name="f", command=f"{shlex.quote(sys.executable)} {shlex.quote(str(path))}")
+    # as the test's own user: run by root, a filter naming no user runs as nobody,
+    # who cannot reach this Python or the test's directory
+    return Proc(
+        name="f",
+        command=f"{shlex.quote(sys.executable)} {shlex.quote(str(path))}",
+        user=getpass.getuser(),
+    )
 
 
 REJECTING = """
@@ -115,7 +122,7 @@ async def test_a_filter_that_never_registers_fails_to_start(
 
 
 async def test_a_command_that_cannot_run(tmp_path: Path) -> None:
-    proc = Proc(name="f", command=str(tmp_path / "missing-filter"))
+    proc = Proc(name="f", command=str(tmp_path / "missing-filter"), user=getpass.getuser())
     process = FilterProcess("f", proc, HANDSHAKE, timeout=10)
     with pytest.RaisesGroup(pytest.RaisesExc(FilterFailed, match="exited with status 127")):
         async with trio.open_nursery() as nursery:
