@@ -4,6 +4,8 @@ replies and on what reaches the spool."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,8 +22,15 @@ match from any for domain "localhost" action "local"
 """
 
 
-async def generation_of(tmp_path: Path, filters: str, listen: str) -> Generation:
-    return await make_generation(filters + BASE.replace("LISTEN", listen), tmp_path / "spool")
+@contextlib.asynccontextmanager
+async def filtered(tmp_path: Path, filters: str, listen: str) -> AsyncIterator[Generation]:
+    """The generation of ``filters`` and a listener filtered by ``listen``."""
+    text = filters + BASE.replace("LISTEN", listen)
+    generation = await make_generation(text, tmp_path / "spool")
+    try:
+        yield generation
+    finally:
+        generation.tables.close()
 
 
 async def transaction(client: Client, *, sender: str = "alice@example.org") -> list[str]:
@@ -63,8 +72,7 @@ def stored(generation: Generation) -> list[bytes]:
 async def test_a_builtin_reject_at_each_phase(
     tmp_path: Path, phase_filter: str, refused_at: int, reply: str
 ) -> None:
-    generation = await generation_of(tmp_path, f"filter f {phase_filter}\n", "f")
-    try:
+    async with filtered(tmp_path, f"filter f {phase_filter}\n", "f") as generation:
         async with trio.open_nursery() as nursery:
             if refused_at < 0:
                 # in place of the banner, and then only QUIT (RFC 5321 3.1; OpenSMTPD)
@@ -81,43 +89,33 @@ async def test_a_builtin_reject_at_each_phase(
             assert replies[refused_at].startswith(reply), replies
             assert (await client.command("QUIT")).startswith("221")
         assert stored(generation) == []
-    finally:
-        generation.tables.close()
 
 
 async def test_disconnect_at_connect_closes_at_once(tmp_path: Path) -> None:
     text = 'filter f phase connect match src regex "^127[.]" disconnect "421 not now"\n'
-    generation = await generation_of(tmp_path, text, "f")
-    try:
+    async with filtered(tmp_path, text, "f") as generation:
         async with trio.open_nursery() as nursery:
             client, served = await open_session(generation, nursery, banner=False)
             assert (await client.reply()).startswith("421 4.0.0 not now")
             with pytest.raises(EOFError):
                 await client.reply()
         assert served.reason == "rejected"
-    finally:
-        generation.tables.close()
 
 
 async def test_disconnect_closes_the_session(tmp_path: Path) -> None:
     text = 'filter f phase mail-from match mail-from regex "^alice@" disconnect "421 go"\n'
-    generation = await generation_of(tmp_path, text, "f")
-    try:
-        async with trio.open_nursery() as nursery:
-            client, _ = await open_session(generation, nursery)
-            replies = await transaction(client)
-            assert replies[-1].startswith("421 4.0.0 go")
-            with pytest.raises(EOFError):
-                await client.reply()
-    finally:
-        generation.tables.close()
+    async with filtered(tmp_path, text, "f") as generation, trio.open_nursery() as nursery:
+        client, _ = await open_session(generation, nursery)
+        replies = await transaction(client)
+        assert replies[-1].startswith("421 4.0.0 go")
+        with pytest.raises(EOFError):
+            await client.reply()
 
 
 @pytest.mark.parametrize("phase", ["connect", "ehlo", "mail-from", "rcpt-to", "data"])
 async def test_junk_heads_the_message_with_x_spam(tmp_path: Path, phase: str) -> None:
     text = f'filter f phase {phase} match src regex "^127[.]" junk\n'
-    generation = await generation_of(tmp_path, text, "f")
-    try:
+    async with filtered(tmp_path, text, "f") as generation:
         async with trio.open_nursery() as nursery:
             client, _ = await open_session(generation, nursery)
             replies = await transaction(client)
@@ -125,14 +123,11 @@ async def test_junk_heads_the_message_with_x_spam(tmp_path: Path, phase: str) ->
             await client.command("QUIT")
         (content,) = stored(generation)
         assert content.startswith(b"X-Spam: Yes\r\nReceived: from client.test")
-    finally:
-        generation.tables.close()
 
 
 async def test_junk_at_rcpt_to_is_the_transaction_s_only(tmp_path: Path) -> None:
     text = 'filter f phase rcpt-to match rcpt-to regex "^bob@" junk\n'
-    generation = await generation_of(tmp_path, text, "f")
-    try:
+    async with filtered(tmp_path, text, "f") as generation:
         async with trio.open_nursery() as nursery:
             client, _ = await open_session(generation, nursery)
             await transaction(client)
@@ -144,8 +139,6 @@ async def test_junk_at_rcpt_to_is_the_transaction_s_only(tmp_path: Path) -> None
             await client.command("QUIT")
         junk = [c.startswith(b"X-Spam: Yes\r\n") for c in stored(generation)]
         assert sorted(junk) == [False, True]
-    finally:
-        generation.tables.close()
 
 
 async def test_rewrite_changes_the_command(tmp_path: Path) -> None:
@@ -153,8 +146,7 @@ async def test_rewrite_changes_the_command(tmp_path: Path) -> None:
         'filter a phase mail-from match mail-from regex "^alice@" rewrite "<bounce@example.org>"\n'
         'filter b phase ehlo match helo regex "client" rewrite "renamed.test"\n'
     )
-    generation = await generation_of(tmp_path, text, "{ a, b }")
-    try:
+    async with filtered(tmp_path, text, "{ a, b }") as generation:
         async with trio.open_nursery() as nursery:
             client, _ = await open_session(generation, nursery)
             replies = await transaction(client)
@@ -163,21 +155,15 @@ async def test_rewrite_changes_the_command(tmp_path: Path) -> None:
         (envelope,) = generation.services.spool.store.iter_envelopes()
         assert str(envelope.sender) == "bounce@example.org"
         assert envelope.helo == "renamed.test"
-    finally:
-        generation.tables.close()
 
 
 async def test_a_rewrite_that_is_not_an_address_is_refused(tmp_path: Path) -> None:
     text = 'filter a phase mail-from match mail-from regex "." rewrite "not an address"\n'
-    generation = await generation_of(tmp_path, text, "a")
-    try:
-        async with trio.open_nursery() as nursery:
-            client, _ = await open_session(generation, nursery)
-            replies = await transaction(client)
-            assert replies[-1].startswith("553 5.1.0"), replies
-            await client.command("QUIT")
-    finally:
-        generation.tables.close()
+    async with filtered(tmp_path, text, "a") as generation, trio.open_nursery() as nursery:
+        client, _ = await open_session(generation, nursery)
+        replies = await transaction(client)
+        assert replies[-1].startswith("553 5.1.0"), replies
+        await client.command("QUIT")
 
 
 async def test_bypass_skips_the_rest_of_the_chain_for_its_phase(tmp_path: Path) -> None:
@@ -185,15 +171,14 @@ async def test_bypass_skips_the_rest_of_the_chain_for_its_phase(tmp_path: Path) 
         'filter ok phase rcpt-to match rcpt-to regex "^bob@" bypass\n'
         'filter no phase rcpt-to match rcpt-to regex "@localhost$" reject "550 nobody here"\n'
     )
-    generation = await generation_of(tmp_path, text, "{ ok, no }")
-    try:
-        async with trio.open_nursery() as nursery:
-            client, _ = await open_session(generation, nursery)
-            replies = await transaction(client)
-            assert replies[-1].startswith("250 2.0.0"), replies
-            await client.command("MAIL FROM:<alice@example.org>")
-            refused = await client.command("RCPT TO:<carol@localhost>")
-            assert refused.startswith("550 5.0.0 nobody here")
-            await client.command("QUIT")
-    finally:
-        generation.tables.close()
+    async with (
+        filtered(tmp_path, text, "{ ok, no }") as generation,
+        trio.open_nursery() as nursery,
+    ):
+        client, _ = await open_session(generation, nursery)
+        replies = await transaction(client)
+        assert replies[-1].startswith("250 2.0.0"), replies
+        await client.command("MAIL FROM:<alice@example.org>")
+        refused = await client.command("RCPT TO:<carol@localhost>")
+        assert refused.startswith("550 5.0.0 nobody here")
+        await client.command("QUIT")
