@@ -7,7 +7,8 @@ Usage: python namespace_driver.py < request.json, where the request (written by
 ``resolv.conf`` file are there already), ``server`` (``argv``, the server's
 command line; ``env``, variables to set, or to unset when null; ``log``, the
 file under ``workdir`` its output goes to; ``ready``, a line to wait for in
-that log before the first dialogue, or null), ``port``, ``dialogues``, ``dns``
+that log before the first dialogue, or null), ``port``, ``dialogues`` (each
+connecting from the address at the same place in ``sources``), ``dns``
 (dnsmasq options, or null), ``reply_timeout``, ``delivery_timeout`` and
 ``collect`` (files, such as a filter's log, that are let settle before the
 server is stopped).  Prints one JSON object: ``transcripts`` (one per
@@ -169,14 +170,18 @@ def main() -> int:
             if process.poll() is None:
                 raise
             # it exited at start (e.g. a filter's bad handshake): no dialogue
-        for steps in request["dialogues"]:
+        for steps, source in zip(request["dialogues"], request["sources"], strict=True):
             if process.poll() is not None:
                 transcripts.append([dialogue.CLOSED])
                 continue
             try:
                 transcripts.append(
                     dialogue.converse(
-                        "127.0.0.1", port, steps, timeout=float(request["reply_timeout"])
+                        "127.0.0.1",
+                        port,
+                        steps,
+                        timeout=float(request["reply_timeout"]),
+                        source=source,
                     )
                 )
             except ConnectionRefusedError:

@@ -100,7 +100,8 @@ class Scenario:
     ``@DIR@`` is replaced too; ``modes`` gives their permission bits, 0644
     otherwise, ``owners`` the user who owns them, with that user's group, e.g.
     a key for a filter run with ``user _dkimsign``), ``collect`` (paths under
-    ``@DIR@`` read back after the run)."""
+    ``@DIR@`` read back after the run), ``sources`` (the client's address for
+    each dialogue, on loopback, 127.0.0.1 for those it does not reach)."""
 
     config: str
     dialogues: Sequence[Sequence[str]]
@@ -110,9 +111,14 @@ class Scenario:
     collect: Sequence[str] = ()
     hosts: str = LOCALHOST
     dns: Sequence[str] | None = None
+    sources: Sequence[str] = ()
     reply_timeout: float = 15.0
     delivery_timeout: float = 15.0
     smtpd_args: Sequence[str] = ()
+
+    def source(self, index: int) -> str:
+        """The address the ``index``-th dialogue connects from."""
+        return self.sources[index] if index < len(self.sources) else "127.0.0.1"
 
 
 @attrs.frozen
@@ -258,6 +264,7 @@ def _in_namespace(name: str, scenario: Scenario, directory: Path, server: Mappin
         "server": server,
         "port": NAMESPACE_PORT,
         "dialogues": [list(steps) for steps in scenario.dialogues],
+        "sources": [scenario.source(i) for i in range(len(scenario.dialogues))],
         "dns": list(scenario.dns) if scenario.dns is not None else None,
         "reply_timeout": scenario.reply_timeout,
         "delivery_timeout": scenario.delivery_timeout,
@@ -301,12 +308,18 @@ def _mta_outside(scenario: Scenario, directory: Path) -> Run:
         transcripts: list[list[str]] = []
         daemon.start()
         try:
-            for steps in scenario.dialogues:
+            for index, steps in enumerate(scenario.dialogues):
                 if daemon.process is not None and daemon.process.poll() is not None:
                     transcripts.append([dialogue.CLOSED])
                     continue
                 transcripts.append(
-                    dialogue.converse("127.0.0.1", port, steps, timeout=scenario.reply_timeout)
+                    dialogue.converse(
+                        "127.0.0.1",
+                        port,
+                        steps,
+                        timeout=scenario.reply_timeout,
+                        source=scenario.source(index),
+                    )
                 )
             delivered_all = dialogue.wait_delivered(
                 daemon.log, transcripts, scenario.delivery_timeout
