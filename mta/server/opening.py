@@ -92,7 +92,10 @@ async def start_tls(
 async def identify(services: Services, endpoint: Endpoint, client: Client, session_id: int) -> None:
     """The client's name (and whether it is forward-confirmed), and ours."""
     if endpoint.is_socket:
+        # as OpenSMTPD's smtp_session() names a local session: the server's name,
+        # forward-confirmed (what link-connect reports and fcrdns conditions test)
         client.rdns = services.hostname
+        client.fcrdns = True
         client.peer = "local"
     elif services.rdns is not None and services.rdns.enabled:
         with trio.move_on_after(services.timeouts.rdns):

@@ -80,6 +80,15 @@ ASKED_PHASES = {
 """The commands the state machine answers alone, unless filters have their phase."""
 
 
+def _no_arguments(outcome: Outcome) -> Reply | None:
+    """The refusal of a filter's rewrite of a command that takes no argument
+    (DATA, the end of DATA, RSET, NOOP, QUIT, HELP, WIZ): OpenSMTPD runs the
+    command's check on the new parameter (``smtp_check_noparam``), which
+    answers 500 and does not run it.  At the end of DATA mta then rolls the
+    transaction back, as for a reject; 6.8 leaves the session waiting forever."""
+    return replies.NO_ARGUMENTS if outcome.value is not None else None
+
+
 class SessionClosed(Exception):
     """The connection cannot go on (a failed STARTTLS handshake)."""
 
@@ -196,9 +205,10 @@ class Requests(abc.ABC):
         conn = self.conn
         assert conn is not None
         outcome = await self._filter(ASKED_PHASES[event.verb], event.args or "")
-        if outcome.refused is not None:
-            self._failed(event.verb, outcome.refused)
-            conn.reject(outcome.refused)
+        refused = outcome.refused or _no_arguments(outcome)
+        if refused is not None:
+            self._failed(event.verb, refused)
+            conn.reject(refused)
             return
         conn.accept()
 
@@ -320,9 +330,10 @@ class Requests(abc.ABC):
         tx = self.tx
         assert conn is not None and tx is not None
         outcome = await self._filter(FilterPhase.DATA, "")
-        if outcome.refused is not None:
-            self._failed("DATA", outcome.refused)
-            conn.reject(outcome.refused)
+        refused = outcome.refused or _no_arguments(outcome)
+        if refused is not None:
+            self._failed("DATA", refused)
+            conn.reject(refused)
             return
         try:
             await tx.start_data()
@@ -376,7 +387,8 @@ class Requests(abc.ABC):
                 conn.reject(FILTER_TEMPFAIL)
                 return
         if event.error is None:
-            refused = (await self._filter(FilterPhase.COMMIT, "")).refused
+            committing = await self._filter(FilterPhase.COMMIT, "")
+            refused = committing.refused or _no_arguments(committing)
             if refused is not None:
                 self._failed("DATA", refused)
                 if tx.msgid:

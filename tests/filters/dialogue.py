@@ -89,10 +89,14 @@ class _Reader:
                 return lines
 
 
-def converse(host: str, port: int, steps: Sequence[str], *, timeout: float = 15.0) -> list[str]:
-    """Connect, read the banner, then send each step and read its reply."""
+def converse(
+    host: str, port: int, steps: Sequence[str], *, timeout: float = 15.0, source: str | None = None
+) -> list[str]:
+    """Connect (from the address ``source`` when given), read the banner, then
+    send each step and read its reply."""
     transcript: list[str] = []
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    bind = (source, 0) if source is not None else None
+    with socket.create_connection((host, port), timeout=timeout, source_address=bind) as sock:
         reader = _Reader(sock)
         transcript += reader.reply(timeout)
         for step in steps:

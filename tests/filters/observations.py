@@ -142,6 +142,26 @@ CASES: tuple[Case, ...] = (
         mta_differs=MISBEHAVES,
     ),
     Case("quit-reject", _respond("quit", "reject|550 5.7.1 stay"), (EHLO, "QUIT", "NOOP", "QUIT")),
+    Case(
+        "data-rewrite",
+        _respond("data", "rewrite|x"),
+        (EHLO, MAIL, RCPT, "DATA", "RSET", "QUIT"),
+        note="DATA's check runs on the new parameter and refuses it (500); the transaction stays",
+    ),
+    Case(
+        "noop-rewrite",
+        {"phases": ["noop", "rset"], "responses": {"noop": "rewrite|x", "rset": "rewrite|y"}},
+        (EHLO, "NOOP", "RSET", "QUIT"),
+        note="as for DATA: NOOP and RSET take no parameter",
+    ),
+    Case(
+        "commit-rewrite",
+        _respond("commit", "rewrite|x"),
+        reply_timeout=3.0,
+        note="500 at the end of DATA, then 6.8 answers nothing more (the session waits)",
+        mta_differs="6.8 leaves the session waiting after its 500; mta rolls the "
+        "transaction back and goes on (mta.server.requests)",
+    ),
     Case("dataline-header", {"data_line": {"header": ["X-Filtered: yes"]}}),
     Case("dataline-body", {"data_line": {"body": ["replaced|body", "..dotted", ""]}}),
     Case(

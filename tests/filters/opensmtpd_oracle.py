@@ -3,11 +3,13 @@
 A :class:`Scenario` is a smtpd.conf, the files it needs (keys, tables, filter
 scripts), and client dialogues (see dialogue.py).  :func:`run_opensmtpd` runs
 it against Debian's ``/usr/sbin/smtpd`` in private mount and network
-namespaces (``unshare -m -n``, root only: oracle_driver.py, with
+namespaces (``unshare -m -n``, root only: namespace_driver.py, with
 ``benchlib.opensmtpd.private_paths`` for its spool and /run); :func:`run_mta`
-runs it against ``mta -d`` (tests/e2e/daemon.py) on a free loopback port.
-Both return a :class:`Run` of the same shape: the transcripts, the messages
-delivered to the maildirs under ``@DIR@/mail/``, the files named in
+runs it against ``mta -d`` (deliveries on) the same way when it can (root),
+so that both servers, and the filters they start, see the same world; as an
+ordinary user it runs ``mta -d`` (tests/e2e/daemon.py) on a free loopback
+port.  Both return a :class:`Run` of the same shape: the transcripts, the
+messages delivered to the maildirs under ``@DIR@/mail/``, the files named in
 ``collect`` (e.g. a filter's log), the server's log.  :func:`normalise`
 keeps what must be equal and replaces what legitimately differs, so that a
 differential test is ``assert normalise(run_opensmtpd(s)) == normalise(run_mta(s))``.
@@ -16,10 +18,12 @@ In the configuration and the files, ``@DIR@`` is the run's directory (0755,
 reachable by the users filters and deliveries run as), ``@PORT@`` the port
 to listen on.  ``@DIR@/mail`` and ``@DIR@/logs`` are made writable by all
 (sticky): maildirs go under the first, filter logs under the second.  Names
-are never looked up in the machine's files: the servers get ``hosts`` (by
-default localhost only) as /etc/hosts (OpenSMTPD, in its mount namespace) or
-``MTA_HOSTS``, and ``dns`` (dnsmasq options, or None for no DNS at all) served
-on 127.0.0.1:53 inside the namespace or on a free port for ``MTA_DNS``.
+are never looked up in the machine's files: in a namespace the server gets
+``hosts`` (by default localhost only) as /etc/hosts and a resolv.conf naming
+127.0.0.1, where dnsmasq serves ``dns`` (dnsmasq options; None: no DNS
+server at all); outside one, mta gets ``hosts`` as ``MTA_HOSTS`` and
+``dns`` on a free port as ``MTA_DNS`` (so a filter that reads
+/etc/resolv.conf itself needs the namespace: :func:`namespace_unavailable`).
 
 Debian's filters (scripts/setup --test installs them) are in
 ``/usr/libexec/opensmtpd``, where OpenSMTPD also looks for a ``proc-exec``
@@ -57,7 +61,7 @@ from typing import Any
 
 import attrs
 
-from tests.e2e.daemon import Daemon, free_port
+from tests.e2e.daemon import MTA, Daemon, free_port
 from tests.filters import dialogue
 from tests.relay.dnsmasq import dnsmasq_path, serve_dnsmasq
 
@@ -67,6 +71,7 @@ __all__ = [
     "SMTPD",
     "Run",
     "Scenario",
+    "namespace_unavailable",
     "normalise",
     "normalise_filter_log",
     "opensmtpd_unavailable",
@@ -81,9 +86,10 @@ FILTERS = Path("/usr/libexec/opensmtpd")
 # the python3 that filters run by OpenSMTPD as its own user can use (scripts/setup
 # --test installs Debian's python3): the test process's may be in a venv under /root
 PYTHON = "/usr/bin/python3"
-DRIVER = Path(__file__).with_name("oracle_driver.py")
+DRIVER = Path(__file__).with_name("namespace_driver.py")
 PROTOCOL_FILTER = Path(__file__).with_name("protocol_filter.py")
-ORACLE_PORT = 25
+NAMESPACE_PORT = 25  # in a network namespace of its own: no other server is there
+MTA_READY = "mta: ready"
 LOCALHOST = "127.0.0.1 localhost\n::1 localhost\n"
 
 
@@ -94,7 +100,8 @@ class Scenario:
     ``@DIR@`` is replaced too; ``modes`` gives their permission bits, 0644
     otherwise, ``owners`` the user who owns them, with that user's group, e.g.
     a key for a filter run with ``user _dkimsign``), ``collect`` (paths under
-    ``@DIR@`` read back after the run)."""
+    ``@DIR@`` read back after the run), ``sources`` (the client's address for
+    each dialogue, on loopback, 127.0.0.1 for those it does not reach)."""
 
     config: str
     dialogues: Sequence[Sequence[str]]
@@ -104,9 +111,14 @@ class Scenario:
     collect: Sequence[str] = ()
     hosts: str = LOCALHOST
     dns: Sequence[str] | None = None
+    sources: Sequence[str] = ()
     reply_timeout: float = 15.0
     delivery_timeout: float = 15.0
     smtpd_args: Sequence[str] = ()
+
+    def source(self, index: int) -> str:
+        """The address the ``index``-th dialogue connects from."""
+        return self.sources[index] if index < len(self.sources) else "127.0.0.1"
 
 
 @attrs.frozen
@@ -143,18 +155,26 @@ def version() -> str:
     return m.group(1).strip() if m else "OpenSMTPD (version unknown)"
 
 
+def namespace_unavailable() -> str | None:
+    """Why no private namespace can be made here (for ``pytest.skip``), or None."""
+    if os.geteuid() != 0:
+        return "needs root (unshare -m -n)"
+    for tool in ("unshare", "ip", "mount"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    probe = subprocess.run(["unshare", "-m", "-n", "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        return f"unshare -m -n does not work here: {probe.stderr.decode(errors='replace')}"
+    return None
+
+
 def opensmtpd_unavailable() -> str | None:
     """Why OpenSMTPD cannot be run here (for ``pytest.skip``), or None."""
     if os.geteuid() != 0:
         return "needs root (unshare -m -n, OpenSMTPD 6.8)"
     if not SMTPD.exists():
         return "OpenSMTPD is not installed (scripts/setup --test installs it)"
-    if shutil.which("unshare") is None:
-        return "unshare (util-linux) is not installed"
-    probe = subprocess.run(["unshare", "-m", "-n", "true"], capture_output=True, check=False)
-    if probe.returncode != 0:
-        return f"unshare -m -n does not work here: {probe.stderr.decode(errors='replace')}"
-    return None
+    return namespace_unavailable()
 
 
 @contextmanager
@@ -205,81 +225,120 @@ def _collected(scenario: Scenario, workdir: Path) -> dict[str, str]:
 def run_opensmtpd(scenario: Scenario, *, workdir: Path | None = None) -> Run:
     """The scenario against the real OpenSMTPD 6.8 (check opensmtpd_unavailable first)."""
     with _workdir(workdir) as directory:
-        (directory / "smtpd.conf").write_text(_prepare(scenario, directory, ORACLE_PORT))
-        request = {
-            "workdir": str(directory),
-            "port": ORACLE_PORT,
-            "dialogues": [list(steps) for steps in scenario.dialogues],
-            "dns": list(scenario.dns) if scenario.dns is not None else None,
-            "smtpd_args": list(scenario.smtpd_args),
-            "reply_timeout": scenario.reply_timeout,
-            "delivery_timeout": scenario.delivery_timeout,
-            "collect": list(scenario.collect),
-        }
-        proc = subprocess.run(
-            ["unshare", "-m", "-n", sys.executable, str(DRIVER)],
-            input=json.dumps(request),
-            capture_output=True,
-            text=True,
-            timeout=120 + scenario.delivery_timeout + 10 * len(scenario.dialogues),
-            check=False,
-        )
-        if proc.returncode != 0:
-            log = directory / "smtpd.log"
-            text = log.read_text(errors="replace") if log.exists() else ""
-            raise RuntimeError(f"oracle driver failed:\n{proc.stderr}\nsmtpd log:\n{text}")
-        out: dict[str, Any] = json.loads(proc.stdout)
-        return Run(
-            server="opensmtpd",
-            workdir=str(directory),
-            transcripts=out["transcripts"],
-            delivered=dialogue.delivered(directory / "mail"),
-            files=_collected(scenario, directory),
-            log=out["log"],
-            exit=out["exit"],
-            delivered_all=out["delivered_all"],
-        )
+        (directory / "smtpd.conf").write_text(_prepare(scenario, directory, NAMESPACE_PORT))
+        argv = [str(SMTPD), "-d", *scenario.smtpd_args, "-f", str(directory / "smtpd.conf")]
+        server: dict[str, Any] = {"argv": argv, "env": {}, "log": "smtpd.log", "ready": None}
+        return _in_namespace("opensmtpd", scenario, directory, server)
 
 
-def run_mta(scenario: Scenario, *, workdir: Path | None = None) -> Run:
-    """The same scenario against ``mta -d`` (run as the test's user, deliveries on)."""
+def run_mta(
+    scenario: Scenario, *, workdir: Path | None = None, namespace: bool | None = None
+) -> Run:
+    """The same scenario against ``mta -d`` (deliveries on).  In a private
+    namespace as 6.8 runs (``namespace``; None: when one can be made here,
+    see :func:`namespace_unavailable`), mta reads the scenario's hosts and
+    resolv.conf as /etc/hosts and /etc/resolv.conf, as its filters do, and
+    the scenario's zone on 127.0.0.1:53.  Outside (an ordinary user), it gets
+    them as ``MTA_HOSTS`` and ``MTA_DNS`` (dnsmasq on a free port): its own
+    lookups see the scenario's world, a filter that reads /etc/resolv.conf
+    does not (a test of one needs the namespace)."""
+    if namespace is None:
+        namespace = namespace_unavailable() is None
     with _workdir(workdir) as directory:
-        port = free_port()
-        config = _prepare(scenario, directory, port)
-        env = {"MTA_HOSTS": str(directory / "hosts"), "MTA_DNS": "none"}
-        with _dns(scenario.dns) as nameserver:
-            if nameserver is not None:
-                env["MTA_DNS"] = nameserver
+        if namespace:
+            config = _prepare(scenario, directory, NAMESPACE_PORT)
             (directory / "mta").mkdir(mode=0o755)
-            daemon = Daemon(directory / "mta", config, env=env, paused=())
-            transcripts: list[list[str]] = []
-            daemon.start()
-            try:
-                for steps in scenario.dialogues:
-                    if daemon.process is not None and daemon.process.poll() is not None:
-                        transcripts.append([dialogue.CLOSED])
-                        continue
-                    transcripts.append(
-                        dialogue.converse("127.0.0.1", port, steps, timeout=scenario.reply_timeout)
+            (directory / "mta" / "smtpd.conf").write_text(config)
+            argv = [*MTA, "-d", "-f", "mta/smtpd.conf", "--spool", str(directory / "mta/spool")]
+            # unset: mta reads /etc/hosts and /etc/resolv.conf, the scenario's here
+            env = {"MTA_HOSTS": None, "MTA_DNS": None}
+            server = {"argv": argv, "env": env, "log": "mta/mta.log", "ready": MTA_READY}
+            return _in_namespace("mta", scenario, directory, server)
+        return _mta_outside(scenario, directory)
+
+
+def _in_namespace(name: str, scenario: Scenario, directory: Path, server: Mapping[str, Any]) -> Run:
+    """Run namespace_driver.py in new mount and network namespaces with ``server``."""
+    request = {
+        "workdir": str(directory),
+        "server": server,
+        "port": NAMESPACE_PORT,
+        "dialogues": [list(steps) for steps in scenario.dialogues],
+        "sources": [scenario.source(i) for i in range(len(scenario.dialogues))],
+        "dns": list(scenario.dns) if scenario.dns is not None else None,
+        "reply_timeout": scenario.reply_timeout,
+        "delivery_timeout": scenario.delivery_timeout,
+        "collect": list(scenario.collect),
+    }
+    proc = subprocess.run(
+        ["unshare", "-m", "-n", sys.executable, str(DRIVER)],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=120 + scenario.delivery_timeout + 10 * len(scenario.dialogues),
+        check=False,
+    )
+    if proc.returncode != 0:
+        log = directory / server["log"]
+        text = log.read_text(errors="replace") if log.exists() else ""
+        raise RuntimeError(f"namespace driver failed:\n{proc.stderr}\n{name} log:\n{text}")
+    out: dict[str, Any] = json.loads(proc.stdout)
+    return Run(
+        server=name,
+        workdir=str(directory),
+        transcripts=out["transcripts"],
+        delivered=dialogue.delivered(directory / "mail"),
+        files=_collected(scenario, directory),
+        log=out["log"],
+        exit=out["exit"],
+        delivered_all=out["delivered_all"],
+    )
+
+
+def _mta_outside(scenario: Scenario, directory: Path) -> Run:
+    """``mta -d`` in the test's own namespaces, on a free loopback port."""
+    port = free_port()
+    config = _prepare(scenario, directory, port)
+    env = {"MTA_HOSTS": str(directory / "hosts"), "MTA_DNS": "none"}
+    with _dns(scenario.dns) as nameserver:
+        if nameserver is not None:
+            env["MTA_DNS"] = nameserver
+        (directory / "mta").mkdir(mode=0o755)
+        daemon = Daemon(directory / "mta", config, env=env, paused=())
+        transcripts: list[list[str]] = []
+        daemon.start()
+        try:
+            for index, steps in enumerate(scenario.dialogues):
+                if daemon.process is not None and daemon.process.poll() is not None:
+                    transcripts.append([dialogue.CLOSED])
+                    continue
+                transcripts.append(
+                    dialogue.converse(
+                        "127.0.0.1",
+                        port,
+                        steps,
+                        timeout=scenario.reply_timeout,
+                        source=scenario.source(index),
                     )
-                delivered_all = dialogue.wait_delivered(
-                    daemon.log, transcripts, scenario.delivery_timeout
                 )
-                dialogue.settle([directory / name for name in scenario.collect])
-            finally:
-                assert daemon.process is not None
-                status = daemon.process.poll()
-                daemon.stop()
-        return Run(
-            server="mta",
-            workdir=str(directory),
-            transcripts=transcripts,
-            delivered=dialogue.delivered(directory / "mail"),
-            files=_collected(scenario, directory),
-            log=daemon.log(),
-            exit=status,
-            delivered_all=delivered_all,
-        )
+            delivered_all = dialogue.wait_delivered(
+                daemon.log, transcripts, scenario.delivery_timeout
+            )
+            dialogue.settle([directory / name for name in scenario.collect])
+        finally:
+            assert daemon.process is not None
+            status = daemon.process.poll()
+            daemon.stop()
+    return Run(
+        server="mta",
+        workdir=str(directory),
+        transcripts=transcripts,
+        delivered=dialogue.delivered(directory / "mail"),
+        files=_collected(scenario, directory),
+        log=daemon.log(),
+        exit=status,
+        delivered_all=delivered_all,
+    )
 
 
 @contextmanager
@@ -313,6 +372,9 @@ _ENHANCED = (
     ("550 5.1.1 Invalid recipient: ", "550 Invalid recipient: "),
     # a filter's reply that is no valid reply, replaced (lka_filter.c)
     ("421 4.0.0 Internal server error", "421 Internal server error"),
+    # a filter's reply without an enhanced code: 6.8 sends the text as it is, mta
+    # adds x.0.0 (mta.filters.verdict); filter-senderscore's -blockBelow reply
+    ("550 5.0.0 your IP reputation ", "550 your IP reputation "),
 )
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from tests.filters.opensmtpd_oracle import (
     Scenario,
+    namespace_unavailable,
     normalise,
     opensmtpd_unavailable,
     run_mta,
@@ -51,10 +52,14 @@ PLAIN = Scenario(
 )
 
 
-def test_mta_alone_runs_the_scenario() -> None:
-    """The mta side needs no root: two sessions, two messages in nobody's maildir
-    (run as root, mta delivers as nobody; unprivileged, as the test's user)."""
-    run = run_mta(PLAIN)
+@pytest.mark.parametrize("namespace", [False, True], ids=["outside", "namespace"])
+def test_mta_alone_runs_the_scenario(namespace: bool) -> None:
+    """The mta side needs no root outside a namespace: two sessions, two messages
+    in nobody's maildir (run as root, mta delivers as nobody; unprivileged, as
+    the test's user); in one (root), the same."""
+    if namespace and (why := namespace_unavailable()) is not None:
+        pytest.skip(why)
+    run = run_mta(PLAIN, namespace=namespace)
     assert run.exit is None and run.delivered_all
     assert [t[-1] for t in run.transcripts] == ["221 2.0.0 Bye", "221 2.0.0 Bye"]
     assert (
@@ -63,6 +68,8 @@ def test_mta_alone_runs_the_scenario() -> None:
     )
     assert list(run.delivered) == ["nobody"]
     assert len(run.delivered["nobody"]) == 2
+    # where it listened: port 25 of its own network namespace, or a free port here
+    assert ("smtp: listening on 127.0.0.1:25\n" in run.log) == namespace
 
 
 def test_opensmtpd_and_mta_agree_without_filters() -> None:

@@ -2,7 +2,12 @@
 delivers (the signature verifies with dkimpy against the key the test made),
 filter-senderscore reads a reputation from a DNS zone served by dnsmasq in the
 namespace and blocks, junks or labels accordingly.  Where the filters are
-installed is told in opensmtpd_oracle's docstring."""
+installed is told in opensmtpd_oracle's docstring.
+
+filter-senderscore asks the nameserver of /etc/resolv.conf: both servers run in
+a private namespace where that names the scenario's dnsmasq, and must agree
+(normalised: where the filter's reply has no enhanced status code, mta adds
+``5.0.0``, mta.filters.verdict)."""
 
 from __future__ import annotations
 
@@ -16,7 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.filters.opensmtpd_oracle import (
     FILTERS,
+    Run,
     Scenario,
+    namespace_unavailable,
     normalise,
     opensmtpd_unavailable,
     run_mta,
@@ -25,7 +32,8 @@ from tests.filters.opensmtpd_oracle import (
 
 
 def needs(filter_name: str) -> None:
-    why = opensmtpd_unavailable()
+    """Skips unless both servers can run ``filter_name`` in a private namespace."""
+    why = opensmtpd_unavailable() or namespace_unavailable()
     if why is not None:
         pytest.skip(why)
     if not (FILTERS / filter_name).exists():
@@ -67,7 +75,10 @@ def rsa_key() -> tuple[bytes, bytes]:
     return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
 
 
-@pytest.mark.parametrize("server", ["opensmtpd", "mta"])
+SERVERS = ["opensmtpd", "mta"]
+
+
+@pytest.mark.parametrize("server", SERVERS)
 def test_dkimsign_signs_and_dkimpy_verifies(server: str) -> None:
     if server == "opensmtpd":
         needs("filter-dkimsign")
@@ -132,20 +143,30 @@ def senderscore(score: int, options: str) -> Scenario:
     )
 
 
-def test_senderscore_blocks_a_low_score_at_connect() -> None:
+def run_senderscore(server: str, scenario: Scenario) -> Run:
+    """The scenario run by ``server``, both in a private namespace: the filter
+    reads /etc/resolv.conf, which names the scenario's dnsmasq there only."""
     needs("filter-senderscore")
-    run = run_opensmtpd(senderscore(10, "-blockBelow 50"))
+    if server == "opensmtpd":
+        return run_opensmtpd(scenario)
+    return run_mta(scenario, namespace=True)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_senderscore_blocks_a_low_score_at_connect(server: str) -> None:
+    run = run_senderscore(server, senderscore(10, "-blockBelow 50"))
     assert run.exit is None, run.log
-    assert run.transcripts == [
+    # normalised: mta adds 5.0.0 to the filter's reply, which has no enhanced code
+    assert normalise(run)["transcripts"] == [
         ["550 your IP reputation is too low for this MX", ">>> EHLO client.test", "<<< closed"]
     ]
-    assert "score=10" in run.log  # the filter's stderr, logged by smtpd
+    assert "score=10" in run.log  # the filter's stderr, logged by the server
     assert run.delivered == {}
 
 
-def test_senderscore_junks_and_labels_a_middling_score() -> None:
-    needs("filter-senderscore")
-    run = run_opensmtpd(senderscore(70, "-blockBelow 50 -junkBelow 80 -scoreHeader"))
+@pytest.mark.parametrize("server", SERVERS)
+def test_senderscore_junks_and_labels_a_middling_score(server: str) -> None:
+    run = run_senderscore(server, senderscore(70, "-blockBelow 50 -junkBelow 80 -scoreHeader"))
     assert run.exit is None and run.delivered_all, run.log
     assert normalise(run)["transcripts"][0][0] == "220 mx.test ESMTP SOFTWARE"
     [delivered] = run.delivered["nobody"]
@@ -155,9 +176,25 @@ def test_senderscore_junks_and_labels_a_middling_score() -> None:
     assert head[4] == "Received: from client.test (localhost [127.0.0.1])"
 
 
-def test_senderscore_passes_a_good_score_untouched() -> None:
-    needs("filter-senderscore")
-    run = run_opensmtpd(senderscore(95, "-blockBelow 50 -junkBelow 80"))
+@pytest.mark.parametrize("server", SERVERS)
+def test_senderscore_passes_a_good_score_untouched(server: str) -> None:
+    run = run_senderscore(server, senderscore(95, "-blockBelow 50 -junkBelow 80"))
     assert run.exit is None and run.delivered_all, run.log
     [delivered] = run.delivered["nobody"]
     assert "X-Spam" not in delivered and "X-SenderScore" not in delivered
+
+
+@pytest.mark.parametrize(
+    ("score", "options"),
+    [
+        (10, "-blockBelow 50"),
+        (70, "-blockBelow 50 -junkBelow 80 -scoreHeader"),
+        (95, "-blockBelow 50 -junkBelow 80 -scoreHeader"),
+    ],
+    ids=["block", "junk-label", "label"],
+)
+def test_senderscore_mta_agrees_with_opensmtpd(score: int, options: str) -> None:
+    """The same sessions, the same deliveries (normalised) from both servers."""
+    scenario = senderscore(score, options)
+    oracle = run_senderscore("opensmtpd", scenario)
+    assert normalise(run_senderscore("mta", scenario)) == normalise(oracle)

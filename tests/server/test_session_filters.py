@@ -33,11 +33,14 @@ async def filtered(tmp_path: Path, filters: str, listen: str) -> AsyncIterator[G
         generation.tables.close()
 
 
-async def transaction(client: Client, *, sender: str = "alice@example.org") -> list[str]:
-    """EHLO, MAIL, RCPT bob, DATA, a message: every reply up to the first refusal."""
+async def transaction(
+    client: Client, *, sender: str = "alice@example.org", ehlo: bool = True
+) -> list[str]:
+    """EHLO (unless ``ehlo`` is false), MAIL, RCPT bob, DATA, a message: every
+    reply up to the first refusal."""
     replies = []
     for line in (
-        "EHLO client.test",
+        *(["EHLO client.test"] if ehlo else []),
         f"MAIL FROM:<{sender}>",
         "RCPT TO:<bob@localhost>",
         "DATA",
@@ -182,3 +185,41 @@ async def test_bypass_skips_the_rest_of_the_chain_for_its_phase(tmp_path: Path) 
         refused = await client.command("RCPT TO:<carol@localhost>")
         assert refused.startswith("550 5.0.0 nobody here")
         await client.command("QUIT")
+
+
+NO_ARGUMENTS = "500 5.5.4 Invalid command arguments: command does not accept arguments."
+
+
+async def test_a_rewrite_of_data_is_refused_and_the_transaction_kept(tmp_path: Path) -> None:
+    """As OpenSMTPD: the rewritten DATA is checked, takes no argument, 500."""
+    text = 'filter d phase data match mail-from regex "^alice@" rewrite "x"\n'
+    async with filtered(tmp_path, text, "d") as generation:
+        async with trio.open_nursery() as nursery:
+            client, _ = await open_session(generation, nursery)
+            replies = await transaction(client)
+            assert replies[-1] == NO_ARGUMENTS, replies
+            # the transaction is still there: DATA is refused again, RSET ends it
+            assert await client.command("DATA") == NO_ARGUMENTS
+            assert (await client.command("RSET")).startswith("250 ")
+            replies = await transaction(client, sender="dave@example.org", ehlo=False)
+            assert replies[-1].startswith("250 2.0.0"), replies
+            await client.command("QUIT")
+        assert len(stored(generation)) == 1
+
+
+async def test_a_rewrite_at_commit_is_refused_and_the_message_dropped(tmp_path: Path) -> None:
+    """500, and the transaction rolled back (OpenSMTPD 6.8 answers 500 and then
+    leaves the session waiting for ever); the session goes on."""
+    text = 'filter c phase commit match mail-from regex "^alice@" rewrite "x"\n'
+    async with filtered(tmp_path, text, "c") as generation:
+        async with trio.open_nursery() as nursery:
+            client, _ = await open_session(generation, nursery)
+            replies = await transaction(client)
+            assert replies[-1] == NO_ARGUMENTS, replies
+            assert len(replies) == 5
+            replies = await transaction(client, sender="dave@example.org", ehlo=False)
+            assert replies[-1].startswith("250 2.0.0"), replies
+            await client.command("QUIT")
+        assert len(stored(generation)) == 1
+        (envelope,) = generation.services.spool.store.iter_envelopes()
+        assert str(envelope.sender) == "dave@example.org"

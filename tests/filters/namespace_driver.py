@@ -1,20 +1,28 @@
-"""Run inside ``unshare -m -n`` by opensmtpd_oracle: the real OpenSMTPD 6.8 with a
-prepared configuration, the client dialogues against it, and what it said.
+"""Run inside ``unshare -m -n`` by opensmtpd_oracle: a server (the real OpenSMTPD
+6.8, or ``mta -d``) with a prepared configuration, the client dialogues against
+it, and what it said.
 
-Usage: python oracle_driver.py < request.json, where the request (written by
-``opensmtpd_oracle.run_opensmtpd``) holds ``workdir`` (the configuration
-``smtpd.conf``, a ``hosts`` and a ``resolv.conf`` file are there already),
-``port``, ``dialogues``, ``dns`` (dnsmasq options, or null), ``smtpd_args``,
-``reply_timeout``, ``delivery_timeout`` and ``collect`` (files, such as a
-filter's log, that are let settle before smtpd is stopped).  Prints one JSON object:
-``transcripts`` (one per dialogue, see dialogue.py), ``log`` (smtpd's
-stderr), ``exit`` (smtpd's exit status when it exited by itself, else null)
-and ``delivered_all`` (whether every accepted recipient got a final result).
+Usage: python namespace_driver.py < request.json, where the request (written by
+``opensmtpd_oracle``) holds ``workdir`` (the configuration, a ``hosts`` and a
+``resolv.conf`` file are there already), ``server`` (``argv``, the server's
+command line; ``env``, variables to set, or to unset when null; ``log``, the
+file under ``workdir`` its output goes to; ``ready``, a line to wait for in
+that log before the first dialogue, or null), ``port``, ``dialogues`` (each
+connecting from the address at the same place in ``sources``), ``dns``
+(dnsmasq options, or null), ``reply_timeout``, ``delivery_timeout`` and
+``collect`` (files, such as a filter's log, that are let settle before the
+server is stopped).  Prints one JSON object: ``transcripts`` (one per
+dialogue, see dialogue.py), ``log`` (the server's output), ``exit`` (its exit
+status when it exited by itself, else null) and ``delivered_all`` (whether
+every accepted recipient got a final result).
 
-In the private mount namespace ``benchlib.opensmtpd.private_paths`` gives smtpd
-its own spool and /run; /etc/hosts and /etc/resolv.conf are replaced by the
-request's (names never come from the machine's files), and dnsmasq serves
-the request's zone on 127.0.0.1:53 of the private network namespace.
+Both servers get the same world: in the private mount namespace
+``benchlib.opensmtpd.private_paths`` puts an empty spool on /var/spool/smtpd
+and a tmpfs on /run (smtpd's fixed paths; mta has its own spool under
+``workdir`` and leaves them alone); /etc/hosts and /etc/resolv.conf are
+replaced by the request's (names never come from the machine's files, and
+the server and its filters read the same ones), and dnsmasq serves the
+request's zone on 127.0.0.1:53 of the private network namespace.
 """
 
 from __future__ import annotations
@@ -31,7 +39,6 @@ from typing import IO, Any
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = HERE.parents[1] / "scripts"
-SMTPD = "/usr/sbin/smtpd"
 
 
 def run(*argv: str) -> None:
@@ -85,13 +92,13 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(10)
 
 
-def exit_status(smtpd: subprocess.Popen[bytes], log: Path, port: int) -> int | None:
-    """After a session was cut short: smtpd's exit status if it is on its way out
+def exit_status(server: subprocess.Popen[bytes], log: Path, port: int) -> int | None:
+    """After a session was cut short: the server's exit status if it is on its way out
     by itself (a filter died or misbehaved: "lost processor", a fatal error), or
     None once it shows it is alive (listening, every session ended in its log)."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        status = smtpd.poll()
+        status = server.poll()
         if status is not None:
             return status
         text = log.read_text(errors="replace")
@@ -99,11 +106,23 @@ def exit_status(smtpd: subprocess.Popen[bytes], log: Path, port: int) -> int | N
         if open_sessions <= 0 and importlib.import_module("dialogue").listening(port):
             return None
         time.sleep(0.05)
-    return smtpd.poll()
+    return server.poll()
+
+
+def wait_ready(log: Path, line: str, process: subprocess.Popen[bytes]) -> None:
+    """Until ``line`` is in the server's log (mta listens before it is ready to
+    serve every listener); RuntimeError when it exits or after 20 s."""
+    deadline = time.monotonic() + 20
+    while line not in log.read_text(errors="replace"):
+        if process.poll() is not None:
+            raise RuntimeError("the server exited before it was ready")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not log {line!r}")
+        time.sleep(0.05)
 
 
 def end_the_rest() -> None:
-    """SIGKILL what is left in this private network namespace (what smtpd started:
+    """SIGKILL what is left in this private network namespace (what the server started:
     filters run in sessions of their own and may outlive it), by process id."""
     ours = os.readlink("/proc/self/ns/net")
     for entry in Path("/proc").iterdir():
@@ -127,28 +146,42 @@ def main() -> int:
         run(tool("mount"), "--bind", str(workdir / name), f"/etc/{name}")
     dns_log = open(workdir / "dnsmasq.log", "w+b")  # noqa: SIM115 - the child's
     dnsmasq = start_dnsmasq(request["dns"], dns_log) if request["dns"] is not None else None
-    log_path = workdir / "smtpd.log"
+    server = request["server"]
+    log_path = workdir / server["log"]
+    env = dict(os.environ)
+    for name, value in server["env"].items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     log = open(log_path, "wb")  # noqa: SIM115 - the child's
-    argv = [SMTPD, "-d", *request["smtpd_args"], "-f", str(workdir / "smtpd.conf")]
-    smtpd = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    process = subprocess.Popen(
+        server["argv"], stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=workdir
+    )
     port = int(request["port"])
     transcripts: list[list[str]] = []
     delivered_all = False
     try:
         try:
-            dialogue.wait_for_port(port, lambda: smtpd.poll() is None)
+            dialogue.wait_for_port(port, lambda: process.poll() is None)
+            if server["ready"] is not None:
+                wait_ready(log_path, server["ready"], process)
         except RuntimeError:
-            if smtpd.poll() is None:
+            if process.poll() is None:
                 raise
             # it exited at start (e.g. a filter's bad handshake): no dialogue
-        for steps in request["dialogues"]:
-            if smtpd.poll() is not None:
+        for steps, source in zip(request["dialogues"], request["sources"], strict=True):
+            if process.poll() is not None:
                 transcripts.append([dialogue.CLOSED])
                 continue
             try:
                 transcripts.append(
                     dialogue.converse(
-                        "127.0.0.1", port, steps, timeout=float(request["reply_timeout"])
+                        "127.0.0.1",
+                        port,
+                        steps,
+                        timeout=float(request["reply_timeout"]),
+                        source=source,
                     )
                 )
             except ConnectionRefusedError:
@@ -160,10 +193,10 @@ def main() -> int:
         )
         dialogue.settle([workdir / name for name in request["collect"]])
     finally:
-        status = smtpd.poll()
+        status = process.poll()
         if status is None and dialogue.cut_short(transcripts):
-            status = exit_status(smtpd, log_path, port)
-        stop(smtpd)
+            status = exit_status(process, log_path, port)
+        stop(process)
         log.close()
         if dnsmasq is not None:
             stop(dnsmasq)
