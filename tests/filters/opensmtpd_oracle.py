@@ -14,7 +14,9 @@ differential test is ``assert normalise(run_opensmtpd(s)) == normalise(run_mta(s
 
 In the configuration and the files, ``@DIR@`` is the run's directory (0755,
 reachable by the users filters and deliveries run as), ``@PORT@`` the port
-to listen on.  ``@DIR@/mail`` and ``@DIR@/logs`` are made writable by all
+to listen on, ``@SINK@`` the port of the scenario's ``sink`` (smtp_sink.py,
+a remote host to relay to, the same for both servers; what it received is
+the Run's ``sink``).  ``@DIR@/mail`` and ``@DIR@/logs`` are made writable by all
 (sticky): maildirs go under the first, filter logs under the second.  Names
 are never looked up in the machine's files: the servers get ``hosts`` (by
 default localhost only) as /etc/hosts (OpenSMTPD, in its mount namespace) or
@@ -59,6 +61,7 @@ import attrs
 
 from tests.e2e.daemon import Daemon, free_port
 from tests.filters import dialogue
+from tests.filters.smtp_sink import Sink
 from tests.relay.dnsmasq import dnsmasq_path, serve_dnsmasq
 
 __all__ = [
@@ -84,6 +87,7 @@ PYTHON = "/usr/bin/python3"
 DRIVER = Path(__file__).with_name("oracle_driver.py")
 PROTOCOL_FILTER = Path(__file__).with_name("protocol_filter.py")
 ORACLE_PORT = 25
+ORACLE_SINK_PORT = 2526
 LOCALHOST = "127.0.0.1 localhost\n::1 localhost\n"
 
 
@@ -107,6 +111,7 @@ class Scenario:
     reply_timeout: float = 15.0
     delivery_timeout: float = 15.0
     smtpd_args: Sequence[str] = ()
+    sink: Sequence[str] | None = None  # run a sink refusing these recipients
 
 
 @attrs.frozen
@@ -123,6 +128,7 @@ class Run:
     log: str
     exit: int | None
     delivered_all: bool
+    sink: list[dict[str, Any]] = attrs.field(factory=list)
 
 
 def protocol_filter(script: Mapping[str, Any], name: str = "filter") -> tuple[dict[str, str], str]:
@@ -174,7 +180,7 @@ def _workdir(keep: Path | None) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _prepare(scenario: Scenario, workdir: Path, port: int) -> str:
+def _prepare(scenario: Scenario, workdir: Path, port: int, sink: int = 0) -> str:
     """Write the scenario's files; the configuration's text."""
     for name in ("mail", "logs"):
         (workdir / name).mkdir()
@@ -191,7 +197,8 @@ def _prepare(scenario: Scenario, workdir: Path, port: int) -> str:
             os.chown(path, user.pw_uid, user.pw_gid)
     (workdir / "hosts").write_text(scenario.hosts)
     (workdir / "resolv.conf").write_text("nameserver 127.0.0.1\n")
-    return scenario.config.replace("@DIR@", str(workdir)).replace("@PORT@", str(port))
+    config = scenario.config.replace("@DIR@", str(workdir)).replace("@PORT@", str(port))
+    return config.replace("@SINK@", str(sink))
 
 
 def _collected(scenario: Scenario, workdir: Path) -> dict[str, str]:
@@ -205,7 +212,8 @@ def _collected(scenario: Scenario, workdir: Path) -> dict[str, str]:
 def run_opensmtpd(scenario: Scenario, *, workdir: Path | None = None) -> Run:
     """The scenario against the real OpenSMTPD 6.8 (check opensmtpd_unavailable first)."""
     with _workdir(workdir) as directory:
-        (directory / "smtpd.conf").write_text(_prepare(scenario, directory, ORACLE_PORT))
+        config = _prepare(scenario, directory, ORACLE_PORT, ORACLE_SINK_PORT)
+        (directory / "smtpd.conf").write_text(config)
         request = {
             "workdir": str(directory),
             "port": ORACLE_PORT,
@@ -215,6 +223,9 @@ def run_opensmtpd(scenario: Scenario, *, workdir: Path | None = None) -> Run:
             "reply_timeout": scenario.reply_timeout,
             "delivery_timeout": scenario.delivery_timeout,
             "collect": list(scenario.collect),
+            "sink": None
+            if scenario.sink is None
+            else {"port": ORACLE_SINK_PORT, "refuse": list(scenario.sink)},
         }
         proc = subprocess.run(
             ["unshare", "-m", "-n", sys.executable, str(DRIVER)],
@@ -238,6 +249,7 @@ def run_opensmtpd(scenario: Scenario, *, workdir: Path | None = None) -> Run:
             log=out["log"],
             exit=out["exit"],
             delivered_all=out["delivered_all"],
+            sink=out.get("sink", []),
         )
 
 
@@ -245,7 +257,10 @@ def run_mta(scenario: Scenario, *, workdir: Path | None = None) -> Run:
     """The same scenario against ``mta -d`` (run as the test's user, deliveries on)."""
     with _workdir(workdir) as directory:
         port = free_port()
-        config = _prepare(scenario, directory, port)
+        sink = Sink(refuse=frozenset(scenario.sink)) if scenario.sink is not None else None
+        if sink is not None:
+            sink.start()
+        config = _prepare(scenario, directory, port, sink.port if sink is not None else 0)
         env = {"MTA_HOSTS": str(directory / "hosts"), "MTA_DNS": "none"}
         with _dns(scenario.dns) as nameserver:
             if nameserver is not None:
@@ -270,6 +285,8 @@ def run_mta(scenario: Scenario, *, workdir: Path | None = None) -> Run:
                 assert daemon.process is not None
                 status = daemon.process.poll()
                 daemon.stop()
+                if sink is not None:
+                    sink.close()
         return Run(
             server="mta",
             workdir=str(directory),
@@ -279,6 +296,7 @@ def run_mta(scenario: Scenario, *, workdir: Path | None = None) -> Run:
             log=daemon.log(),
             exit=status,
             delivered_all=delivered_all,
+            sink=sink.records() if sink is not None else [],
         )
 
 

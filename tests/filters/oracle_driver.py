@@ -5,11 +5,13 @@ Usage: python oracle_driver.py < request.json, where the request (written by
 ``opensmtpd_oracle.run_opensmtpd``) holds ``workdir`` (the configuration
 ``smtpd.conf``, a ``hosts`` and a ``resolv.conf`` file are there already),
 ``port``, ``dialogues``, ``dns`` (dnsmasq options, or null), ``smtpd_args``,
-``reply_timeout``, ``delivery_timeout`` and ``collect`` (files, such as a
-filter's log, that are let settle before smtpd is stopped).  Prints one JSON object:
+``reply_timeout``, ``delivery_timeout``, ``collect`` (files, such as a
+filter's log, that are let settle before smtpd is stopped) and ``sink``
+(null, or the ``port`` and ``refuse`` list of an smtp_sink.py to run).  Prints one JSON object:
 ``transcripts`` (one per dialogue, see dialogue.py), ``log`` (smtpd's
-stderr), ``exit`` (smtpd's exit status when it exited by itself, else null)
-and ``delivered_all`` (whether every accepted recipient got a final result).
+stderr), ``exit`` (smtpd's exit status when it exited by itself, else null),
+``delivered_all`` (whether every accepted recipient got a final result) and
+``sink`` (what the sink received).
 
 In the private mount namespace ``benchlib.opensmtpd.private_paths`` gives smtpd
 its own spool and /run; /etc/hosts and /etc/resolv.conf are replaced by the
@@ -125,6 +127,11 @@ def main() -> int:
     run(tool("ip"), "link", "set", "lo", "up")
     for name in ("hosts", "resolv.conf"):
         run(tool("mount"), "--bind", str(workdir / name), f"/etc/{name}")
+    sink = None
+    if request.get("sink") is not None:
+        spec = request["sink"]
+        sink = importlib.import_module("smtp_sink").Sink(spec["port"], frozenset(spec["refuse"]))
+        sink.start()
     dns_log = open(workdir / "dnsmasq.log", "w+b")  # noqa: SIM115 - the child's
     dnsmasq = start_dnsmasq(request["dns"], dns_log) if request["dns"] is not None else None
     log_path = workdir / "smtpd.log"
@@ -176,6 +183,7 @@ def main() -> int:
                 "log": log_path.read_bytes().decode("latin-1"),
                 "exit": status,
                 "delivered_all": delivered_all,
+                "sink": sink.records() if sink is not None else [],
             }
         )
     )
