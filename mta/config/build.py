@@ -134,6 +134,23 @@ class Builder:
         if ref.chain:
             self.check_chain(ref.names, where)
 
+    def relay_filters(self, ref: model.FilterRef, where: ast.Where) -> None:
+        """A relay action's filters get the smtp-out report events of its
+        sessions, and nothing else: relay sessions have no filter phases
+        (OpenSMTPD's mta_session.c only reports), so a builtin filter there
+        would never run.  OpenSMTPD accepts and ignores it; mta refuses it."""
+        names = list(ref.names)
+        found = self.filters.get(names[0]) if len(names) == 1 and not ref.chain else None
+        if isinstance(found, model.FilterChain):
+            names = list(found.filters)
+        for name in names:
+            if isinstance(self.filters.get(name), model.FilterBuiltin):
+                self.fail(
+                    f"builtin filter {name} on a relay action would never run: relay "
+                    "sessions have no filter phases, only smtp-out reports to proc filters",
+                    where,
+                )
+
     def check_chain(self, names: tuple[str, ...], where: ast.Where) -> None:
         seen: set[str] = set()
         procs: set[str] = set()
@@ -319,11 +336,7 @@ class Builder:
                 )
         self.filter_ref(r.filter, where)
         if r.filter is not None:
-            # never accepted and then ignored: relay sessions send no filter events yet
-            self.fail(
-                "filters on relay actions (smtp-out reports) are not supported by mta yet",
-                where,
-            )
+            self.relay_filters(r.filter, where)
 
     def _MatchStmt(self, stmt: ast.MatchStmt) -> None:
         rule, where = stmt.rule, stmt.where

@@ -15,10 +15,12 @@ and the running configuration stays, whole.  Otherwise, at once:
   queued envelope is carried out by the new definition of its action at its
   next attempt, as smtpd.conf(5) describes for a restart.
 
-``config reloaded`` is logged.  The replaced generation's tables are closed
-once its last session has ended and the deliveries started before the reload
-are over.  What a reload cannot change (the queue encryption key, read once
-at start) makes it fail with a message saying to restart.
+``config reloaded`` is logged.  The replaced generation's tables are closed,
+and its filter processes stopped, once its last session has ended and the
+deliveries started before the reload are over (a relay in flight keeps
+reporting to the filters it started with).  What a reload cannot change
+(the queue encryption key, read once at start) makes it fail with a message
+saying to restart.
 """
 
 from __future__ import annotations
@@ -225,8 +227,8 @@ class Reloader:
 
     async def _close_when_unused(self, old: Generation) -> None:
         await old.wait_idle()
-        old.filters.stop()
         if self._settle is not None:
-            await self._settle()
+            await self._settle()  # relays in flight report to the old filters
+        old.filters.stop()
         self._retiring.remove(old)
         await trio.to_thread.run_sync(old.tables.close)

@@ -34,6 +34,7 @@ from mta.delivery.fsidentity import drop_supplementary_groups
 from mta.delivery.local import LocalDeliverer
 from mta.dsn.notify import SpoolNotifier
 from mta.errors import SpoolError
+from mta.filters.outbound import ptr_name
 from mta.log import get_logger
 from mta.net.rdns import Rdns
 from mta.net.resolver import DnsResolver
@@ -136,6 +137,7 @@ async def _serve_locked(
             resolver=DnsResolver.from_env(),
             hosts=rdns.hosts,
             inventory=inventory,
+            names=ptr_name(rdns),
         )
         queue = QueueRunner(config, spool, deliverer, relay=agent)
         agent.reschedule = queue.schedule_now  # mta max-deferred
@@ -149,6 +151,7 @@ async def _serve_locked(
             watchdog=Watchdog(tick_for(options.timeouts.command, options.timeouts.data_block)),
         )
         generation = Generation(config, tables, contexts, shared)
+        agent.filters = generation.filters  # relay actions' filters (smtp-out reports)
         notifier = SpoolNotifier(spool, generation.resolver, queue.committed)
         queue.notifier = notifier
         control = await bind_control(options.spool)
@@ -167,7 +170,7 @@ async def _serve_locked(
                 spool.set_compression(new.config.queue.compression)
                 queue.reconfigure(new.config)
                 deliverer.reconfigure(new.config, new.tables)
-                agent.reconfigure(new.config, new.tables)
+                agent.reconfigure(new.config, new.tables, new.filters)
                 inventory.max_deferred = new.config.mta_max_deferred
                 notifier.resolver = new.resolver
                 controller.tables = new.tables

@@ -1,12 +1,20 @@
 """The filter processes of one configuration, hosted in the daemon's nursery.
 
-:class:`FilterHost` starts every ``proc`` that a listener's filters use (each
-once, whatever number of chains name it), waits for each to register, and
+:class:`FilterHost` starts every ``proc`` that a listener's or a relay
+action's filters use (each once, whatever number of chains name it), waits
+for each to register, and
 keeps them running: a filter that fails (:class:`~mta.filters.process.FilterFailed`:
 it exited, broke the protocol or stopped answering) is started again after a
 back-off of 1 s, doubling up to a minute, and the log says why.  While a
 filter is down, :meth:`FilterHost.get` says so and the sessions that need it
 get a temporary failure; nothing else stops.
+
+Each process is told the subsystems it serves (``config|subsystem|...``
+in its handshake), as OpenSMTPD's ``fork_filter_processes`` works them out:
+``smtp-in`` for a proc a listener's filter uses, ``smtp-out`` for one a
+relay action's filter uses (:func:`used_procs`), both when both use it.  A
+relay session sends only report events (:mod:`mta.relay.reports`); the
+procs it reports to are :func:`relay_procs`.
 
 At start-up a filter that cannot start or register is a configuration
 problem: :meth:`FilterHost.run` raises it (the daemon refuses to start, a
@@ -17,14 +25,14 @@ from __future__ import annotations
 
 import trio
 
-from mta.config.model import Config, FilterProc, FilterRef, Proc
+from mta.config.model import Config, FilterProc, FilterRef, Proc, Relay
 from mta.filters.chain import resolve
 from mta.filters.encode import Handshake
 from mta.filters.process import FilterFailed, FilterProcess
 from mta.filters.protocol import FilterPhase, ProtocolVersion, Subsystem
 from mta.log import get_logger
 
-__all__ = ["BACKOFF_MAX", "FilterHost", "used_procs"]
+__all__ = ["BACKOFF_MAX", "FilterHost", "relay_procs", "used_procs"]
 
 log = get_logger("filter")
 
@@ -32,17 +40,37 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 
 
-def used_procs(config: Config) -> dict[str, Proc]:
-    """The processes the listeners' filters use, by proc name."""
+def _procs(config: Config, ref: FilterRef) -> list[str]:
+    """The procs of the filters ``ref`` names, in order (builtin filters have none)."""
+    return [
+        found.proc
+        for _name, found in resolve(config, ref)
+        if isinstance(found, FilterProc) and found.proc in config.procs
+    ]
+
+
+def relay_procs(config: Config, relay: Relay) -> tuple[str, ...]:
+    """The procs a relay action's ``filter`` names: where its sessions' smtp-out
+    reports go (``lka_filter_proc_in_session``)."""
+    return tuple(_procs(config, relay.filter)) if relay.filter is not None else ()
+
+
+def used_procs(config: Config) -> dict[str, tuple[Proc, frozenset[Subsystem]]]:
+    """The processes that filters use, by proc name, with the subsystems each
+    serves: ``smtp-in`` when a listener's filter names it, ``smtp-out`` when a
+    relay action's does."""
     refs: list[FilterRef] = [lst.filter for lst in config.listeners if lst.filter is not None]
     if config.socket.filter is not None:
         refs.append(config.socket.filter)
-    procs: dict[str, Proc] = {}
+    uses: dict[str, set[Subsystem]] = {}
     for ref in refs:
-        for _name, found in resolve(config, ref):
-            if isinstance(found, FilterProc) and found.proc in config.procs:
-                procs[found.proc] = config.procs[found.proc]
-    return procs
+        for proc in _procs(config, ref):
+            uses.setdefault(proc, set()).add(Subsystem.SMTP_IN)
+    for action in config.actions.values():
+        if isinstance(action.method, Relay):
+            for proc in relay_procs(config, action.method):
+                uses.setdefault(proc, set()).add(Subsystem.SMTP_OUT)
+    return {name: (config.procs[name], frozenset(subs)) for name, subs in uses.items()}
 
 
 class FilterHost:
@@ -57,13 +85,17 @@ class FilterHost:
         version: ProtocolVersion = ProtocolVersion.V0_7,
         backoff: float = BACKOFF_FIRST,
     ) -> None:
-        self.procs = used_procs(config)
-        self.handshake = Handshake(
-            subsystems=frozenset({Subsystem.SMTP_IN}),
-            admd=admd,
-            session_timeout=int(min(timeout, 0x7FFFFFFF)),
-            version=version,
-        )
+        used = used_procs(config)
+        self.procs = {name: proc for name, (proc, _subsystems) in used.items()}
+        self.handshakes = {
+            name: Handshake(
+                subsystems=subsystems,
+                admd=admd,
+                session_timeout=int(min(timeout, 0x7FFFFFFF)),
+                version=version,
+            )
+            for name, (_proc, subsystems) in used.items()
+        }
         self.timeout = timeout
         self.backoff = backoff
         self._live: dict[str, FilterProcess] = {}
@@ -110,7 +142,9 @@ class FilterHost:
         delay = self.backoff
         first = True
         while True:
-            process = FilterProcess(name, self.procs[name], self.handshake, timeout=self.timeout)
+            process = FilterProcess(
+                name, self.procs[name], self.handshakes[name], timeout=self.timeout
+            )
             self._live[name] = process
             started = trio.current_time()
             try:

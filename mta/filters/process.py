@@ -11,6 +11,14 @@ once: each request carries a fresh token, and the answer is routed back by
 to the channel of the session that sent the message.  The filter's stderr
 goes to the log, a line at a time.
 
+Report lines are sent two ways: :meth:`FilterProcess.send_line` writes one
+and returns when it is written (an SMTP session's reports, in step with its
+requests); :meth:`FilterProcess.post` queues one without waiting (a relay
+session's ``smtp-out`` reports: a relay never waits on a filter) and the
+process's own task writes the queue in order.  The queue holds
+:data:`POST_BUFFER` lines; when a filter stops reading, what does not fit is
+dropped, never half-written.
+
 Robust where OpenSMTPD is not (DESIGN.md): a filter that exits, writes a line
 the protocol does not allow, or leaves a request unanswered past
 ``timeout`` fails (:class:`FilterFailed`) every request waiting on it; the
@@ -66,6 +74,7 @@ DEFAULT_USER = "nobody"  # who a filter runs as, run by root, when its proc name
 READ_SIZE = 65536
 STDERR_LINE_MAX = 4096
 DATA_BUFFER = 512  # lines of data-line output queued for a session at most
+POST_BUFFER = 4096  # report lines queued by post() at most
 
 
 class FilterFailed(FilterError):
@@ -152,6 +161,7 @@ class FilterProcess:
         self._registration = Registration()
         self._registered = trio.Event()
         self._scope: trio.CancelScope | None = None
+        self._posted, self._to_write = trio.open_memory_channel[bytes](POST_BUFFER)
 
     # -- life --------------------------------------------------------------
 
@@ -186,6 +196,7 @@ class FilterProcess:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._read_stderr, process)
                     nursery.start_soon(self._read_stdout, process)
+                    nursery.start_soon(self._write_posted)
                     await self._register(task_status)
                     await trio.sleep_forever()  # until _fail cancels the scope
         finally:
@@ -349,6 +360,27 @@ class FilterProcess:
     async def send_line(self, line: bytes) -> None:
         """Send one encoded line (a report); FilterFailed if it cannot be."""
         await self._send(line)
+
+    def post(self, line: bytes) -> bool:
+        """Queue one encoded line (a report) to be sent soon, in order, without
+        waiting; False when it cannot be (the filter is not running, or its
+        queue is full: it stopped reading)."""
+        if not self.alive:
+            return False
+        try:
+            self._posted.send_nowait(line)
+        except trio.WouldBlock:
+            return False
+        return True
+
+    async def _write_posted(self) -> None:
+        """Write what :meth:`post` queued, once registered, until the filter fails."""
+        await self._registered.wait()
+        async for line in self._to_write:
+            try:
+                await self._send(line)
+            except FilterFailed:
+                return  # _fail has cancelled the process's scope
 
     async def request(self, phase: FilterPhase, session: int, param: str | bytes) -> FilterResult:
         """Ask the filter about ``phase`` of ``session``; its result, or

@@ -54,6 +54,12 @@ where it went, and whether a "relayed" success notice is ours to send):
    the next success there hands them to :attr:`RelayAgent.reschedule` to go
    at once rather than at their next retry.
 
+8. Filters: a relay action's ``filter`` procs get the ``smtp-out`` report
+   events of its sessions (:mod:`mta.filters.outbound`), through the
+   :class:`~mta.filters.host.FilterHost` of the configuration in force when
+   the session connects (:attr:`RelayAgent.filters`, renewed by
+   :meth:`RelayAgent.reconfigure`).
+
 The route resolver, the session runner and the message source are injected,
 so the decisions are tested without sockets.  Not done (OpenSMTPD does): the
 ``reconn-delay-route`` (a failed route is backed off instead).
@@ -74,6 +80,8 @@ from mta.config.model import Config, Relay
 from mta.delivery.result import Outcome, Relayed, Result
 from mta.envelope import Envelope
 from mta.errors import MTAError, PermanentFailure, RouteError, RoutePermanentFailure
+from mta.filters.host import FilterHost, relay_procs
+from mta.filters.outbound import NameLookup, ReportsFactory, reports_for
 from mta.log import get_logger, visible
 from mta.net.hosts import HostsFile
 from mta.net.resolver import DnsResolver
@@ -162,6 +170,7 @@ class RunSession(Protocol):
         source: str | None = ...,
         stream: trio.abc.Stream | None = ...,
         reuse: Reuse | None = ...,
+        reports: ReportsFactory | None = ...,
     ) -> Awaitable[SessionOutcome]: ...
 
 
@@ -301,6 +310,8 @@ class RelayAgent:
         clock: Callable[[], float] = time.time,
         backoff: RouteBackoff | None = None,
         inventory: RelayInventory | None = None,
+        filters: FilterHost | None = None,
+        names: NameLookup | None = None,
     ) -> None:
         self.config = config
         self.tables = tables
@@ -316,6 +327,8 @@ class RelayAgent:
         self.clock = clock
         self.backoff = backoff if backoff is not None else RouteBackoff()
         self.inventory = inventory if inventory is not None else RelayInventory(clock=clock)
+        self.filters = filters  # the filter processes of the configuration in force
+        self.names = names  # the remote's name in link-connect reports (None: its address)
         # ``mta max-deferred``: envelopes to schedule now (the daemon's queue)
         self.reschedule: Callable[[list[int]], object] = lambda evpids: None
         self.limits = ConnectionLimits(config.mta_limits)
@@ -326,11 +339,13 @@ class RelayAgent:
         self._idle_events: dict[Plan, trio.Event] = {}
         self._open: dict[tuple[object, ...], _Batch] = {}
 
-    def reconfigure(self, config: Config, tables: TableSet) -> None:
-        """Relay by ``config`` from the next attempt on (a reload): plans, limits
-        and tables are the new ones; sessions open now finish their message."""
+    def reconfigure(self, config: Config, tables: TableSet, filters: FilterHost | None) -> None:
+        """Relay by ``config`` from the next attempt on (a reload): plans, limits,
+        tables and filter processes are the new ones; sessions open now finish
+        their message (and report to the filters they started with)."""
         self.config = config
         self.tables = tables
+        self.filters = filters
         self.limits.limits = config.mta_limits
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -422,6 +437,7 @@ class RelayAgent:
             source=source,
             backup_name=backup_name(relay, self.config.hostname) if url is None else None,
             family=family_limit(self.config.mta_limits, domain),
+            reports=relay_procs(self.config, relay),
         )
 
     async def _smarthost(self, relay: Relay, domain: str) -> RelayHost | None:
@@ -724,7 +740,12 @@ class RelayAgent:
             outcome = await self.session(
                 address,
                 plan.port,
-                client=Client(plan.client, [connection.works[0].transaction], keepalive=keepalive),
+                client=Client(
+                    plan.client,
+                    [connection.works[0].transaction],
+                    keepalive=keepalive,
+                    reports=bool(plan.reports),
+                ),
                 server_name=server_name,
                 content=connection.content,
                 timeouts=self.timeouts,
@@ -732,6 +753,7 @@ class RelayAgent:
                 source=plan.source,
                 stream=slot.stream,
                 reuse=connection.reuse() if keepalive else None,
+                reports=reports_for(self.filters, plan.reports, self.names),
             )
         finally:
             connection.ended(outcome)

@@ -71,6 +71,10 @@ The session, as OpenSMTPD's ``mta_session.c`` runs it:
   :class:`~mta.relay.events.Close`.  Reply text reaches results only escaped
   and bounded (:func:`mta.log.visible`).
 
+With ``reports=True`` the client also emits the ``smtp-out`` report events
+of what it says and hears (:class:`~mta.relay.events.Report`, made by
+:class:`~mta.relay.reports.ClientReports`) for a relay action's filters.
+
 Left to the driver: connecting (and the next MX after a ``SessionFailed``),
 the TLS handshake (SNI, ``verify``; OpenSMTPD retries in plaintext when an
 opportunistic handshake fails), applying each step's timeout and calling
@@ -89,12 +93,14 @@ import attrs
 from mta.delivery.result import Outcome, Result
 from mta.enqueue.smtp import ProtocolError, ReplyParser, command, mail_from, rcpt_to
 from mta.envelope import DsnNotify, DsnRet
+from mta.filters.events import ReportPayload
 from mta.log import visible
 from mta.relay.data import DataEncoder, has_8bit
 from mta.relay.events import (
     Close,
     Event,
     RecipientResult,
+    Report,
     Send,
     SendContent,
     SessionFailed,
@@ -108,6 +114,7 @@ from mta.relay.replies import (
     tempfail_of,
     too_many_recipients,
 )
+from mta.relay.reports import ClientReports
 from mta.relay.timeouts import Step
 from mta.relay.transaction import Transaction
 from mta.reply import Reply
@@ -231,6 +238,7 @@ class Client:
         transactions: Sequence[Transaction],
         *,
         keepalive: bool = False,
+        reports: bool = False,
     ) -> None:
         if any(not tx.recipients for tx in transactions):
             raise ValueError("a transaction needs at least one recipient")
@@ -250,6 +258,7 @@ class Client:
         self._left = [len(tx.recipients) for tx in self.transactions]
         self._batches: deque[_Batch] = deque()
         self._failures = 0  # recipients refused in a row (max-failures-per-session)
+        self._reports = ClientReports(self._emit if reports else None)
         self._queue(0)
         self._handlers: dict[_Kind, Callable[[Reply, int], None]] = {
             _Kind.GREETING: self._on_greeting,
@@ -325,6 +334,11 @@ class Client:
         return self._closed
 
     @property
+    def reports(self) -> bool:
+        """The client emits :class:`~mta.relay.events.Report` events."""
+        return self._reports.emit is not None
+
+    @property
     def secure(self) -> bool:
         """TLS is on (SMTPS, or after a STARTTLS handshake)."""
         return self._secure
@@ -341,6 +355,7 @@ class Client:
         while data and not self._closed and not self._handshake:
             cut = data.find(b"\n") + 1 or len(data)
             piece, data = data[:cut], data[cut:]
+            self._reports.received(piece)
             try:
                 replies = self._parser.feed(piece)
             except ProtocolError as exc:
@@ -399,6 +414,7 @@ class Client:
             self._fail(Result.tempfail("Connection dropped during DATA (8-bit content)"))
             return self._flush()
         data = self._encoder.feed(chunk)
+        self._reports.content(data)
         return [Send(data)] if data else []
 
     def end_content(self) -> list[Event]:
@@ -407,8 +423,11 @@ class Client:
             return self._flush()
         if self._encoder is None:
             raise RuntimeError("end_content outside DATA")
-        self._send(self._encoder.finish())
+        tail = self._encoder.finish()
+        self._send(tail)
         self._encoder = None
+        self._reports.content(tail)
+        self._reports.command(b".")
         batch = self._batches[0]
         if self.config.lmtp:
             self._pending.extend(_Pending(_Kind.DOT, rcpt) for rcpt in batch.accepted)
@@ -439,12 +458,15 @@ class Client:
 
     def _on_greeting(self, reply: Reply, _rcpt: int) -> None:
         if 200 <= reply.code < 300:
+            self._reports.greeting()
             self._hello()
         else:
             self._fail(tempfail_of(reply, "Banner rejected: "), quit=True)
 
     def _hello(self) -> None:
-        self._command(_Kind.EHLO, command("LHLO" if self.config.lmtp else "EHLO", self.config.helo))
+        verb = "LHLO" if self.config.lmtp else "EHLO"
+        self._command(_Kind.EHLO, command(verb, self.config.helo))
+        self._reports.identify(verb, self.config.helo)
 
     def _on_ehlo(self, reply: Reply, _rcpt: int) -> None:
         if 200 <= reply.code < 300:
@@ -452,6 +474,7 @@ class Client:
             self._after_hello()
         elif reply.code >= 500 and not self._needs_esmtp():
             self._command(_Kind.HELO, command("HELO", self.config.helo))
+            self._reports.identify("HELO", self.config.helo)
         else:
             verb = "LHLO" if self.config.lmtp else "EHLO"
             self._fail(tempfail_of(reply, f"{verb} rejected: "), quit=True)
@@ -509,22 +532,29 @@ class Client:
     def _on_auth_login(self, reply: Reply, _rcpt: int) -> None:
         assert self.config.credentials is not None
         if reply.code == 334:
-            self._command(_Kind.AUTH_USER, command(_b64(self.config.credentials.user)))
+            user = command(_b64(self.config.credentials.user))
+            self._command(_Kind.AUTH_USER, user, secret=True)
         else:
-            self._fail(tempfail_of(reply, "AUTH rejected: "), quit=True)
+            self._auth_failed(reply)
 
     def _on_auth_user(self, reply: Reply, _rcpt: int) -> None:
         assert self.config.credentials is not None
         if reply.code == 334:
-            self._command(_Kind.AUTH_FINAL, command(_b64(self.config.credentials.password)))
+            password = command(_b64(self.config.credentials.password))
+            self._command(_Kind.AUTH_FINAL, password, secret=True)
         else:
-            self._fail(tempfail_of(reply, "AUTH rejected: "), quit=True)
+            self._auth_failed(reply)
 
     def _on_auth_final(self, reply: Reply, _rcpt: int) -> None:
         if 200 <= reply.code < 300:
+            self._reports.auth(self.config.credentials, ok=True)
             self._next_batch()
         else:
-            self._fail(tempfail_of(reply, "AUTH rejected: "), quit=True)
+            self._auth_failed(reply)
+
+    def _auth_failed(self, reply: Reply) -> None:
+        self._reports.auth(self.config.credentials, ok=False)
+        self._fail(tempfail_of(reply, "AUTH rejected: "), quit=True)
 
     # -- transactions -------------------------------------------------------
 
@@ -608,11 +638,13 @@ class Client:
             self._pending.append(_Pending(_Kind.DATA))
             batch.sent = len(batch.rcpts)
         self._send(b"".join(lines))
+        self._reports.commands(b"".join(lines))
 
     def _on_mail(self, reply: Reply, _rcpt: int) -> None:
         batch = self._batches[0]
         if 200 <= reply.code < 300:
             batch.mail_ok = True
+            self._reports.mail(self.transactions[batch.tx])
             if not batch.pipelined:
                 self._send_rcpt(batch)
             return
@@ -626,11 +658,13 @@ class Client:
         rcpt = batch.rcpts[batch.sent]
         batch.sent += 1
         self._command(_Kind.RCPT, batch.rcpt_lines[rcpt], rcpt)
+        self._reports.envelope(self.transactions[batch.tx], rcpt)
 
     def _on_rcpt(self, reply: Reply, rcpt: int) -> None:
         batch = self._batches[0]
         if not batch.mail_ok:
             return  # MAIL was refused: this recipient has its result already
+        self._reports.rcpt(self.transactions[batch.tx], rcpt, reply.code, pipelined=batch.pipelined)
         if 200 <= reply.code < 300:
             batch.accepted.append(rcpt)
             batch.ever_accepted = True
@@ -660,6 +694,8 @@ class Client:
 
     def _on_data(self, reply: Reply, _rcpt: int) -> None:
         batch = self._batches[0]
+        if batch.mail_ok:  # a refused MAIL was not reported
+            self._reports.data(self.transactions[batch.tx], reply.code)
         if reply.code == 354:
             if batch.accepted:
                 self._encoder = DataEncoder()
@@ -677,6 +713,7 @@ class Client:
 
     def _on_dot(self, reply: Reply, rcpt: int) -> None:
         batch = self._batches[0]
+        self._reports.end(self.transactions[batch.tx], reply.code)
         result = result_of(reply)
         if rcpt < 0:  # SMTP: one reply for the message
             for accepted in batch.accepted:
@@ -690,6 +727,8 @@ class Client:
 
     def _on_dot_discard(self, reply: Reply, _rcpt: int) -> None:
         batch = self._batches[0]
+        if batch.mail_ok:
+            self._reports.discard(self.transactions[batch.tx])
         batch.mail_ok = True  # whatever the server made of it, RSET starts afresh
         self._finish(batch)
 
@@ -734,9 +773,13 @@ class Client:
     def _send(self, data: bytes) -> None:
         self._out.append(Send(data))
 
-    def _command(self, kind: _Kind, line: bytes, rcpt: int = -1) -> None:
+    def _command(self, kind: _Kind, line: bytes, rcpt: int = -1, *, secret: bool = False) -> None:
         self._send(line)
         self._pending.append(_Pending(kind, rcpt))
+        self._reports.command(line, secret=secret)
+
+    def _emit(self, payload: ReportPayload) -> None:
+        self._out.append(Report(payload))
 
     def _settle(self, tx: int, rcpt: int, result: Result) -> None:
         if (tx, rcpt) in self._settled:
@@ -766,6 +809,7 @@ class Client:
         self._out.append(SessionFailed(result, unsettled))
         if quit and self._encoder is None:
             self._send(QUIT)
+            self._reports.command(QUIT)
         self._close()
 
     def _close(self) -> None:

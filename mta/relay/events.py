@@ -2,7 +2,9 @@
 
 Every input method of :class:`~mta.relay.client.Client` returns a list of these,
 to be handled in order.  Recipients are named by their position: the index of
-the transaction the client was given and of the recipient in it.
+the transaction the client was given and of the recipient in it.  A client
+made with ``reports=True`` also says what a relay action's filters are told
+(:class:`Report`, see :mod:`mta.relay.reports`).
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import attrs
 
 from mta.delivery.result import Result
+from mta.filters.events import ReportPayload
 
 __all__ = [
     "Close",
     "Event",
     "RecipientResult",
+    "Report",
     "Send",
     "SendContent",
     "SessionFailed",
@@ -83,4 +87,20 @@ class Close:
     """Close the connection; the session is over."""
 
 
-Event = Send | StartTls | SendContent | RecipientResult | TransactionDone | SessionFailed | Close
+@attrs.frozen
+class Report:
+    """An ``smtp-out`` report event of the session, for the action's filters."""
+
+    payload: ReportPayload
+
+
+Event = (
+    Send
+    | StartTls
+    | SendContent
+    | RecipientResult
+    | TransactionDone
+    | SessionFailed
+    | Close
+    | Report
+)

@@ -59,7 +59,11 @@ class Plan:
     """One envelope's relay settings (hashable: the batching key's core).
 
     ``smarthost`` None: the MX of ``domain`` (with ``backup_name`` and
-    ``family`` for the route).  ``port`` is the smarthost's, 25 for MX."""
+    ``family`` for the route).  ``port`` is the smarthost's, 25 for MX.
+    ``reports``: the filter processes the action's ``filter`` names, which
+    get the session's ``smtp-out`` reports (sessions of other filters are
+    never shared: OpenSMTPD's relay key leaves the filter out, so a session
+    reports to the filter of whichever action opened it)."""
 
     domain: str
     smarthost: RelayHost | None
@@ -70,6 +74,7 @@ class Plan:
     source: str | None = None
     backup_name: str | None = None
     family: Family | None = None
+    reports: tuple[str, ...] = ()
 
 
 def session_key(plan: Plan) -> Plan:
@@ -135,12 +140,14 @@ def transaction_for(envelopes: Sequence[Envelope], sender: str) -> Transaction:
     return Transaction(
         sender=sender,
         recipients=tuple(
-            Recipient(str(e.dest), notify=e.dsn_notify, orcpt=e.dsn_orcpt) for e in envelopes
+            Recipient(str(e.dest), notify=e.dsn_notify, orcpt=e.dsn_orcpt, evpid=e.id)
+            for e in envelopes
         ),
         eight_bit=any(e.body is Body.EIGHTBITMIME for e in envelopes),
         smtputf8=any(e.smtputf8 for e in envelopes),
         ret=first.dsn_ret,
         envid=first.dsn_envid,
+        msgid=first.msgid,
     )
 
 

@@ -27,6 +27,17 @@ plaintext ("opportunistic TLS failed, downgrading to plain"); so does
 it (:mod:`mta.relay.eyeballs`) and hands the winner to :func:`run_session`,
 logging the losers' failures with :func:`connect_failed`.
 
+Reports: with a ``reports`` factory (a relay action with filters, see
+:mod:`mta.filters.outbound`), each connection gets its own
+:class:`~mta.filters.outbound.SessionReports` under its session id: its
+``link-connect`` once connected, the client's events (a client made with
+``reports=True``), ``link-tls`` after each TLS handshake, ``timeout`` when a
+wait for the server expires, ``link-disconnect`` when it is over.  The
+plaintext retry after a failed opportunistic handshake is a new session
+with a new id (OpenSMTPD keeps the id and reports a second
+``link-connect``).  A connection that could not be made reports nothing
+(OpenSMTPD reports a ``link-disconnect`` alone).
+
 Reads are at most :data:`RECEIVE_SIZE` octets; the client's reply parser
 bounds everything else.  The session logs its own lines (``mta connecting``,
 ``mta connected``, ``mta tls``, ``mta error``, ``mta disconnected``); the
@@ -49,6 +60,8 @@ import trio
 
 from mta.delivery.result import Outcome, Result
 from mta.errors import ConfigError, MTAError
+from mta.filters.events import LinkTLS, Timeout
+from mta.filters.outbound import ReportsFactory, SessionReports, socket_addresses
 from mta.log import get_logger
 from mta.net.tls import TlsInfo, tls_summary
 from mta.relay.client import Client, TlsPolicy
@@ -56,6 +69,7 @@ from mta.relay.events import (
     Close,
     Event,
     RecipientResult,
+    Report,
     Send,
     SendContent,
     SessionFailed,
@@ -183,8 +197,10 @@ class _Driver:
         tls: ClientTls,
         reuse: Reuse | None = None,
         local: str = "",
+        reports: SessionReports | None = None,
     ) -> None:
         self.client = client
+        self.reports = reports
         self.reuse = reuse
         self.local = local
         self.stream = stream
@@ -228,6 +244,7 @@ class _Driver:
                 self.broken = True
                 return self.client.fail(f"IO Error: {error_text(exc)}")
         if scope.cancelled_caught:
+            self._report_timeout()
             return self.client.fail("Connection timeout")
         if not data:
             return self.client.receive_eof()
@@ -253,6 +270,9 @@ class _Driver:
             elif isinstance(event, SessionFailed):
                 self.failed = event
                 log.info("%016x mta error reason=%s", self.id, event.result.text)
+            elif isinstance(event, Report):
+                if self.reports is not None:
+                    self.reports.report(event.payload)
             else:
                 assert isinstance(event, Close)
 
@@ -272,7 +292,12 @@ class _Driver:
                 return
         if scope.cancelled_caught:
             self.broken = True  # a write cut short leaves the stream unusable
+            self._report_timeout()
             await self._handle(self.client.fail("Connection timeout"))
+
+    def _report_timeout(self) -> None:
+        if self.reports is not None:
+            self.reports.report(Timeout())
 
     async def _stream_content(self, transaction: int) -> list[Event]:
         chunks = self.content(transaction)
@@ -304,11 +329,14 @@ class _Driver:
                 return self.client.fail(f"TLS handshake failed: {error_text(exc)}")
         if scope.cancelled_caught:
             self.broken = self.handshake_failed = True
+            self._report_timeout()
             return self.client.fail("TLS handshake timeout")
         self.stream = tls_stream
         # trio's SSLStream forwards cipher(), version(), getpeercert() and context
-        self.tls_info = tls_summary(cast(ssl.SSLObject, tls_stream))
-        log.info("%016x mta tls ciphers=%s", self.id, self.tls_info.text)
+        info = self.tls_info = tls_summary(cast(ssl.SSLObject, tls_stream))
+        log.info("%016x mta tls ciphers=%s", self.id, info.text)
+        if self.reports is not None:
+            self.reports.report(LinkTLS(info.version, info.cipher, info.bits))
         return []
 
     async def _close(self) -> None:
@@ -377,6 +405,7 @@ async def run_session(
     stream: trio.abc.Stream | None = None,
     downgrade: bool = True,
     reuse: Reuse | None = None,
+    reports: ReportsFactory | None = None,
 ) -> SessionOutcome:
     """Run ``client`` against ``address``:``port`` (or over ``stream``, already
     connected there, e.g. by the relay agent's happy eyeballs).
@@ -385,7 +414,8 @@ async def run_session(
     certificate check; ``content(i)`` yields transaction ``i``'s message;
     ``source`` is bound before connecting.  ``downgrade``: retry once in
     plaintext when an opportunistic TLS handshake fails.  ``reuse``: connection
-    reuse for a ``keepalive`` client (see the module docstring)."""
+    reuse for a ``keepalive`` client; ``reports``: the session's report
+    events (see the module docstring)."""
     session_id = _connecting(client, address, port, server_name)
     if stream is None:
         with trio.move_on_after(timeouts.seconds(Step.GREETING)) as scope:
@@ -397,6 +427,7 @@ async def run_session(
             return _unconnected(client, address, session_id, "Connection timeout")
     log.info("%016x mta connected", session_id)
     local = _local_address(stream)
+    reporter = _reporter(reports, session_id, stream)
     driver = _Driver(
         client,
         stream,
@@ -407,8 +438,15 @@ async def run_session(
         tls=tls or ClientTls(),
         reuse=reuse,
         local=local,
+        reports=reporter,
     )
-    await driver.run()
+    if reporter is None:
+        await driver.run()
+    else:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reporter.run)  # the remote's name, meanwhile
+            await driver.run()
+            reporter.disconnected()
     reason = "error" if driver.failed is not None else "quit"
     outcome = attrs.evolve(driver.outcome(address, downgraded=False), local=local)
     log.info("%016x mta disconnected reason=%s messages=%d", session_id, reason, outcome.messages)
@@ -420,6 +458,7 @@ async def run_session(
             attrs.evolve(client.config, tls=TlsPolicy.NONE),
             client.transactions,
             keepalive=client.keepalive,
+            reports=client.reports,
         )
         retried = await run_session(
             address,
@@ -432,9 +471,24 @@ async def run_session(
             source=source,
             downgrade=False,
             reuse=reuse,
+            reports=reports,
         )
         return attrs.evolve(retried, downgraded=True)
     return outcome
+
+
+def _reporter(
+    reports: ReportsFactory | None, session_id: int, stream: trio.abc.Stream
+) -> SessionReports | None:
+    """The reports of a session just connected over ``stream``, its
+    ``link-connect`` given (None: the session is not reported)."""
+    if reports is None:
+        return None
+    reporter = reports(session_id)
+    addresses = socket_addresses(stream)
+    if addresses is not None:
+        reporter.connected(*addresses)
+    return reporter
 
 
 def _local_address(stream: trio.abc.Stream) -> str:

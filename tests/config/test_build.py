@@ -590,3 +590,42 @@ def test_legacy_builds_the_same_model() -> None:
     )
     assert legacy.grammar == "legacy"
     assert legacy.config == modern.config
+
+
+_NEVER_RUNS = (
+    "builtin filter b on a relay action would never run: relay sessions have no "
+    "filter phases, only smtp-out reports to proc filters"
+)
+
+
+@pytest.mark.parametrize(
+    "ref",
+    ['filter "b"', 'filter { "b" }', 'filter { "p", "b" }', 'filter "c"'],
+    ids=["named", "anonymous-chain", "in-a-chain", "named-chain"],
+)
+def test_a_builtin_filter_on_a_relay_action_is_refused(ref: str) -> None:
+    """OpenSMTPD accepts it and never runs it (smtp-out has no filter phases)."""
+    text = (
+        'filter "b" phase connect match rdns bypass\n'
+        'filter "p" proc-exec "/bin/true"\n'
+        'filter "c" chain { "p", "b" }\n'
+        f'action "r" relay {ref}\n'
+        'match for any action "r"\n'
+    )
+    assert errors(text) == [f"t.conf:4: {_NEVER_RUNS}"]
+
+
+def test_proc_filters_on_relay_actions_are_kept() -> None:
+    config = cfg(
+        'filter "p" proc-exec "/bin/true"\n'
+        'filter "q" proc-exec "/bin/true"\n'
+        'filter "c" chain { "p", "q" }\n'
+        'action "r1" relay filter "c"\n'
+        'action "r2" relay filter { "q" }\n'
+        'match for domain "a.test" action "r1"\n'
+        'match for any action "r2"\n'
+    )
+    r1, r2 = config.actions["r1"].method, config.actions["r2"].method
+    assert isinstance(r1, model.Relay) and isinstance(r2, model.Relay)
+    assert r1.filter == model.FilterRef(("c",), chain=False)
+    assert r2.filter == model.FilterRef(("q",), chain=True)

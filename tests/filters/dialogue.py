@@ -1,7 +1,7 @@
 """SMTP client dialogues and delivery waits shared by both sides of the filter oracle.
 
 Standard library only: the OpenSMTPD side imports it inside ``unshare -m -n``
-(``oracle_driver.py``), the mta side in the test process.
+(``namespace_driver.py``), the mta side in it or in the test process.
 
 A dialogue is a list of steps, each a string sent with ``\\r\\n`` appended, after
 which one whole reply is read (``EHLO x``; a message is one step whose last

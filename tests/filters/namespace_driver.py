@@ -9,12 +9,14 @@ command line; ``env``, variables to set, or to unset when null; ``log``, the
 file under ``workdir`` its output goes to; ``ready``, a line to wait for in
 that log before the first dialogue, or null), ``port``, ``dialogues`` (each
 connecting from the address at the same place in ``sources``), ``dns``
-(dnsmasq options, or null), ``reply_timeout``, ``delivery_timeout`` and
+(dnsmasq options, or null), ``reply_timeout``, ``delivery_timeout``,
 ``collect`` (files, such as a filter's log, that are let settle before the
-server is stopped).  Prints one JSON object: ``transcripts`` (one per
-dialogue, see dialogue.py), ``log`` (the server's output), ``exit`` (its exit
-status when it exited by itself, else null) and ``delivered_all`` (whether
-every accepted recipient got a final result).
+server is stopped) and ``sink`` (null, or the ``port`` and ``refuse`` list of
+an smtp_sink.py to run: a remote host to relay to).  Prints one JSON object:
+``transcripts`` (one per dialogue, see dialogue.py), ``log`` (the server's
+output), ``exit`` (its exit status when it exited by itself, else null),
+``delivered_all`` (whether every accepted recipient got a final result) and
+``sink`` (what the sink received).
 
 Both servers get the same world: in the private mount namespace
 ``benchlib.opensmtpd.private_paths`` puts an empty spool on /var/spool/smtpd
@@ -144,6 +146,11 @@ def main() -> int:
     run(tool("ip"), "link", "set", "lo", "up")
     for name in ("hosts", "resolv.conf"):
         run(tool("mount"), "--bind", str(workdir / name), f"/etc/{name}")
+    sink = None
+    if request.get("sink") is not None:
+        spec = request["sink"]
+        sink = importlib.import_module("smtp_sink").Sink(spec["port"], frozenset(spec["refuse"]))
+        sink.start()
     dns_log = open(workdir / "dnsmasq.log", "w+b")  # noqa: SIM115 - the child's
     dnsmasq = start_dnsmasq(request["dns"], dns_log) if request["dns"] is not None else None
     server = request["server"]
@@ -209,6 +216,7 @@ def main() -> int:
                 "log": log_path.read_bytes().decode("latin-1"),
                 "exit": status,
                 "delivered_all": delivered_all,
+                "sink": sink.records() if sink is not None else [],
             }
         )
     )

@@ -16,7 +16,9 @@ differential test is ``assert normalise(run_opensmtpd(s)) == normalise(run_mta(s
 
 In the configuration and the files, ``@DIR@`` is the run's directory (0755,
 reachable by the users filters and deliveries run as), ``@PORT@`` the port
-to listen on.  ``@DIR@/mail`` and ``@DIR@/logs`` are made writable by all
+to listen on, ``@SINK@`` the port of the scenario's ``sink`` (smtp_sink.py,
+a remote host to relay to, the same for both servers; what it received is
+the Run's ``sink``).  ``@DIR@/mail`` and ``@DIR@/logs`` are made writable by all
 (sticky): maildirs go under the first, filter logs under the second.  Names
 are never looked up in the machine's files: in a namespace the server gets
 ``hosts`` (by default localhost only) as /etc/hosts and a resolv.conf naming
@@ -63,6 +65,7 @@ import attrs
 
 from tests.e2e.daemon import MTA, Daemon, free_port
 from tests.filters import dialogue
+from tests.filters.smtp_sink import Sink
 from tests.relay.dnsmasq import dnsmasq_path, serve_dnsmasq
 
 __all__ = [
@@ -90,6 +93,7 @@ DRIVER = Path(__file__).with_name("namespace_driver.py")
 PROTOCOL_FILTER = Path(__file__).with_name("protocol_filter.py")
 NAMESPACE_PORT = 25  # in a network namespace of its own: no other server is there
 MTA_READY = "mta: ready"
+NAMESPACE_SINK_PORT = 2526
 LOCALHOST = "127.0.0.1 localhost\n::1 localhost\n"
 
 
@@ -115,6 +119,7 @@ class Scenario:
     reply_timeout: float = 15.0
     delivery_timeout: float = 15.0
     smtpd_args: Sequence[str] = ()
+    sink: Sequence[str] | None = None  # run a sink refusing these recipients
 
     def source(self, index: int) -> str:
         """The address the ``index``-th dialogue connects from."""
@@ -135,6 +140,7 @@ class Run:
     log: str
     exit: int | None
     delivered_all: bool
+    sink: list[dict[str, Any]] = attrs.field(factory=list)
 
 
 def protocol_filter(script: Mapping[str, Any], name: str = "filter") -> tuple[dict[str, str], str]:
@@ -194,7 +200,7 @@ def _workdir(keep: Path | None) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _prepare(scenario: Scenario, workdir: Path, port: int) -> str:
+def _prepare(scenario: Scenario, workdir: Path, port: int, sink: int = 0) -> str:
     """Write the scenario's files; the configuration's text."""
     for name in ("mail", "logs"):
         (workdir / name).mkdir()
@@ -211,7 +217,8 @@ def _prepare(scenario: Scenario, workdir: Path, port: int) -> str:
             os.chown(path, user.pw_uid, user.pw_gid)
     (workdir / "hosts").write_text(scenario.hosts)
     (workdir / "resolv.conf").write_text("nameserver 127.0.0.1\n")
-    return scenario.config.replace("@DIR@", str(workdir)).replace("@PORT@", str(port))
+    config = scenario.config.replace("@DIR@", str(workdir)).replace("@PORT@", str(port))
+    return config.replace("@SINK@", str(sink))
 
 
 def _collected(scenario: Scenario, workdir: Path) -> dict[str, str]:
@@ -225,7 +232,8 @@ def _collected(scenario: Scenario, workdir: Path) -> dict[str, str]:
 def run_opensmtpd(scenario: Scenario, *, workdir: Path | None = None) -> Run:
     """The scenario against the real OpenSMTPD 6.8 (check opensmtpd_unavailable first)."""
     with _workdir(workdir) as directory:
-        (directory / "smtpd.conf").write_text(_prepare(scenario, directory, NAMESPACE_PORT))
+        config = _prepare(scenario, directory, NAMESPACE_PORT, NAMESPACE_SINK_PORT)
+        (directory / "smtpd.conf").write_text(config)
         argv = [str(SMTPD), "-d", *scenario.smtpd_args, "-f", str(directory / "smtpd.conf")]
         server: dict[str, Any] = {"argv": argv, "env": {}, "log": "smtpd.log", "ready": None}
         return _in_namespace("opensmtpd", scenario, directory, server)
@@ -246,7 +254,7 @@ def run_mta(
         namespace = namespace_unavailable() is None
     with _workdir(workdir) as directory:
         if namespace:
-            config = _prepare(scenario, directory, NAMESPACE_PORT)
+            config = _prepare(scenario, directory, NAMESPACE_PORT, NAMESPACE_SINK_PORT)
             (directory / "mta").mkdir(mode=0o755)
             (directory / "mta" / "smtpd.conf").write_text(config)
             argv = [*MTA, "-d", "-f", "mta/smtpd.conf", "--spool", str(directory / "mta/spool")]
@@ -269,6 +277,9 @@ def _in_namespace(name: str, scenario: Scenario, directory: Path, server: Mappin
         "reply_timeout": scenario.reply_timeout,
         "delivery_timeout": scenario.delivery_timeout,
         "collect": list(scenario.collect),
+        "sink": None
+        if scenario.sink is None
+        else {"port": NAMESPACE_SINK_PORT, "refuse": list(scenario.sink)},
     }
     proc = subprocess.run(
         ["unshare", "-m", "-n", sys.executable, str(DRIVER)],
@@ -292,13 +303,17 @@ def _in_namespace(name: str, scenario: Scenario, directory: Path, server: Mappin
         log=out["log"],
         exit=out["exit"],
         delivered_all=out["delivered_all"],
+        sink=out.get("sink", []),
     )
 
 
 def _mta_outside(scenario: Scenario, directory: Path) -> Run:
     """``mta -d`` in the test's own namespaces, on a free loopback port."""
     port = free_port()
-    config = _prepare(scenario, directory, port)
+    sink = Sink(refuse=frozenset(scenario.sink)) if scenario.sink is not None else None
+    if sink is not None:
+        sink.start()
+    config = _prepare(scenario, directory, port, sink.port if sink is not None else 0)
     env = {"MTA_HOSTS": str(directory / "hosts"), "MTA_DNS": "none"}
     with _dns(scenario.dns) as nameserver:
         if nameserver is not None:
@@ -329,6 +344,8 @@ def _mta_outside(scenario: Scenario, directory: Path) -> Run:
             assert daemon.process is not None
             status = daemon.process.poll()
             daemon.stop()
+            if sink is not None:
+                sink.close()
     return Run(
         server="mta",
         workdir=str(directory),
@@ -338,6 +355,7 @@ def _mta_outside(scenario: Scenario, directory: Path) -> Run:
         log=daemon.log(),
         exit=status,
         delivered_all=delivered_all,
+        sink=sink.records() if sink is not None else [],
     )
 
 

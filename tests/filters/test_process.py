@@ -16,7 +16,7 @@ import trio
 
 from mta.config.model import Proc
 from mta.filters.encode import Handshake
-from mta.filters.process import FilterFailed, FilterProcess, command_argv
+from mta.filters.process import POST_BUFFER, FilterFailed, FilterProcess, command_argv
 from mta.filters.protocol import Decision, FilterPhase, Subsystem
 
 HANDSHAKE = Handshake(subsystems=frozenset({Subsystem.SMTP_IN}), admd="mx.test")
@@ -195,3 +195,51 @@ def test_relative_commands_are_found_in_the_helper_directories(tmp_path: Path) -
         "other -x",
     ]
     assert command_argv(Proc(name="d", command="/abs/filter"))[2] == "/abs/filter"
+
+
+ECHOING = """
+send("register|report|smtp-out|*")
+send("register|ready")
+log = open(sys.argv[1], "a")
+for line in sys.stdin:
+    log.write(line); log.flush()
+"""
+
+STALLED = """
+import time
+send("register|ready")
+time.sleep(60)
+"""
+
+
+async def test_posted_lines_are_written_in_order_without_waiting(tmp_path: Path) -> None:
+    seen = tmp_path / "seen"
+    proc = program(tmp_path, ECHOING)
+    proc = Proc(name="f", command=f"{proc.command} {shlex.quote(str(seen))}")
+    process = FilterProcess("f", proc, HANDSHAKE, timeout=10)
+    lines = [f"report|0.7|1.000000|smtp-out|tx-reset|{n:016x}\n".encode() for n in range(100)]
+    assert not process.post(lines[0])  # not running yet
+    async with trio.open_nursery() as nursery:
+        await nursery.start(process.run)
+        assert all(process.post(line) for line in lines)
+        with trio.fail_after(10):
+            while len(seen.read_bytes() if seen.exists() else b"") < len(b"".join(lines)):
+                await trio.sleep(0.02)
+        nursery.cancel_scope.cancel()
+    assert seen.read_bytes() == b"".join(lines)
+    assert not process.post(lines[0])  # stopped
+
+
+async def test_a_filter_that_stops_reading_loses_what_does_not_fit(tmp_path: Path) -> None:
+    process = FilterProcess("f", program(tmp_path, STALLED), HANDSHAKE, timeout=10)
+    line = b"report|0.7|1.000000|smtp-out|protocol-client|0000000000000001|" + b"x" * 1000 + b"\n"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(process.run)
+        with trio.fail_after(10):  # never blocks: the pipe fills, then the queue
+            taken = 0
+            while process.post(line):
+                taken += 1
+                await trio.sleep(0)
+        assert POST_BUFFER <= taken < POST_BUFFER + 1000  # the queue and what the pipe held
+        assert process.alive
+        nursery.cancel_scope.cancel()

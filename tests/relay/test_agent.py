@@ -15,6 +15,7 @@ import trio.testing
 from mta.delivery.result import Outcome, Result
 from mta.envelope import Address, DsnNotify, Envelope
 from mta.errors import RoutePermanentFailure, RouteTemporaryFailure
+from mta.filters.outbound import ReportsFactory
 from mta.relay.agent import Connect, RelayAgent, RunSession
 from mta.relay.backoff import RouteBackoff
 from mta.relay.client import Client, Credentials, TlsPolicy
@@ -93,6 +94,7 @@ class Sessions:
         source: str | None = None,
         stream: trio.abc.Stream | None = None,
         reuse: Reuse | None = None,
+        reports: ReportsFactory | None = None,
     ) -> SessionOutcome:
         assert stream is not None  # the agent connects
         self.running += 1
@@ -493,6 +495,7 @@ class ScriptedServer:
         source: str | None = None,
         stream: trio.abc.Stream | None = None,  # the fake network's, unused
         reuse: Reuse | None = None,
+        reports: ReportsFactory | None = None,
     ) -> SessionOutcome:
         self.sessions += 1
         ours, theirs = trio.testing.memory_stream_pair()
@@ -508,6 +511,7 @@ class ScriptedServer:
                 tls=tls,
                 stream=ours,
                 reuse=reuse,
+                reports=reports,
             )
 
 
