@@ -7,6 +7,7 @@ up (tests/filters/test_relay_oracle.py holds the events to OpenSMTPD 6.8's)."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import mailbox
 import pathlib
@@ -41,12 +42,14 @@ match from any for domain "example.net" action "local"
 def sender(
     directory: pathlib.Path, shared: pathlib.Path, port_b: int, command: str
 ) -> tuple[Daemon, int]:
-    """Instance A: its listener and its relay action both name filter f."""
+    """Instance A: its listener and its relay action both name filter f (run as
+    the test's own user: run by root, a filter naming none runs as nobody, who
+    cannot reach this Python)."""
     directory.mkdir()
     return start(
         directory,
         f"""{USERS}
-filter "f" proc-exec "{command}"
+filter "f" proc-exec "{command}" user {getpass.getuser()}
 mta limit session-keepalive 0
 listen on 127.0.0.1 port PORT filter "f"
 action "local" maildir "{shared}/a/%{{user.username}}" userbase <users>

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
@@ -215,7 +216,7 @@ time.sleep(60)
 async def test_posted_lines_are_written_in_order_without_waiting(tmp_path: Path) -> None:
     seen = tmp_path / "seen"
     proc = program(tmp_path, ECHOING)
-    proc = Proc(name="f", command=f"{proc.command} {shlex.quote(str(seen))}")
+    proc = attrs.evolve(proc, command=f"{proc.command} {shlex.quote(str(seen))}")
     process = FilterProcess("f", proc, HANDSHAKE, timeout=10)
     lines = [f"report|0.7|1.000000|smtp-out|tx-reset|{n:016x}\n".encode() for n in range(100)]
     assert not process.post(lines[0])  # not running yet
