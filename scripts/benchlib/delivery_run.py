@@ -38,7 +38,7 @@ from benchlib.opensmtpd import NamespaceError, opensmtpd_server, private_paths
 from benchlib.procs import Server, ServerError
 from benchlib.smtpsource import LoadError, SmtpSource, run_load, sink_count, sink_server
 
-__all__ = ["SERVERS", "RunOutcome", "children_cpu", "count_maildir", "loopback_up", "main"]
+__all__ = ["SERVERS", "RunOutcome", "count_maildir", "loopback_up", "main"]
 
 SERVERS = ("mta", "opensmtpd")
 POLL = 0.01  # seconds between two looks at new/
@@ -122,7 +122,7 @@ def _server(args: argparse.Namespace) -> Server:
     )
 
 
-def children_cpu() -> float:
+def _children_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
 
@@ -204,9 +204,9 @@ def main(argv: list[str] | None = None) -> int:
                 watched = [server] if sink is None else [server, sink]
                 _measure(watched, source, args, count, out)
             finally:
-                cpu1 = children_cpu()  # smtp-source was reaped: the rest is the server's
+                cpu1 = _children_cpu()  # smtp-source was reaped: the rest is the server's
                 server.stop()
-                out.cpu_seconds = children_cpu() - cpu1
+                out.cpu_seconds = _children_cpu() - cpu1
     except (NamespaceError, ServerError, LoadError, OSError, subprocess.SubprocessError) as exc:
         out.error = str(exc)
         if server is not None:

@@ -189,7 +189,7 @@ def format_filters(
             cpu.append(f"{r.variant.label} " + ", ".join(per))
     if cpu:
         lines.append(
-            "  server CPU ms/message (median; start to stop, filter processes included): "
+            "  server CPU ms/message during the load (median; filter processes included): "
             + "; ".join(cpu)
         )
     lines.append("Targets:")

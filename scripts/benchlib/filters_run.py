@@ -5,7 +5,9 @@
 latter on a private spool, see :mod:`benchlib.opensmtpd`) with local
 delivery paused (``-P mda``, both servers), waits for its banner, then times
 smtp-source from its start (the first connection) until it exits: every
-message got its 250, so it is received, through the filters, and queued.
+message got its 250, so it is received, through the filters, and queued; the
+server's CPU time over that time is read from /proc for its whole process
+tree (OpenSMTPD's processes, the filter processes of both).
 The server is stopped, and the messages in its queue counted: how many, how
 many carry a ``DKIM-Signature`` header and how many the ``X-Spam: Yes`` of a
 junked session (:func:`count_queue`).  The outcome is one JSON object on
@@ -28,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from benchlib.delivery_run import SERVERS, children_cpu, loopback_up
+from benchlib.delivery_run import SERVERS, loopback_up
 from benchlib.opensmtpd import NamespaceError, opensmtpd_server, private_paths
 from benchlib.procs import Server, ServerError
 from benchlib.smtpsource import LoadError, SmtpSource, run_load
@@ -55,7 +57,7 @@ class AcceptOutcome:
     """What one run measured; ``error`` says why it stopped early (None: it did not)."""
 
     seconds: float | None = None  # first connection until smtp-source exited (all got 250)
-    cpu_seconds: float = 0.0  # the server's process tree, filters included, start to stop
+    cpu_seconds: float = 0.0  # the server's process tree, filters included, during the load
     queued: QueueCount = field(default_factory=QueueCount)
     error: str | None = None
 
@@ -161,24 +163,21 @@ def main(argv: list[str] | None = None) -> int:
         with _server(args) as server:
             banner = server.start()
             log(f"{args.server}: pid {server.pid} on 127.0.0.1:{args.port}: {banner}")
-            try:
-                start = time.monotonic()
-                run_load(
-                    source,
-                    args.port,
-                    sessions=args.sessions,
-                    messages=args.messages,
-                    size=args.size,
-                    sender=args.address,
-                    recipient=args.address,
-                    timeout=args.timeout,
-                )
-                out.seconds = time.monotonic() - start
-                server.check_alive()
-            finally:
-                cpu1 = children_cpu()  # smtp-source was reaped: the rest is the server's
-                server.stop()
-                out.cpu_seconds = children_cpu() - cpu1
+            cpu0 = server.cpu_seconds()
+            start = time.monotonic()
+            run_load(
+                source,
+                args.port,
+                sessions=args.sessions,
+                messages=args.messages,
+                size=args.size,
+                sender=args.address,
+                recipient=args.address,
+                timeout=args.timeout,
+            )
+            out.seconds = time.monotonic() - start
+            out.cpu_seconds = server.cpu_seconds() - cpu0
+            server.check_alive()
     except (NamespaceError, ServerError, LoadError, OSError, subprocess.SubprocessError) as exc:
         out.seconds = None
         out.error = str(exc)
