@@ -84,9 +84,10 @@ class BuiltinEntry:
     name: str
     filter: FilterBuiltin
     table: Table | None = attrs.field(eq=False, default=None)
+    phase: FilterPhase = attrs.field(init=False, eq=False, repr=False)
 
-    @property
-    def phase(self) -> FilterPhase:
+    @phase.default
+    def _phase(self) -> FilterPhase:
         return FilterPhase(self.filter.phase)
 
 
@@ -123,9 +124,30 @@ def resolve(config: Config, ref: FilterRef) -> tuple[tuple[str, FilterBuiltin | 
 
 @attrs.frozen
 class Chain:
-    """The filters of one listener, in order, ready to run (shared by its sessions)."""
+    """The filters of one listener, in order, ready to run (shared by its sessions).
+
+    Which filters apply to each phase, and the processes, are worked out once,
+    when the chain is made: the session asks at every command."""
 
     entries: tuple[Entry, ...]
+    _by_phase: Mapping[FilterPhase, tuple[Entry, ...]] = attrs.field(
+        init=False, eq=False, repr=False
+    )
+    procs: tuple[str, ...] = attrs.field(init=False, eq=False, repr=False)
+    """The processes of the chain: the session's report events go to those
+    that subscribed (``lka_filter_proc_in_session``)."""
+
+    @_by_phase.default
+    def _index(self) -> Mapping[FilterPhase, tuple[Entry, ...]]:
+        found: dict[FilterPhase, list[Entry]] = {}
+        for e in self.entries:  # in order, so each phase's filters are too
+            for phase in (e.phase,) if isinstance(e, BuiltinEntry) else e.phases:
+                found.setdefault(phase, []).append(e)
+        return {phase: tuple(entries) for phase, entries in found.items()}
+
+    @procs.default
+    def _procs(self) -> tuple[str, ...]:
+        return tuple(e.proc for e in self.entries if isinstance(e, ProcEntry))
 
     @classmethod
     def build(
@@ -150,29 +172,16 @@ class Chain:
 
     def at(self, phase: FilterPhase) -> tuple[Entry, ...]:
         """The filters that apply to ``phase``, in order."""
-        return tuple(
-            e
-            for e in self.entries
-            if (e.phase is phase if isinstance(e, BuiltinEntry) else phase in e.phases)
-        )
+        return self._by_phase.get(phase, ())
 
     @property
     def phases(self) -> frozenset[FilterPhase]:
         """Every phase some filter of the chain applies to."""
-        found: set[FilterPhase] = set()
-        for e in self.entries:
-            found |= {e.phase} if isinstance(e, BuiltinEntry) else e.phases
-        return frozenset(found)
+        return frozenset(self._by_phase)
 
     def needs(self, phase: FilterPhase) -> bool:
         """Whether ``phase`` has anything to run (else it simply proceeds)."""
-        return phase in self.phases
-
-    @property
-    def procs(self) -> tuple[str, ...]:
-        """The processes of the chain: the session's report events go to those
-        that subscribed (``lka_filter_proc_in_session``)."""
-        return tuple(e.proc for e in self.entries if isinstance(e, ProcEntry))
+        return phase in self._by_phase
 
 
 # -- steps --------------------------------------------------------------------------

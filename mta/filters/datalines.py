@@ -102,19 +102,17 @@ class DataLinePipe:
         self._done.set()
 
     async def feed(self, data: bytes) -> None:
-        """Content (CRLF lines, unescaped) to the first filter."""
-        first = self.stages[0]
-        for line in self._splitter.feed(data):
-            await first.data_line(self.session, self.token, escape(line))
+        """Content (CRLF lines, unescaped) to the first filter: the whole lines
+        of ``data`` in one write."""
+        lines = [escape(line) for line in self._splitter.feed(data)]
+        await self.stages[0].data_lines(self.session, self.token, lines)
 
     async def finish(self) -> None:
         """End the message and wait for the last filter's output to be complete;
         FilterFailed if a filter failed on the way."""
-        first = self.stages[0]
+        lines = [escape(line) for line in self._splitter.finish()]
         try:
-            for line in self._splitter.finish():
-                await first.data_line(self.session, self.token, escape(line))
-            await first.data_line(self.session, self.token, b".")
+            await self.stages[0].data_lines(self.session, self.token, [*lines, b"."])
         except FilterFailed as exc:
             self._fail(exc)
         await self._done.wait()

@@ -22,6 +22,8 @@ filter as they came, as with smtpd.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import attrs
 
 from mta.filters.events import ReportPayload
@@ -43,6 +45,7 @@ __all__ = [
     "SESSION_TIMEOUT",
     "SMTPD_VERSIONS",
     "Handshake",
+    "encode_data_lines",
     "encode_filter",
     "encode_filter_connect",
     "encode_handshake",
@@ -154,6 +157,19 @@ def encode_filter(
         raise ValueError("the connect request is made by encode_filter_connect")
     raw = param if isinstance(param, bytes) else wire(param)
     return _filter_head(version, timestamp, phase, session, token) + _clean(raw) + b"\n"
+
+
+def encode_data_lines(
+    version: ProtocolVersion,
+    timestamp: Timestamp,
+    session: int,
+    token: int,
+    lines: Iterable[bytes],
+) -> bytes:
+    """The ``data-line`` requests of several lines, as one buffer: what
+    :func:`encode_filter` makes of each, the line head encoded once."""
+    head = _filter_head(version, timestamp, FilterPhase.DATA_LINE, session, token)
+    return b"".join(head + _clean(line) + b"\n" for line in lines)
 
 
 def encode_filter_connect(

@@ -38,14 +38,20 @@ import secrets
 import shlex
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 import trio
 
 from mta.config.model import Proc
 from mta.errors import FilterError, FilterProtocolError
-from mta.filters.encode import Handshake, encode_filter, encode_filter_connect, encode_handshake
+from mta.filters.encode import (
+    Handshake,
+    encode_data_lines,
+    encode_filter,
+    encode_filter_connect,
+    encode_handshake,
+)
 from mta.filters.messages import (
     FilterDataLine,
     FilterMessage,
@@ -442,6 +448,10 @@ class FilterProcess:
 
     async def data_line(self, session: int, token: int, line: bytes) -> None:
         """Send one line of the message (dot-escaped, without its newline)."""
-        await self._send(
-            encode_filter(self.version, _now(), FilterPhase.DATA_LINE, session, token, line)
-        )
+        await self.data_lines(session, token, (line,))
+
+    async def data_lines(self, session: int, token: int, lines: Sequence[bytes]) -> None:
+        """Send lines of the message (each dot-escaped, without its newline) in
+        one write: a message's lines cost one system call per chunk received."""
+        if lines:
+            await self._send(encode_data_lines(self.version, _now(), session, token, lines))

@@ -112,6 +112,8 @@ class Outcome:
     def of(cls, done: Done) -> Outcome:
         decision = done.decision
         kind = decision.kind
+        if kind is DecisionKind.PROCEED:
+            return PROCEED
         if kind in (DecisionKind.REJECT, DecisionKind.DISCONNECT):
             assert decision.reply is not None
             reply = decision.reply
@@ -124,6 +126,7 @@ class Outcome:
 
 
 PROCEED = Outcome()
+_PROCEEDED = Done(Decision.proceed())
 
 
 def _response(phase: FilterPhase, decision: Decision) -> FilterResponse:
@@ -195,9 +198,9 @@ class SessionFilters:
         if not self.chain.needs(phase):
             # OpenSMTPD reports every phase of a filtered session, asked or not
             self.facts = self.facts.at(phase, param)
-            done = Done(Decision.proceed())
-            await self.report(_response(phase, done.decision))
-            return done
+            if self.chain.procs:
+                await self.report(_response(phase, _PROCEEDED.decision))
+            return _PROCEEDED
         run = ChainRun(self.chain, phase, param, self.facts)
         try:
             done = await drive(run, self.tables, self._ask, self._emit)
@@ -207,7 +210,8 @@ class SessionFilters:
         self.facts = run.facts
         for error in done.lookup_errors:
             log.warning("%016x smtp filter lookup failed: %s", self.session, visible(error))
-        await self.report(_response(phase, done.decision))
+        if self.chain.procs:
+            await self.report(_response(phase, done.decision))
         return done
 
     async def _ask(self, step: AskProcess) -> Decision:
@@ -225,6 +229,8 @@ class SessionFilters:
 
     async def report(self, payload: ReportPayload) -> None:
         """Send a report event to the chain's processes that want it."""
+        if not self.chain.procs:  # builtin filters only: nobody to tell
+            return
         timestamp = Timestamp.of_ns(time.time_ns())
         for process in self.processes():
             if not process.wants_report(Subsystem.SMTP_IN, payload.EVENT):

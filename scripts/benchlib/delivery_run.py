@@ -38,7 +38,7 @@ from benchlib.opensmtpd import NamespaceError, opensmtpd_server, private_paths
 from benchlib.procs import Server, ServerError
 from benchlib.smtpsource import LoadError, SmtpSource, run_load, sink_count, sink_server
 
-__all__ = ["SERVERS", "RunOutcome", "count_maildir", "main"]
+__all__ = ["SERVERS", "RunOutcome", "count_maildir", "loopback_up", "main"]
 
 SERVERS = ("mta", "opensmtpd")
 POLL = 0.01  # seconds between two looks at new/
@@ -101,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _loopback_up() -> None:
+def loopback_up() -> None:
     proc = subprocess.run(
         ["ip", "link", "set", "lo", "up"], capture_output=True, text=True, timeout=30, check=False
     )
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with ExitStack() as stack:  # the sink stops last, after the server's CPU is read
-            _loopback_up()
+            loopback_up()
             if sink is not None:
                 stack.enter_context(sink)
                 banner = sink.start()

@@ -1,6 +1,6 @@
 """The benchmark run: fetch smtp-source, measure every peer, print the report.
 
-Four sections (``--sections``).  Throughput: every peer's server (``mta``
+Five sections (``--sections``).  Throughput: every peer's server (``mta``
 and aiosmtpd) runs in a fresh process on a free loopback port: a warm-up run
 each, then the timed smtp-source runs take turns (each round, each
 concurrency, each peer), so both see the same machine; the best run of each
@@ -9,7 +9,11 @@ before and with N idle sessions open.  Delivery: mta against OpenSMTPD, from
 the first connection until every message is in the Maildir, each run in
 private namespaces (:mod:`benchlib.delivery`; skipped, saying why, when not
 root).  Relay: the same, but the servers relay every message to Postfix's
-smtp-sink in the namespace, until it has received them all.  Exit status: 0
+smtp-sink in the namespace, until it has received them all.  Filters:
+acceptance throughput with filters on the listener, mta against OpenSMTPD
+with Debian's filter-dkimsign, and mta with a chain of builtin filters
+against none, each run in private namespaces (:mod:`benchlib.filters`;
+skipped, saying why, when not root).  Exit status: 0
 when every server ran (targets missed or not), 1 when one failed to run, 2
 when the harness itself could not run.
 """
@@ -30,6 +34,8 @@ from pathlib import Path
 from types import FrameType
 
 from benchlib.delivery import DeliveryFigure, DeliverySettings, measure_delivery
+from benchlib.filters import CHAIN, FilterFigure, FilterSettings, measure_filters
+from benchlib.filters_report import format_filters
 from benchlib.idle import idle_sessions
 from benchlib.peers import BENCH_USER, PEERS, Peer
 from benchlib.procs import Server, ServerError, free_port, raise_nofile, remove_stale_dirs
@@ -41,7 +47,7 @@ __all__ = ["main"]
 REPO = Path(__file__).resolve().parents[2]
 ADDRESS = f"{BENCH_USER}@localhost"
 HARNESS_PID = "harness.pid"
-SECTIONS = ("throughput", "memory", "delivery", "relay")
+SECTIONS = ("throughput", "memory", "delivery", "relay", "filters")
 END_TO_END = (DELIVERY, RELAY)
 
 
@@ -60,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sections",
         default=",".join(SECTIONS),
-        help="comma-separated sections to run (default throughput,memory,delivery,relay)",
+        help="comma-separated sections to run (default throughput,memory,delivery,relay,filters)",
     )
     p.add_argument("--messages", type=int, help="messages per timed run (default 2000)")
     p.add_argument("--size", type=int, default=4096, help="message body bytes (default 4096)")
@@ -70,13 +76,21 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated concurrencies (default 4,100)",
     )
     p.add_argument(
-        "--repeat", type=int, default=3, help="timed rounds per concurrency; the best counts (3)"
+        "--repeat",
+        type=int,
+        default=3,
+        help="timed rounds per concurrency; the best counts, the median in filters (3)",
     )
     p.add_argument("--idle", type=int, default=1000, help="idle sessions for memory (1000)")
     p.add_argument(
         "--delivery-sessions",
         default="4",
         help="comma-separated concurrencies of the delivery and relay runs (default 4)",
+    )
+    p.add_argument(
+        "--filter-sessions",
+        default="4,20",
+        help="comma-separated concurrencies of the filters runs (default 4,20)",
     )
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per run (300)")
     p.add_argument(
@@ -261,6 +275,22 @@ def _end_to_end(
     return measure_delivery(source, workroot, settings, log)
 
 
+def _filters(
+    source: SmtpSource, workroot: Path, args: argparse.Namespace, concurrencies: list[int]
+) -> FilterFigure:
+    settings = FilterSettings(
+        messages=args.messages,
+        concurrencies=concurrencies,
+        size=args.size,
+        repeat=args.repeat,
+        timeout=args.timeout,
+        address=ADDRESS,
+        mta=args.mta,
+        keep=args.keep,
+    )
+    return measure_filters(source, workroot, settings, log)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.messages is None:
@@ -268,8 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         concurrencies = _numbers(args.sessions)
         delivery_at = _numbers(args.delivery_sessions)
+        filters_at = _numbers(args.filter_sessions)
     except ValueError as exc:
-        log(f"--sessions and --delivery-sessions want numbers separated by commas: {exc}")
+        log(
+            "--sessions, --delivery-sessions, --filter-sessions want numbers separated"
+            f" by commas: {exc}"
+        )
         return 2
     sections = {n.strip() for n in args.sections.split(",") if n.strip()}
     if not sections or not sections <= set(SECTIONS):
@@ -277,11 +311,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     wanted = [n.strip() for n in args.peers.split(",") if n.strip()]
     peers = [p for p in PEERS if p.name in wanted]
-    if not peers or len(peers) != len(wanted) or min(concurrencies + delivery_at, default=0) < 1:
+    if (
+        not peers
+        or len(peers) != len(wanted)
+        or min(concurrencies + delivery_at + filters_at, default=0) < 1
+    ):
         log(f"--peers must name some of {', '.join(p.name for p in PEERS)}; sessions >= 1")
         return 2
-    if args.repeat < 1 or args.messages < 1 or args.idle < 0 or not delivery_at:
-        log("--repeat, --messages, --delivery-sessions must be at least 1, --idle at least 0")
+    if args.repeat < 1 or args.messages < 1 or args.idle < 0 or not delivery_at or not filters_at:
+        log(
+            "--repeat, --messages, --delivery-sessions, --filter-sessions must be at least 1,"
+            " --idle at least 0"
+        )
         return 2
     if "throughput" not in sections:
         concurrencies = []
@@ -308,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     (workroot / HARNESS_PID).write_text(f"{os.getpid()}\n")
     results = [PeerResult(p.name) for p in peers]
     figures: list[tuple[EndToEnd, DeliveryFigure]] = []
+    filter_figure: FilterFigure | None = None
     try:
         if concurrencies:
             runs_of = []
@@ -325,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             if kind.name in sections:
                 figure = _end_to_end(kind, source, workroot / kind.name, args, delivery_at)
                 figures.append((kind, figure))
+        if "filters" in sections:
+            filter_figure = _filters(source, workroot / "filters", args, filters_at)
     finally:
         if args.keep:
             (workroot / HARNESS_PID).unlink()
@@ -363,8 +407,24 @@ def main(argv: list[str] | None = None) -> int:
                 mta_dns=os.environ.get("MTA_DNS"),
             )
         )
+    if filter_figure is not None:
+        report.append(
+            format_filters(
+                filter_figure.results,
+                concurrencies=filters_at,
+                messages=args.messages,
+                size=args.size,
+                tool=tool,
+                reference=filter_figure.reference,
+                repeat=args.repeat,
+                chain=CHAIN,
+                skipped=filter_figure.skipped,
+                mta_dns=os.environ.get("MTA_DNS"),
+            )
+        )
     print("\n".join(report), flush=True)
-    if any(r.failed for r in results) or any(f.failed for _, f in figures):
+    failed = filter_figure is not None and filter_figure.failed
+    if failed or any(r.failed for r in results) or any(f.failed for _, f in figures):
         if not args.keep:
             log("a server failed; rerun with --keep to keep its logs")
         return 1

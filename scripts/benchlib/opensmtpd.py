@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from benchlib.procs import Server
@@ -154,11 +154,11 @@ def private_paths(spool: Path) -> None:
     _mount("-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(RUN))
 
 
-def opensmtpd_server(workdir: Path, conf: Path, port: int) -> Server:
-    """``smtpd -d -f conf``: in the foreground, logging to ``workdir/server.log``."""
+def opensmtpd_server(workdir: Path, conf: Path, port: int, extra: Sequence[str] = ()) -> Server:
+    """``smtpd -d -f conf [extra...]``: in the foreground, logging to ``workdir/server.log``."""
     return Server(
         "opensmtpd",
-        [str(SMTPD), "-d", "-f", str(conf)],
+        [str(SMTPD), "-d", "-f", str(conf), *extra],
         port=port,
         log_path=workdir / "server.log",
         cwd=workdir,

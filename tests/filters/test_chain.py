@@ -146,6 +146,24 @@ def test_a_proc_that_registered_nothing_is_asked_nothing_but_is_in_the_chain() -
     assert chain.needs(FilterPhase.HELO)
 
 
+def test_each_phase_has_its_filters_in_chain_order_worked_out_once() -> None:
+    text = CONFIG + 'filter p3 proc-exec "/usr/bin/true"\nfilter b3 phase connect match rdns junk\n'
+    connect, helo = FilterPhase.CONNECT, FilterPhase.HELO
+    chain = _chain(
+        text, "p1", "b1", "p3", "b2", "b3", "p2", p1=[connect, helo], p3=[helo], shared=[connect]
+    )
+    assert [e.name for e in chain.at(connect)] == ["p1", "b1", "b3", "p2"]
+    assert [e.name for e in chain.at(helo)] == ["p1", "p3", "b2"]
+    assert chain.at(FilterPhase.MAIL_FROM) == ()
+    assert chain.phases == {connect, helo}
+    assert chain.procs == ("p1", "p3", "shared")
+    assert chain.at(connect) is chain.at(connect)  # not rebuilt at each call
+    b1 = chain.entries[1]
+    assert isinstance(b1, BuiltinEntry) and b1.phase is connect
+    # equality is the entries'
+    assert chain == Chain(chain.entries) and chain != Chain(chain.entries[:2])
+
+
 def test_missing_table_at_build() -> None:
     config = load("table nets { 192.0.2.0/24 }\nfilter s phase data match src <nets> junk\n")
     with pytest.raises(TableError, match="no such table: nets"):

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from mta.filters.encode import (
     Handshake,
+    encode_data_lines,
     encode_filter,
     encode_filter_connect,
     encode_handshake,
@@ -255,6 +256,13 @@ def test_connect_request() -> None:
 def test_data_line_bytes_need_not_be_utf8() -> None:
     line = encode_filter(V7, TS, FilterPhase.DATA_LINE, S, TOKEN, b"caf\xe9 \xff")
     assert line == FILTER.format(phase="data-line").encode() + b"caf\xe9 \xff\n"
+
+
+@given(st.lists(st.binary(max_size=30), max_size=8))
+def test_data_lines_are_the_data_line_requests_of_each_line(lines: list[bytes]) -> None:
+    each = b"".join(encode_filter(V7, TS, FilterPhase.DATA_LINE, S, TOKEN, x) for x in lines)
+    assert encode_data_lines(V7, TS, S, TOKEN, lines) == each
+    assert encode_data_lines(V7, TS, S, TOKEN, iter(lines)) == each
 
 
 def test_data_line_never_breaks_the_framing() -> None:

@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from mta.config.model import Proc
+from mta.filters.datalines import DataLinePipe
 from mta.filters.encode import Handshake
 from mta.filters.process import POST_BUFFER, FilterFailed, FilterProcess, command_argv
 from mta.filters.protocol import Decision, FilterPhase, Subsystem
@@ -102,6 +103,38 @@ async def test_requests_of_several_sessions_and_data_lines(
         process.close_data(7)
         nursery.cancel_scope.cancel()
     assert "filter f: seen mail-from" in caplog.text
+
+
+async def test_a_message_through_a_data_line_pipe_one_write_per_chunk(tmp_path: Path) -> None:
+    """Content in chunks cut anywhere (inside a line, inside its CRLF) reaches the
+    sink whole, dot-escaped on the way and unescaped back; each chunk's whole
+    lines go to the filter in one write, and the end in one more."""
+    process = FilterProcess("f", program(tmp_path, REJECTING), HANDSHAKE, timeout=10)
+    content = b"Subject: x\r\n\r\nbody|with|pipes\r\n.dotted\r\n..two\r\nlast"
+    chunks = [content[:5], content[5:11], content[11:12], content[12:30], content[30:]]
+    out: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(process.run)
+        writes: list[bytes] = []
+        send = process._send
+
+        async def counted(data: bytes) -> None:
+            writes.append(data)
+            await send(data)
+
+        process._send = counted  # type: ignore[method-assign]
+        pipe = DataLinePipe(7, [process], out.append)
+        await pipe.start(nursery)
+        for chunk in chunks:
+            await pipe.feed(chunk)
+        await pipe.finish()
+        nursery.cancel_scope.cancel()
+    assert b"".join(out) == b"X-Filtered: yes\r\n" + content + b"\r\n"
+    # the first two chunks end no line: nothing is written for them
+    assert [w.count(b"\n") for w in writes] == [1, 1, 3, 2]
+    assert b"|body|with|pipes\n" in writes[2]
+    assert b"|..dotted\n" in writes[2] and b"|...two\n" in writes[2]
+    assert writes[3].endswith(b"|.\n") and b"|last\n" in writes[3]
 
 
 @pytest.mark.parametrize(
