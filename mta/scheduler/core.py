@@ -20,6 +20,11 @@ until the runner reports the outcome), *suspended* (``mtactl pause envelope``:
 kept, never handed out).  ``mda`` and ``mta`` work can be paused as a whole.
 An envelope removed or expired while inflight is dealt with when its outcome
 comes back.
+
+Pending envelopes wait in one :class:`_Lane` per kind of work (relaying; local
+delivery and bounces), each a heap by due time.  While a lane is paused only
+expiry can make its envelopes due, so the lane then also keeps a heap by
+expiry time: a paused queue of any length costs nothing per batch.
 """
 
 from __future__ import annotations
@@ -106,6 +111,49 @@ class Due:
     task: Task
 
 
+_Item = tuple[int, int, int]  # (time, evpid, generation): stale once the generation moved on
+
+
+class _Lane:
+    """The pending envelopes of one kind of work: by due time, and while the
+    lane is paused, by expiry time too (built when the pause is first seen)."""
+
+    __slots__ = ("due", "expiry")
+
+    def __init__(self) -> None:
+        self.due: list[_Item] = []  # (min(sched, expire), evpid, generation)
+        self.expiry: list[_Item] | None = None  # (expire, evpid, generation), paused only
+
+    def push(self, entry: Entry) -> None:
+        heapq.heappush(self.due, (min(entry.sched, entry.expire), entry.evpid, entry.generation))
+        if self.expiry is not None:
+            heapq.heappush(self.expiry, (entry.expire, entry.evpid, entry.generation))
+
+    def heap(self, paused: bool, entries: dict[int, Entry]) -> list[_Item]:
+        """The heap that says what is due next: by due time, or while paused by expiry."""
+        if not paused:
+            self.expiry = None
+            return self.due
+        if self.expiry is None:
+            live = (_live(entries, item) for item in self.due)
+            self.expiry = [(e.expire, e.evpid, e.generation) for e in live if e is not None]
+            heapq.heapify(self.expiry)
+        return self.expiry
+
+
+def _live(entries: dict[int, Entry], item: _Item) -> Entry | None:
+    """The pending, unsuspended entry ``item`` stands for, or None when it is stale."""
+    entry = entries.get(item[1])
+    if (
+        entry is None
+        or entry.generation != item[2]
+        or entry.state is not _State.PENDING
+        or entry.suspended
+    ):
+        return None
+    return entry
+
+
 class Scheduler:
     """Every queued envelope and when to try it next."""
 
@@ -120,7 +168,8 @@ class Scheduler:
         self.mda_paused = False
         self.mta_paused = False
         self._entries: dict[int, Entry] = {}
-        self._heap: list[tuple[int, int, int]] = []  # (due time, evpid, generation)
+        self._mta = _Lane()  # relaying
+        self._mda = _Lane()  # local delivery and bounces
         self._now_due: list[Due] = []  # operator removals waiting for a batch
         self._inflight = 0
 
@@ -189,11 +238,27 @@ class Scheduler:
         entry.generation += 1
         entry.state = _State.PENDING
         if not entry.suspended:
-            heapq.heappush(
-                self._heap, (min(entry.sched, entry.expire), entry.evpid, entry.generation)
-            )
+            (self._mta if entry.kind is EnvelopeKind.MTA else self._mda).push(entry)
 
     # -- handing work out ----------------------------------------------------
+
+    def _heaps(self) -> list[tuple[list[_Item], Task | None]]:
+        """Each lane's heap of what is due next, with the task its items get
+        (None: expiry only, the lane is paused)."""
+        entries = self._entries
+        return [
+            (self._mta.heap(self.mta_paused, entries), None if self.mta_paused else Task.TRANSFER),
+            (self._mda.heap(self.mda_paused, entries), None if self.mda_paused else Task.DELIVER),
+        ]
+
+    def _top(self, heap: list[_Item]) -> _Item | None:
+        """The first live item of ``heap`` (stale ones above it are dropped)."""
+        entries = self._entries
+        while heap:
+            if _live(entries, heap[0]) is not None:
+                return heap[0]
+            heapq.heappop(heap)
+        return None
 
     def batch(self, now: float) -> list[Due]:
         """What is due at ``now`` (at most ``max_schedule`` items, never more
@@ -201,72 +266,39 @@ class Scheduler:
         out: list[Due] = []
         while self._now_due and len(out) < self.max_schedule:
             out.append(self._now_due.pop(0))
-        skipped: list[tuple[int, int, int]] = []
-        heap = self._heap
-        while heap and len(out) < self.max_schedule and self._inflight < self.max_inflight:
-            when, evpid, generation = heap[0]
-            if when > now:
+        heaps = self._heaps()
+        while len(out) < self.max_schedule and self._inflight < self.max_inflight:
+            best: tuple[_Item, list[_Item], Task | None] | None = None
+            for heap, task in heaps:
+                top = self._top(heap)
+                if top is not None and top[0] <= now and (best is None or top < best[0]):
+                    best = (top, heap, task)
+            if best is None:
                 break
+            item, heap, task = best
             heapq.heappop(heap)
-            entry = self._entries.get(evpid)
-            if entry is None or entry.generation != generation or entry.state is not _State.PENDING:
-                continue  # stale
-            if entry.suspended:
-                continue
-            if entry.expire <= now:
+            entry = self._entries[item[1]]
+            if task is None or entry.expire <= now:
                 task = Task.EXPIRE
-            elif entry.kind is EnvelopeKind.MTA:
-                if self.mta_paused:
-                    skipped.append((when, evpid, generation))
-                    continue
-                task = Task.TRANSFER
-            else:
-                if self.mda_paused:
-                    skipped.append((when, evpid, generation))
-                    continue
-                task = Task.DELIVER
             entry.state = _State.INFLIGHT
             entry.sched = int(now)
             self._inflight += 1
-            out.append(Due(evpid, task))
-        for item in skipped:  # paused work stays due
-            heapq.heappush(heap, item)
+            out.append(Due(entry.evpid, task))
         return out
 
     def next_wakeup(self, now: float) -> float | None:
         """When :meth:`batch` may next have work (``now`` if it has some now), or
-        None when nothing is waiting (all delivered, inflight or suspended)."""
+        None when nothing is waiting (all delivered, inflight or suspended).
+        Paused work wakes nobody until it expires or is resumed."""
         if self._now_due:
             return now
         if self._inflight >= self.max_inflight:
             return None  # an outcome must come back first
-        heap = self._heap
-        while heap:
-            when, evpid, generation = heap[0]
-            entry = self._entries.get(evpid)
-            if entry is None or entry.generation != generation or entry.state is not _State.PENDING:
-                heapq.heappop(heap)
-                continue
-            if self._paused(entry) and entry.expire > when:
-                # paused work wakes nobody until it expires or is resumed
-                return self._next_unpaused(now)
-            return max(now, when)
-        return None
-
-    def _paused(self, entry: Entry) -> bool:
-        if entry.kind is EnvelopeKind.MTA:
-            return self.mta_paused
-        return self.mda_paused
-
-    def _next_unpaused(self, now: float) -> float | None:
-        best: float | None = None
-        for _when, evpid, generation in self._heap:
-            entry = self._entries.get(evpid)
-            if entry is None or entry.generation != generation or entry.state is not _State.PENDING:
-                continue
-            when = entry.expire if self._paused(entry) else min(entry.sched, entry.expire)
-            if best is None or when < best:
-                best = when
+        best: int | None = None
+        for heap, _task in self._heaps():
+            top = self._top(heap)
+            if top is not None and (best is None or top[0] < best):
+                best = top[0]
         return None if best is None else max(now, best)
 
     # -- outcomes ------------------------------------------------------------

@@ -166,6 +166,28 @@ def test_paused_mda_or_mta_work_waits_but_still_expires() -> None:
     assert s.batch(T0 + 1000) == [Due(evp(2), Task.EXPIRE)]
 
 
+def test_a_paused_lane_hands_out_expiries_in_expiry_order_and_nothing_else() -> None:
+    s = Scheduler(max_schedule=100)
+    for n, ttl in enumerate((300, 100, 200, 400), start=1):
+        s.insert(evp(n), MDA, ctime=T0, ttl=ttl)
+    s.insert(evp(9), MDA, ctime=T0, ttl=50)
+    s.remove([evp(9)])  # stale in the due heap when the pause is first seen
+    s.mda_paused = True
+    assert s.batch(T0) == [Due(evp(9), Task.REMOVE)]
+    s.done(evp(9))
+    assert s.next_wakeup(T0) == T0 + 100
+    assert s.batch(T0 + 250) == [Due(evp(2), Task.EXPIRE), Due(evp(3), Task.EXPIRE)]
+    s.insert(evp(5), MDA, ctime=T0 + 250, ttl=10)  # queued while paused
+    assert s.next_wakeup(T0 + 250) == T0 + 260
+    s.mda_paused = False  # resumed: the rest is due now, by due time
+    assert s.batch(T0 + 250) == [Due(evp(n), Task.DELIVER) for n in (1, 4, 5)]
+    s.insert(evp(6), MDA, ctime=T0 + 260, ttl=10)
+    s.mda_paused = True  # paused again: a fresh expiry heap without the inflight ones
+    assert s.next_wakeup(T0 + 260) == T0 + 270
+    assert s.batch(T0 + 300) == [Due(evp(6), Task.EXPIRE)]
+    assert s.next_wakeup(T0 + 300) is None
+
+
 def test_schedule_now_remove_suspend_resume() -> None:
     s = Scheduler()
     for n in (1, 2, 3):
