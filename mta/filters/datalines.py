@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from typing import cast
 
 import trio
 
@@ -76,20 +77,26 @@ class DataLinePipe:
             nursery.start_soon(self._forward, output, following)
 
     async def _forward(
-        self, output: trio.MemoryReceiveChannel[bytes | None], following: FilterProcess | None
+        self,
+        output: trio.MemoryReceiveChannel[list[bytes | None]],
+        following: FilterProcess | None,
     ) -> None:
         try:
             async with output:
-                async for line in output:
+                async for batch in output:
+                    end = batch.index(None) if None in batch else len(batch)
+                    lines = cast("list[bytes]", batch[:end])
                     if following is None:
-                        if line is None:
+                        if lines:
+                            self.sink(b"".join([unescape(line) + b"\r\n" for line in lines]))
+                        if end < len(batch):
                             self._done.set()
                             return
-                        self.sink(unescape(line) + b"\r\n")
                     else:
-                        sent = b"." if line is None else line
-                        await following.data_line(self.session, self.token, sent)
-                        if line is None:
+                        if end < len(batch):
+                            lines.append(b".")
+                        await following.data_lines(self.session, self.token, lines)
+                        if end < len(batch):
                             return
             # the channel closed without the final ".": the filter failed
             self._fail(FilterFailed("a filter stopped in the middle of the message"))

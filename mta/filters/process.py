@@ -79,7 +79,7 @@ log = get_logger("filter")
 DEFAULT_USER = "nobody"  # who a filter runs as, run by root, when its proc names nobody
 READ_SIZE = 65536
 STDERR_LINE_MAX = 4096
-DATA_BUFFER = 512  # lines of data-line output queued for a session at most
+DATA_BUFFER = 64  # batches of data-line output (one per read of its output) queued per session
 POST_BUFFER = 4096  # report lines queued by post() at most
 
 
@@ -163,7 +163,7 @@ class FilterProcess:
         self._process: trio.Process | None = None
         self._write_lock = trio.Lock()
         self._pending: dict[int, _Pending] = {}  # by token
-        self._data: dict[int, trio.MemorySendChannel[bytes | None]] = {}  # by session
+        self._data: dict[int, trio.MemorySendChannel[list[bytes | None]]] = {}  # by session
         self._registration = Registration()
         self._registered = trio.Event()
         self._scope: trio.CancelScope | None = None
@@ -286,11 +286,37 @@ class FilterProcess:
                     self._fail(await _gone(process, "closed its output"))
                     return
                 parser.feed(bytes(data))
-                while (message := parser.next_message()) is not None:
-                    await self._dispatch(message)
+                await self._dispatch_all(parser)
             except FilterProtocolError as exc:
                 self._fail(str(exc))
                 return
+
+    async def _dispatch_all(self, parser: FilterOutputParser) -> None:
+        """Dispatch every whole message parsed; a session's data-lines go to it
+        as one batch per read (before any other message, so order holds)."""
+        lines: dict[int, list[bytes | None]] = {}
+        while (message := parser.next_message()) is not None:
+            if isinstance(message, FilterDataLine) and self.registered is not None:
+                if message.session not in self._data:
+                    raise FilterProtocolError("data-line output for no message", message.line[:100])
+                batch = lines.setdefault(message.session, [])
+                batch.append(None if message.line == b"." else message.line)
+                continue
+            if lines:
+                await self._send_lines(lines)
+                lines = {}
+            await self._dispatch(message)
+        if lines:
+            await self._send_lines(lines)
+
+    async def _send_lines(self, lines: dict[int, list[bytes | None]]) -> None:
+        for session, batch in lines.items():
+            channel = self._data.get(session)
+            if channel is None:
+                continue  # the session stopped listening since
+            # a session that stopped reading is its own problem, not the filter's
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await channel.send(batch)
 
     async def _dispatch(self, message: FilterMessage) -> None:
         if self.registered is None:
@@ -304,16 +330,6 @@ class FilterProcess:
                 raise FilterProtocolError("a result for no pending request", b"filter-result")
             pending.result = message
             pending.done.set()
-        elif isinstance(message, FilterDataLine):
-            channel = self._data.get(message.session)
-            if channel is None:
-                raise FilterProtocolError("data-line output for no message", message.line[:100])
-            # a session that stopped reading is its own problem, not the filter's
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                if message.line == b".":
-                    await channel.send(None)
-                else:
-                    await channel.send(message.line)
         elif isinstance(message, FilterReport):
             log.info(
                 "%016x filter %s report: %s", message.session, self.name, visible(message.message)
@@ -429,10 +445,10 @@ class FilterProcess:
 
     # -- data-line ------------------------------------------------------------
 
-    def open_data(self, session: int) -> trio.MemoryReceiveChannel[bytes | None]:
-        """Where the filter's ``data-line`` output for ``session`` arrives (None
-        after the final ``.``); close with :meth:`close_data`."""
-        send, receive = trio.open_memory_channel[bytes | None](DATA_BUFFER)
+    def open_data(self, session: int) -> trio.MemoryReceiveChannel[list[bytes | None]]:
+        """Where the filter's ``data-line`` output for ``session`` arrives, in
+        batches of lines (None for the final ``.``); close with :meth:`close_data`."""
+        send, receive = trio.open_memory_channel[list[bytes | None]](DATA_BUFFER)
         old = self._data.pop(session, None)
         if old is not None:
             old.close()

@@ -53,6 +53,7 @@ can add a line or a field to what a filter reads.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import re
 
@@ -255,6 +256,7 @@ def format_msgid(value: int) -> str:
     return f"{value:08x}"
 
 
+@functools.lru_cache(maxsize=4096)  # a message's data-lines repeat their two ids
 def parse_id(text: str) -> int | None:
     """A session id or token as a filter echoes it: exactly 16 hex digits, else None."""
     if _ID.fullmatch(text) is None:

@@ -94,12 +94,12 @@ async def test_requests_of_several_sessions_and_data_lines(
         lines = process.open_data(7)
         for line in (b"Subject: x", b"", b"body|with|pipes", b"."):
             await process.data_line(7, 99, line)
-        got: list[bytes] = []
-        async for output in lines:
-            if output is None:
+        got: list[bytes | None] = []
+        async for batch in lines:
+            got.extend(batch)
+            if None in batch:
                 break
-            got.append(output)
-        assert got == [b"X-Filtered: yes", b"Subject: x", b"", b"body|with|pipes"]
+        assert got == [b"X-Filtered: yes", b"Subject: x", b"", b"body|with|pipes", None]
         process.close_data(7)
         nursery.cancel_scope.cancel()
     assert "filter f: seen mail-from" in caplog.text
