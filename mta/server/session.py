@@ -34,7 +34,7 @@ from mta.filters.events import (
     Timeout,
 )
 from mta.filters.protocol import FilterPhase, format_source
-from mta.log import get_logger
+from mta.log import get_logger, quote
 from mta.reply import Reply
 from mta.server import opening
 from mta.server.client import Client
@@ -112,6 +112,7 @@ class Session(Requests):
         except OSError as exc:
             self.reason = f'"io-error: {exc.strerror or exc}"'
         finally:
+            self._log_failures()  # those that could not be sent
             await self._abort_tx()
             if self.filters is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(1):
@@ -204,14 +205,36 @@ class Session(Requests):
     # -- the command loop ----------------------------------------------------
 
     async def _flush(self) -> bool:
-        """Send the replies queued so far; True if there were any."""
+        """Send the replies queued so far (logging the refusals among them);
+        True if there were any."""
         assert self.conn is not None
+        if self.conn.failures:
+            self._log_failures()
         out = self.conn.data_to_send()
         if out:
             await self.stream.send_all(out)
         if self.conn.transcript:
             await self._transcribe()
         return bool(out)
+
+    def _log_failures(self) -> None:
+        """One line per 4xx or 5xx reply, as OpenSMTPD's ``smtp_reply`` logs it:
+        ``failed-command`` with the command it answers, ``bad-input`` when the
+        client sent something that is no command (a line too long)."""
+        conn = self.conn
+        if conn is None:
+            return
+        failures, conn.failures = conn.failures, []
+        for command, reply in failures:
+            if command is None:
+                log.info("%016x smtp bad-input result=%s", self.id, quote(reply.text))
+            else:
+                log.info(
+                    "%016x smtp failed-command command=%s result=%s",
+                    self.id,
+                    quote(command),
+                    quote(reply.text),
+                )
 
     async def _transcribe(self) -> None:
         """protocol-client / protocol-server reports of the lines since the last."""

@@ -4,6 +4,7 @@ the real rules, spool and watchdog behind it (as hypercorn tests its server)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -68,3 +69,53 @@ async def test_refusals_leave_nothing_behind(generation: Generation) -> None:
     assert list(store.iter_envelopes()) == [] and store.message_ids() == []
     incoming = Path(generation.services.spool.paths.root) / "incoming"
     assert list(incoming.iterdir()) == []
+
+
+async def test_every_refusal_is_logged_once_with_its_command(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mta.smtp")
+    text = CONFIG.replace("listen on", "smtp limit max-rcpt 1\nlisten on")
+    generation = await make_generation(text, tmp_path / "spool")
+    try:
+        async with trio.open_nursery() as nursery:
+            client, served = await open_session(generation, nursery)
+            assert (await client.command("MAIL FROM:<alice@example.org>")).startswith("503 ")
+            assert (await client.command("EHLO client.test")).startswith("250")
+            assert (await client.command("BOGUS")).startswith("500 ")
+            assert (await client.command("MAIL FROM:<alice@example.org>")).startswith("250 ")
+            assert (await client.command("RCPT TO:<bob@@localhost>")).startswith("501 ")
+            assert (await client.command("RCPT TO:<nobody@elsewhere.test>")).startswith("550 ")
+            assert (await client.command("RCPT TO:<bob@localhost>")).startswith("250 ")
+            assert (await client.command("RCPT TO:<bob+2@localhost>")).startswith("452 ")
+            assert (await client.command("DATA")).startswith("354 ")
+            assert (await client.command("Subject: nul\r\n\r\na\0b\r\n.")).startswith("554 ")
+            await client.command("QUIT")
+    finally:
+        generation.tables.close()
+    lines = [r.getMessage() for r in caplog.records if "smtp failed-command" in r.getMessage()]
+    prefix = f"{served.id:016x} smtp failed-command command="
+    assert lines == [
+        prefix + '"MAIL FROM:<alice@example.org>" result="503 5.5.1 Invalid command: '
+        'Command not allowed at this point."',
+        prefix + '"BOGUS" result="500 5.5.1 Invalid command: Command unrecognized"',
+        prefix + '"RCPT TO:<bob@@localhost>" result="501 5.1.3 Recipient address syntax error"',
+        prefix + '"RCPT TO:<nobody@elsewhere.test>" result="550 5.1.1 Invalid recipient: '
+        '<nobody@elsewhere.test>"',
+        prefix + '"RCPT TO:<bob+2@localhost>" result="452 4.5.3 Too many recipients: '
+        'Too many recipients"',
+        prefix + '"DATA" result="554 5.6.0 Message content rejected: NUL character in message"',
+    ]
+
+
+async def test_input_that_is_no_command_is_logged_as_bad_input(
+    generation: Generation, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="mta.smtp")
+    async with trio.open_nursery() as nursery:
+        client, served = await open_session(generation, nursery)
+        assert (await client.command("NOOP " + "x" * 3000)).startswith("500 ")
+    assert f'{served.id:016x} smtp bad-input result="500 5.0.0 Command line too long"' in [
+        r.getMessage() for r in caplog.records
+    ]
+    assert "failed-command" not in caplog.text
