@@ -44,9 +44,8 @@ from mta.server.filtering import (
 )
 from mta.server.requests import ASKED_PHASES, Requests, SessionClosed
 from mta.server.services import Endpoint, Services
-from mta.server.transaction import (
-    MailTransaction,
-)
+from mta.server.timeouts import DataPace
+from mta.server.transaction import MailTransaction
 from mta.server.watchdog import Deadline
 from mta.smtp import events as ev
 from mta.smtp.server import ServerConnection, SessionSettings
@@ -289,7 +288,8 @@ class Session(Requests):
         assert conn is not None
         timeouts = self.services.timeouts
         deadline: float | None = None
-        data_deadline: float | None = None
+        pace: DataPace | None = None  # inside DATA: its deadlines (a minimum rate)
+        now = 0.0
         while True:
             event = conn.next_event()
             if event is ev.NEED_DATA:
@@ -300,18 +300,19 @@ class Session(Requests):
                 if conn.closed:
                     return
                 in_data = self.tx is not None and self.tx.in_data
-                if deadline is None:
+                if in_data:
                     now = trio.current_time()
-                    if in_data:
-                        deadline = now + timeouts.data_block
-                        if data_deadline is not None:
-                            deadline = min(deadline, data_deadline)
-                    else:
-                        deadline = now + timeouts.command
+                    if pace is None:  # the first read after the 354
+                        pace = DataPace(timeouts, now)
+                    deadline = pace.deadline(now)
+                elif deadline is None:
+                    deadline = trio.current_time() + timeouts.command
                 try:
                     data = await self._receive(deadline, in_data)
                 except trio.Cancelled:
                     if self._deadline is not None and self._deadline.expired:
+                        if in_data and pace is not None:
+                            self._data_timeout(pace)
                         raise  # a timeout: answered once out of the watched scope
                     # the server stops and the grace period is over: say so while
                     # the client waits for us (never in the middle of a reply)
@@ -324,6 +325,8 @@ class Session(Requests):
                         ):
                             await self._flush()
                     raise
+                if in_data and pace is not None:
+                    pace.took(now, trio.current_time(), len(data))
                 conn.receive_data(data)
                 continue
             deadline = None
@@ -331,11 +334,19 @@ class Session(Requests):
                 await self._flush()
                 self.reason = event.reason
                 return
-            if isinstance(event, ev.DataStart):
-                data_deadline = trio.current_time() + timeouts.data_total
-            elif isinstance(event, ev.DataEnd):
-                data_deadline = None
+            if isinstance(event, ev.DataEnd):
+                pace = None
             await self._handle(event)
+
+    def _data_timeout(self, pace: DataPace) -> None:
+        now = trio.current_time()
+        log.info(
+            "%016x smtp timeout in DATA: %d bytes in %.1f s, %s",
+            self.id,
+            pace.received,
+            now - pace.started,
+            pace.failure(now),
+        )
 
     # -- filters -------------------------------------------------------------
 

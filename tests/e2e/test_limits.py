@@ -4,7 +4,8 @@
 transaction, the per-command deadline shortened with ``MTA_TIMEOUT_SCALE``
 (a silent client and a client dribbling one byte at a time are both cut with
 ``421 4.4.2``; a client that keeps sending commands is not), silence inside
-DATA, and the session cap that a low file descriptor limit makes small.
+DATA and a transfer below the minimum rate, and the session cap that a low
+file descriptor limit makes small.
 """
 
 from __future__ import annotations
@@ -284,20 +285,45 @@ def test_one_disconnect_line_per_session(fast: tuple[Daemon, int], fast_ports: l
     assert len(sessions) == len(set(sessions)), "a session logged its end twice"
 
 
+def start_data(c: Conversation, rcpt: str) -> None:
+    """Greeted, EHLO, MAIL, RCPT ``rcpt``, DATA: the next bytes are the message."""
+    c.reply()
+    c.command(f"EHLO {CLIENT}")
+    assert c.command("MAIL FROM:<alice@example.org>")[0] == 250
+    assert c.command(f"RCPT TO:<{rcpt}>")[0] == 250
+    assert c.command("DATA")[0] == 354
+
+
 def test_silence_inside_data(fast: tuple[Daemon, int]) -> None:
     d, port = fast
     with Conversation.open("127.0.0.1", port, timeout=10) as c:
-        c.reply()
-        c.command(f"EHLO {CLIENT}")
-        assert c.command("MAIL FROM:<alice@example.org>")[0] == 250
-        assert c.command("RCPT TO:<bob+silent@localhost>")[0] == 250
-        assert c.command("DATA")[0] == 354
+        start_data(c, "bob+silent@localhost")
         c.send(b"Subject: half\r\n\r\nhalf a mess")
         started = time.monotonic()
         elapsed = expect_timeout(c, started)
     assert DATA_SILENCE * 0.8 <= elapsed < DATA_SILENCE + 2
     assert envelopes_for(d, "bob+silent@localhost") == []
     assert list((d.spool / "incoming").iterdir()) == []  # the transaction is gone
+
+
+def test_dribbling_inside_data_is_cut_by_the_minimum_rate(fast: tuple[Daemon, int]) -> None:
+    """A short line every 50 ms (of a data block timeout of 0.6 s): each line
+    breaks the silence, but the rate is far below the minimum, so the client
+    is cut after about one data block timeout, not after the whole DATA
+    limit (3600 s scaled: 12 s)."""
+    d, port = fast
+    with Conversation.open("127.0.0.1", port, timeout=10) as c:
+        start_data(c, "bob+dribble@localhost")
+        started = time.monotonic()
+        c.send(b"Subject: slow\r\n\r\n")
+        while time.monotonic() - started < 3600 * SCALE:
+            if select.select([c.sock], [], [], 0.05)[0]:
+                break
+            c.send(b"x\r\n")
+        elapsed = expect_timeout(c, started)
+    assert DATA_SILENCE * 0.8 <= elapsed < DATA_SILENCE + 2
+    assert re.search(r"smtp timeout in DATA: \d+ bytes in [0-9.]+ s, slower than", d.log())
+    assert envelopes_for(d, "bob+dribble@localhost") == []
 
 
 def test_client_reset_during_data_leaves_nothing(fast: tuple[Daemon, int]) -> None:

@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from mta.daemon.generation import Generation
-from tests.server.memory_session import make_generation, open_session
+from tests.server.memory_session import Client, make_generation, open_session
 
 CONFIG = """
 table users { "bob" = "65534:65534:/nonexistent" }
@@ -119,3 +119,59 @@ async def test_input_that_is_no_command_is_logged_as_bad_input(
         r.getMessage() for r in caplog.records
     ]
     assert "failed-command" not in caplog.text
+
+
+async def start_data(client: Client) -> float:
+    """EHLO, MAIL, RCPT, DATA and a header sent: when the message started."""
+    await client.command("EHLO client.test")
+    await client.command("MAIL FROM:<alice@example.org>")
+    assert (await client.command("RCPT TO:<bob@localhost>")).startswith("250 ")
+    assert (await client.command("DATA")).startswith("354 ")
+    await client.stream.send_all(b"Subject: slow\r\n\r\n")
+    return trio.current_time()
+
+
+async def send_slowly(client: Client, piece: bytes, every: float, until: float) -> str | None:
+    """``piece`` every ``every`` seconds until a reply comes (returned) or ``until``."""
+    while trio.current_time() < until:
+        with trio.move_on_after(every):
+            return await client.reply()
+        await client.stream.send_all(piece)
+    return None
+
+
+@pytest.mark.parametrize("piece", [b"x", b"x\r\n"], ids=["byte", "line"])
+async def test_a_client_dribbling_data_is_cut_by_the_minimum_rate(
+    generation: Generation,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+    piece: bytes,
+) -> None:
+    """A byte, or a short line, every 5 seconds: cut 3 minutes after the 354."""
+    caplog.set_level(logging.INFO, logger="mta.smtp")
+    timeouts = generation.services.timeouts
+    async with trio.open_nursery() as nursery:
+        client, served = await open_session(generation, nursery)
+        started = await start_data(client)
+        reply = await send_slowly(client, piece, 5.0, started + timeouts.data_total)
+        elapsed = trio.current_time() - started
+    assert reply == "421 4.4.2 Timeout, closing connection"
+    assert timeouts.data_block - 5 < elapsed < timeouts.data_block + 5  # not the hour
+    assert served.reason == "timeout"
+    assert "smtp timeout in DATA: " in caplog.text and "slower than 500 bytes/s" in caplog.text
+    assert list(generation.services.spool.store.iter_envelopes()) == []
+
+
+async def test_a_slow_honest_client_gets_its_message_through(
+    generation: Generation, autojump_clock: trio.testing.MockClock
+) -> None:
+    timeouts = generation.services.timeouts
+    async with trio.open_nursery() as nursery:
+        client, _ = await open_session(generation, nursery)
+        started = await start_data(client)
+        line = b"y" * 598 + b"\r\n"  # 600 bytes a second for twice the data block timeout
+        reply = await send_slowly(client, line, 1.0, started + 2 * timeouts.data_block)
+        assert reply is None
+        assert (await client.command(".")).startswith("250 ")
+    (envelope,) = generation.services.spool.store.iter_envelopes()
+    assert str(envelope.rcpt) == "bob@localhost"
