@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from mta.daemon.generation import Generation
-from tests.server.memory_session import Client, make_generation, open_session
+from tests.server.memory_session import Client, generation_of, open_session
 
 CONFIG = """
 table users { "bob" = "65534:65534:/nonexistent" }
@@ -25,9 +25,8 @@ match from any for domain "localhost" action "local"
 
 @pytest.fixture
 async def generation(tmp_path: Path) -> AsyncIterator[Generation]:
-    gen = await make_generation(CONFIG, tmp_path / "spool")
-    yield gen
-    gen.tables.close()
+    async with generation_of(CONFIG, tmp_path / "spool") as gen:
+        yield gen
 
 
 async def test_a_message_is_committed_with_its_envelopes(generation: Generation) -> None:
@@ -76,23 +75,19 @@ async def test_every_refusal_is_logged_once_with_its_command(
 ) -> None:
     caplog.set_level(logging.INFO, logger="mta.smtp")
     text = CONFIG.replace("listen on", "smtp limit max-rcpt 1\nlisten on")
-    generation = await make_generation(text, tmp_path / "spool")
-    try:
-        async with trio.open_nursery() as nursery:
-            client, served = await open_session(generation, nursery)
-            assert (await client.command("MAIL FROM:<alice@example.org>")).startswith("503 ")
-            assert (await client.command("EHLO client.test")).startswith("250")
-            assert (await client.command("BOGUS")).startswith("500 ")
-            assert (await client.command("MAIL FROM:<alice@example.org>")).startswith("250 ")
-            assert (await client.command("RCPT TO:<bob@@localhost>")).startswith("501 ")
-            assert (await client.command("RCPT TO:<nobody@elsewhere.test>")).startswith("550 ")
-            assert (await client.command("RCPT TO:<bob@localhost>")).startswith("250 ")
-            assert (await client.command("RCPT TO:<bob+2@localhost>")).startswith("452 ")
-            assert (await client.command("DATA")).startswith("354 ")
-            assert (await client.command("Subject: nul\r\n\r\na\0b\r\n.")).startswith("554 ")
-            await client.command("QUIT")
-    finally:
-        generation.tables.close()
+    async with generation_of(text, tmp_path / "spool") as gen, trio.open_nursery() as nursery:
+        client, served = await open_session(gen, nursery)
+        assert (await client.command("MAIL FROM:<alice@example.org>")).startswith("503 ")
+        assert (await client.command("EHLO client.test")).startswith("250")
+        assert (await client.command("BOGUS")).startswith("500 ")
+        assert (await client.command("MAIL FROM:<alice@example.org>")).startswith("250 ")
+        assert (await client.command("RCPT TO:<bob@@localhost>")).startswith("501 ")
+        assert (await client.command("RCPT TO:<nobody@elsewhere.test>")).startswith("550 ")
+        assert (await client.command("RCPT TO:<bob@localhost>")).startswith("250 ")
+        assert (await client.command("RCPT TO:<bob+2@localhost>")).startswith("452 ")
+        assert (await client.command("DATA")).startswith("354 ")
+        assert (await client.command("Subject: nul\r\n\r\na\0b\r\n.")).startswith("554 ")
+        await client.command("QUIT")
     lines = [r.getMessage() for r in caplog.records if "smtp failed-command" in r.getMessage()]
     prefix = f"{served.id:016x} smtp failed-command command="
     assert lines == [
