@@ -51,6 +51,8 @@ def _escaped(text: str, limit: int) -> str:
             out.append("\\\\")
         elif code < 0x20 or code == 0x7F:
             out.append({"\r": "\\r", "\n": "\\n", "\t": "\\t"}.get(char, f"\\{code:03o}"))
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that was no UTF-8 (surrogateescape)
+            out.append(f"\\{code - 0xDC00:03o}")
         else:
             out.append(char)
     if len(text) > limit:

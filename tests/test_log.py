@@ -20,6 +20,13 @@ def test_visible_escapes_controls() -> None:
     assert visible("x" * 300, limit=5) == "xxxxx..."
 
 
+def test_visible_escapes_bytes_that_were_no_utf8() -> None:
+    line = b"XYZ \xff\xe9t\xc3\xa9".decode("utf-8", "surrogateescape")
+    shown = visible(line)
+    assert shown == "XYZ \\377\\351t\u00e9"
+    shown.encode("utf-8")  # a log handler can write it
+
+
 def test_quote() -> None:
     assert quote('say "hi"\n') == '"say \\"hi\\"\\n"'
 

@@ -31,6 +31,7 @@ from mta.daemon.startup import bind_network, check_spool
 from mta.errors import ConfigErrors, MTAError
 from mta.log import NO_SYSLOG, get_logger, setup_logging, syslog_available
 from mta.server.listeners import raise_fd_limit
+from mta.server.peers import limit_from_env
 from mta.server.timeouts import Timeouts
 
 __all__ = ["default_config_path", "default_spool", "main"]
@@ -134,6 +135,7 @@ def run_daemon(config: Config, args: argparse.Namespace) -> int:
     while the terminal still shows errors."""
     try:
         timeouts = Timeouts.from_env()
+        per_client = limit_from_env()
     except ValueError as exc:
         print(f"mta: {exc}", file=sys.stderr)
         return 1
@@ -142,6 +144,7 @@ def run_daemon(config: Config, args: argparse.Namespace) -> int:
         spool=os.path.abspath(args.spool or default_spool()),
         queue_key=_queue_key(config),
         timeouts=timeouts,
+        per_client=per_client,
         paused=frozenset(args.P),
         load=functools.partial(load_config, path, macros=_macros(args.D)),
     )

@@ -8,6 +8,12 @@ generation current at that moment, and counts in it until it ends.  A reload
 binds: sockets kept get their new settings, new ones get an accept loop, and
 those no longer configured stop accepting and close, while their sessions
 finish undisturbed.
+
+Before a connection takes a place, its client must be under the limit of
+sessions per address (:mod:`mta.server.peers`); one over it is answered 421
+and closed at once.  A watcher task reports now and then what the session
+cap and those limits left unsaid (:meth:`SessionGate.check`,
+:meth:`ClientLimit.flush`).
 """
 
 from __future__ import annotations
@@ -18,19 +24,21 @@ import socket
 
 import trio
 
-from mta.config.model import Listener
+from mta.config.model import Listener, TlsMode
 from mta.daemon.generation import Generation
 from mta.log import get_logger
 from mta.server.listeners import CAPACITY_ERRNOS, Bound, SessionGate
+from mta.server.peers import ClientLimit, client_key, too_many
 from mta.server.services import Endpoint
 from mta.server.session import Session
 from mta.server.stream import ConnectionStream
 
-__all__ = ["ACCEPT_BURST", "Listening", "describe"]
+__all__ = ["ACCEPT_BURST", "WATCH_EVERY", "Listening", "describe"]
 
 log = get_logger("smtpd")
 
 ACCEPT_BURST = 16  # connections accepted in a row before the loop lets others run
+WATCH_EVERY = 10.0  # seconds between two looks at what the limits left unlogged
 
 Key = tuple[str, int]
 
@@ -46,9 +54,18 @@ def describe(listener: Listener | None, bound: Bound) -> str:
 class Listening:
     """Bound sockets, their accept loops and the current generation."""
 
-    def __init__(self, generation: Generation, bounds: list[Bound], gate: SessionGate) -> None:
+    def __init__(
+        self,
+        generation: Generation,
+        bounds: list[Bound],
+        gate: SessionGate,
+        clients: ClientLimit | None = None,
+    ) -> None:
         self.generation = generation
         self.gate = gate
+        self.clients = clients if clients is not None else ClientLimit(gate.capacity)
+        if gate.detail is None:
+            gate.detail = self.clients.busiest
         self._bounds: dict[Key, Bound] = {b.key: b for b in bounds}
         self._endpoints: dict[Key, Endpoint] = {
             key: generation.endpoint(b) for key, b in self._bounds.items()
@@ -71,6 +88,13 @@ class Listening:
         self._accepting, self._sessions = accepting, sessions
         for key in self._bounds:
             self._start_loop(key)
+        accepting.start_soon(self._watch)
+
+    async def _watch(self) -> None:
+        while True:
+            await trio.sleep(WATCH_EVERY)
+            self.gate.check()
+            self.clients.flush(trio.current_time())
 
     def switch(
         self, generation: Generation, bounds: list[Bound]
@@ -116,6 +140,10 @@ class Listening:
 
     async def _accept(self, bound: Bound) -> None:
         gate = self.gate
+        clients = self.clients
+        # the local socket is not limited per client, nor a proxy-v2 listener:
+        # every connection comes from the proxy
+        counted = bound.listener is not None and not bound.listener.proxy_v2
         burst = 0
         while True:
             # every listener waits for a free place, but only takes it with a
@@ -148,22 +176,49 @@ class Listening:
                 if bound.socket.fileno() < 0:
                     return  # closed by a reload
                 raise
+            peer = client_key(address) if counted else None
+            if peer is not None and not clients.enter(*peer):
+                self._refuse(bound, conn)
+                clients.refused(*peer, trio.current_time())
+                continue
             if not gate.try_acquire():
                 try:
                     # another listener took the last place meanwhile
                     await gate.acquire()
                 except BaseException:
                     conn.close()
+                    if peer is not None:
+                        clients.leave(peer[0])
                     raise
             generation = self.generation
             endpoint = self._endpoints.get(bound.key)
             if endpoint is None:  # a reload closed this socket meanwhile
                 conn.close()
                 gate.release()
+                if peer is not None:
+                    clients.leave(peer[0])
                 return
             generation.session_started()
             assert self._sessions is not None
-            self._sessions.start_soon(_run_session, generation, endpoint, conn, address, gate)
+            self._sessions.start_soon(
+                _run_session,
+                generation,
+                endpoint,
+                conn,
+                address,
+                gate,
+                (clients, peer[0]) if peer is not None else None,
+            )
+
+    def _refuse(self, bound: Bound, conn: socket.socket) -> None:
+        """Answer 421 to a client over its limit and close, without waiting
+        (nothing on an smtps listener: the client expects a TLS handshake)."""
+        listener = bound.listener
+        if listener is not None and listener.tls is not TlsMode.SMTPS:
+            hostname = listener.hostname or self.generation.services.hostname
+            with contextlib.suppress(OSError):
+                conn.send(too_many(hostname).encode(), socket.MSG_DONTWAIT)
+        conn.close()
 
 
 async def _run_session(
@@ -172,6 +227,7 @@ async def _run_session(
     conn: socket.socket,
     address: object,
     gate: SessionGate,
+    counted: tuple[ClientLimit, str] | None,
 ) -> None:
     try:
         connection = ConnectionStream(conn)
@@ -183,4 +239,7 @@ async def _run_session(
         log.exception("smtp: session failed")
     finally:
         gate.release()
+        if counted is not None:
+            clients, key = counted
+            clients.leave(key)
         generation.session_ended()

@@ -43,6 +43,7 @@ from mta.relay.inventory import RelayInventory
 from mta.scheduler.runner import QueueRunner
 from mta.server.listeners import Bound, SessionGate, bind_unix, session_capacity
 from mta.server.offline import run_offline_scan
+from mta.server.peers import ClientLimit
 from mta.server.services import Endpoint, Services
 from mta.server.timeouts import Timeouts
 from mta.server.watchdog import Watchdog, tick_for
@@ -59,13 +60,16 @@ RELAY_QUIT_GRACE = 2.0  # seconds for idle relay sessions to QUIT at shutdown
 
 @attrs.frozen
 class DaemonOptions:
-    """How the daemon runs: its spool, queue key, timeouts, paused subsystems,
-    and ``load``, which reads the configuration again for a reload (None:
-    nothing to reload, a reload is refused)."""
+    """How the daemon runs: its spool, queue key, timeouts, sessions per client
+    address (``MTA_MAX_CONN_PER_CLIENT``; None: the defaults of
+    :mod:`mta.server.peers`), paused subsystems, and ``load``, which reads the
+    configuration again for a reload (None: nothing to reload, a reload is
+    refused)."""
 
     spool: str
     queue_key: bytes | None = None
     timeouts: Timeouts = attrs.field(factory=Timeouts)
+    per_client: int | None = None
     paused: frozenset[str] = frozenset()
     load: Callable[[], LoadResult] | None = None
 
@@ -160,7 +164,8 @@ async def _serve_locked(
             gate = SessionGate(session_capacity())
             if "smtp" in options.paused:
                 gate.pause()
-            listening = Listening(generation, [*network, enqueue], gate)
+            clients = ClientLimit(gate.capacity, options.per_client)
+            listening = Listening(generation, [*network, enqueue], gate, clients)
             controller = Controller(
                 queue, spool, gate, tables, routes=agent.backoff, inventory=inventory
             )
@@ -225,7 +230,14 @@ async def _serve_sessions(
             accepting.start_soon(
                 run_offline_scan, options.spool, os.path.join(options.spool, ENQUEUE_SOCKET)
             )
-            log.info("mta: ready, %d session(s) at most", gate.capacity)
+            clients = listening.clients
+            log.info(
+                "mta: ready, %d session(s) at most, per client address %s",
+                gate.capacity,
+                f"{clients.remote} (loopback {clients.loopback})"
+                if clients.remote
+                else "unlimited",
+            )
             task_status.started(Running(listening, gate, reloader, accepting.cancel_scope.cancel))
         # listeners are closed: give sessions a moment, then cut them off
         await listening.aclose()

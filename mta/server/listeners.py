@@ -7,7 +7,12 @@ number of sessions below what the file descriptor limit allows, holding some
 descriptors in reserve (OpenSMTPD: ``(free fds) / 2 - reserve``); when it is
 full, listeners stop accepting until a session ends, and clients wait in the
 kernel's backlog instead of being refused.  A listener only takes a place with
-a connection in hand, so idle listeners never hold places others need.
+a connection in hand, so idle listeners never hold places others need.  The
+gate logs a warning when it fills up and a line when sessions are back below
+nine tenths of the cap (so a gate that hovers at its cap does not log every
+session), at most one warning a minute: a saturation that starts within a
+minute of the last warning is reported by :meth:`SessionGate.check` once the
+minute is over, if it still lasts.
 
 Listening sockets are plain non-blocking :class:`socket.socket` objects: the
 daemon's accept loop calls ``accept()`` itself and waits with trio only when
@@ -17,10 +22,12 @@ no connection is pending (:meth:`Bound.accept`).
 from __future__ import annotations
 
 import errno
+import math
 import os
 import resource
 import socket
 import stat
+from collections.abc import Callable
 
 import attrs
 import trio
@@ -28,6 +35,7 @@ import trio
 from mta.config.interfaces import BoundAddress, resolve_listen
 from mta.config.model import Listener
 from mta.errors import MTAError
+from mta.log import get_logger
 from mta.net.unixpath import socket_address
 
 __all__ = [
@@ -43,8 +51,11 @@ __all__ = [
     "session_capacity",
 ]
 
+log = get_logger("smtpd")
+
 BACKLOG = 4096
 FD_RESERVE = 16
+SATURATION_REPEAT = 60.0  # seconds between two "session limit reached" warnings
 CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
@@ -119,13 +130,21 @@ def session_capacity() -> int:
 
 class SessionGate:
     """A counter of open sessions with a ceiling: wait for a free place before
-    accept, take it once a connection is accepted."""
+    accept, take it once a connection is accepted.  ``detail`` says who holds
+    the sessions, for the warning when the gate fills up."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, detail: Callable[[], str] | None = None) -> None:
         self.capacity = capacity
+        self.detail = detail
         self._semaphore = trio.Semaphore(capacity)
         self._running = trio.Event()
         self._running.set()
+        self._low = capacity - max(1, capacity // 10)  # below the cap again at 90 %
+        self._saturated = False
+        self._since = 0.0  # when the gate filled up
+        self._reported = False  # the log's last word on it is "reached"
+        self._warned = -math.inf  # when it last said so
+        self._unreported = 0  # saturations since then that it did not report
 
     @property
     def paused(self) -> bool:
@@ -148,6 +167,8 @@ class SessionGate:
 
     async def acquire(self) -> None:
         await self._semaphore.acquire()
+        if self._semaphore.value == 0:
+            self._filled()
 
     async def wait_free(self) -> None:
         """Wait until a session could start, without taking the place: an idle
@@ -161,6 +182,8 @@ class SessionGate:
             self._semaphore.acquire_nowait()
         except trio.WouldBlock:
             return False
+        if self._semaphore.value == 0:
+            self._filled()
         return True
 
     @property
@@ -169,6 +192,49 @@ class SessionGate:
 
     def release(self) -> None:
         self._semaphore.release()
+        if self._saturated and self.capacity - self._semaphore.value <= self._low:
+            self._saturated = False
+            if self._reported:
+                self._reported = False
+                log.info(
+                    "smtp: sessions below the limit again (%d of %d), after %.1f s at the limit",
+                    self.active,
+                    self.capacity,
+                    trio.current_time() - self._since,
+                )
+
+    @property
+    def saturated(self) -> bool:
+        """True from the moment every place is taken until nine tenths are free again."""
+        return self._saturated
+
+    def _filled(self) -> None:
+        if not self._saturated:
+            self._saturated = True
+            self._since = trio.current_time()
+            self._unreported += 1
+            self.check()
+
+    def check(self) -> None:
+        """Warn of a saturation not reported yet, unless the last warning is
+        less than a minute old (run now and then, and when the gate fills up)."""
+        if not self._saturated or self._reported:
+            return
+        now = trio.current_time()
+        if now - self._warned < SATURATION_REPEAT:
+            return
+        self._reported = True
+        self._warned = now
+        again = self._unreported - 1
+        self._unreported = 0
+        detail = self.detail() if self.detail is not None else ""
+        log.warning(
+            "smtp: session limit reached: all %d sessions taken%s, new connections wait%s%s",
+            self.capacity,
+            f" {now - self._since:.0f} s ago" if now - self._since >= 1 else "",
+            f" ({detail})" if detail else "",
+            f"; {again} more time(s) since the last warning" if again else "",
+        )
 
 
 def bind_listener(listener: Listener, backlog: int = BACKLOG) -> list[Bound]:

@@ -37,7 +37,7 @@ from mta.filters.events import (
 )
 from mta.filters.protocol import AuthResult as ReportedAuth
 from mta.filters.protocol import FilterPhase, TxResult
-from mta.log import get_logger, quote, visible
+from mta.log import get_logger, visible
 from mta.reply import Reply
 from mta.server.client import Client
 from mta.server.filtering import FILTER_TEMPFAIL, PROCEED, Outcome, SessionFilters
@@ -149,14 +149,6 @@ class Requests(abc.ABC):
     def _spool_failed(self, exc: Exception) -> None:
         log.warning("%016x smtp spool failure: %s", self.id, visible(str(exc)))
 
-    def _failed(self, command: str, reply: Reply) -> None:
-        log.info(
-            "%016x smtp failed-command command=%s result=%s",
-            self.id,
-            quote(command),
-            quote(reply.text),
-        )
-
     async def _filter(self, phase: FilterPhase, param: str) -> Outcome:
         """What the session's filters say of ``phase`` (no filters: proceed)."""
         if self.filters is None:
@@ -185,7 +177,6 @@ class Requests(abc.ABC):
         phase = FilterPhase.EHLO if verb == "EHLO" else FilterPhase.HELO
         outcome = await self._filter(phase, event.domain)
         if outcome.refused is not None:
-            self._failed(f"{verb} {event.domain}", outcome.refused)
             conn.reject(outcome.refused)
             return
         domain = outcome.value or event.domain
@@ -207,7 +198,6 @@ class Requests(abc.ABC):
         outcome = await self._filter(ASKED_PHASES[event.verb], event.args or "")
         refused = outcome.refused or _no_arguments(outcome)
         if refused is not None:
-            self._failed(event.verb, refused)
             conn.reject(refused)
             return
         conn.accept()
@@ -217,7 +207,6 @@ class Requests(abc.ABC):
         assert conn is not None
         outcome = await self._filter(FilterPhase.STARTTLS, "")
         if outcome.refused is not None:
-            self._failed("STARTTLS", outcome.refused)
             conn.reject(outcome.refused)
             return
         conn.accept()
@@ -234,7 +223,6 @@ class Requests(abc.ABC):
         assert conn is not None
         outcome = await self._filter(FilterPhase.AUTH, event.mechanism)
         if outcome.refused is not None:
-            self._failed(f"AUTH {event.mechanism}", outcome.refused)
             conn.reject(outcome.refused)
             return
         result = await authenticate(self.endpoint.auth_table, event.username, event.password)
@@ -264,7 +252,6 @@ class Requests(abc.ABC):
         assert conn is not None
         outcome = await self._filter(FilterPhase.MAIL_FROM, str(event.sender))
         if outcome.refused is not None:
-            self._failed(f"MAIL FROM:<{event.sender}>", outcome.refused)
             conn.reject(outcome.refused)
             return
         if outcome.value is not None:
@@ -277,11 +264,9 @@ class Requests(abc.ABC):
             allowed = await sender_allowed(self.services, self.endpoint, self.client, event.sender)
         except TableError as exc:
             log.warning("%016x smtp senders lookup failed: %s", self.id, visible(str(exc)))
-            self._failed(f"MAIL FROM:<{event.sender}>", TEMPFAIL)
             conn.reject(TEMPFAIL)
             return
         if not allowed:
-            self._failed(f"MAIL FROM:<{event.sender}>", SENDER_REJECTED)
             conn.reject(SENDER_REJECTED)
             return
         self.tx = MailTransaction(
@@ -315,7 +300,6 @@ class Requests(abc.ABC):
                 event = attrs.evolve(event, rcpt=rcpt)
             refused = await tx.add_recipient(event)
         if refused is not None:
-            self._failed(f"RCPT TO:<{event.rcpt}>", refused)
             if tx.msgid:
                 result = TxResult.TEMPFAIL if refused.temporary else TxResult.PERMFAIL
                 await self._report(TxRcpt(tx.msgid, result, str(event.rcpt)))
@@ -332,7 +316,6 @@ class Requests(abc.ABC):
         outcome = await self._filter(FilterPhase.DATA, "")
         refused = outcome.refused or _no_arguments(outcome)
         if refused is not None:
-            self._failed("DATA", refused)
             conn.reject(refused)
             return
         try:
@@ -390,7 +373,6 @@ class Requests(abc.ABC):
             committing = await self._filter(FilterPhase.COMMIT, "")
             refused = committing.refused or _no_arguments(committing)
             if refused is not None:
-                self._failed("DATA", refused)
                 if tx.msgid:
                     await self._report(TxRollback(tx.msgid))
                 await tx.abort()

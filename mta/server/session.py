@@ -34,7 +34,7 @@ from mta.filters.events import (
     Timeout,
 )
 from mta.filters.protocol import FilterPhase, format_source
-from mta.log import get_logger
+from mta.log import get_logger, quote
 from mta.reply import Reply
 from mta.server import opening
 from mta.server.client import Client
@@ -44,9 +44,8 @@ from mta.server.filtering import (
 )
 from mta.server.requests import ASKED_PHASES, Requests, SessionClosed
 from mta.server.services import Endpoint, Services
-from mta.server.transaction import (
-    MailTransaction,
-)
+from mta.server.timeouts import DataPace
+from mta.server.transaction import MailTransaction
 from mta.server.watchdog import Deadline
 from mta.smtp import events as ev
 from mta.smtp.server import ServerConnection, SessionSettings
@@ -112,6 +111,7 @@ class Session(Requests):
         except OSError as exc:
             self.reason = f'"io-error: {exc.strerror or exc}"'
         finally:
+            self._log_failures()  # those that could not be sent
             await self._abort_tx()
             if self.filters is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(1):
@@ -204,14 +204,36 @@ class Session(Requests):
     # -- the command loop ----------------------------------------------------
 
     async def _flush(self) -> bool:
-        """Send the replies queued so far; True if there were any."""
+        """Send the replies queued so far (logging the refusals among them);
+        True if there were any."""
         assert self.conn is not None
+        if self.conn.failures:
+            self._log_failures()
         out = self.conn.data_to_send()
         if out:
             await self.stream.send_all(out)
         if self.conn.transcript:
             await self._transcribe()
         return bool(out)
+
+    def _log_failures(self) -> None:
+        """One line per 4xx or 5xx reply, as OpenSMTPD's ``smtp_reply`` logs it:
+        ``failed-command`` with the command it answers, ``bad-input`` when the
+        client sent something that is no command (a line too long)."""
+        conn = self.conn
+        if conn is None:
+            return
+        failures, conn.failures = conn.failures, []
+        for command, reply in failures:
+            if command is None:
+                log.info("%016x smtp bad-input result=%s", self.id, quote(reply.text))
+            else:
+                log.info(
+                    "%016x smtp failed-command command=%s result=%s",
+                    self.id,
+                    quote(command),
+                    quote(reply.text),
+                )
 
     async def _transcribe(self) -> None:
         """protocol-client / protocol-server reports of the lines since the last."""
@@ -266,7 +288,8 @@ class Session(Requests):
         assert conn is not None
         timeouts = self.services.timeouts
         deadline: float | None = None
-        data_deadline: float | None = None
+        pace: DataPace | None = None  # inside DATA: its deadlines (a minimum rate)
+        now = 0.0
         while True:
             event = conn.next_event()
             if event is ev.NEED_DATA:
@@ -277,18 +300,19 @@ class Session(Requests):
                 if conn.closed:
                     return
                 in_data = self.tx is not None and self.tx.in_data
-                if deadline is None:
+                if in_data:
                     now = trio.current_time()
-                    if in_data:
-                        deadline = now + timeouts.data_block
-                        if data_deadline is not None:
-                            deadline = min(deadline, data_deadline)
-                    else:
-                        deadline = now + timeouts.command
+                    if pace is None:  # the first read after the 354
+                        pace = DataPace(timeouts, now)
+                    deadline = pace.deadline(now)
+                elif deadline is None:
+                    deadline = trio.current_time() + timeouts.command
                 try:
                     data = await self._receive(deadline, in_data)
                 except trio.Cancelled:
                     if self._deadline is not None and self._deadline.expired:
+                        if in_data and pace is not None:
+                            self._data_timeout(pace)
                         raise  # a timeout: answered once out of the watched scope
                     # the server stops and the grace period is over: say so while
                     # the client waits for us (never in the middle of a reply)
@@ -301,6 +325,8 @@ class Session(Requests):
                         ):
                             await self._flush()
                     raise
+                if in_data and pace is not None:
+                    pace.took(now, trio.current_time(), len(data))
                 conn.receive_data(data)
                 continue
             deadline = None
@@ -308,11 +334,19 @@ class Session(Requests):
                 await self._flush()
                 self.reason = event.reason
                 return
-            if isinstance(event, ev.DataStart):
-                data_deadline = trio.current_time() + timeouts.data_total
-            elif isinstance(event, ev.DataEnd):
-                data_deadline = None
+            if isinstance(event, ev.DataEnd):
+                pace = None
             await self._handle(event)
+
+    def _data_timeout(self, pace: DataPace) -> None:
+        now = trio.current_time()
+        log.info(
+            "%016x smtp timeout in DATA: %d bytes in %.1f s, %s",
+            self.id,
+            pace.received,
+            now - pace.started,
+            pace.failure(now),
+        )
 
     # -- filters -------------------------------------------------------------
 

@@ -65,6 +65,8 @@ class Commands:
     transcript: list[tuple[bool, str]] | None
     ask: frozenset[str]
     _refused: bool
+    command: str | None
+    failures: list[tuple[str | None, Reply]]
 
     @property
     def _peer(self) -> str:
@@ -81,6 +83,13 @@ class Commands:
             self._start = 0
 
     def _send(self, reply: Reply) -> None:
+        """Queue ``reply`` to the command being answered (a 4xx or 5xx one is
+        also noted in ``failures``, for the driver's log)."""
+        if reply.code >= 400:
+            self.failures.append((self.command, reply))
+        self._write(reply)
+
+    def _write(self, reply: Reply) -> None:
         encoded = _encode(reply)
         self._out += encoded
         if self.transcript is not None:

@@ -60,8 +60,18 @@ COMMAND_LINE_MAX = 2048
 _Request = Hello | StartTls | AuthCredentials | MailFrom | RcptTo | DataStart | DataEnd | Ask
 
 
+_AUTH_STEPS = {
+    State.AUTH_PLAIN: "AUTH PLAIN (...)",
+    State.AUTH_USERNAME: "AUTH LOGIN (username)",
+    State.AUTH_PASSWORD: "AUTH LOGIN (password)",
+}
+"""How a log names a line sent in answer to an AUTH prompt (OpenSMTPD's words)."""
+
+
 def _masked(line: str) -> str:
     """A command line as a transcript shows it: an AUTH initial response masked."""
+    if line[:4].upper() != "AUTH":
+        return line
     words = line.split(" ", 2)
     if len(words) == 3 and words[0].upper() == "AUTH":
         return f"{words[0]} {words[1]} {MASKED}"
@@ -97,6 +107,12 @@ class ServerConnection(Commands):
         # the verbs (RSET, NOOP, QUIT, HELP, WIZ) the driver sees first, as Ask
         self.ask: frozenset[str] = frozenset()
         self._refused = False  # refuse(): only QUIT is served
+        # the command line being answered, as logs show it (AUTH secrets masked;
+        # None: input that is no command, such as a line too long)
+        self.command: str | None = ""
+        # the 4xx and 5xx replies queued since the driver last emptied this list,
+        # each with the command it answers: the driver logs them
+        self.failures: list[tuple[str | None, Reply]] = []
 
     # -- the driver's side ---------------------------------------------------
 
@@ -148,11 +164,14 @@ class ServerConnection(Commands):
         """Refuse the session in place of the banner (RFC 5321 3.1: a 554 greeting):
         from now on every command but QUIT gets a 503 (``reply.close`` closes now)."""
         self._refused = True
-        self.send_reply(reply)
+        self._send(reply)  # noted in ``failures``, with no command (OpenSMTPD: command="")
+        if reply.close:
+            self._close("rejected")
 
     def send_reply(self, reply: Reply) -> None:
-        """Queue a reply of the driver's own (a 421 on timeout or shutdown)."""
-        self._send(reply)
+        """Queue a reply of the driver's own (a 421 on timeout or shutdown): it
+        answers no command, so it is not noted in ``failures``."""
+        self._write(reply)
         if reply.close:
             self._close("rejected")
 
@@ -279,6 +298,7 @@ class ServerConnection(Commands):
         try:
             used = reader.feed(self._in, out)
         except LineTooLong:
+            self.command = None
             return self._close("line-too-long", replies.LINE_TOO_LONG)
         del self._in[:used]
         if reader.done:
@@ -302,26 +322,33 @@ class ServerConnection(Commands):
         if newline < 0:
             self._compact()
             if len(buf) > COMMAND_LINE_MAX:
+                self.command = None
                 return self._close("command-too-long", replies.COMMAND_TOO_LONG)
             return NEED_DATA
         raw = bytes(buf[start:newline])
         self._start = newline + 1
         if raw.endswith(b"\r"):
             raw = raw[:-1]
-        if len(raw) >= COMMAND_LINE_MAX:
-            return self._close("command-too-long", replies.COMMAND_TOO_LONG)
-        if self._start < len(buf) and not self.esmtp:
+        if len(raw) >= COMMAND_LINE_MAX or (self._start < len(buf) and not self.esmtp):
+            self.command = None
+            if len(raw) >= COMMAND_LINE_MAX:
+                return self._close("command-too-long", replies.COMMAND_TOO_LONG)
             return self._close("pipelining", replies.PIPELINING_REFUSED)
-        if b"\r" in raw or b"\0" in raw:
-            if self._state in AUTH_STATES:
-                self._state = State.COMMAND
-            self._send(replies.BAD_CHARACTERS)
-            return None
         line = raw.decode("utf-8", "surrogateescape")
-        if self._state in AUTH_STATES:
+        state = self._state
+        if state in AUTH_STATES:
+            self.command = _AUTH_STEPS[state]
+            if b"\r" in raw or b"\0" in raw:
+                self._state = State.COMMAND
+                self._send(replies.BAD_CHARACTERS)
+                return None
             if self.transcript is not None:
                 self.transcript.append((True, MASKED))
             return self._auth_continue(line.strip(" \t"))
+        self.command = command = _masked(line)
+        if b"\r" in raw or b"\0" in raw:
+            self._send(replies.BAD_CHARACTERS)
+            return None
         if self.transcript is not None:
-            self.transcript.append((True, _masked(line)))
+            self.transcript.append((True, command))
         return self._command(line)

@@ -4,7 +4,8 @@
 transaction, the per-command deadline shortened with ``MTA_TIMEOUT_SCALE``
 (a silent client and a client dribbling one byte at a time are both cut with
 ``421 4.4.2``; a client that keeps sending commands is not), silence inside
-DATA, and the session cap that a low file descriptor limit makes small.
+DATA and a transfer below the minimum rate, and the session cap that a low
+file descriptor limit makes small.
 """
 
 from __future__ import annotations
@@ -284,20 +285,45 @@ def test_one_disconnect_line_per_session(fast: tuple[Daemon, int], fast_ports: l
     assert len(sessions) == len(set(sessions)), "a session logged its end twice"
 
 
+def start_data(c: Conversation, rcpt: str) -> None:
+    """Greeted, EHLO, MAIL, RCPT ``rcpt``, DATA: the next bytes are the message."""
+    c.reply()
+    c.command(f"EHLO {CLIENT}")
+    assert c.command("MAIL FROM:<alice@example.org>")[0] == 250
+    assert c.command(f"RCPT TO:<{rcpt}>")[0] == 250
+    assert c.command("DATA")[0] == 354
+
+
 def test_silence_inside_data(fast: tuple[Daemon, int]) -> None:
     d, port = fast
     with Conversation.open("127.0.0.1", port, timeout=10) as c:
-        c.reply()
-        c.command(f"EHLO {CLIENT}")
-        assert c.command("MAIL FROM:<alice@example.org>")[0] == 250
-        assert c.command("RCPT TO:<bob+silent@localhost>")[0] == 250
-        assert c.command("DATA")[0] == 354
+        start_data(c, "bob+silent@localhost")
         c.send(b"Subject: half\r\n\r\nhalf a mess")
         started = time.monotonic()
         elapsed = expect_timeout(c, started)
     assert DATA_SILENCE * 0.8 <= elapsed < DATA_SILENCE + 2
     assert envelopes_for(d, "bob+silent@localhost") == []
     assert list((d.spool / "incoming").iterdir()) == []  # the transaction is gone
+
+
+def test_dribbling_inside_data_is_cut_by_the_minimum_rate(fast: tuple[Daemon, int]) -> None:
+    """A short line every 50 ms (of a data block timeout of 0.6 s): each line
+    breaks the silence, but the rate is far below the minimum, so the client
+    is cut after about one data block timeout, not after the whole DATA
+    limit (3600 s scaled: 12 s)."""
+    d, port = fast
+    with Conversation.open("127.0.0.1", port, timeout=10) as c:
+        start_data(c, "bob+dribble@localhost")
+        started = time.monotonic()
+        c.send(b"Subject: slow\r\n\r\n")
+        while time.monotonic() - started < 3600 * SCALE:
+            if select.select([c.sock], [], [], 0.05)[0]:
+                break
+            c.send(b"x\r\n")
+        elapsed = expect_timeout(c, started)
+    assert DATA_SILENCE * 0.8 <= elapsed < DATA_SILENCE + 2
+    assert re.search(r"smtp timeout in DATA: \d+ bytes in [0-9.]+ s, slower than", d.log())
+    assert envelopes_for(d, "bob+dribble@localhost") == []
 
 
 def test_client_reset_during_data_leaves_nothing(fast: tuple[Daemon, int]) -> None:
@@ -323,12 +349,14 @@ def test_client_reset_during_data_leaves_nothing(fast: tuple[Daemon, int]) -> No
     assert envelopes_for(d, "bob+reset@localhost") == []
 
 
-# -- the session cap ------------------------------------------------------------------------------
+# -- the session cap and the share of one client ------------------------------------------------
 
 FD_LIMIT = 52
 
 
-def test_session_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def low_fd_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Daemons started from now on have 52 descriptors: a few sessions at most."""
     prlimit = shutil.which("prlimit")
     if prlimit is None:
         pytest.skip("prlimit (util-linux) is not installed")
@@ -337,15 +365,25 @@ def test_session_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         "MTA",
         [prlimit, f"--nofile={FD_LIMIT}:{FD_LIMIT}", sys.executable, "-m", "mta"],
     )
+
+
+def session_cap(d: Daemon) -> int:
+    found = re.search(r"mta: ready, (\d+) session\(s\) at most", d.log())
+    assert found is not None
+    cap = int(found.group(1))
+    assert 2 <= cap <= 8, d.log()
+    return cap
+
+
+def test_session_cap(tmp_path: Path, low_fd_limit: None) -> None:
     [port] = free_ports(1)
-    d = Daemon(tmp_path, config(port))
+    # no limit per client: this one client may fill the cap
+    d = Daemon(tmp_path, config(port), env={"MTA_MAX_CONN_PER_CLIENT": "0"})
     d.start()
     opened: list[Conversation] = []
     try:
-        found = re.search(r"mta: ready, (\d+) session\(s\) at most", d.log())
-        assert found is not None
-        cap = int(found.group(1))
-        assert 1 <= cap <= 8, d.log()
+        assert "per client address unlimited" in d.log()
+        cap = session_cap(d)
         for _ in range(cap):
             opened.append(Conversation.open("127.0.0.1", port, timeout=5))
             assert opened[-1].reply()[0] == 220
@@ -353,6 +391,7 @@ def test_session_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         opened.append(waiting)
         # no banner while the sessions are all taken
         assert select.select([waiting.sock], [], [], 0.5)[0] == []
+        assert d.log().count("smtp: session limit reached") == 1
         assert opened[0].command("QUIT")[0] == 221
         assert waiting.reply()[0] == 220  # served once a session ended
         # and it works under that limit
@@ -365,5 +404,59 @@ def test_session_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         for c in opened:
             c.close()
+        wait_log(d, "smtp: sessions below the limit again")
         d.stop()
     assert len(envelopes_for(d, "bob@localhost")) == 1
+    log = d.log()
+    assert log.count("smtp: session limit reached") == 1, log
+    assert log.count("smtp: sessions below the limit again") == 1, log
+    assert f"session limit reached: all {cap} sessions taken" in log
+
+
+def wait_log(d: Daemon, text: str, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in d.log() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_one_client_cannot_take_every_session(tmp_path: Path, low_fd_limit: None) -> None:
+    """By default a loopback client holds half the sessions at most: the next
+    connection is refused at once, and another client is still served."""
+    [port] = free_ports(1)
+    d = Daemon(tmp_path, config(port))
+    d.start()
+    opened: list[Conversation] = []
+    try:
+        cap = session_cap(d)
+        for _ in range(cap // 2):
+            opened.append(Conversation.open("127.0.0.1", port, timeout=5))
+            assert opened[-1].reply()[0] == 220
+        with Conversation.open("127.0.0.1", port, timeout=5) as over:
+            code, text = over.reply()
+            assert code == 421
+            assert re.fullmatch(
+                r"4\.7\.0 \S+ Too many connections from your address, try again later", text
+            )
+            assert over.closed()
+        other = Conversation.open("127.0.0.1", port, timeout=5, source="127.0.0.2")
+        opened.append(other)
+        assert other.reply()[0] == 220
+    finally:
+        for c in opened:
+            c.close()
+        d.stop()
+    assert re.search(
+        r"smtp: too many connections from 127\.0\.0\.1 \(\d sessions, the most one client may"
+        r" hold\): refused with 421",
+        d.log(),
+    )
+
+
+def test_a_bad_limit_per_client_is_refused_at_start(tmp_path: Path) -> None:
+    [port] = free_ports(1)
+    d = Daemon(tmp_path, config(port), env={"MTA_MAX_CONN_PER_CLIENT": "lots"})
+    with pytest.raises(RuntimeError, match="mta exited with 1"):
+        d.start()
+    assert d.log().strip() == (
+        "mta: MTA_MAX_CONN_PER_CLIENT must be a whole number of sessions (0: no limit), not 'lots'"
+    )

@@ -4,7 +4,9 @@ real rules, spool and watchdog behind it."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import trio
@@ -19,7 +21,7 @@ from mta.server.timeouts import Timeouts
 from mta.server.watchdog import Watchdog
 from mta.spool.spool import Spool
 
-__all__ = ["Client", "make_generation", "open_session"]
+__all__ = ["Client", "generation_of", "make_generation", "open_session"]
 
 
 class Client:
@@ -54,6 +56,16 @@ async def make_generation(text: str, spool_dir: Path) -> Generation:
     config = load_text(text, check_interfaces=False).config
     shared = Shared(spool, None, None, Timeouts(), Watchdog(1.0))
     return open_generation(config, shared)
+
+
+@contextlib.asynccontextmanager
+async def generation_of(text: str, spool_dir: Path) -> AsyncIterator[Generation]:
+    """:func:`make_generation`, its tables closed at the end."""
+    generation = await make_generation(text, spool_dir)
+    try:
+        yield generation
+    finally:
+        generation.tables.close()
 
 
 async def open_session(

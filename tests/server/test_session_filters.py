@@ -5,6 +5,7 @@ replies and on what reaches the spool."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -73,8 +74,9 @@ def stored(generation: Generation) -> list[bytes]:
     ],
 )
 async def test_a_builtin_reject_at_each_phase(
-    tmp_path: Path, phase_filter: str, refused_at: int, reply: str
+    tmp_path: Path, phase_filter: str, refused_at: int, reply: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="mta.smtp")
     async with filtered(tmp_path, f"filter f {phase_filter}\n", "f") as generation:
         async with trio.open_nursery() as nursery:
             if refused_at < 0:
@@ -85,6 +87,8 @@ async def test_a_builtin_reject_at_each_phase(
                     refused = await client.command(command)
                     assert refused.startswith("503 5.5.1 Invalid command: Command not allowed")
                 assert (await client.command("QUIT")).startswith("221 ")
+                assert failed_commands(caplog)[:2] == ['""', '"EHLO client.test"']
+                assert len(failed_commands(caplog)) == 4
                 return
             client, _ = await open_session(generation, nursery)
             replies = await transaction(client)
@@ -92,6 +96,18 @@ async def test_a_builtin_reject_at_each_phase(
             assert replies[refused_at].startswith(reply), replies
             assert (await client.command("QUIT")).startswith("221")
         assert stored(generation) == []
+    commands = ("EHLO client.test", "MAIL FROM:<alice@example.org>", "RCPT TO:<bob@localhost>")
+    assert failed_commands(caplog) == [f'"{(*commands, "DATA", "DATA")[refused_at]}"']
+
+
+def failed_commands(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The command of each ``smtp failed-command`` line logged."""
+    found = []
+    for record in caplog.records:
+        text = record.getMessage()
+        if " smtp failed-command command=" in text:
+            found.append(text.split("command=", 1)[1].split(" result=")[0])
+    return found
 
 
 async def test_disconnect_at_connect_closes_at_once(tmp_path: Path) -> None:
