@@ -43,6 +43,7 @@ class Senders:
         self.tried: set[str] = set()  # sent at least MAIL FROM for it
         self.refused: Counter[int] = Counter()  # reply codes other than 250, per code
         self.broken = 0  # sessions that ended in a broken connection
+        self.first_ack = threading.Event()  # set at the first 250
         self._supply = iter(supply)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -72,6 +73,7 @@ class Senders:
             with self._lock:
                 if reply.accepted:
                     self.acked.add(tok)
+                    self.first_ack.set()
                 else:
                     self.refused[reply.code] += 1
         return True
