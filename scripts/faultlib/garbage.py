@@ -3,8 +3,10 @@
 One connection at a time, each with an attack drawn at random from
 :data:`~faultlib.attacks.ATTACKS`: the bytes are sent in one go, the client
 half-closes, then reads until the server closes.  Every 4xx or 5xx reply it
-got is a refusal, and each must have its ``smtp failed-command`` line in the
-log: the log lines of a connection are those written between its start and
+got is a refusal, and each must have its line in the log, as OpenSMTPD's
+``smtp_reply`` writes it: ``smtp failed-command`` for a command refused,
+``smtp bad-input`` for input that is no command (a line too long, pipelining
+before EHLO): the log lines of a connection are those written between its start and
 its ``smtp disconnected`` line, so a connection whose refusals outnumber its
 logged ones is counted as *unlogged* (a reply lost to a reset, seen by the
 server only, cannot make a connection look unlogged).  A daemon that dies is
@@ -33,7 +35,7 @@ from faultlib.wire import open_session, read_reply, read_until_closed, refusals
 __all__ = ["garbage", "run_attack"]
 
 SCENARIO = "garbage input"
-FAILED = " smtp failed-command "
+LOGGED = (" smtp failed-command ", " smtp bad-input ")
 DISCONNECTED = " smtp disconnected "
 
 
@@ -41,7 +43,7 @@ DISCONNECTED = " smtp disconnected "
 class _Tally:
     connections: Counter[str] = field(default_factory=Counter)
     seen: int = 0  # refusals the clients read
-    logged: int = 0  # failed-command lines
+    logged: int = 0  # failed-command and bad-input lines
     unlogged: Counter[str] = field(default_factory=Counter)  # connections, per attack
     hung: Counter[str] = field(default_factory=Counter)  # not closed after our half-close
     crashes: list[str] = field(default_factory=list)
@@ -82,7 +84,7 @@ def _one(ctx: Context, daemon: Daemon, tally: _Tally) -> None:
     except (OSError, TimeoutError):
         seen, closed = 0, True  # refused or reset before a greeting: nothing was refused
     text = _wait_disconnected(daemon, offset)
-    logged = text.count(FAILED)
+    logged = sum(text.count(kind) for kind in LOGGED)
     tally.seen += seen
     tally.logged += logged
     if logged < seen:
@@ -109,7 +111,7 @@ def _still_serves(port: int) -> bool:
 
 def garbage(ctx: Context) -> Row:
     n = ctx.settings.garbage
-    measured = "crashes; refusals logged as failed-command; served after"
+    measured = "crashes; refusals logged (failed-command, bad-input); served after"
     promise = "0 crashes; every 4xx/5xx logged; a clean message accepted after"
     space = ctx.workspace("garbage")
     daemon = Daemon(space, free_port())
@@ -128,7 +130,7 @@ def garbage(ctx: Context) -> Row:
             if i % 50 == 0 or i == n:
                 log(
                     f"{SCENARIO}: {i}/{n} connections, {len(tally.crashes)} crash(es),"
-                    f" {tally.seen} refusals read, {tally.logged} failed-command lines,"
+                    f" {tally.seen} refusals read, {tally.logged} logged,"
                     f" {sum(tally.unlogged.values())} connection(s) with unlogged refusals"
                 )
         serves = daemon.alive() and _still_serves(daemon.port)
