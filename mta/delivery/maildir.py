@@ -44,7 +44,10 @@ How
     and the ``tmp/`` name removed.  Directories created are fsynced into their
     parents.  On any failure, the ``tmp/`` file and any ``new/`` link are
     removed: nothing half-written is left, and a failure never leaves a
-    delivered copy that a retry would duplicate.  ``fsync`` failing with
+    delivered copy that a retry would duplicate (only a process killed
+    meanwhile leaves a ``tmp/`` file: with ``sweep``, the ``tmp/`` directories
+    opened are then cleaned of files untouched for 36 hours, as the maildir
+    convention asks; :mod:`mta.delivery.tmpsweep`).  ``fsync`` failing with
     EINVAL (a filesystem that cannot sync) is ignored, as ``mail.mboxfile``
     does.
 
@@ -112,6 +115,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 
+from mta.delivery.tmpsweep import TmpSweep
 from mta.errors import MTAError, PermanentFailure, TemporaryFailure
 
 __all__ = [
@@ -504,6 +508,7 @@ def deliver_maildir(
     hostname: str | None = None,
     confine: str | None = None,
     owner: tuple[int, int] | None = None,
+    sweep: TmpSweep | None = None,
 ) -> str:
     """Deliver one message into the maildir ``root``; return the path of the file in ``new/``.
 
@@ -513,6 +518,8 @@ def deliver_maildir(
     ``hostname``: for the unique name (default: this host's).  ``confine``:
     no symbolic link is followed below this directory.  ``owner``: (uid, gid)
     given to the directories and the file created (when delivering as root).
+    ``sweep``: run on each ``tmp/`` opened, after the delivery, whatever its
+    outcome (it never raises).
 
     Raises :class:`TemporaryFailure` or :class:`PermanentFailure` (see the
     module's table); errors of ``chunks`` itself propagate (an ``OSError``
@@ -554,6 +561,8 @@ def deliver_maildir(
         return _write_and_link(dest, junk_dir, chunks, prepend, junk, host, owner)
     finally:
         for d in dirs:
+            if sweep is not None:
+                sweep.run(d.tmp, f"{d.path}/tmp")
             d.close()
         os.close(root_fd)
 
@@ -568,6 +577,7 @@ def _write_and_link(
     owner: tuple[int, int] | None,
 ) -> str:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    normalizer = LineNormalizer(scan_junk=junk)  # nothing may fail between create and try
     for _attempt in range(_LINK_ATTEMPTS):
         name = _unique_name(host)
         tmp_path = f"{dest.path}/tmp/{name}"
@@ -580,7 +590,6 @@ def _write_and_link(
         break
     else:
         raise TemporaryFailure(f"{dest.path}/tmp: no free unique name")
-    normalizer = LineNormalizer(scan_junk=junk)
     try:
         try:
             if owner is not None:
