@@ -25,7 +25,6 @@ from mta.delivery.maildir import (
     LineNormalizer,
     deliver_maildir,
     delivery_headers,
-    failure_from_oserror,
     folder_name,
     is_junk_line,
 )
@@ -684,29 +683,7 @@ def test_a_failing_sweep_never_fails_the_delivery(tmp_path: Path, monkeypatch: A
     assert sweep.errors == [f"{root}/tmp: Input/output error"]
 
 
-# --- classification and the line normalizer -------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("code", "permanent"),
-    [
-        (errno.ENAMETOOLONG, True),
-        (errno.EINVAL, True),
-        (errno.ENOSPC, False),
-        (errno.EDQUOT, False),
-        (errno.EIO, False),
-        (errno.EROFS, False),
-        (errno.EACCES, False),
-        (errno.EPERM, False),
-        (errno.ELOOP, False),
-        (errno.ENOENT, False),
-        (errno.EFBIG, False),
-    ],
-)
-def test_failure_from_oserror(code: int, permanent: bool) -> None:
-    failure = failure_from_oserror(OSError(code, os.strerror(code)), "/x")
-    assert isinstance(failure, PermanentFailure if permanent else TemporaryFailure)
-    assert str(failure) == f"/x: {os.strerror(code)}"
+# --- the line normalizer -----------------------------------------------------------
 
 
 def reference(data: bytes, *, escape_from: bool) -> tuple[bytes, bool]:
