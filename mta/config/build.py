@@ -113,14 +113,32 @@ class Builder:
         if not check_use(table, types, services):
             self.fail(message.format(name=name), where)
             return
+        for service in services:
+            if table.services & service:
+                self.check_entries(ref, table, service, where)
+                break
+
+    def check_entries(
+        self, ref: model.TableRef, table: Table, service: Service, where: ast.Where
+    ) -> None:
+        """Check a table's entries for ``service``.  A pattern that does not
+        compile is an error (every lookup would fail); other bad entries are
+        warnings, since OpenSMTPD only notices them when a lookup hits them."""
+        regex = service == Service.REGEX
+        named = ref.name if isinstance(ref, model.NamedTable) else None
+        if regex and named in self.tables:
+            # the daemon checks the patterns again when it opens and reloads the table
+            assert named is not None
+            self.tables[named] = model.replace(self.tables[named], regex=True)
         try:
-            for service in services:
-                if table.services & service:
-                    table.validate(service)
-                    break
+            table.validate(service)
         except TableError as exc:
-            # OpenSMTPD only notices bad entries when a lookup hits them: warn, like a lint
-            self.warnings.append(f"{where.file}:{where.line}: warning: table {name}: {exc}")
+            label = f"table {named}: " if named is not None else ""
+            reason = label + str(exc).removeprefix(f"table {table.name}: ")
+            if regex:
+                self.fail(reason, where)
+            else:
+                self.warnings.append(f"{where.file}:{where.line}: warning: {reason}")
 
     def filter_ref(self, ref: model.FilterRef | None, where: ast.Where) -> None:
         if ref is None:
@@ -232,7 +250,9 @@ class Builder:
                     return
             self.check_chain(f.filters, where)
         if isinstance(f, model.FilterBuiltin) and f.table is not None:
-            self.open_ref(f.table, where)
+            table = self.open_ref(f.table, where)
+            if table is not None and f.regex:
+                self.check_entries(f.table, table, Service.REGEX, where)
         if stmt.proc is not None:
             self.procs[stmt.proc.name] = stmt.proc
         self.filters[stmt.name] = f

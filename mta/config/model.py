@@ -75,6 +75,9 @@ class TableDecl:
     entries: tuple[tuple[str, str | None], ...] = ()  # inline data
     file: str = attrs.field(default="", eq=False, repr=False)
     line: int = _pos()
+    # set by the builder when a regex criterion or filter uses the table: the
+    # daemon then refuses contents (at open and at reload) whose patterns do not compile
+    regex: bool = attrs.field(default=False, eq=False, repr=False)
 
 
 @attrs.frozen

@@ -13,7 +13,9 @@ the message, read for the loop check) and the rest of the stream.
 - ``maildir [path] [junk]``: the path (default ``~/Maildir``; a relative one is
   relative to the directory the daemon started in) with its format specifiers
   expanded and no ``..``; symbolic links are not followed below the part of
-  the path written without specifiers.
+  the path written without specifiers.  At most once an hour per maildir (and
+  only in a worker thread), the delivery also removes the files of ``tmp/``
+  untouched for 36 hours (:mod:`mta.delivery.tmpsweep`), and each is logged.
 - ``mbox``: the system mailbox ``/var/mail/USER`` when the daemon runs as root;
   run unprivileged, ``MTA_MBOX_DIR`` or ``<spool>/mail/USER``.
 - ``mda "command"``: expanded, through an ``mda wrapper`` if the action names
@@ -52,6 +54,7 @@ from mta.delivery.mbox import deliver_mbox, mailbox_path, spool_groups
 from mta.delivery.mda import MdaCommand, run_mda
 from mta.delivery.prepare import create_mailbox, prepare_maildir_base, user_base
 from mta.delivery.result import ESC_ROUTING_LOOP_DETECTED, Result
+from mta.delivery.tmpsweep import SweepSchedule, log_sweep
 from mta.envelope import DeliveryNode, Envelope
 from mta.errors import MTAError, PermanentFailure, SpoolError, SpoolNotFound, TemporaryFailure
 from mta.log import get_logger, visible
@@ -136,6 +139,7 @@ class LocalDeliverer:
         self._fixed_hostname = hostname
         self.hostname = hostname or config.hostname
         self.base = os.getcwd()  # relative maildir paths are relative to where we started
+        self.tmp_sweeps = SweepSchedule()  # when each maildir's tmp/ was last cleaned
 
     def reconfigure(self, config: Config, tables: TableSet) -> None:
         """Deliver by ``config`` from the next attempt on (a reload): an
@@ -243,6 +247,9 @@ class LocalDeliverer:
         folder = envelope.mda_subaddress or None
         if folder is not None and folder_name(folder) is None:
             folder = None
+        # tmp/ cleaned now and then, in a thread (a forked child could not say what it removed)
+        in_thread = not self.privileged or fsidentity.available()
+        sweep = self.tmp_sweeps.start(f"{path}\0{folder or ''}") if in_thread else None
 
         def work() -> None:
             deliver_maildir(
@@ -253,17 +260,22 @@ class LocalDeliverer:
                 folder=folder,
                 confine=confine,
                 hostname=self.hostname,
+                sweep=sweep,
             )
 
-        if self.privileged:
-            base = user_base(template, confine)
-            if base is not None:  # root makes what the user could not
-                await threads.run_sync(prepare_maildir_base, base, path, user.uid, user.gid)
-            if fsidentity.available():
-                return await fsidentity.run_with_fs_identity(user, work)
-            return await run_as_user(user, work)
-        await threads.run_sync(work)
-        return Result.ok()
+        try:
+            if self.privileged:
+                base = user_base(template, confine)
+                if base is not None:  # root makes what the user could not
+                    await threads.run_sync(prepare_maildir_base, base, path, user.uid, user.gid)
+                if fsidentity.available():
+                    return await fsidentity.run_with_fs_identity(user, work)
+                return await run_as_user(user, work)
+            await threads.run_sync(work)
+            return Result.ok()
+        finally:
+            if sweep is not None:
+                log_sweep(sweep)
 
     async def _file(self, job: _Job, path: str, system_mailbox: bool) -> Result:
         """Append in mbox format: the system mailbox (dotlocked) or an alias file."""

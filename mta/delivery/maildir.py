@@ -3,9 +3,10 @@
 This is OpenSMTPD's ``mail.maildir`` (``usr.sbin/smtpd/mail.maildir.c``) as a
 blocking function for a worker thread, plus the pieces that the mbox delivery
 (:mod:`mta.delivery.mbox`) shares with it: the lines OpenSMTPD's ``mda.c``
-writes before every local delivery (:func:`delivery_headers`), the line-ending
-conversion (:class:`LineNormalizer`) and the errno classification
-(:func:`failure_from_oserror`).
+writes before every local delivery (:func:`delivery_headers`) and the
+line-ending conversion (:class:`LineNormalizer`).  The directories are opened
+by :mod:`mta.delivery.dirwalk`, which also holds the errno classification
+(``failure_from_oserror``) tabulated below.
 
 What is written
     ``prepend`` (the caller passes :func:`delivery_headers`: ``mda.c`` writes
@@ -44,7 +45,10 @@ How
     and the ``tmp/`` name removed.  Directories created are fsynced into their
     parents.  On any failure, the ``tmp/`` file and any ``new/`` link are
     removed: nothing half-written is left, and a failure never leaves a
-    delivered copy that a retry would duplicate.  ``fsync`` failing with
+    delivered copy that a retry would duplicate (only a process killed
+    meanwhile leaves a ``tmp/`` file: with ``sweep``, the ``tmp/`` directories
+    opened are then cleaned of files untouched for 36 hours, as the maildir
+    convention asks; :mod:`mta.delivery.tmpsweep`).  ``fsync`` failing with
     EINVAL (a filesystem that cannot sync) is ignored, as ``mail.mboxfile``
     does.
 
@@ -107,12 +111,19 @@ import itertools
 import os
 import secrets
 import socket
-import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator
 
-from mta.errors import MTAError, PermanentFailure, TemporaryFailure
+from mta.delivery.dirwalk import (
+    failure_from_oserror,
+    fsync_quietly,
+    open_directory,
+    open_root,
+    split_absolute,
+)
+from mta.delivery.tmpsweep import TmpSweep
+from mta.errors import TemporaryFailure
 
 __all__ = [
     "JUNK_FOLDER",
@@ -120,17 +131,13 @@ __all__ = [
     "LineNormalizer",
     "deliver_maildir",
     "delivery_headers",
-    "failure_from_oserror",
     "folder_name",
-    "fsync_quietly",
     "is_junk_line",
     "read_chunks",
-    "split_absolute",
 ]
 
 JUNK_FOLDER = ".Junk"  # mail.maildir.c: snprintf(junkpath, ..., "%s/.Junk", dirname)
 _SUBDIRS = ("cur", "tmp", "new")  # mail.maildir.c's maildir_mkdirs order
-_DIR_MODE = 0o700
 _FILE_MODE = 0o600
 _MAILADDR_ESCAPE = "!#$%&'*/?^`{|}~"  # mail.maildir.c: MAILADDR_ESCAPE, each becomes ':'
 _JUNK_LINES = (b"x-spam: yes", b"x-spam-flag: yes")
@@ -141,24 +148,8 @@ _MAX_CARRY = 64 * 1024
 _LINK_ATTEMPTS = 5
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
 
-_PERMANENT_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EINVAL})
-
 _counter = itertools.count(1)
 _counter_lock = threading.Lock()
-
-
-def failure_from_oserror(exc: OSError, what: str) -> TemporaryFailure | PermanentFailure:
-    """The delivery failure that an ``OSError`` about ``what`` (a path) means.
-
-    ENAMETOOLONG and EINVAL are permanent (``mail.maildir`` exits 1 for them);
-    everything else, among them ENOSPC, EDQUOT, EIO, EROFS, EACCES and EPERM,
-    is temporary (EX_TEMPFAIL / EX_OSERR in ``mail.maildir`` and ``mail.local``).
-    """
-    reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
-    message = f"{what}: {reason}"
-    if exc.errno in _PERMANENT_ERRNOS:
-        return PermanentFailure(message)
-    return TemporaryFailure(message)
 
 
 def delivery_headers(sender: str, recipient: str) -> bytes:
@@ -320,137 +311,6 @@ def read_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield chunk
 
 
-def fsync_quietly(fd: int) -> None:
-    """fsync, ignoring EINVAL (a filesystem that cannot sync: ``mail.mboxfile``)."""
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno != errno.EINVAL:
-            raise
-
-
-def split_absolute(path: str) -> list[str]:
-    """The components of an absolute path without ``..``; :class:`PermanentFailure` otherwise."""
-    if not path.startswith("/"):
-        raise PermanentFailure(f"{path}: not an absolute path")
-    if "\0" in path:
-        raise PermanentFailure(f"{path!r}: NUL in path")
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise PermanentFailure(f"{path}: '..' in path")
-    if not parts:
-        raise PermanentFailure(f"{path}: the root directory")
-    return parts
-
-
-def _refused_link(parent_fd: int, name: str, path: str, exc: OSError) -> MTAError:
-    if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
-        with contextlib.suppress(OSError):
-            if stat.S_ISLNK(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode):
-                return TemporaryFailure(f"{path}: is a symbolic link, not followed")
-    return failure_from_oserror(exc, path)
-
-
-def _open_directory(
-    parent_fd: int,
-    name: str,
-    path: str,
-    *,
-    create: bool,
-    nofollow: bool,
-    owner: tuple[int, int] | None = None,
-    readable: bool = False,
-) -> int:
-    """Open (creating it 0700 if asked and missing) the directory ``name`` under ``parent_fd``.
-
-    ``path`` names it in error messages.  A directory created is chowned to
-    ``owner`` and fsynced into its parent.  The descriptor is an ``O_PATH``
-    one unless ``readable`` (for ``fsync``): walking a path then needs only
-    search permission, as the kernel's own lookup does (``/home`` mode 0711).
-    """
-    flags = os.O_DIRECTORY | os.O_CLOEXEC | (os.O_NOFOLLOW if nofollow else 0)
-    flags |= os.O_RDONLY if readable else os.O_PATH
-    try:
-        try:
-            return os.open(name, flags, dir_fd=parent_fd)
-        except FileNotFoundError:
-            if not create:
-                raise
-        created = True
-        try:
-            os.mkdir(name, _DIR_MODE, dir_fd=parent_fd)
-        except FileExistsError:
-            created = False  # appeared meanwhile: opened as any existing one
-        fd = os.open(name, flags, dir_fd=parent_fd)
-    except OSError as exc:
-        raise _refused_link(parent_fd, name, path, exc) from exc
-    if created:
-        try:
-            if owner is not None:
-                os.chown(name, owner[0], owner[1], dir_fd=parent_fd, follow_symlinks=False)
-            _sync_directory(parent_fd)
-        except OSError as exc:
-            os.close(fd)
-            raise failure_from_oserror(exc, path) from exc
-    return fd
-
-
-def _sync_directory(fd: int) -> None:
-    """fsync the directory ``fd`` (an ``O_PATH`` descriptor is opened again for
-    it; a directory this user may write in but not read cannot be synced)."""
-    try:
-        readable = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
-    except PermissionError:
-        return
-    try:
-        fsync_quietly(readable)
-    finally:
-        os.close(readable)
-
-
-def _descend(
-    fd: int,
-    parts: list[str],
-    path: str,
-    *,
-    create: bool,
-    nofollow: bool,
-    owner: tuple[int, int] | None,
-) -> int:
-    """Open ``parts`` one directory at a time from ``fd`` (which is consumed)."""
-    try:
-        for part in parts:
-            path = path.rstrip("/") + "/" + part
-            child = _open_directory(fd, part, path, create=create, nofollow=nofollow, owner=owner)
-            os.close(fd)
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _open_path(
-    parts: list[str], *, create: bool, nofollow: bool, owner: tuple[int, int] | None
-) -> int:
-    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    return _descend(fd, parts, "", create=create, nofollow=nofollow, owner=owner)
-
-
-def _open_root(root: str, confine: str | None, owner: tuple[int, int] | None) -> int:
-    parts = split_absolute(root)
-    if confine is None:
-        return _open_path(parts, create=True, nofollow=False, owner=owner)
-    base = split_absolute(confine)
-    if parts[: len(base)] != base:
-        raise PermanentFailure(f"{root}: not under {confine}")
-    # the configured part is trusted (links followed) and, like the rest of the
-    # path, made when missing (mail.maildir's mkdirs)
-    fd = _open_path(base, create=True, nofollow=False, owner=owner)
-    path = "/" + "/".join(base)
-    return _descend(fd, parts[len(base) :], path, create=True, nofollow=True, owner=owner)
-
-
 class _Maildir:
     """One maildir (or Maildir++ folder) opened: the descriptors of its ``tmp/`` and ``new/``."""
 
@@ -460,7 +320,7 @@ class _Maildir:
         self.new = -1
         try:
             for sub in _SUBDIRS:
-                sub_fd = _open_directory(
+                sub_fd = open_directory(
                     fd, sub, f"{path}/{sub}", create=True, nofollow=True, owner=owner, readable=True
                 )
                 if sub == "tmp":
@@ -504,6 +364,7 @@ def deliver_maildir(
     hostname: str | None = None,
     confine: str | None = None,
     owner: tuple[int, int] | None = None,
+    sweep: TmpSweep | None = None,
 ) -> str:
     """Deliver one message into the maildir ``root``; return the path of the file in ``new/``.
 
@@ -513,13 +374,15 @@ def deliver_maildir(
     ``hostname``: for the unique name (default: this host's).  ``confine``:
     no symbolic link is followed below this directory.  ``owner``: (uid, gid)
     given to the directories and the file created (when delivering as root).
+    ``sweep``: run on each ``tmp/`` opened, after the delivery, whatever its
+    outcome (it never raises).
 
     Raises :class:`TemporaryFailure` or :class:`PermanentFailure` (see the
     module's table); errors of ``chunks`` itself propagate (an ``OSError``
     classified) after the cleanup.
     """
     host = _host_part(hostname)
-    root_fd = _open_root(root, confine, owner)
+    root_fd = open_root(root, confine, owner)
     root_path = "/" + "/".join(split_absolute(root))
     dirs: list[_Maildir] = []
     try:
@@ -528,7 +391,7 @@ def deliver_maildir(
         junk_dir: _Maildir | None = None
         if junk:
             junk_path = f"{root_path}/{JUNK_FOLDER}"
-            junk_fd = _open_directory(
+            junk_fd = open_directory(
                 root_fd, JUNK_FOLDER, junk_path, create=True, nofollow=True, owner=owner
             )
             try:
@@ -541,7 +404,7 @@ def deliver_maildir(
         if sub is not None:
             sub_path = f"{root_path}/{sub}"
             try:
-                sub_fd = _open_directory(root_fd, sub, sub_path, create=False, nofollow=True)
+                sub_fd = open_directory(root_fd, sub, sub_path, create=False, nofollow=True)
             except TemporaryFailure as exc:
                 if not isinstance(exc.__cause__, FileNotFoundError):
                     raise
@@ -554,6 +417,8 @@ def deliver_maildir(
         return _write_and_link(dest, junk_dir, chunks, prepend, junk, host, owner)
     finally:
         for d in dirs:
+            if sweep is not None:
+                sweep.run(d.tmp, f"{d.path}/tmp")
             d.close()
         os.close(root_fd)
 
@@ -568,6 +433,7 @@ def _write_and_link(
     owner: tuple[int, int] | None,
 ) -> str:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    normalizer = LineNormalizer(scan_junk=junk)  # nothing may fail between create and try
     for _attempt in range(_LINK_ATTEMPTS):
         name = _unique_name(host)
         tmp_path = f"{dest.path}/tmp/{name}"
@@ -580,7 +446,6 @@ def _write_and_link(
         break
     else:
         raise TemporaryFailure(f"{dest.path}/tmp: no free unique name")
-    normalizer = LineNormalizer(scan_junk=junk)
     try:
         try:
             if owner is not None:

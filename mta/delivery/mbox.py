@@ -86,13 +86,8 @@ import struct
 import time
 from collections.abc import Callable, Iterable
 
-from mta.delivery.maildir import (
-    BlockWriter,
-    LineNormalizer,
-    failure_from_oserror,
-    read_chunks,
-    split_absolute,
-)
+from mta.delivery.dirwalk import failure_from_oserror, split_absolute
+from mta.delivery.maildir import BlockWriter, LineNormalizer, read_chunks
 from mta.errors import PermanentFailure, TemporaryFailure
 
 __all__ = [

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from mta.delivery.maildir import fsync_quietly, split_absolute
+from mta.delivery.dirwalk import fsync_quietly, split_absolute
 
 __all__ = ["create_mailbox", "prepare_maildir_base", "user_base"]
 

@@ -113,7 +113,12 @@ class TableSet:
             for name, decl in config.tables.items():
                 try:
                     tables[name] = open_table(
-                        name, decl.backend, decl.config, decl.entries, delimiter=delimiter
+                        name,
+                        decl.backend,
+                        decl.config,
+                        decl.entries,
+                        delimiter=delimiter,
+                        regex=decl.regex,
                     )
                 except TableError as exc:
                     raise TableError(f"table {name}: {exc}") from None

@@ -35,21 +35,40 @@ class DbTable(MemoryTable):
             raise TableError(f"{path}: {exc.strerror or exc}") from None
 
     def reload(self) -> None:
-        """Reread the database; keeps old data on error."""
+        """Reread the database; on error the old contents stay, the refusal is
+        logged and TableError raised."""
+        try:
+            self._load()
+        except TableError as exc:
+            self._refused(exc)
+            raise
+
+    def _load(self) -> None:
         path = self.config
         assert path is not None
         mtime = self._stat(path)
         entries = []
         for key, value in read_hash(path):
             entries.append(Entry(key.lower(), key, None if value == SET_VALUE else value, path))
-        self._install(entries)
+        # this version is read: if its contents are refused, it is not read again
         self._mtime = mtime
+        self._install(entries)
 
     def _refresh(self) -> None:
+        """Reread the database when it changed.  A new version whose contents
+        are refused is logged once and the old contents stay; a file that
+        cannot be read fails the lookup, as before."""
         path = self.config
         assert path is not None
-        if self._stat(path) != self._mtime:
-            self.reload()
+        before = self._mtime
+        if self._stat(path) == before:
+            return
+        try:
+            self._load()
+        except TableError as exc:
+            if self._mtime == before:
+                raise
+            self._refused(exc)
 
     def _lookup(self, service: Service, key: str) -> str | None:
         self._refresh()

@@ -1,6 +1,7 @@
 """Opening a table from its configuration: ``table NAME [backend:]config`` or
 ``table NAME { ... }``.  The backend is chosen as OpenSMTPD ``table_create``
-does; the table is loaded and checked immediately."""
+does; the table is loaded and checked immediately (with ``regex=True``, its
+patterns too, now and at every reload)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from mta.errors import TableError
 from mta.tables.base import Table
 from mta.tables.db import DbTable
 from mta.tables.getpwnam import GetpwnamTable
+from mta.tables.memory import MemoryTable
 from mta.tables.proctable import HELPER_DIRS, ProcTable, find_helper
+from mta.tables.services import Service
 from mta.tables.static import StaticTable
 
 __all__ = ["open_table", "split_table_spec"]
@@ -40,15 +43,35 @@ def open_table(
     *,
     delimiter: str = "+",
     helper_dirs: tuple[str, ...] = HELPER_DIRS,
+    regex: bool = False,
 ) -> Table:
     """Create and load a table.
 
     ``backend`` is ``static`` (inline ``entries``, or a file in ``config``),
     ``file``, ``db``, ``getpwnam``, ``proc`` (``config`` = ``helper[:arg]``) or the
     name of a ``table-<backend>`` helper.  ``delimiter`` is the sub-address
-    delimiter used by ``mailaddr`` matching.  Raises TableError, naming the file
-    and line when a file is malformed.
+    delimiter used by ``mailaddr`` matching.  ``regex`` says the table serves
+    ``regex`` lookups: every pattern must compile, now and at every reload.
+    Raises TableError, naming the file and line when a file is malformed.
     """
+    table = _open(name, backend, config, entries, delimiter, helper_dirs)
+    if regex and isinstance(table, MemoryTable):
+        try:
+            table.validate(Service.REGEX)
+        except TableError:
+            table.close()
+            raise
+    return table
+
+
+def _open(
+    name: str,
+    backend: str,
+    config: str | None,
+    entries: tuple[tuple[str, str | None], ...],
+    delimiter: str,
+    helper_dirs: tuple[str, ...],
+) -> Table:
     if backend in ("static", "file"):
         if backend == "file" or config is not None:
             path = _require_path("file", config)

@@ -4,7 +4,7 @@ exact comparison, except ``domain`` (glob), ``netaddr`` (CIDR), ``mailaddr``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from mta.tables.mailaddr import hostname_match, mailaddr_text_match
 from mta.tables.netaddr import netaddr_match
@@ -31,15 +31,6 @@ class KeyMatcher:
             compiled = compile_regex(pattern)
             self._regexes[pattern] = compiled
         return compiled
-
-    def compile_all(self, patterns: Iterable[str]) -> None:
-        """Compile every pattern now, so a bad one fails at load time."""
-        for pattern in patterns:
-            self.regex(pattern)
-
-    def clear(self) -> None:
-        """Forget compiled patterns (after a reload)."""
-        self._regexes.clear()
 
     def for_service(self, service: Service) -> Callable[[str, str], bool] | None:
         """A ``(candidate, table key) -> bool`` predicate, or None for exact lookup."""

@@ -3,6 +3,11 @@
 
 Entries are kept sorted by key (OpenSMTPD's dict order); pattern services take
 the first entry that matches, other services compare keys exactly.
+
+Once a table has been checked for ``regex`` use (:meth:`MemoryTable.validate`,
+which the configuration does for every table a ``regex`` criterion names), new
+contents replace the old only if every pattern compiles: a reload with a bad
+pattern keeps the previous contents, and the refusal is logged.
 """
 
 from __future__ import annotations
@@ -12,12 +17,15 @@ from collections.abc import Iterable
 import attrs
 
 from mta.errors import TableError
+from mta.log import get_logger
 from mta.tables.base import Table
 from mta.tables.matching import KeyMatcher
 from mta.tables.services import Service, TableType
 from mta.tables.values import parse_value
 
 __all__ = ["Entry", "MemoryTable"]
+
+log = get_logger("table")
 
 
 @attrs.frozen
@@ -43,15 +51,30 @@ class MemoryTable(Table):
         self._entries: dict[str, Entry] = {}
         self._order: tuple[Entry, ...] = ()
         self._cursor = 0
+        self._loaded = False
+        self._regex = False  # checked for regex use: every reload compiles its patterns
 
     def _install(self, entries: Iterable[Entry]) -> None:
+        """Replace the contents; TableError (the old contents stay) when the
+        table serves ``regex`` lookups and a new pattern does not compile."""
         table: dict[str, Entry] = {}
         for entry in entries:
             table[entry.key] = entry
+        order = tuple(sorted(table.values(), key=lambda e: e.key))
+        matcher = KeyMatcher(self.delimiter)
+        if self._regex:
+            _compile_all(matcher, order)
         self._entries = table
-        self._order = tuple(sorted(table.values(), key=lambda e: e.key))
-        self._matcher.clear()
+        self._order = order
+        self._matcher = matcher
         self._cursor = 0
+        self._loaded = True
+
+    def _refused(self, exc: TableError) -> None:
+        """Log that new contents were refused (after the first load only: a
+        table that cannot load at all is the configuration's error)."""
+        if self._loaded:
+            log.warning("table %s: update refused, previous contents kept: %s", self.name, exc)
 
     def items(self) -> tuple[tuple[str, str | None], ...]:
         """Every ``(key, value)`` in lookup order (value None in a list)."""
@@ -85,13 +108,24 @@ class MemoryTable(Table):
     def validate(self, service: Service) -> None:
         """Compile every pattern (``regex``) or parse every value for ``service``."""
         super().validate(service)
+        if service == Service.REGEX:
+            _compile_all(self._matcher, self._order)
+            self._regex = True
+            return
         for entry in self._order:
             try:
-                if service == Service.REGEX:
-                    self._matcher.regex(entry.original)
-                elif service == Service.SOURCE:
+                if service == Service.SOURCE:
                     parse_value(service, entry.key, entry.key)
                 elif entry.value is not None:
                     parse_value(service, entry.key, entry.value)
             except TableError as exc:
                 raise TableError(f"{entry.where}: {exc}") from None
+
+
+def _compile_all(matcher: KeyMatcher, entries: Iterable[Entry]) -> None:
+    """Compile every entry's pattern into ``matcher``; TableError names the entry."""
+    for entry in entries:
+        try:
+            matcher.regex(entry.original)
+        except TableError as exc:
+            raise TableError(f"{entry.where}: {exc}") from None

@@ -5,7 +5,9 @@ OpenSMTPD uses POSIX extended regexes, unanchored (``regexec``), with an
 optional ``(?i)`` prefix for case-insensitive matching.  Because table keys and
 lookup keys are both lowercased, matching is effectively case-insensitive
 anyway; mta compiles every pattern case-insensitively from its original text
-so escapes such as ``\\S`` or ``\\D`` keep their meaning.
+so escapes such as ``\\S`` or ``\\D`` keep their meaning.  The pattern is
+checked and rewritten into RE2's syntax by :mod:`mta.tables.posixre`; ``.``
+matches any character, newline included, as in POSIX.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import attrs
 import re2
 
 from mta.errors import TableError
+from mta.tables.posixre import translate
 
 __all__ = ["MAX_PATTERN_LENGTH", "MAX_SUBJECT_LENGTH", "Regex", "compile_regex"]
 
@@ -36,6 +39,11 @@ class Regex:
         return self._compiled.search(subject) is not None
 
 
+def _shown(pattern: str) -> str:
+    """The pattern as written, quoted (repr only when it holds control characters)."""
+    return f"'{pattern}'" if pattern.isprintable() else repr(pattern)
+
+
 def _describe(exc: Exception) -> str:
     detail = exc.args[0] if exc.args else exc
     if isinstance(detail, bytes):
@@ -44,16 +52,21 @@ def _describe(exc: Exception) -> str:
 
 
 def compile_regex(pattern: str) -> Regex:
-    """Compile a table pattern; a pattern RE2 cannot compile is a TableError."""
+    """Compile a table pattern; a pattern that is not a valid POSIX extended
+    regex, or that RE2 cannot compile, is a TableError giving the reason."""
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise TableError(f"regex too long ({len(pattern)} characters)")
     body = pattern[4:] if pattern.startswith("(?i)") else pattern
     options = re2.Options()
     options.case_sensitive = False
+    options.dot_nl = True
+    options.never_capture = True
     options.max_mem = _MAX_MEM
     options.log_errors = False
     try:
-        compiled = re2.compile(body, options)
+        compiled = re2.compile(translate(body), options)
+    except TableError as exc:
+        raise TableError(f"invalid regex {_shown(pattern)}: {exc}") from None
     except (re2.error, TypeError, ValueError) as exc:
-        raise TableError(f"invalid regex {pattern!r}: {_describe(exc)}") from None
+        raise TableError(f"invalid regex {_shown(pattern)}: {_describe(exc)}") from None
     return Regex(pattern, compiled)

@@ -63,10 +63,15 @@ class StaticTable(MemoryTable):
         return table_type, entries
 
     def reload(self) -> None:
-        """Re-read the file (inline tables never change); keeps old data on error."""
-        if self.config is None:
-            table_type, entries = self._inline_entries()
-        else:
-            table_type, entries = self._file_entries(self.config)
+        """Re-read the file (inline tables never change); on error the old
+        contents stay, the refusal is logged and TableError raised."""
+        try:
+            if self.config is None:
+                table_type, entries = self._inline_entries()
+            else:
+                table_type, entries = self._file_entries(self.config)
+            self._install(entries)
+        except TableError as exc:
+            self._refused(exc)
+            raise
         self.type = table_type
-        self._install(entries)

@@ -447,6 +447,52 @@ def test_rule_tables(files: Path) -> None:
     assert len(c.rules) == 3
 
 
+def test_patterns_that_do_not_compile_are_errors(tmp_path: Path) -> None:
+    patterns = tmp_path / "patterns"
+    patterns.write_text("# comment\n^ok@\n^bad(@\n")
+    errs = errors(
+        f'table re "{patterns}"\n'
+        'table inline { "^x[" }\n'
+        'action "d" maildir\n'
+        'filter "f" phase helo match helo regex { "*mx" } reject "550 no"\n'
+        'listen on lo filter "f"\n'
+        'match from any for rcpt-to regex <re> action "d"\n'
+        'match from rdns regex <inline> for any action "d"\n'
+        'match from any for domain regex { "(a)\\1" } action "d"\n'
+    )
+    assert errs == [
+        "t.conf:4: invalid regex '*mx': nothing to repeat before * (at character 1)",
+        f"t.conf:6: table re: {patterns}:3: invalid regex '^bad(@': unmatched (",
+        "t.conf:7: table inline: invalid regex '^x[': unmatched [ (at character 3)",
+        "t.conf:8: invalid regex '(a)\\1': back-reference \\1 is not supported (matching must stay linear)",
+    ]
+
+
+def test_regex_tables_are_marked_for_the_daemon(tmp_path: Path) -> None:
+    patterns = tmp_path / "patterns"
+    patterns.write_text("^a**b$\n[\\]@\n")  # valid POSIX: refused by RE2 as written
+    result = load(
+        f'table re "{patterns}"\ntable dom {{ example.org }}\n'
+        'filter "f" phase mail-from match mail-from regex <re> reject "550 no"\n'
+        'listen on lo filter "f"\n'
+        "match from any for domain <dom> reject\n"
+    )
+    assert result.warnings == ()
+    assert result.config.tables["re"].regex
+    assert not result.config.tables["dom"].regex
+
+
+def test_bad_entries_for_other_services_stay_warnings(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    users.write_text("joe 1000:x:/home/joe\n")
+    result = load(
+        f'table users "{users}"\naction "d" maildir userbase <users>\nmatch for any action "d"\n'
+    )
+    assert result.warnings == (
+        f"t.conf:2: warning: table users: {users}:1: invalid userinfo: bad gid 'x'",
+    )
+
+
 # -- pki and ca files --------------------------------------------------------------------------------------
 
 

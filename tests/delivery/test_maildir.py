@@ -9,6 +9,7 @@ import os
 import re
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,11 @@ from mta.delivery.maildir import (
     LineNormalizer,
     deliver_maildir,
     delivery_headers,
-    failure_from_oserror,
     folder_name,
     is_junk_line,
 )
 from mta.delivery.result import Outcome
+from mta.delivery.tmpsweep import TmpSweep
 from mta.errors import PermanentFailure, TemporaryFailure
 from mta.tables.values import UserInfo
 
@@ -617,29 +618,72 @@ def test_created_directories_are_fsynced_into_their_parents(
     assert root.stat().st_ino in synced
 
 
-# --- classification and the line normalizer -------------------------------------
+# --- stale tmp/ files ----------------------------------------------------------
+
+_DAYS_AGO = 3 * 86400
 
 
-@pytest.mark.parametrize(
-    ("code", "permanent"),
-    [
-        (errno.ENAMETOOLONG, True),
-        (errno.EINVAL, True),
-        (errno.ENOSPC, False),
-        (errno.EDQUOT, False),
-        (errno.EIO, False),
-        (errno.EROFS, False),
-        (errno.EACCES, False),
-        (errno.EPERM, False),
-        (errno.ELOOP, False),
-        (errno.ENOENT, False),
-        (errno.EFBIG, False),
-    ],
-)
-def test_failure_from_oserror(code: int, permanent: bool) -> None:
-    failure = failure_from_oserror(OSError(code, os.strerror(code)), "/x")
-    assert isinstance(failure, PermanentFailure if permanent else TemporaryFailure)
-    assert str(failure) == f"/x: {os.strerror(code)}"
+def plant(tmp: Path, name: str, age: float) -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / name
+    path.write_bytes(b"left by a killed delivery")
+    when = time.time() - age
+    os.utime(path, (when, when))
+    return path
+
+
+def test_sweep_cleans_every_tmp_the_delivery_opened(tmp_path: Path) -> None:
+    root = tmp_path / "Maildir"
+    for sub in ("cur", "new"):
+        (root / ".lists" / sub).mkdir(parents=True)
+    stale = [plant(root / d / "tmp", "1.M1P1Q1.old", _DAYS_AGO) for d in (".", ".Junk", ".lists")]
+    fresh = plant(root / "tmp", "2.M2P2Q2.new", 60)
+    sweep = TmpSweep(time.time())
+    final = deliver_maildir(str(root), [MESSAGE], junk=True, folder="lists", sweep=sweep)
+    assert os.path.dirname(final) == str(root / ".lists" / "new")
+    assert not any(path.exists() for path in stale)
+    assert fresh.exists()
+    assert sorted(s.path for s in sweep.removed) == sorted(str(p) for p in stale)
+    assert all(s.age > _DAYS_AGO - 60 for s in sweep.removed)
+    assert sweep.errors == []
+
+
+def test_without_a_sweep_tmp_is_left_alone(tmp_path: Path) -> None:
+    root = tmp_path / "Maildir"
+    stale = plant(root / "tmp", "1.M1P1Q1.old", _DAYS_AGO)
+    deliver_maildir(str(root), [MESSAGE])
+    assert stale.exists()
+
+
+def test_sweep_after_a_failed_delivery_keeps_its_failure(tmp_path: Path) -> None:
+    root = tmp_path / "Maildir"
+    stale = plant(root / "tmp", "1.M1P1Q1.old", _DAYS_AGO)
+
+    def chunks() -> Iterator[bytes]:
+        yield b"Subject: x\r\n"
+        raise OSError(errno.EIO, "spool read error")
+
+    sweep = TmpSweep(time.time())
+    with pytest.raises(TemporaryFailure, match="reading the message"):
+        deliver_maildir(str(root), chunks(), sweep=sweep)
+    assert entries(root / "tmp") == []  # its own file, and the stale one
+    assert [s.path for s in sweep.removed] == [str(stale)]
+
+
+def test_a_failing_sweep_never_fails_the_delivery(tmp_path: Path, monkeypatch: Any) -> None:
+    root = tmp_path / "Maildir"
+
+    def broken(fd: int) -> Any:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "scandir", broken)
+    sweep = TmpSweep(time.time())
+    final = deliver_maildir(str(root), [MESSAGE], sweep=sweep)
+    assert Path(final).exists()
+    assert sweep.errors == [f"{root}/tmp: Input/output error"]
+
+
+# --- the line normalizer -----------------------------------------------------------
 
 
 def reference(data: bytes, *, escape_from: bool) -> tuple[bytes, bool]:

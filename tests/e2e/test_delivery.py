@@ -29,16 +29,20 @@ MESSAGE = (
 )
 
 
+def maildir_config(shared: pathlib.Path) -> str:
+    return f"""{USERS}
+listen on 127.0.0.1 port PORT
+action "local" maildir "{shared}/%{{user.username}}" userbase <users>
+match from any for domain "localhost" action "local"
+"""
+
+
 def test_maildir_delivery_and_a_bounce_to_a_local_sender(
     tmp_path: pathlib.Path, shared: pathlib.Path
 ) -> None:
     d, port = start(
         tmp_path,
-        f"""{USERS}
-listen on 127.0.0.1 port PORT
-action "local" maildir "{shared}/%{{user.username}}" userbase <users>
-match from any for domain "localhost" action "local"
-""",
+        maildir_config(shared),
     )
     try:
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
@@ -59,6 +63,52 @@ match from any for domain "localhost" action "local"
             assert message.get_payload() == "Hello.\nFrom here\n"  # LF on disk, no escaping
         wait_for(lambda: d.queued() == [])
         assert d.log().count("result=Ok stat=Delivered") == 2
+    finally:
+        d.stop()
+
+
+def _stale(path: pathlib.Path, age: float = 3 * 86400) -> pathlib.Path:
+    path.write_bytes(b"left by a killed delivery")
+    when = time.time() - age
+    os.utime(path, (when, when), follow_symlinks=False)
+    return path
+
+
+def test_maildir_tmp_cleaned_of_stale_files_at_most_hourly(
+    tmp_path: pathlib.Path, shared: pathlib.Path
+) -> None:
+    maildir = shared / "bob"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+        if os.geteuid() == 0:
+            os.chown(maildir / sub, 65534, 65534)  # the delivering user's, as it makes them
+    if os.geteuid() == 0:
+        os.chown(maildir, 65534, 65534)
+    tmp = maildir / "tmp"
+    old = _stale(tmp / "1.M1P1Q1.orphan")
+    fresh = _stale(tmp / "2.M2P2Q2.writing", age=60)
+    outside = _stale(shared / "outside")
+    link = tmp / "link"
+    link.symlink_to(outside)
+    os.utime(link, (time.time() - 86400 * 3,) * 2, follow_symlinks=False)
+    d, port = start(
+        tmp_path,
+        maildir_config(shared),
+    )
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.sendmail("alice@localhost", ["bob@localhost"], MESSAGE)
+        wait_for(lambda: d.log().count("result=Ok") == 1)
+        assert not old.exists()
+        assert fresh.exists() and link.is_symlink() and outside.exists()
+        assert f"maildir: removed stale tmp file {old} (age 72h" in d.log()
+        again = _stale(tmp / "3.M3P3Q3.orphan")  # within the hour: left for the next sweep
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.sendmail("alice@localhost", ["bob@localhost"], MESSAGE)
+        wait_for(lambda: d.log().count("result=Ok") == 2)
+        assert again.exists()
+        assert d.log().count("removed stale tmp file") == 1
+        assert len(list((maildir / "new").iterdir())) == 2
     finally:
         d.stop()
 

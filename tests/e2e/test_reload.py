@@ -122,6 +122,40 @@ def test_mtactl_reload_and_a_broken_file(tmp_path: pathlib.Path, shared: pathlib
         assert daemon.stop() == 0
 
 
+def test_patterns_that_do_not_compile_never_replace_good_ones(
+    tmp_path: pathlib.Path, shared: pathlib.Path
+) -> None:
+    port = free_port()
+    patterns = tmp_path / "patterns"
+    patterns.write_text("^bob@\n")
+    text = config(shared, port, user("bob")).replace(
+        'for domain "localhost"', "for rcpt-to regex <patterns>"
+    )
+    text = f'table patterns "{patterns}"\n' + text
+    daemon = Daemon(tmp_path, text)
+    daemon.start()
+    try:
+        assert accepts(port, "bob@localhost")
+        # mtactl update table with a bad pattern: refused, logged, the old patterns stay
+        patterns.write_text("^carol(@\n")
+        result = mtactl(daemon.spool, "update", "table", "patterns")
+        assert result.returncode == 1
+        assert f"{patterns}:1: invalid regex '^carol(@': unmatched (" in result.stderr
+        wait_for(lambda: "table patterns: update refused, previous contents kept" in daemon.log())
+        assert accepts(port, "bob@localhost")
+        # a reload whose configuration holds a bad pattern: refused with file:line
+        patterns.write_text("^bob@\n")
+        daemon.config_path.write_text(text + 'match for domain regex { "x{2" } reject\n')
+        log = reload(daemon)
+        assert (
+            f"config reload failed: {daemon.config_path}:6: invalid regex 'x{{2': unmatched {{"
+            in log
+        )
+        assert accepts(port, "bob@localhost")
+    finally:
+        assert daemon.stop() == 0
+
+
 def test_listeners_open_and_close(tmp_path: pathlib.Path, shared: pathlib.Path) -> None:
     first, second = free_port(), free_port()
     daemon = Daemon(tmp_path, config(shared, first, user("bob")))

@@ -143,11 +143,23 @@ async def test_reject_rule_is_invalid_recipient(made: list[Setup]) -> None:
     assert len(await s.resolve("bob@example.org")) == 1
 
 
-async def test_rule_lookup_error_is_temporary(made: list[Setup]) -> None:
-    s = setup_of(made, 'action "out" relay\nmatch from any for domain regex "(" action "out"\n')
-    exc = await s.reject("bob@example.net")
-    assert exc.reply == Reply.of(451, "4.3.0", "Temporary failure: <bob@example.net>")
-    assert isinstance(exc, TemporaryFailure)
+async def test_rule_lookup_error_is_temporary() -> None:
+    config = load(
+        'table domains { example.net }\naction "out" relay\n'
+        'match from any for domain <domains> action "out"\n'
+    )
+    named: dict[str, Table] = dict(builtin_tables(HOSTNAME, LOCAL_ADDRESSES))
+    named["domains"] = ProcTable("domains", "/bin/false", None)  # its helper exits at once
+    tables = TableSet(named)
+    try:
+        with pytest.raises(RecipientRejected) as info:
+            await Resolver(config, tables, HOSTNAME).resolve(
+                remote(), Address("bob", "example.net")
+            )
+    finally:
+        tables.close()
+    assert info.value.reply == Reply.of(451, "4.3.0", "Temporary failure: <bob@example.net>")
+    assert isinstance(info.value, TemporaryFailure)
 
 
 async def test_recipient_without_domain_gets_smtpname(made: list[Setup]) -> None:

@@ -86,6 +86,27 @@ def test_open_failure_names_the_table(tmp_path: Path) -> None:
         TableSet.open(config, HOSTNAME, LOCAL_ADDRESSES)
 
 
+async def test_regex_tables_keep_their_patterns_valid(tmp_path: Path) -> None:
+    path = tmp_path / "patterns"
+    path.write_text("^alice@\n")
+    config = load(
+        f'table patterns file:{path}\naction "a" relay\n'
+        'match from any for rcpt-to regex <patterns> action "a"\n'
+    )
+    path.write_text("^bob(@\n")  # changed between the check and the start
+    with pytest.raises(TableError, match=r"table patterns: .*invalid regex '\^bob\(@'"):
+        TableSet.open(config, HOSTNAME, LOCAL_ADDRESSES)
+    path.write_text("^alice@\n")
+    tables = TableSet.open(config, HOSTNAME, LOCAL_ADDRESSES)
+    try:
+        path.write_text("^bob(@\n")
+        with pytest.raises(TableError, match="invalid regex"):
+            await tables.reload("patterns")  # mtactl update table
+        assert tables.get(NamedTable("patterns")).match(Service.REGEX, "alice@example.org")
+    finally:
+        tables.close()
+
+
 async def test_helper_tables_serve_one_thread_at_a_time(helper: Path) -> None:
     tables = TableSet({"dyn": ProcTable("dyn", str(helper), json.dumps([ALIASES, ["a.example"]]))})
     table = tables.get(NamedTable("dyn"))

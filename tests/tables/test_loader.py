@@ -51,3 +51,21 @@ def test_getpwnam_and_delimiter() -> None:
     assert isinstance(open_table("u", "getpwnam"), GetpwnamTable)
     table = open_table("m", "static", None, (("jo@example.org", None),), delimiter="-")
     assert table.match(Service.MAILADDR, "jo-x@example.org")
+
+
+def test_regex_tables_compile_their_patterns(tmp_path: Path) -> None:
+    path = tmp_path / "patterns"
+    path.write_text("^ok@\n^bad(\n")
+    plain = open_table("p", "file", str(path))  # not used as a regex table: fine
+    assert plain.match(Service.STRING, "^ok@")
+    with pytest.raises(TableError, match=rf"^{path}:2: invalid regex '\^bad\(': unmatched \($"):
+        open_table("p", "file", str(path), regex=True)
+    inline = (("a**", None), ("[\\]x", None))  # valid POSIX, rewritten for RE2
+    table = open_table("i", "static", None, inline, regex=True)
+    assert table.match(Service.REGEX, "\\x")
+    path.write_text("^ok@\n")
+    table = open_table("p", "file", str(path), regex=True)
+    path.write_text("^bad(\n")
+    with pytest.raises(TableError, match="invalid regex"):
+        table.reload()
+    assert table.match(Service.REGEX, "ok@example.org")

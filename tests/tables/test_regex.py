@@ -32,3 +32,20 @@ def test_linear_time() -> None:
     start = time.monotonic()
     assert not regex.search("a" * 1000 + "b")
     assert time.monotonic() - start < 1.0
+
+
+def test_posix_patterns_re2_refuses_as_written() -> None:
+    assert compile_regex("^x+*y$").search("y")
+    assert compile_regex("[\\]@").search("\\@")
+    assert compile_regex("^re+?ply@").search("rply@x")  # POSIX: (e+)?, not a lazy e+
+
+
+def test_reason_names_the_pattern() -> None:
+    with pytest.raises(TableError, match=r"^invalid regex '\(a\)\\1': back-reference \\1 "):
+        compile_regex("(a)\\1")
+    with pytest.raises(TableError, match=r"^invalid regex '\(\?i\)\*x': nothing to repeat"):
+        compile_regex("(?i)*x")
+
+
+def test_dot_matches_newline_as_in_posix() -> None:
+    assert compile_regex("a.b").search("a\nb")

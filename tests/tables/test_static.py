@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -150,3 +151,53 @@ def test_validate_values_names_line(tmp_path: Path) -> None:
     with pytest.raises(TableError, match=r"users:2: invalid userinfo"):
         table.validate(Service.USERINFO)
     table.validate(Service.STRING)
+
+
+def test_reload_with_a_bad_pattern_keeps_the_old_contents(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "patterns"
+    path.write_text("^alice@\n")
+    table = StaticTable("patterns", path=str(path))
+    table.validate(Service.REGEX)  # what the configuration does for a regex table
+    path.write_text("^bob@\n^carol(@\n")
+    with (
+        caplog.at_level(logging.WARNING, logger="mta.table"),
+        pytest.raises(TableError, match=r"patterns:2: invalid regex '\^carol\(@': unmatched \("),
+    ):
+        table.reload()
+    assert table.match(Service.REGEX, "alice@example.org")
+    assert not table.match(Service.REGEX, "bob@example.org")
+    [record] = caplog.records
+    assert record.getMessage() == (
+        f"table patterns: update refused, previous contents kept: {path}:2: "
+        "invalid regex '^carol(@': unmatched ("
+    )
+    path.write_text("^bob@\n")
+    table.reload()
+    assert table.match(Service.REGEX, "bob@example.org")
+    assert not table.match(Service.REGEX, "alice@example.org")
+
+
+def test_reload_checks_patterns_only_of_regex_tables(tmp_path: Path) -> None:
+    # a domain list may hold "(" in a key: only a table used with regex compiles them
+    path = tmp_path / "domains"
+    path.write_text("example.org\n")
+    table = StaticTable("domains", path=str(path))
+    table.validate(Service.DOMAIN)
+    path.write_text("example.net\n(odd\n")
+    table.reload()
+    assert table.match(Service.DOMAIN, "example.net")
+
+
+def test_failed_reload_of_a_file_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "users"
+    path.write_text("bob\n")
+    table = StaticTable("users", path=str(path))
+    path.unlink()
+    with caplog.at_level(logging.WARNING, logger="mta.table"), pytest.raises(TableError):
+        table.reload()
+    assert "table users: update refused, previous contents kept" in caplog.text
+    assert table.match(Service.STRING, "bob")
