@@ -32,6 +32,12 @@ as OpenSMTPD's parent does); a delivery to uid 0 is refused.  Files and commands
 from alias tables belong to no user: they run as ``nobody`` (OpenSMTPD's
 ``_smtpd``), or as the daemon's user when it is unprivileged.  Run unprivileged,
 everything runs as the daemon's user, maildir and mbox in worker threads.
+
+A message whose content fails its checks (:class:`~mta.errors.CorruptMessage`,
+when it is opened, or should it change while it streams) is no delivery
+result: the error goes to the queue runner, which quarantines the message
+without a bounce.  A method cut off by it completes nothing (maildir: no link
+into ``new/``; mbox: truncated back; LMTP: no final dot; MDA: killed).
 """
 
 from __future__ import annotations
@@ -56,7 +62,14 @@ from mta.delivery.prepare import create_mailbox, prepare_maildir_base, user_base
 from mta.delivery.result import ESC_ROUTING_LOOP_DETECTED, Result
 from mta.delivery.tmpsweep import SweepSchedule, log_sweep
 from mta.envelope import DeliveryNode, Envelope
-from mta.errors import MTAError, PermanentFailure, SpoolError, SpoolNotFound, TemporaryFailure
+from mta.errors import (
+    CorruptMessage,
+    MTAError,
+    PermanentFailure,
+    SpoolError,
+    SpoolNotFound,
+    TemporaryFailure,
+)
 from mta.log import get_logger, visible
 from mta.rules.tableset import TableSet
 from mta.spool.store import read_chunks, stream_chunks
@@ -149,8 +162,12 @@ class LocalDeliverer:
         self.hostname = self._fixed_hostname or config.hostname
 
     async def __call__(self, envelope: Envelope) -> Result:
+        """The result of one attempt; raises :class:`~mta.errors.CorruptMessage`
+        when the message fails its checks (the runner quarantines it)."""
         try:
             result = await self._deliver(envelope)
+        except CorruptMessage:
+            raise
         except (FormatError, PermanentFailure) as exc:
             result = Result.permfail(f"Error ({visible(str(exc), 300)})")
         except (TemporaryFailure, MTAError, OSError) as exc:
@@ -172,6 +189,8 @@ class LocalDeliverer:
             stream, head = await self.messages.open_message_head(envelope.msgid, _LOOP_SCAN)
         except SpoolNotFound:
             return Result.permfail("Error (message no longer in the queue)")
+        except CorruptMessage:
+            raise
         except SpoolError as exc:
             return Result.tempfail(f"Error ({exc})")
         try:

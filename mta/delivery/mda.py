@@ -13,7 +13,10 @@ Exit status 0 is delivered (unless the command stopped reading before the end
 of the message: "mda exited prematurely", a temporary failure); 71 (EX_OSERR)
 and 75 (EX_TEMPFAIL) are temporary failures; any other status is permanent; a
 signal, or running past the time limit (OpenSMTPD's five minutes, then the
-process group is killed), is temporary.
+process group is killed), is temporary.  When the message itself cannot be
+read to the end (a spool error, content failing its checksum), the process
+group is killed before the command can see the end of its input, and the
+error propagates: a command never gets to deliver part of a message.
 """
 
 from __future__ import annotations
@@ -161,7 +164,14 @@ async def run_mda(
         complete = False
         timed_out = False
         with trio.move_on_after(time_limit) as scope:
-            complete = await _feed(process.stdin, chunks)
+            try:
+                complete = await _feed(process.stdin, chunks)
+            except BaseException:
+                # the message could not be read: no end of input, no delivery
+                _kill_group(process.pid)
+                with trio.CancelScope(shield=True):
+                    await process.wait()
+                raise
             await process.wait()
         if scope.cancelled_caught:
             timed_out = True

@@ -34,6 +34,10 @@ where it went, and whether a "relayed" success notice is ours to send):
    recipients fail temporarily at once with the last error.  The message is
    opened once, when a session first needs it: that tells its size, sent as
    ``SIZE=`` and checked against the remote's limit before MAIL (5.3.4).
+   Opening it checks its content: one that fails (:class:`~mta.errors.CorruptMessage`)
+   is sent nowhere, and every caller of the batch gets the error, for the
+   runner to quarantine the message (a change after that, while it streams,
+   fails the session before the final dot).
    Legacy ``secure://`` tries all this with SMTPS, then with STARTTLS
    (:func:`~mta.relay.plan.tls_attempts`).
 5. Connection reuse (:mod:`mta.relay.pool`), while :meth:`RelayAgent.run`
@@ -79,7 +83,13 @@ from mta import threads
 from mta.config.model import Config, Relay
 from mta.delivery.result import Outcome, Relayed, Result
 from mta.envelope import Envelope
-from mta.errors import MTAError, PermanentFailure, RouteError, RoutePermanentFailure
+from mta.errors import (
+    CorruptMessage,
+    MTAError,
+    PermanentFailure,
+    RouteError,
+    RoutePermanentFailure,
+)
 from mta.filters.host import FilterHost, relay_procs
 from mta.filters.outbound import NameLookup, ReportsFactory, reports_for
 from mta.log import get_logger, visible
@@ -218,6 +228,7 @@ class _Batch:
     envelopes: list[Envelope]
     results: list[Result] = attrs.Factory(list)
     done: trio.Event = attrs.Factory(trio.Event)
+    corrupt: CorruptMessage | None = None  # the message failed its checks: no results
 
 
 class _Unreadable(Exception):
@@ -242,10 +253,13 @@ class _Message:
         self._stream: BinaryIO | None = None
 
     async def open(self) -> _Message:
-        """The message, opened (once); :class:`_Unreadable` when it cannot be."""
+        """The message, opened (once); :class:`_Unreadable` when it cannot be,
+        :class:`~mta.errors.CorruptMessage` when it fails its checks."""
         if not self._opened:
             try:
                 self._stream, self.size = await self.messages.open_message_sized(self.msgid)
+            except CorruptMessage:
+                raise
             except (MTAError, OSError) as exc:
                 raise _Unreadable(Result.tempfail(f"Cannot read the message: {exc}")) from exc
             self._opened = True
@@ -371,6 +385,8 @@ class RelayAgent:
             await trio.sleep(0.02)
 
     async def __call__(self, envelope: Envelope) -> Result:
+        """The result of relaying ``envelope``; raises :class:`~mta.errors.CorruptMessage`
+        when its message fails its checks (the runner quarantines it)."""
         try:
             plan = await self.plan(envelope)
         except PermanentFailure as exc:
@@ -383,6 +399,8 @@ class RelayAgent:
             index = len(batch.envelopes)
             batch.envelopes.append(envelope)
             await batch.done.wait()
+            if batch.corrupt is not None:
+                raise CorruptMessage(str(batch.corrupt))
             return batch.results[index]
         batch = _Batch([envelope])
         self._open[key] = batch
@@ -393,8 +411,11 @@ class RelayAgent:
                 if self._open.get(key) is batch:
                     del self._open[key]
             batch.results = await self.relay(plan, batch.envelopes)
+        except CorruptMessage as exc:
+            batch.corrupt = exc
+            raise
         finally:
-            if len(batch.results) != len(batch.envelopes):  # cancelled, or a bug
+            if batch.corrupt is None and len(batch.results) != len(batch.envelopes):
                 batch.results = [Result.tempfail("Relay attempt interrupted")] * len(
                     batch.envelopes
                 )
@@ -497,7 +518,8 @@ class RelayAgent:
 
     async def relay(self, plan: Plan, envelopes: Sequence[Envelope]) -> list[Result]:
         """Relay ``envelopes`` (one message, one plan) in one transaction; one
-        result for each, in order."""
+        result for each, in order.  :class:`~mta.errors.CorruptMessage` when the
+        message fails its checks (before any connection is made)."""
         transaction = transaction_for(envelopes, plan.sender)
         message = _Message(self.messages, envelopes[0].msgid)
         action = self.config.actions.get(envelopes[0].dispatcher)

@@ -19,7 +19,8 @@ Envelope states: *pending* (waiting for its time), *inflight* (handed out,
 until the runner reports the outcome), *suspended* (``mtactl pause envelope``:
 kept, never handed out).  ``mda`` and ``mta`` work can be paused as a whole.
 An envelope removed or expired while inflight is dealt with when its outcome
-comes back.
+comes back.  When a message goes to ``corrupt/``, :meth:`Scheduler.discard`
+forgets its pending envelopes at once.
 
 Pending envelopes wait in one :class:`_Lane` per kind of work (relaying; local
 delivery and bounces), each a heap by due time.  While a lane is paused only
@@ -378,6 +379,19 @@ class Scheduler:
                 self._inflight += 1
                 self._now_due.append(Due(evpid, Task.REMOVE))
         return count
+
+    def discard(self, evpids: Iterable[int]) -> list[int]:
+        """Forget these envelopes if they are pending (their message went to
+        ``corrupt/``); returns those forgotten.  An inflight one is left for its
+        outcome to end."""
+        gone = []
+        for evpid in evpids:
+            entry = self._entries.get(evpid)
+            if entry is None or entry.state is not _State.PENDING:
+                continue
+            del self._entries[evpid]  # its heap item is stale now
+            gone.append(evpid)
+        return gone
 
     def suspend(self, evpids: Iterable[int]) -> int:
         """Keep these envelopes but never hand them out (``mtactl pause envelope``)."""

@@ -17,7 +17,14 @@ so a crash at any point repeats a delivery at worst, never loses one:
   out and the envelope records it;
 - permanent failure, or the envelope expired: a failure notice, then the
   envelope is deleted;
-- removed by the operator: deleted, no notice.
+- removed by the operator: deleted, no notice;
+- the message failed its checks (:class:`~mta.errors.CorruptMessage`, raised
+  by a delivery, a relay attempt or a notice that opened it): the message
+  moves to ``corrupt/`` whole (logged with its msgid and the reason), every
+  envelope of it leaves the schedule, and no notice is sent -- a bounce would
+  quote content that cannot be trusted, and the mail is not lost: the
+  operator finds it in ``corrupt/``.  Envelopes of it that were in flight end
+  the same way when their outcome comes back, whatever it is.
 
 Notices are new messages, committed before the envelope they report on is
 deleted or rewritten (:class:`Notifier`).  Local deliveries run at most
@@ -41,7 +48,7 @@ import trio
 from mta.config.model import Config
 from mta.delivery.result import ESC_DELIVERY_TIME_EXPIRED, Outcome, Result
 from mta.envelope import DsnNotify, Envelope, EnvelopeKind
-from mta.errors import SpoolError, SpoolNotFound, TemporaryFailure
+from mta.errors import CorruptMessage, SpoolError, SpoolNotFound, TemporaryFailure
 from mta.log import get_logger, visible
 from mta.scheduler.core import Due, Scheduler, Task
 
@@ -110,6 +117,8 @@ class QueueStore(Protocol):
 
     async def delete_envelope(self, evpid: int) -> bool: ...
 
+    async def quarantine(self, msgid: int, reason: str) -> str: ...
+
 
 class Notifier(Protocol):
     async def notify(self, notice: Notice) -> None:
@@ -133,6 +142,7 @@ class RunnerStats:
     expired: int = 0
     removed: int = 0
     notices: int = 0
+    quarantined: int = 0  # messages moved to corrupt/
 
 
 class QueueRunner:
@@ -172,6 +182,8 @@ class QueueRunner:
         self._task_seq = 0  # tasks started so far
         self._running: set[int] = set()  # the sequence numbers of tasks in flight
         self._task_done = trio.Event()
+        # messages moved to corrupt/ while envelopes of theirs were in flight
+        self._quarantined: set[int] = set()
 
     def reconfigure(self, config: Config) -> None:
         """Schedule by ``config`` from now on (a reload): its scheduler and
@@ -293,6 +305,18 @@ class QueueRunner:
             self.stats.removed += 1
             scheduler.done(due.evpid)
             return
+        try:
+            await self._attempt(due, envelope)
+        except CorruptMessage as exc:
+            await self._corrupt(envelope, exc)
+
+    async def _attempt(self, due: Due, envelope: Envelope) -> None:
+        """Expire, deliver or relay ``envelope`` and record the outcome; raises
+        :class:`CorruptMessage` when its message fails its checks."""
+        scheduler = self.scheduler
+        if envelope.msgid in self._quarantined:
+            self._forget(envelope)
+            return
         if due.task is Task.EXPIRE:
             result = Result.permfail("Envelope expired", ESC_DELIVERY_TIME_EXPIRED)
             if await self._notified(Notice(envelope, "failed", result)):
@@ -312,9 +336,14 @@ class QueueRunner:
                 result = await self._limited(agent, envelope)
             else:
                 result = await agent(envelope)
+        except CorruptMessage:
+            raise
         except Exception as exc:  # a bug in a delivery method must not lose mail
             log.exception("queue: delivery of evpid=%016x failed", due.evpid)
             result = Result.tempfail(f"internal error: {exc!r}")
+        if envelope.msgid in self._quarantined:  # by another envelope's attempt meanwhile
+            self._forget(envelope)
+            return
         self._log_delivery(envelope, result)
         await self._outcome(envelope, result)
 
@@ -384,6 +413,8 @@ class QueueRunner:
         """Send ``notice``; False when it could not be committed (retry later)."""
         try:
             await self.notifier.notify(notice)
+        except CorruptMessage:
+            raise  # the message it would quote failed its checks
         except TemporaryFailure as exc:  # the spool, or a lookup of the rules
             log.warning(
                 "queue: cannot send a %s notice for evpid=%016x: %s",
@@ -394,6 +425,48 @@ class QueueRunner:
             return False
         self.stats.notices += 1
         return True
+
+    async def _corrupt(self, envelope: Envelope, exc: CorruptMessage) -> None:
+        """``envelope``'s message failed its checks: move it to ``corrupt/``, drop
+        its envelopes from the schedule, send no notice (see the module docstring)."""
+        msgid = envelope.msgid
+        if msgid not in self._quarantined:
+            self._quarantined.add(msgid)
+            scheduled = len(self.scheduler.envelopes_of(msgid))
+            try:
+                await self.spool.quarantine(msgid, str(exc))  # logs where it went
+            except SpoolNotFound:
+                pass  # gone from the queue meanwhile: nothing left to deliver either
+            except SpoolError as error:  # kept in the queue: tried (and refused) again later
+                self._quarantined.discard(msgid)
+                log.warning("queue: cannot quarantine msgid=%08x: %s", msgid, error)
+                entry = self.scheduler.get(envelope.id)
+                if entry is not None and entry.inflight:
+                    self.scheduler.held(envelope.id, self.clock(), 60)
+                return
+            dropped = self.scheduler.discard(self.scheduler.envelopes_of(msgid))
+            for evpid in dropped:
+                self._fresh.pop(evpid, None)
+            self.stats.quarantined += 1
+            log.warning(
+                "queue: quarantine msgid=%08x evpid=%016x envelopes=%d reason=%s "
+                "(no delivery, no notice)",
+                msgid,
+                envelope.id,
+                scheduled,
+                visible(str(exc), 300),
+            )
+        self._forget(envelope)
+
+    def _forget(self, envelope: Envelope) -> None:
+        """Take an envelope of a quarantined message out of the schedule."""
+        entry = self.scheduler.get(envelope.id)
+        if entry is not None and entry.inflight:
+            self.scheduler.done(envelope.id)
+        else:
+            self.scheduler.discard([envelope.id])
+        if not self.scheduler.envelopes_of(envelope.msgid):
+            self._quarantined.discard(envelope.msgid)
 
     async def _delete(self, envelope: Envelope) -> None:
         try:

@@ -10,15 +10,30 @@ rename (plus the bucket fsync that concurrent commits share)::
                 (:func:`~mta.spool.codec.encode_envelope` + ``seal_buffer``)
     trailer     32 bytes: ``MTA-MSG`` and the format version (1 byte), the
                 content length (8 bytes), the envelope section length (4),
-                the envelope count (4), 4 zero bytes, and the CRC-32 of the
-                envelope section followed by the first 28 trailer bytes (4)
+                the envelope count (4), the CRC-32 of the content section as
+                stored (4), and the CRC-32 of the envelope section followed by
+                the first 28 trailer bytes (4)
 
 The content comes first so that a large message can be streamed to disk
 before its envelopes are known; the trailer is found from the end of the
 file.  Its lengths must add up to the file size exactly, so a truncated or
-extended file is refused, and the CRC catches a damaged section or trailer
-(each envelope also carries its own SHA-256, and encrypted or compressed
-content its own tag or CRC).
+extended file is refused, and the last CRC catches a damaged envelope
+section or trailer (each envelope also carries its own SHA-256).
+
+The content CRC is what protects the message itself: raw content has no
+check of its own (encrypted or compressed content also has its GCM tag or
+gzip CRC).  The writer computes it as it writes the stored bytes
+(:class:`~mta.spool.writer.MessageWriter`, no second pass); readers check it
+with :func:`check_content` before any of the content is handed out
+(:meth:`~mta.spool.store.Store.open_message`, startup recovery), and a
+mismatch is :class:`~mta.errors.CorruptMessage`: the message goes to
+``corrupt/``, never to a recipient.
+
+Versions: 2 (written) has the content CRC.  1 (read, so a queue written
+before keeps working) has 4 zero bytes in its place: its content is not
+checked (:attr:`Tail.content_crc` is None) beyond its own gzip CRC or GCM
+tag; it is not rewritten to version 2 (that would vouch for content nobody
+checked).
 """
 
 from __future__ import annotations
@@ -36,21 +51,27 @@ __all__ = [
     "FORMAT_VERSION",
     "MAX_ENVELOPES",
     "MAX_ENVELOPE_BYTES",
+    "READABLE_VERSIONS",
     "TRAILER_SIZE",
     "Tail",
+    "check_content",
+    "content_crc",
     "encode_tail",
     "read_tail",
+    "verify_crc",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: no content CRC
 MAGIC = b"MTA-MSG"
 TRAILER_SIZE = 32
 MAX_ENVELOPES = 1 << 20
 MAX_ENVELOPE_BYTES = 4 << 20  # one sealed envelope (an envelope file's own limit)
 _MAX_SECTION = 1 << 31
-_TRAILER = struct.Struct(">7sBQIII")  # magic, version, content, section, count, zero
+_TRAILER = struct.Struct(">7sBQIII")  # magic, version, content, section, count, content CRC
 _LENGTH = struct.Struct(">I")
 _CRC = struct.Struct(">I")
+_CHUNK = 256 * 1024
 
 
 @attrs.frozen
@@ -59,11 +80,15 @@ class Tail:
 
     content_length: int
     envelopes: tuple[bytes, ...]
+    content_crc: int | None  # None: a version 1 file, its content not checked
 
 
-def encode_tail(content_length: int, sealed: Sequence[bytes]) -> bytes:
+def encode_tail(content_length: int, sealed: Sequence[bytes], *, crc: int) -> bytes:
     """The bytes that follow ``content_length`` bytes of content: the envelope
-    section and the trailer.  ``sealed``: each envelope as an envelope file holds it."""
+    section and the trailer.  ``sealed``: each envelope as an envelope file holds it;
+    ``crc``: the CRC-32 (:func:`zlib.crc32`) of the content as stored."""
+    if not 0 <= crc < 1 << 32:
+        raise ValueError(f"content CRC {crc} out of range")
     if not sealed or len(sealed) > MAX_ENVELOPES:
         raise ValueError(f"a message needs 1 to {MAX_ENVELOPES} envelopes, not {len(sealed)}")
     parts = []
@@ -75,9 +100,9 @@ def encode_tail(content_length: int, sealed: Sequence[bytes]) -> bytes:
     section = b"".join(parts)
     if len(section) >= _MAX_SECTION:
         raise ValueError("envelope section too large")
-    head = _TRAILER.pack(MAGIC, FORMAT_VERSION, content_length, len(section), len(sealed), 0)
-    crc = zlib.crc32(head, zlib.crc32(section))
-    return section + head + _CRC.pack(crc)
+    head = _TRAILER.pack(MAGIC, FORMAT_VERSION, content_length, len(section), len(sealed), crc)
+    check = zlib.crc32(head, zlib.crc32(section))
+    return section + head + _CRC.pack(check)
 
 
 def _read_at(file: BinaryIO, offset: int, size: int) -> bytes:
@@ -96,16 +121,18 @@ def read_tail(file: BinaryIO, size: int) -> Tail:
     if size < TRAILER_SIZE:
         raise CorruptMessage("message file: too short for its trailer")
     trailer = _read_at(file, size - TRAILER_SIZE, TRAILER_SIZE)
-    magic, version, content, length, count, zero = _TRAILER.unpack_from(trailer)
+    magic, version, content, length, count, crc = _TRAILER.unpack_from(trailer)
     if magic != MAGIC:
         raise CorruptMessage("message file: no trailer (incomplete or not a message file)")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CorruptMessage(f"message file: unknown format version {version}")
-    if zero or not 0 < count <= MAX_ENVELOPES or content + length + TRAILER_SIZE != size:
+    if version == 1 and crc:  # version 1 kept these bytes zero
+        raise CorruptMessage("message file: trailer does not match the file")
+    if not 0 < count <= MAX_ENVELOPES or content + length + TRAILER_SIZE != size:
         raise CorruptMessage("message file: trailer does not match the file")
     section = _read_at(file, content, length)
-    (crc,) = _CRC.unpack_from(trailer, TRAILER_SIZE - 4)
-    if zlib.crc32(trailer[: TRAILER_SIZE - 4], zlib.crc32(section)) != crc:
+    (check,) = _CRC.unpack_from(trailer, TRAILER_SIZE - 4)
+    if zlib.crc32(trailer[: TRAILER_SIZE - 4], zlib.crc32(section)) != check:
         raise CorruptMessage("message file: envelope section checksum mismatch")
     blobs = []
     offset = 0
@@ -120,4 +147,36 @@ def read_tail(file: BinaryIO, size: int) -> Tail:
         offset += blob_length
     if offset != length:
         raise CorruptMessage("message file: bytes after the last envelope")
-    return Tail(content, tuple(blobs))
+    return Tail(content, tuple(blobs), crc if version >= 2 else None)
+
+
+def content_crc(file: BinaryIO, length: int) -> int:
+    """The CRC-32 of the first ``length`` bytes of ``file`` (read in chunks from
+    offset 0).  Raises :class:`~mta.errors.CorruptMessage` when the file is
+    shorter, OSError when it cannot be read."""
+    file.seek(0)
+    crc = 0
+    left = length
+    while left:
+        chunk = file.read(min(_CHUNK, left))
+        if not chunk:
+            raise CorruptMessage("message file: changed or truncated while reading")
+        crc = zlib.crc32(chunk, crc)
+        left -= len(chunk)
+    return crc
+
+
+def check_content(file: BinaryIO, tail: Tail) -> None:
+    """Check the content of the message file ``file`` against its trailer's CRC
+    (nothing to check in a version 1 file).  Raises :class:`~mta.errors.CorruptMessage`
+    on a mismatch, OSError when the file cannot be read."""
+    if tail.content_crc is not None:
+        verify_crc(content_crc(file, tail.content_length), tail.content_crc)
+
+
+def verify_crc(found: int, expected: int) -> None:
+    """:class:`~mta.errors.CorruptMessage` unless the content's CRC ``found`` is ``expected``."""
+    if found != expected:
+        raise CorruptMessage(
+            f"message file: content checksum mismatch (crc32 {found:08x}, trailer {expected:08x})"
+        )

@@ -11,9 +11,18 @@ copy in the message file: an update writes it durably (temporary file, fsync,
 rename, directory fsync, like OpenSMTPD's ``envelope_update``); a deletion
 makes it empty, without an fsync (delivery is at-least-once: a deletion lost
 in a crash means a duplicate, never a loss).  Deleting the last envelope
-removes the message file, then the envelope files.  Message content handed
-out is verified: a message whose gzip CRC or GCM tag fails raises
-:class:`~mta.errors.CorruptMessage` before any of it can be trusted.
+removes the message file, then the envelope files.
+
+Message content handed out is verified when it is opened, before a byte of
+it leaves: the content CRC of the trailer (:func:`~mta.spool.msgfile.check_content`),
+and the gzip CRC or GCM tag of encoded content.  A message failing any of
+them raises :class:`~mta.errors.CorruptMessage` from :meth:`Store.open_message`,
+so every reader (local deliveries, relaying, bounces, ``mtactl show
+message``) refuses it alike.  Small messages are read once, into memory;
+larger ones are checked in a first pass over the file (in the page cache
+then) and streamed in a second, which checks again as it goes and raises
+:class:`~mta.errors.CorruptMessage` instead of handing out the last bytes if
+the file changed in between.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import os
 import secrets
 import stat
 import threading
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from typing import BinaryIO
 
@@ -35,12 +45,13 @@ from mta.log import quote
 from mta.spool import crypto
 from mta.spool.codec import MAX_SIZE, decode_envelope, encode_envelope
 from mta.spool.fsio import fsync_dir, spool_error, write_file
-from mta.spool.msgfile import Tail, read_tail
+from mta.spool.msgfile import Tail, check_content, read_tail, verify_crc
 from mta.spool.paths import TEMP_SUFFIX, SpoolPaths, parse_bucket, parse_evpid, parse_msgid
 from mta.spool.seal import GZIP_MAGIC, DecodeError, decode_stream, open_buffer, seal_buffer
 
 __all__ = [
     "IN_MEMORY_LIMIT",
+    "RAW_IN_MEMORY_LIMIT",
     "READ_CHUNK",
     "Store",
     "decode_sealed_envelope",
@@ -54,6 +65,7 @@ __all__ = [
 log = logging.getLogger("mta.spool")
 
 IN_MEMORY_LIMIT = 4 << 20  # encoded messages up to this size are decoded into memory
+RAW_IN_MEMORY_LIMIT = 256 * 1024  # raw messages up to this size are read once, into memory
 READ_CHUNK = 64 * 1024
 
 
@@ -103,17 +115,31 @@ def _is_encoded(first: bytes) -> bool:
     return bool(first) and first[0] in (crypto.VERSION, GZIP_MAGIC[0])
 
 
-def verify_content(file: BinaryIO, length: int, key: bytes | None) -> int:
-    """Decode the first ``length`` bytes of ``file`` (gzip CRC, GCM tag) without
-    keeping them; return the decoded size.  Raises OSError or :class:`CorruptMessage`."""
+def verify_content(file: BinaryIO, tail: Tail, key: bytes | None) -> None:
+    """Check the content of the message file ``file`` without keeping it: its
+    CRC (a version 2 file), then its gzip CRC or GCM tag if it is encoded.
+    Raises OSError or :class:`CorruptMessage`."""
+    check_content(file, tail)
     file.seek(0)
-    total = 0
+    if not _is_encoded(file.read(1)):
+        return
+    file.seek(0)
     try:
-        for chunk in decode_stream(file, length, key):
-            total += len(chunk)
+        for _chunk in decode_stream(file, tail.content_length, key):
+            pass
     except DecodeError as exc:
         raise CorruptMessage(f"message: {exc}") from None
-    return total
+
+
+def _read_stored(file: BinaryIO, tail: Tail) -> bytes:
+    """The content section of a message file as stored, checked against its CRC."""
+    file.seek(0)
+    data = file.read(tail.content_length)
+    if len(data) != tail.content_length:
+        raise CorruptMessage("message file: changed or truncated while reading")
+    if tail.content_crc is not None:
+        verify_crc(zlib.crc32(data), tail.content_crc)
+    return data
 
 
 class _DecodedReader(io.RawIOBase):
@@ -150,12 +176,16 @@ class _DecodedReader(io.RawIOBase):
 
 
 class _RawReader(io.RawIOBase):
-    """The first ``length`` bytes of a raw (unencoded) message file."""
+    """The first ``length`` bytes of a raw (unencoded) message file, checked
+    already; with ``crc``, it checks them again as they go and raises
+    :class:`CorruptMessage` rather than hand out the last of them if they changed."""
 
-    def __init__(self, file: BinaryIO, length: int) -> None:
+    def __init__(self, file: BinaryIO, length: int, crc: int | None) -> None:
         super().__init__()
         self._file = file
         self._left = length
+        self._expected = crc
+        self._crc = 0
 
     def readable(self) -> bool:
         return True
@@ -164,9 +194,15 @@ class _RawReader(io.RawIOBase):
         if self._left <= 0:
             return 0
         with memoryview(buffer) as view:
-            count = self._file.readinto(view[: min(len(view), self._left)])  # type: ignore[attr-defined]
+            part = view[: min(len(view), self._left)]
+            count = int(self._file.readinto(part))  # type: ignore[attr-defined]
+            if count <= 0:
+                raise CorruptMessage("message file: changed or truncated while reading")
+            self._crc = zlib.crc32(part[:count], self._crc)
         self._left -= count
-        return int(count)
+        if self._left == 0 and self._expected is not None:
+            verify_crc(self._crc, self._expected)
+        return count
 
     def close(self) -> None:
         if not self.closed:
@@ -362,22 +398,7 @@ class Store:
         except OSError as exc:
             raise spool_error(exc, "opening message") from exc
         try:
-            length = read_tail(file, os.fstat(file.fileno()).st_size).content_length
-            file.seek(0)
-            if not _is_encoded(file.read(1)):
-                file.seek(0)
-                return io.BufferedReader(_RawReader(file, length), 64 * 1024), length
-            file.seek(0)
-            if length <= IN_MEMORY_LIMIT:
-                content = b"".join(decode_stream(file, length, self.key))
-                file.close()
-                return io.BytesIO(content), len(content)
-            size = 0
-            for chunk in decode_stream(file, length, self.key):
-                size += len(chunk)  # verify everything before handing anything out
-            file.seek(0)
-            reader = io.BufferedReader(_DecodedReader(file, length, self.key), 64 * 1024)
-            return reader, size
+            return _open_content(file, read_tail(file, os.fstat(file.fileno()).st_size), self.key)
         except DecodeError as exc:
             file.close()
             raise CorruptMessage(f"message {msgid:08x}: {exc}") from None
@@ -404,6 +425,30 @@ class Store:
             if prefix not in names:
                 raise SpoolNotFound(f"spool: no message {prefix}")
             return quarantine_files(self.paths, bucket, names, prefix, reason)
+
+
+def _open_content(file: BinaryIO, tail: Tail, key: bytes | None) -> tuple[BinaryIO, int]:
+    """The verified content of the message file ``file`` and its decoded size
+    (:meth:`Store.open_message_sized`); ``file`` is closed or handed over."""
+    length = tail.content_length
+    file.seek(0)
+    encoded = _is_encoded(file.read(1))
+    if length <= (IN_MEMORY_LIMIT if encoded else RAW_IN_MEMORY_LIMIT):
+        stored = _read_stored(file, tail)  # one read for the CRC and the content
+        file.close()
+        if not encoded:
+            return io.BytesIO(stored), length
+        content = b"".join(decode_stream(io.BytesIO(stored), length, key))
+        return io.BytesIO(content), len(content)
+    check_content(file, tail)
+    file.seek(0)
+    if not encoded:
+        return io.BufferedReader(_RawReader(file, length, tail.content_crc), READ_CHUNK), length
+    size = 0
+    for chunk in decode_stream(file, length, key):
+        size += len(chunk)  # verify everything before handing anything out
+    file.seek(0)
+    return io.BufferedReader(_DecodedReader(file, length, key), READ_CHUNK), size
 
 
 def _deleted(override: os.stat_result | None) -> bool:

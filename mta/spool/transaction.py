@@ -145,6 +145,7 @@ class Transaction:
                         seal_buffer(encode_envelope(e), compress=self._compress, key=self._key)
                         for e in assigned
                     ],
+                    crc=self._writer.crc,
                 )
             except OSError as exc:
                 raise spool_error(exc, "writing message") from exc

@@ -10,11 +10,16 @@ learn at commit that the spool failed (``452`` / ``451``).  At commit,
 :meth:`MessageWriter.seal` ends the encoded content (cheap, on the event loop)
 and :meth:`MessageWriter.finish` writes what is left and the envelopes after
 it, fsyncs and closes (in the commit's worker thread).
+
+The CRC-32 of the content as stored (:attr:`MessageWriter.crc`, for the
+trailer, :mod:`mta.spool.msgfile`) is computed as the encoded bytes are
+produced, so the content is never read back.
 """
 
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Callable
 
 from mta.spool.fsio import write_all
@@ -35,6 +40,7 @@ class MessageWriter:
     __slots__ = (
         "_buffer",
         "_closed",
+        "_crc",
         "_created",
         "_encoder",
         "_fd",
@@ -53,6 +59,7 @@ class MessageWriter:
         self._encoder = encoder
         self._buffer = bytearray()
         self._flushed = 0  # encoded bytes already written to the file
+        self._crc = 0  # of the encoded content so far
         self._sealed = False
         self.error: Exception | None = None  # the first failure; later data is dropped
         self.size = 0  # bytes of message content written (before encoding)
@@ -60,6 +67,11 @@ class MessageWriter:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def crc(self) -> int:
+        """The CRC-32 of the content as stored; complete once :meth:`seal` returned."""
+        return self._crc
 
     @property
     def created(self) -> bool:
@@ -79,7 +91,9 @@ class MessageWriter:
             return
         self.size += len(data)
         try:
-            self._buffer += self._encoder.encode(data)
+            encoded = self._encoder.encode(data)
+            self._crc = zlib.crc32(encoded, self._crc)
+            self._buffer += encoded
             if len(self._buffer) >= FLUSH_AT:
                 write_all(self._fd if self._fd is not None else self._open(), self._buffer)
                 self._flushed += len(self._buffer)
@@ -96,7 +110,9 @@ class MessageWriter:
         self._sealed = True
         if self.error is not None:
             raise self.error
-        self._buffer += self._encoder.finish()
+        encoded = self._encoder.finish()
+        self._crc = zlib.crc32(encoded, self._crc)
+        self._buffer += encoded
         return self._flushed + len(self._buffer)
 
     def finish(self, tail: bytes = b"") -> None:

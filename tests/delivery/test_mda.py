@@ -13,6 +13,7 @@ import trio
 
 from mta.delivery.mda import MdaCommand, mda_environment, run_mda, sysexit_text
 from mta.delivery.result import Outcome
+from mta.errors import CorruptMessage
 
 MESSAGE = [b"Return-Path: <a@b.org>\n", b"Subject: hi\n\n", b"hello\n"]
 
@@ -129,3 +130,21 @@ async def test_runs_as_the_delivery_user() -> None:
         assert uid == "65534" and groups.split() == ["65534"]
     finally:
         shutil.rmtree(shared)
+
+
+async def test_a_message_that_cannot_be_read_to_its_end_kills_the_command(
+    tmp_path: pathlib.Path,
+) -> None:
+    """The content fails its checksum half-way: the command must not see an end
+    of input (it would deliver half a message), and the error reaches the caller."""
+    target, done = tmp_path / "got", tmp_path / "done"
+
+    async def damaged() -> AsyncIterator[bytes]:
+        yield b"Subject: half\n\n"
+        await trio.sleep(0.2)  # the command is reading by now
+        raise CorruptMessage("message file: content checksum mismatch")
+
+    with trio.fail_after(10), pytest.raises(CorruptMessage):
+        await run_mda(command(f"cat > {target} && touch {done}"), damaged())
+    await trio.sleep(0.5)  # time enough for a command left running to finish
+    assert not done.exists()

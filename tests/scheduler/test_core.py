@@ -1,5 +1,6 @@
 """The scheduler core, with time passed in: retry ladder, expiry, warnings, limits,
-pause, and the operator's schedule / remove / suspend."""
+pause, the operator's schedule / remove / suspend, and discarding a quarantined
+message's envelopes."""
 
 from __future__ import annotations
 
@@ -210,6 +211,27 @@ def test_schedule_now_remove_suspend_resume() -> None:
     assert s.schedule_now([evp(5, 3)], T0) == 0
     assert s.resume([evp(5, 3)]) == 1
     assert s.batch(T0 + 2 * DAY) == [Due(evp(5, 3), Task.EXPIRE)]
+
+
+def test_discard_forgets_pending_envelopes_and_leaves_inflight_ones() -> None:
+    """A message moved to corrupt/: its waiting envelopes go (no task, no
+    wakeup); one in flight stays until its outcome is recorded."""
+    s = Scheduler()
+    for n in (1, 2, 3):
+        s.insert(evp(5, n), MDA, ctime=T0, ttl=DAY)
+    s.insert(evp(6), MDA, ctime=T0 + 100, ttl=DAY)
+    s.max_schedule = 1
+    assert s.batch(T0) == [Due(evp(5, 1), Task.DELIVER)]
+    s.tempfail(evp(5, 1), T0)  # pending, waiting for its retry
+    assert s.batch(T0) == [Due(evp(5, 2), Task.DELIVER)]  # inflight
+    assert s.discard(s.envelopes_of(5)) == [evp(5, 1), evp(5, 3)]
+    assert s.envelopes_of(5) == [evp(5, 2)] and s.inflight == 1
+    assert s.discard([evp(5, 2), evp(7)]) == []
+    s.done(evp(5, 2))
+    assert len(s) == 1 and s.inflight == 0
+    s.max_schedule = 10
+    assert s.next_wakeup(T0) == T0 + 100  # the heap's stale items wake nobody
+    assert s.batch(T0 + DAY) == [Due(evp(6), Task.DELIVER)]
 
 
 def test_held_envelopes_come_back_without_a_retry_counted() -> None:

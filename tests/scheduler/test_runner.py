@@ -71,6 +71,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self.envelopes_by_id: dict[int, Envelope] = {}
         self.updates = 0
+        self.corrupt: dict[int, tuple[str, list[Envelope]]] = {}  # msgid -> reason, envelopes
+        self.quarantine_fails = False
 
     async def envelopes(self) -> list[Envelope]:
         await trio.lowlevel.checkpoint()
@@ -92,6 +94,18 @@ class MemoryStore:
         await self.load_envelope(evpid)
         del self.envelopes_by_id[evpid]
         return not any(e >> 32 == evpid >> 32 for e in self.envelopes_by_id)
+
+    async def quarantine(self, msgid: int, reason: str) -> str:
+        await trio.lowlevel.checkpoint()
+        if self.quarantine_fails:
+            raise SpoolError("spool: quarantining: no space left")
+        moved = [e for e in self.envelopes_by_id.values() if e.msgid == msgid]
+        if not moved:
+            raise SpoolNotFound(f"spool: no message {msgid:08x}")
+        for envelope in moved:
+            del self.envelopes_by_id[envelope.id]
+        self.corrupt[msgid] = (reason, moved)
+        return f"corrupt/{msgid:08x}"
 
     async def begin(self) -> MemoryTxn:
         await trio.lowlevel.checkpoint()
@@ -540,6 +554,9 @@ class CountingStore:
 
     async def delete_envelope(self, evpid: int) -> bool:
         return await self.store.delete_envelope(evpid)
+
+    async def quarantine(self, msgid: int, reason: str) -> str:
+        return await self.store.quarantine(msgid, reason)
 
 
 async def test_a_first_try_uses_the_committed_copy_a_retry_reads_the_spool(

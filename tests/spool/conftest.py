@@ -4,6 +4,7 @@ the on-disk layout (format 2, and format 1 built by hand for the conversion test
 from __future__ import annotations
 
 import pathlib
+import zlib
 from collections.abc import Iterable, Sequence
 
 import pytest
@@ -83,7 +84,12 @@ def rewrite_message(
     old_content, tail = read_message(path)
     content = old_content if content is None else content
     blobs = tail.envelopes if sealed is None else sealed
-    path.write_bytes(content + encode_tail(len(content), blobs))
+    path.write_bytes(message_file(content, blobs))
+
+
+def message_file(content: bytes, sealed: Sequence[bytes]) -> bytes:
+    """A message file (version 2): the encoded ``content``, then ``sealed`` envelopes."""
+    return content + encode_tail(len(content), sealed, crc=zlib.crc32(content))
 
 
 # -- encodings ---------------------------------------------------------------

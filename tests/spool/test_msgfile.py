@@ -1,4 +1,5 @@
-"""The message file: content, envelope section, trailer; every damage is CorruptMessage."""
+"""The message file: content, envelope section, trailer; every damage is CorruptMessage,
+a damaged content too (version 2); version 1 files still read."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from mta.spool.msgfile import (
     MAX_ENVELOPES,
     TRAILER_SIZE,
     Tail,
+    check_content,
+    content_crc,
     encode_tail,
     read_tail,
 )
@@ -42,10 +45,13 @@ def forge(
     version: int = FORMAT_VERSION,
     content_length: int | None = None,
     section_length: int | None = None,
-    reserved: int = 0,
+    content_check: int | None = None,
 ) -> bytes:
     """A message file with any trailer fields and a CRC that matches them (so the
-    checks behind the CRC are reached)."""
+    checks behind the CRC are reached).  ``content_check``: the content CRC field,
+    by default the right one (version 2) or zero (version 1)."""
+    if content_check is None:
+        content_check = zlib.crc32(content) if version >= 2 else 0
     head = struct.pack(
         ">7sBQIII",
         magic,
@@ -53,7 +59,7 @@ def forge(
         len(content) if content_length is None else content_length,
         len(section) if section_length is None else section_length,
         count,
-        reserved,
+        content_check,
     )
     crc = zlib.crc32(head, zlib.crc32(section))
     return content + section + head + struct.pack(">I", crc)
@@ -63,23 +69,27 @@ def framed(*blobs: bytes) -> bytes:
     return b"".join(struct.pack(">I", len(blob)) + blob for blob in blobs)
 
 
+def tail_of(content: bytes, sealed: list[bytes] = SEALED) -> bytes:
+    return encode_tail(len(content), sealed, crc=zlib.crc32(content))
+
+
 def test_round_trip() -> None:
-    data = CONTENT + encode_tail(len(CONTENT), SEALED)
-    assert read(data) == Tail(len(CONTENT), tuple(SEALED))
+    data = CONTENT + tail_of(CONTENT)
+    assert read(data) == Tail(len(CONTENT), tuple(SEALED), zlib.crc32(CONTENT))
     # The tail is the length-prefixed envelopes, then the trailer.
     assert data[len(CONTENT) : -TRAILER_SIZE] == framed(*SEALED)
     assert data[-TRAILER_SIZE:].startswith(MAGIC + bytes([FORMAT_VERSION]))
 
 
 def test_forge_makes_what_encode_tail_makes() -> None:
-    assert forge(CONTENT, framed(*SEALED), count=2) == CONTENT + encode_tail(len(CONTENT), SEALED)
+    assert forge(CONTENT, framed(*SEALED), count=2) == CONTENT + tail_of(CONTENT)
 
 
 @pytest.mark.parametrize("content", [b"", b"x", CONTENT * 1000])
 def test_round_trip_of_real_envelopes(content: bytes) -> None:
     envelopes = assigned(0x0A000001, 3)
     sealed = [seal_envelope(e, compress=True, key=KEY) for e in envelopes]
-    data = content + encode_tail(len(content), sealed)
+    data = content + tail_of(content, sealed)
     tail = read(data)
     assert tail.content_length == len(content)
     assert [decode_sealed_envelope(blob, KEY) for blob in tail.envelopes] == envelopes
@@ -87,16 +97,18 @@ def test_round_trip_of_real_envelopes(content: bytes) -> None:
 
 def test_encode_tail_refuses_what_it_could_not_read() -> None:
     with pytest.raises(ValueError, match="1 to"):
-        encode_tail(0, [])
+        encode_tail(0, [], crc=0)
     with pytest.raises(ValueError, match="sealed envelope of 0 bytes"):
-        encode_tail(0, [b"ok", b""])
+        encode_tail(0, [b"ok", b""], crc=0)
     with pytest.raises(ValueError, match="sealed envelope"):
-        encode_tail(0, [b"x" * (MAX_ENVELOPE_BYTES + 1)])
-    encode_tail(0, [b"x" * MAX_ENVELOPE_BYTES])  # the limit itself is fine
+        encode_tail(0, [b"x" * (MAX_ENVELOPE_BYTES + 1)], crc=0)
+    with pytest.raises(ValueError, match="CRC"):
+        encode_tail(0, [b"ok"], crc=1 << 32)
+    encode_tail(0, [b"x" * MAX_ENVELOPE_BYTES], crc=0)  # the limit itself is fine
 
 
 def valid() -> bytes:
-    return CONTENT + encode_tail(len(CONTENT), SEALED)
+    return CONTENT + tail_of(CONTENT)
 
 
 def flip(data: bytes, position: int) -> bytes:
@@ -111,7 +123,7 @@ CORRUPTIONS = {
     "too short": (valid()[-TRAILER_SIZE + 1 :], "too short"),
     "no trailer at all": (CONTENT * 10, "no trailer"),
     "bad magic": (flip(valid(), TRAILER_START), "no trailer"),
-    "wrong version": (forge(CONTENT, framed(*SEALED), count=2, version=2), "version 2"),
+    "wrong version": (forge(CONTENT, framed(*SEALED), count=2, version=3), "version 3"),
     "version 0": (forge(CONTENT, framed(*SEALED), count=2, version=0), "version 0"),
     "truncated at the end": (valid()[:-1], "no trailer"),
     "truncated at the start": (valid()[1:], "does not match"),
@@ -156,8 +168,8 @@ CORRUPTIONS = {
         forge(CONTENT, framed(*SEALED), count=MAX_ENVELOPES + 1),
         "does not match",
     ),
-    "reserved bytes not zero": (
-        forge(CONTENT, framed(*SEALED), count=2, reserved=1),
+    "version 1 with a content CRC": (
+        forge(CONTENT, framed(*SEALED), count=2, version=1, content_check=1),
         "does not match",
     ),
 }
@@ -189,6 +201,34 @@ def test_a_file_shorter_than_its_size_is_refused() -> None:
         read(data, size=len(data) + 5)
 
 
+def test_a_version_1_file_still_reads_and_its_content_is_not_checked() -> None:
+    data = forge(CONTENT, framed(*SEALED), count=2, version=1)
+    tail = read(data)
+    assert tail == Tail(len(CONTENT), tuple(SEALED), None)
+    check_content(io.BytesIO(flip(data, 3)), tail)  # nothing to check it against
+
+
+def test_every_single_byte_change_of_the_content_is_caught() -> None:
+    data = CONTENT * 3 + tail_of(CONTENT * 3)
+    tail = read(data)
+    check_content(io.BytesIO(data), tail)
+    for position in range(tail.content_length):
+        for bit in (0x01, 0x80):
+            damaged = bytearray(data)
+            damaged[position] ^= bit
+            assert read(bytes(damaged)) == tail  # the trailer cannot tell...
+            with pytest.raises(CorruptMessage, match="content checksum mismatch"):
+                check_content(io.BytesIO(bytes(damaged)), tail)  # ... the content CRC can
+
+
+def test_content_crc_reads_in_chunks_and_refuses_a_short_file() -> None:
+    content = bytes(range(256)) * 3000  # several chunks
+    assert content_crc(io.BytesIO(content + b"more"), len(content)) == zlib.crc32(content)
+    assert content_crc(io.BytesIO(content), 0) == 0
+    with pytest.raises(CorruptMessage, match="truncated"):
+        content_crc(io.BytesIO(content[:-1]), len(content))
+
+
 def test_the_content_is_not_read() -> None:
     read_from: list[int] = []
 
@@ -198,7 +238,7 @@ def test_the_content_is_not_read() -> None:
             return super().read(size)
 
     content = b"c" * 100_000
-    file = Counting(content + encode_tail(len(content), SEALED))
+    file = Counting(content + tail_of(content))
     assert read_tail(file, len(file.getvalue())).envelopes == tuple(SEALED)
     assert read_from and min(read_from) == len(content)  # the section, then the trailer
 
@@ -220,9 +260,9 @@ def forged_files(draw: st.DrawFn) -> bytes:
         content,
         section,
         count=count,
-        version=draw(st.sampled_from([FORMAT_VERSION] * 6 + [0, 255])),
+        version=draw(st.sampled_from([FORMAT_VERSION] * 6 + [1, 1, 0, 255])),
         content_length=draw(st.sampled_from([None] * 4 + [len(content) + 1, 0])),
-        reserved=draw(st.sampled_from([0, 0, 0, 1 << 31])),
+        content_check=draw(st.sampled_from([None, None, None, 1 << 31])),
     )
 
 
@@ -254,6 +294,11 @@ def test_arbitrary_bytes_never_raise_anything_but_corrupt_message(data: bytes, e
         tail = read(data, size)
     except CorruptMessage:
         return
-    # Whatever is accepted is exactly what encode_tail would have written.
+    # Whatever is accepted is exactly what encode_tail (or mta before it) would have written.
     assert size == len(data)
-    assert data[tail.content_length :] == encode_tail(tail.content_length, tail.envelopes)
+    length, blobs = tail.content_length, list(tail.envelopes)
+    if tail.content_crc is None:
+        expected = forge(b"", framed(*blobs), count=len(blobs), version=1, content_length=length)
+    else:
+        expected = encode_tail(length, blobs, crc=tail.content_crc)
+    assert data[length:] == expected

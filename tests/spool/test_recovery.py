@@ -203,6 +203,15 @@ def damage_gzip_end(root: pathlib.Path, msgid: int, envelopes: list[Envelope]) -
     flip(path, content_length(path) - 1)  # the gzip length check
 
 
+def damage_content_under_its_crc(root: pathlib.Path, msgid: int, envelopes: list[Envelope]) -> None:
+    """Damage the content and write a trailer that vouches for it (as if it was
+    damaged before it was stored): the gzip CRC or GCM tag still catches it."""
+    path = message_path(root, msgid)
+    content = bytearray(read_message(path)[0])
+    content[len(content) - 1] ^= 0x01
+    rewrite_message(path, content=bytes(content))
+
+
 def damage_trailer(root: pathlib.Path, msgid: int, envelopes: list[Envelope]) -> None:
     path = message_path(root, msgid)
     flip(path, path.stat().st_size - 1)  # its CRC
@@ -261,8 +270,11 @@ def damage_unknown_empty_envelope_file(
 DAMAGES: dict[str, tuple[Damage, str]] = {
     "truncated message": (damage_truncated, "no trailer"),
     "extended message": (damage_extended, "trailer does not match"),
-    "flipped bit in the content": (damage_content, "authentication failed"),
-    "damaged gzip content": (damage_gzip_end, "gzip"),
+    "flipped bit in the raw content": (damage_content, "content checksum mismatch"),
+    "flipped bit in the content": (damage_content, "content checksum mismatch"),
+    "damaged gzip content": (damage_gzip_end, "content checksum mismatch"),
+    "content damaged under its CRC": (damage_content_under_its_crc, "authentication failed"),
+    "gzip content damaged under its CRC": (damage_content_under_its_crc, "gzip"),
     "damaged trailer": (damage_trailer, "checksum mismatch"),
     "damaged envelope section": (damage_section, "checksum mismatch"),
     "bad envelope in the message": (damage_envelope_in_section, "bad header"),
@@ -281,6 +293,8 @@ async def test_broken_messages_are_quarantined_whole(
 ) -> None:
     function, reason = DAMAGES[damage]
     compression, key = (True, None) if "gzip" in damage or "truncated" in damage else (False, KEY)
+    if "raw" in damage:
+        compression, key = False, None
     spool = await Spool.open(root, compression=compression, key=key)
     good = await queue_message(spool)
     bad = await queue_message(spool)

@@ -15,7 +15,6 @@ import pytest
 from mta.envelope import Envelope
 from mta.errors import CorruptEnvelope, CorruptMessage, SpoolNotFound
 from mta.spool import Spool, store
-from mta.spool.msgfile import encode_tail
 from mta.spool.paths import SpoolPaths
 from tests.envelopes import make_envelope
 
@@ -27,6 +26,7 @@ from .conftest import (
     every_checked_setting,
     every_setting,
     files_under,
+    message_file,
     message_path,
     read_message,
     rewrite_message,
@@ -34,6 +34,7 @@ from .conftest import (
     snapshot,
 )
 from .recorder import Recorder
+from .test_msgfile import forge, framed
 
 MESSAGE = b"Received: by test\r\nSubject: s\r\n\r\n" + b"body line\r\n" * 300
 
@@ -217,7 +218,7 @@ def test_concurrent_deletes_of_the_last_envelopes(
     content = encode_content(MESSAGE, compress=False, key=None)
     blobs = [seal_envelope(e) for e in envelopes]
     bucket_path(root, msgid).mkdir(exist_ok=True)
-    message_path(root, msgid).write_bytes(content + encode_tail(len(content), blobs))
+    message_path(root, msgid).write_bytes(message_file(content, blobs))
 
     states = store.Store(paths, compress=False, key=None)
     both_read = threading.Barrier(2)
@@ -351,6 +352,95 @@ async def test_stream_reader_rechecks_while_reading(root: pathlib.Path) -> None:
     reader.close()
 
 
+# -- the content CRC: a damaged content is refused, raw too ----------------------
+
+LONG_MESSAGE = b"Subject: crc\r\nFrom: a@example.org\r\n\r\n" + b"body line\r\n" * 30_000
+
+
+def flip_byte(path: pathlib.Path, position: int) -> None:
+    with open(path, "r+b") as file:  # in place, as a bad disk would (same inode)
+        file.seek(position)
+        byte = file.read(1)
+        file.seek(position)
+        file.write(bytes([byte[0] ^ 0x20]))
+
+
+@pytest.mark.parametrize("in_memory", [True, False], ids=["read-once", "two-passes"])
+@every_setting
+async def test_a_flipped_byte_anywhere_in_the_content_is_refused(
+    root: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    compression: bool,
+    key: bytes | None,
+    in_memory: bool,
+) -> None:
+    """Headers, body, first or last byte, in every setting: CorruptMessage when
+    the message is opened, so no reader gets a byte of it."""
+    if not in_memory:
+        monkeypatch.setattr(store, "IN_MEMORY_LIMIT", 100)
+        monkeypatch.setattr(store, "RAW_IN_MEMORY_LIMIT", 100)
+    spool = await Spool.open(root, compression=compression, key=key)
+    (evpid, *_) = await queue_message(spool, LONG_MESSAGE)
+    msgid = evpid >> 32
+    path = message_path(root, msgid)
+    length = spool.store.message_size(msgid)
+    original = path.read_bytes()
+    for position in (0, 5, 40, length // 2, length - 1):
+        flip_byte(path, position)
+        with pytest.raises(CorruptMessage, match="content checksum mismatch"):
+            await spool.open_message(msgid)
+        with pytest.raises(CorruptMessage):
+            await spool.open_message_head(msgid, 100)
+        path.write_bytes(original)
+    with await spool.open_message(msgid) as stream:
+        assert stream.read() == LONG_MESSAGE
+
+
+async def test_raw_content_changed_after_it_was_opened_is_refused_at_its_end(
+    root: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large raw message is checked, then streamed: a change in between makes the
+    stream fail before its last bytes, so no reader can complete the message."""
+    monkeypatch.setattr(store, "RAW_IN_MEMORY_LIMIT", 1000)
+    spool = await Spool.open(root)
+    (evpid, *_) = await queue_message(spool, LONG_MESSAGE)
+    path = message_path(root, evpid >> 32)
+    stream = await spool.open_message(evpid >> 32)
+    flip_byte(path, len(LONG_MESSAGE) // 2)
+    received = bytearray()
+    with pytest.raises(CorruptMessage, match="content checksum mismatch"):
+        while chunk := stream.read(4096):
+            received += chunk
+    stream.close()
+    assert len(received) < len(LONG_MESSAGE)
+    flip_byte(path, len(LONG_MESSAGE) // 2)  # back as it was
+    stream = await spool.open_message(evpid >> 32)
+    os.truncate(path, 1000)  # shrunk under the reader
+    with pytest.raises(CorruptMessage, match="truncated"):
+        stream.read()
+    stream.close()
+
+
+async def test_a_version_1_message_file_still_reads(root: pathlib.Path) -> None:
+    """A queue written before the content CRC: read as it is, its raw content
+    unchecked (nothing to check it against), its gzip content by its own CRC."""
+    paths = SpoolPaths(root)
+    paths.create()
+    for msgid, compress in ((0x0C000001, False), (0x0C000002, True)):
+        content = encode_content(MESSAGE, compress=compress, key=None)
+        blob = seal_envelope(make_envelope(msgid=msgid, id=msgid << 32 | 1))
+        bucket_path(root, msgid).mkdir(exist_ok=True)
+        message_path(root, msgid).write_bytes(forge(content, framed(blob), count=1, version=1))
+    spool = await Spool.open(root)
+    assert spool.recovery.kept_messages == 2 and spool.recovery.quarantined == []
+    for msgid in (0x0C000001, 0x0C000002):
+        with await spool.open_message(msgid) as stream:
+            assert stream.read() == MESSAGE
+    flip_byte(message_path(root, 0x0C000002), 30)
+    with pytest.raises(CorruptMessage, match="gzip"):
+        await spool.open_message(0x0C000002)
+
+
 async def test_corrupt_envelope_file_on_load_and_skipped_in_listing(
     root: pathlib.Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -466,7 +556,7 @@ def test_store_on_a_stopped_daemon_spool(root: pathlib.Path) -> None:
     content = encode_content(MESSAGE, compress=True, key=KEY)
     blobs = [seal_envelope(e, compress=True, key=KEY) for e in envelopes]
     bucket_path(root, msgid).mkdir(exist_ok=True)
-    message_path(root, msgid).write_bytes(content + encode_tail(len(content), blobs))
+    message_path(root, msgid).write_bytes(message_file(content, blobs))
     states = store.Store(paths, compress=False, key=KEY)  # other settings read back too
     assert states.message_ids() == [msgid]
     assert states.envelope_ids(msgid) == [msgid << 32 | 3, msgid << 32 | 7]

@@ -7,6 +7,7 @@ import gzip
 import io
 import os
 import pathlib
+import zlib
 
 import pytest
 
@@ -69,6 +70,7 @@ def test_seal_returns_the_encoded_length(
     assert data[length:] == TAIL
     encoded = data[:length]
     assert b"".join(seal.decode_stream(io.BytesIO(encoded), length, key)) == content
+    assert writer.crc == zlib.crc32(encoded)  # of the bytes as stored, computed as written
 
 
 def test_errors_are_kept_and_raised_at_seal(
