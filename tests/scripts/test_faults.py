@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import time
+import zlib
 from pathlib import Path
 from types import ModuleType
 
@@ -195,7 +196,9 @@ def test_damage_flips_body_letters_and_keeps_the_frame(tmp_path: Path) -> None:
     tok = mail.token("d", 0, 3000)
     content = b"Received: by x\r\n" + mail.message(tok)
     path = tmp_path / "0a000001"
-    path.write_bytes(content + encode_tail(len(content), [b"sealed envelope"]))
+    path.write_bytes(
+        content + encode_tail(len(content), [b"sealed envelope"], crc=zlib.crc32(content))
+    )
     assert corrupt.damage(path, [0.0, 0.5, 0.99]) == tok
     data = path.read_bytes()
     with open(path, "rb") as f:
@@ -206,7 +209,7 @@ def test_damage_flips_body_letters_and_keeps_the_frame(tmp_path: Path) -> None:
     assert all(data[i] ^ content[i] == 0x20 for i in changed)
     assert mail.check(data[: len(content)]) == (tok, False)
     other = tmp_path / "0a000002"
-    other.write_bytes(b"not ours\r\n\r\nbody" + encode_tail(16, [b"e"]))
+    other.write_bytes(b"not ours\r\n\r\nbody" + encode_tail(16, [b"e"], crc=0))
     assert corrupt.damage(other, [0.5]) is None
 
 
