@@ -8,10 +8,15 @@ result back with a single ``run_sync_soon``.  No capacity limiter object, no
 thread renaming, no context copy: the callables given here must not depend
 on context variables.  At most :data:`MAX_WORKERS` threads run; further jobs
 wait in the queue.  Idle workers exit after :data:`IDLE_SECONDS`.
+
+:func:`run_sync_first` is the same call for a job that must not wait behind
+new work (the record of a finished delivery: until it is done, a crash would
+repeat the delivery): it goes ahead of every job waiting in the queue.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import queue
 import threading
@@ -21,7 +26,7 @@ from typing import Any, TypeVar, TypeVarTuple, Unpack
 import outcome
 import trio
 
-__all__ = ["IDLE_SECONDS", "MAX_WORKERS", "run_sync"]
+__all__ = ["IDLE_SECONDS", "MAX_WORKERS", "run_sync", "run_sync_first"]
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -33,13 +38,19 @@ _Job = tuple[Callable[[], Any], trio.lowlevel.TrioToken, trio.lowlevel.Task]
 
 
 class _Workers:
+    """The workers and their queue.  Every job submitted puts one item in the
+    queue: the job itself, or for a job that goes first, ``None`` while the job
+    waits in ``_first``; a worker that takes an item runs one job of ``_first``
+    (if any waits) before the item's own job."""
+
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._first: collections.deque[_Job] = collections.deque()
         self._lock = threading.Lock()
         self._threads = 0
         self._idle = 0  # threads waiting for a job (or about to take one)
 
-    def submit(self, job: _Job) -> None:
+    def submit(self, job: _Job, *, first: bool = False) -> None:
         with self._lock:
             if self._idle > 0:
                 self._idle -= 1
@@ -48,14 +59,18 @@ class _Workers:
                 start = self._threads < MAX_WORKERS
                 if start:
                     self._threads += 1
-        self._jobs.put(job)
+        if first:
+            self._first.append(job)
+            self._jobs.put(None)
+        else:
+            self._jobs.put(job)
         if start:
             threading.Thread(target=self._work, name="mta-worker", daemon=True).start()
 
     def _work(self) -> None:
         while True:
             try:
-                fn, token, task = self._jobs.get(timeout=IDLE_SECONDS)
+                item = self._jobs.get(timeout=IDLE_SECONDS)
             except queue.Empty:
                 with self._lock:
                     if self._idle > 0 and self._jobs.empty():
@@ -63,13 +78,26 @@ class _Workers:
                         self._threads -= 1
                         return
                 continue  # a job is on its way to this idle thread
-            result = outcome.capture(fn)
-            del fn
-            with contextlib.suppress(trio.RunFinishedError):  # nobody is left to wait
-                token.run_sync_soon(trio.lowlevel.reschedule, task, result)
-            del task, result
+            try:
+                ahead = self._first.popleft()
+            except IndexError:
+                pass  # its item was taken by a worker before this one
+            else:
+                _run(ahead)
+                del ahead
+            if item is not None:
+                _run(item)
+                del item
             with self._lock:
                 self._idle += 1
+
+
+def _run(job: _Job) -> None:
+    fn, token, task = job
+    result = outcome.capture(fn)
+    del fn
+    with contextlib.suppress(trio.RunFinishedError):  # nobody is left to wait
+        token.run_sync_soon(trio.lowlevel.reschedule, task, result)
 
 
 _WORKERS = _Workers()
@@ -79,11 +107,20 @@ def _no_abort(raise_cancel: Any) -> trio.lowlevel.Abort:
     return trio.lowlevel.Abort.FAILED  # the thread cannot be stopped: wait for it
 
 
-async def run_sync(fn: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
-    """Run ``fn(*args)`` in a worker thread and return its result (or raise its error)."""
+async def _call(fn: Callable[[], T], first: bool) -> T:
     await trio.lowlevel.checkpoint_if_cancelled()
-    job = (lambda: fn(*args)) if args else fn
-    _WORKERS.submit((job, trio.lowlevel.current_trio_token(), trio.lowlevel.current_task()))
+    task = trio.lowlevel.current_task()
+    _WORKERS.submit((fn, trio.lowlevel.current_trio_token(), task), first=first)
     # the worker's outcome is unwrapped by trio: its value returned, its error raised
     result: T = await trio.lowlevel.wait_task_rescheduled(_no_abort)
     return result
+
+
+async def run_sync(fn: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
+    """Run ``fn(*args)`` in a worker thread and return its result (or raise its error)."""
+    return await _call((lambda: fn(*args)) if args else fn, False)
+
+
+async def run_sync_first(fn: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
+    """:func:`run_sync`, ahead of the jobs waiting for a worker."""
+    return await _call((lambda: fn(*args)) if args else fn, True)

@@ -1,4 +1,5 @@
-"""The hot-path worker threads: results, errors, parallelism, cancellation, idle exit."""
+"""The hot-path worker threads: results, errors, parallelism, cancellation, idle exit,
+and the jobs that go ahead of the queue."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 
 import pytest
 import trio
+import trio.testing
 
 from mta import threads
 
@@ -72,11 +74,65 @@ async def test_idle_workers_exit(monkeypatch: pytest.MonkeyPatch) -> None:
     workers = threads._Workers()
     monkeypatch.setattr(threads, "_WORKERS", workers)
     async with trio.open_nursery() as nursery:
-        for _ in range(4):
-            nursery.start_soon(threads.run_sync, time.sleep, 0.05)
+        for n in range(4):
+            call = threads.run_sync_first if n % 2 else threads.run_sync
+            nursery.start_soon(call, time.sleep, 0.05)
     assert workers._threads >= 1
     deadline = time.monotonic() + 5
     while workers._threads and time.monotonic() < deadline:
         await trio.sleep(0.02)
     assert workers._threads == 0
     assert await threads.run_sync(lambda: "again") == "again"  # a new thread starts
+
+
+async def test_a_first_job_goes_ahead_of_the_jobs_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "MAX_WORKERS", 1)
+    monkeypatch.setattr(threads, "_WORKERS", threads._Workers())
+    running, gate = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def hold() -> None:
+        running.set()
+        gate.wait(10)
+
+    async def call(name: str, first: bool) -> None:
+        run = threads.run_sync_first if first else threads.run_sync
+        await run(order.append, name)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(threads.run_sync, hold)  # holds the only worker
+        with trio.fail_after(10):
+            while not running.is_set():
+                await trio.sleep(0.001)
+        for name, first in (("a", False), ("b", False), ("first", True), ("c", False)):
+            nursery.start_soon(call, name, first)
+            await trio.testing.wait_all_tasks_blocked()  # submitted, in this order
+        assert order == []
+        gate.set()
+    assert order == ["first", "a", "b", "c"]
+
+
+async def test_first_jobs_run_in_parallel_and_none_is_lost() -> None:
+    barrier = threading.Barrier(4, timeout=10)
+    count = threads.MAX_WORKERS * 2 + 5
+
+    def job(n: int) -> int:
+        if n < 4:
+            barrier.wait()  # only passes if 4 first jobs run at the same time
+        if n == count - 1:
+            raise OSError(5, "disk says no")
+        return n
+
+    results: list[int] = []
+
+    async def call(n: int) -> None:
+        run = threads.run_sync_first if n < 4 or n % 2 else threads.run_sync
+        try:
+            results.append(await run(job, n))
+        except OSError:
+            results.append(-1)
+
+    async with trio.open_nursery() as nursery:
+        for n in range(count):
+            nursery.start_soon(call, n)
+    assert sorted(results) == [-1, *range(count - 1)]
