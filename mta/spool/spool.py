@@ -11,7 +11,10 @@ and the scheduler's read / update calls.  Blocking work runs in worker threads.
     # or: await txn.abort()
 
 Group commit needs no nursery: concurrent commits elect a leader among
-themselves (:mod:`mta.spool.commit`).  Message ids are random but runs of
+themselves (:mod:`mta.spool.commit`).  Removals and updates of envelopes
+record the outcome of a delivery (until then a crash would repeat it): they go
+ahead of the other work waiting for a worker thread, and removals of different
+messages run in parallel.  Message ids are random but runs of
 :data:`BUCKET_RUN` consecutive transactions share their top byte, i.e. their
 queue bucket, so a batch of concurrent commits fsyncs one or two bucket
 directories instead of one per message; over time the buckets fill evenly.
@@ -135,12 +138,15 @@ class Spool:
         return await threads.run_sync(self.store.load_envelope, evpid)
 
     async def update_envelope(self, envelope: Envelope) -> None:
-        """Replace the stored copy of ``envelope`` durably; SpoolNotFound if gone."""
-        await threads.run_sync(self.store.update_envelope, envelope)
+        """Replace the stored copy of ``envelope`` durably; SpoolNotFound if gone.
+        Ahead of the other work waiting for a worker thread, as removals."""
+        await threads.run_sync_first(self.store.update_envelope, envelope)
 
     async def delete_envelope(self, evpid: int) -> bool:
-        """Remove an envelope (and its message with the last one; returns whether)."""
-        gone = await threads.run_sync(self.store.delete_envelope, evpid)
+        """Remove an envelope (and its message with the last one; returns whether),
+        ahead of the other work waiting for a worker thread (new deliveries,
+        lookups...): a delivery done is repeated by a crash until this is."""
+        gone = await threads.run_sync_first(self.store.delete_envelope, evpid)
         if gone:
             self._taken.discard(evpid >> 32)
         return gone

@@ -51,6 +51,7 @@ from mta.spool.seal import GZIP_MAGIC, DecodeError, decode_stream, open_buffer, 
 
 __all__ = [
     "IN_MEMORY_LIMIT",
+    "LOCK_STRIPES",
     "RAW_IN_MEMORY_LIMIT",
     "READ_CHUNK",
     "Store",
@@ -66,6 +67,7 @@ log = logging.getLogger("mta.spool")
 
 IN_MEMORY_LIMIT = 4 << 20  # encoded messages up to this size are decoded into memory
 RAW_IN_MEMORY_LIMIT = 256 * 1024  # raw messages up to this size are read once, into memory
+LOCK_STRIPES = 64  # messages whose ids are equal modulo this share a lock
 READ_CHUNK = 64 * 1024
 
 
@@ -218,8 +220,13 @@ class Store:
         self.compress = compress
         self.key = key
         # updates and deletions of one message must not interleave (the last
-        # deletion removes the message); they are rare next to commits
-        self._lock = threading.Lock()
+        # deletion removes the message); those of different messages may, and
+        # do: a delivery is repeated by a crash until its envelope is removed
+        self._locks = tuple(threading.Lock() for _ in range(LOCK_STRIPES))
+
+    def _lock(self, msgid: int) -> threading.Lock:
+        """The lock of message ``msgid`` (shared with a few other messages)."""
+        return self._locks[msgid % LOCK_STRIPES]
 
     # -- listing -------------------------------------------------------------
 
@@ -330,7 +337,7 @@ class Store:
         directory = os.path.dirname(path)
         temp = f"{path}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
         data = seal_buffer(encode_envelope(envelope), compress=self.compress, key=self.key)
-        with self._lock:
+        with self._lock(evpid >> 32):
             if evpid not in self._live_ids(evpid >> 32):
                 raise SpoolNotFound(f"spool: no envelope {evpid:016x}")
             try:
@@ -348,7 +355,7 @@ class Store:
         """Remove envelope ``evpid``, and its message when it was the last one.
         Returns whether the message went too; :class:`SpoolNotFound` if it was gone."""
         msgid = evpid >> 32
-        with self._lock:
+        with self._lock(msgid):
             try:
                 every = list(self._committed(msgid))
             except SpoolNotFound:
@@ -420,7 +427,7 @@ class Store:
         and log why; returns where it went.  Nothing is deleted; it is never delivered."""
         bucket = self.paths.bucket_dir(msgid)
         prefix = f"{msgid:08x}"
-        with self._lock:
+        with self._lock(msgid):
             names = [name for name in _listdir(bucket) if name.startswith(prefix)]
             if prefix not in names:
                 raise SpoolNotFound(f"spool: no message {prefix}")

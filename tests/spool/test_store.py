@@ -205,22 +205,31 @@ async def test_deleting_one_envelope_does_not_sync(
     assert [event[0] for event in recorder.events] == ["rename"]  # the empty file: no fsync
 
 
+def _store_with(root: pathlib.Path, *messages: tuple[int, int]) -> store.Store:
+    """A store holding message files written by hand: (msgid, envelope count),
+    the envelope ids ``msgid << 32 | 1`` and on."""
+    paths = SpoolPaths(root)
+    paths.create()
+    content = encode_content(MESSAGE, compress=False, key=None)
+    for msgid, count in messages:
+        blobs = [
+            seal_envelope(make_envelope(msgid=msgid, id=msgid << 32 | n))
+            for n in range(1, count + 1)
+        ]
+        bucket_path(root, msgid).mkdir(exist_ok=True)
+        message_path(root, msgid).write_bytes(message_file(content, blobs))
+    return store.Store(paths, compress=False, key=None)
+
+
 def test_concurrent_deletes_of_the_last_envelopes(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two threads delete the two last envelopes of one message: one of them removes
     the message.  Without the store's lock both would only mark their envelope."""
     root = tmp_path / "spool"
-    paths = SpoolPaths(root)
-    paths.create()
     msgid = 0x0A000001
     envelopes = [make_envelope(msgid=msgid, id=msgid << 32 | n) for n in (1, 2)]
-    content = encode_content(MESSAGE, compress=False, key=None)
-    blobs = [seal_envelope(e) for e in envelopes]
-    bucket_path(root, msgid).mkdir(exist_ok=True)
-    message_path(root, msgid).write_bytes(message_file(content, blobs))
-
-    states = store.Store(paths, compress=False, key=None)
+    states = _store_with(root, (msgid, 2))
     both_read = threading.Barrier(2)
     real = store.Store._committed
 
@@ -243,6 +252,40 @@ def test_concurrent_deletes_of_the_last_envelopes(
         thread.join(10)
     assert sorted(results.values()) == [False, True]
     assert os.listdir(bucket_path(root, msgid)) == []
+
+
+def test_deletes_of_different_messages_run_in_parallel(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A removal records a finished delivery: it never waits for the removal of
+    another message (each thread waits inside for the other to come in)."""
+    first, second = 0x0A000001, 0x0A000002  # different locks
+    assert first % store.LOCK_STRIPES != second % store.LOCK_STRIPES
+    states = _store_with(tmp_path / "spool", (first, 1), (second, 1))
+    both_inside = threading.Barrier(2, timeout=5)
+    real = store.Store._committed
+
+    def meet(self: store.Store, msgid: int) -> dict[int, Envelope]:
+        result = real(self, msgid)
+        both_inside.wait()
+        return result
+
+    monkeypatch.setattr(store.Store, "_committed", meet)
+    results: dict[int, bool | Exception] = {}
+
+    def delete(evpid: int) -> None:
+        try:
+            results[evpid] = states.delete_envelope(evpid)
+        except Exception as exc:
+            results[evpid] = exc
+
+    threads = [threading.Thread(target=delete, args=(m << 32 | 1,)) for m in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert results == {first << 32 | 1: True, second << 32 | 1: True}
+    assert states.message_ids() == []
 
 
 @every_setting
