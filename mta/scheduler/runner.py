@@ -27,8 +27,11 @@ so a crash at any point repeats a delivery at worst, never loses one:
   the same way when their outcome comes back, whatever it is.
 
 Notices are new messages, committed before the envelope they report on is
-deleted or rewritten (:class:`Notifier`).  Local deliveries run at most
-``mda limit max-session`` at a time, and ``max-session-per-user`` per user.
+deleted or rewritten (:class:`Notifier`).  The line logged for an attempt
+(``result=Ok``...) follows its record, so a delivery logged done is not
+queued any more.  Local deliveries run at most ``mda limit max-session`` at a
+time, and ``max-session-per-user`` per user, each from its start until its
+outcome is recorded: a crash repeats at most that many deliveries.
 Times are Unix seconds from ``clock``; waiting uses trio's clock, so tests
 can run days in milliseconds.
 Relay envelopes go to the ``relay`` callable (:class:`~mta.relay.agent.RelayAgent`
@@ -331,24 +334,31 @@ class QueueRunner:
         if agent is None:  # relaying went away (cannot happen while paused)
             scheduler.held(due.evpid, self.clock(), 60)
             return
+        if due.task is Task.DELIVER:
+            await self._limited(agent, envelope)
+        else:
+            await self._deliver_and_record(agent, envelope)
+
+    async def _deliver_and_record(self, agent: Deliver, envelope: Envelope) -> None:
+        """Have ``envelope`` delivered by ``agent`` and record the outcome; raises
+        :class:`CorruptMessage` when its message fails its checks."""
         try:
-            if due.task is Task.DELIVER:
-                result = await self._limited(agent, envelope)
-            else:
-                result = await agent(envelope)
+            result = await agent(envelope)
         except CorruptMessage:
             raise
         except Exception as exc:  # a bug in a delivery method must not lose mail
-            log.exception("queue: delivery of evpid=%016x failed", due.evpid)
+            log.exception("queue: delivery of evpid=%016x failed", envelope.id)
             result = Result.tempfail(f"internal error: {exc!r}")
         if envelope.msgid in self._quarantined:  # by another envelope's attempt meanwhile
             self._forget(envelope)
             return
-        self._log_delivery(envelope, result)
         await self._outcome(envelope, result)
 
-    async def _limited(self, agent: Deliver, envelope: Envelope) -> Result:
-        """A local delivery within the ``mda limit`` sessions, in total and per user."""
+    async def _limited(self, agent: Deliver, envelope: Envelope) -> None:
+        """A local delivery within the ``mda limit`` sessions, in total and per
+        user.  The session lasts until the outcome is recorded: a delivery done
+        but not yet recorded is one a crash would repeat, so there are never
+        more of those than ``max-session``."""
         user = envelope.mda_user or envelope.dest.local.lower()
         slots = self._user_slots.get(user)
         if slots is None:
@@ -357,14 +367,18 @@ class QueueRunner:
             )
         try:
             async with slots, self._mda_slots:
-                return await agent(envelope)
+                await self._deliver_and_record(agent, envelope)
         finally:
             if slots.borrowed_tokens == 0 and not slots.statistics().tasks_waiting:
                 self._user_slots.pop(user, None)
 
-    async def _outcome(self, envelope: Envelope, result: Result) -> None:
+    async def _outcome(self, envelope: Envelope, attempt: Result) -> None:
+        """Record the outcome of an attempt in the spool, then log the attempt:
+        a delivery logged ``result=Ok`` is no longer queued (a crash cannot
+        repeat it), as OpenSMTPD logs after telling its queue."""
         scheduler = self.scheduler
         evpid = envelope.id
+        result = attempt
         if result.outcome is Outcome.OK:
             if DsnNotify.SUCCESS in envelope.dsn_notify:
                 if result.relayed is None:
@@ -372,12 +386,14 @@ class QueueRunner:
                 elif result.relayed.notify_success:
                     await self._notified(Notice(envelope, "relayed", result))
             await self._delete(envelope)
+            self._log_delivery(envelope, attempt)
             self.stats.delivered += 1
             scheduler.done(evpid)
             return
         if result.outcome is Outcome.PERMFAIL:
             if await self._notified(Notice(envelope, "failed", result)):
                 await self._delete(envelope)
+                self._log_delivery(envelope, attempt)
                 self.stats.permfailed += 1
                 scheduler.done(evpid)
                 return
@@ -393,10 +409,12 @@ class QueueRunner:
         try:
             await self.spool.update_envelope(changed)
         except SpoolNotFound:
+            self._log_delivery(envelope, attempt)
             scheduler.done(evpid)
             return
         except SpoolError as exc:
             log.warning("queue: cannot update envelope evpid=%016x: %s", evpid, exc)
+        self._log_delivery(envelope, attempt)
         self.stats.tempfailed += 1
         warn = scheduler.tempfail(evpid, now)
         if warn is None:

@@ -496,6 +496,76 @@ async def test_local_deliveries_respect_the_mda_session_limits(
     assert total_peak == 3 and peak["user0"] == 2
 
 
+class SlowRecords(MemoryStore):
+    """A store whose removals and updates wait until ``recording`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recording = trio.Event()
+
+    async def update_envelope(self, envelope: Envelope) -> None:
+        await self.recording.wait()
+        await super().update_envelope(envelope)
+
+    async def delete_envelope(self, evpid: int) -> bool:
+        await self.recording.wait()
+        return await super().delete_envelope(evpid)
+
+
+@pytest.mark.parametrize("outcome", [Result.ok(), Result.tempfail("mailbox busy")])
+async def test_a_delivery_session_lasts_until_its_outcome_is_recorded(
+    autojump_clock: trio.testing.MockClock, outcome: Result
+) -> None:
+    """A delivery done but not recorded would be repeated by a crash: no new
+    delivery starts in its session until the record is made, so a crash never
+    repeats more deliveries than there are sessions."""
+    store = SlowRecords()
+    agent = Agent(lambda e, n: outcome)
+    text = CONFIG + "mda limit max-session 2\n"
+    runner = QueueRunner(config(text), store, agent, clock=clock)
+    async with trio.open_nursery() as nursery:
+        await started(nursery, runner)
+        runner.committed(await queue(store, rcpts=5))
+        await trio.sleep(5)
+        assert len(agent.attempts) == 2  # both sessions wait for their records
+        store.recording.set()
+        await trio.sleep(5)
+        nursery.cancel_scope.cancel()
+    assert len(agent.attempts) == 5
+    assert runner.stats.delivered + runner.stats.tempfailed == 5
+
+
+async def test_an_attempt_is_logged_once_its_outcome_is_recorded(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = MemoryStore()
+    agent = Agent(lambda e, n: Result.ok() if e.dest.local == "user0" else Result.tempfail("busy"))
+    queued_when_logged: dict[str, Envelope | None] = {}
+
+    class Witness(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            line = record.getMessage()
+            if " mda delivery " in line:
+                evpid = int(line.split("evpid=")[1][:16], 16)
+                queued_when_logged[line.split(" result=")[1]] = store.envelopes_by_id.get(evpid)
+
+    caplog.set_level(logging.INFO, logger="mta")
+    witness = Witness()
+    logging.getLogger("mta.queue").addHandler(witness)
+    try:
+        runner = QueueRunner(config(), store, agent, clock=clock)
+        async with trio.open_nursery() as nursery:
+            await started(nursery, runner)
+            runner.committed(await queue(store, rcpts=2))
+            await trio.sleep(5)
+            nursery.cancel_scope.cancel()
+    finally:
+        logging.getLogger("mta.queue").removeHandler(witness)
+    assert queued_when_logged["Ok stat=Delivered"] is None  # removed before the line
+    retried = queued_when_logged["TempFail stat=busy"]
+    assert retried is not None and (retried.retry, retried.errorline) == (1, "busy")
+
+
 async def test_drain_lets_deliveries_in_flight_finish_and_starts_nothing_new(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
