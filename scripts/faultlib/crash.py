@@ -10,7 +10,8 @@ of them arrived, then restarted again: no message may be lost, and a kill
 may repeat at most the deliveries that were in flight
 (:data:`~faultlib.daemon.MDA_PER_USER`, the configuration's limit).  Both
 trial loops share one spool and one Maildir across their kills, as a real
-server would.  Afterwards, the files left in the Maildirs' ``tmp/``.
+server would.  Their Maildirs' ``tmp/`` is looked at afterwards
+(:mod:`faultlib.orphans`).
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from benchlib.procs import free_port
 from faultlib.clients import Senders, endless, send_all, settle
 from faultlib.context import Context, log
 from faultlib.daemon import MDA_PER_USER, Daemon, DaemonError, Workspace
-from faultlib.mail import delivered_count, orphans, scan, token
+from faultlib.mail import delivered_count, scan, token
 from faultlib.report import Row, spread
 
-__all__ = ["crash_deliver", "crash_receive", "orphan_row"]
+__all__ = ["crash_deliver", "crash_receive"]
 
 RECEIVE = "crash while receiving"
 DELIVER = "crash while delivering"
@@ -179,19 +180,3 @@ def crash_deliver(ctx: Context) -> Row:
                 break
     trials = f"{_kills(tally)}, {s.messages} queued each"
     return Row.judged(DELIVER, trials, MEASURED, DELIVER_PROMISE, tally.result(), tally.kept)
-
-
-def orphan_row(ctx: Context) -> Row:
-    """Files left in ``tmp/`` of the crash scenarios' Maildirs, once all settled."""
-    scenario = "Maildir tmp/ orphans"
-    measured = "files left in tmp/ after the crash trials"
-    promise = "0 (a killed delivery leaves nothing behind)"
-    if not ctx.maildirs:
-        return Row.skipped(scenario, measured, promise, "no crash scenario ran")
-    counts = {m.parent.parent.name: orphans(m) for m in ctx.maildirs}
-    total = sum(counts.values())
-    result = f"{total} file(s)"
-    if len(counts) > 1:
-        result += " (" + ", ".join(f"{name}: {n}" for name, n in counts.items()) + ")"
-    trials = f"{len(counts)} Maildir(s)"
-    return Row.judged(scenario, trials, measured, promise, result, total == 0)

@@ -2,7 +2,7 @@
 
 Scenarios (``--scenarios``, in this order): ``crash-receive``,
 ``crash-deliver``, ``flood``, ``slowloris``, ``garbage``, ``full-disk``,
-``corrupt-spool``; the Maildir ``tmp/`` orphan count follows whenever a crash
+``corrupt-spool``; the Maildir ``tmp/`` orphans (left, then swept) follow whenever a crash
 scenario ran.  Each one prints its trials as they end (stderr) and gives one
 or more rows of the table (stdout).  A scenario that cannot run here says
 why in its row; one whose harness raised is an ``error`` row, with the
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from faultlib import corrupt, crash, flood, fulldisk, garbage, slowloris
+from faultlib import corrupt, crash, flood, fulldisk, garbage, orphans, slowloris
 from faultlib.context import Context, Settings, log
 from faultlib.daemon import REPO
 from faultlib.report import Row, exit_status, format_table
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             if scenario.name in wanted:
                 rows += _run(scenario, ctx)
         if CRASHES & set(wanted):
-            rows.append(crash.orphan_row(ctx))
+            rows.append(orphans.orphan_row(ctx))
     except KeyboardInterrupt:
         log("interrupted: no table")
         return 130

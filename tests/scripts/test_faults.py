@@ -34,6 +34,7 @@ clients = _load("clients")
 daemon_mod = _load("daemon")
 main_mod = _load("main")
 crash = _load("crash")
+orphans = _load("orphans")
 
 
 def _row(verdict: str, result: str = "r") -> object:
@@ -251,3 +252,12 @@ def test_crash_tally_keeps_the_promise_only_without_loss_or_excess_repeats() -> 
     too_many = daemon_mod.MDA_PER_USER + 1
     assert not crash._Tally(kills=1, acked=10, dups=[too_many]).kept
     assert not crash._Tally(kills=1, acked=10, dups=[0], failure="did not restart").kept
+
+
+def test_orphans_are_aged_past_the_maildir_conventions_36_hours(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"x")
+    (tmp_path / "b").write_bytes(b"y")
+    assert orphans._age(tmp_path) == 2
+    for name in ("a", "b"):
+        st = (tmp_path / name).stat()
+        assert time.time() - st.st_mtime > 36 * 3600 and time.time() - st.st_atime > 36 * 3600

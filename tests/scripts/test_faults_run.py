@@ -84,8 +84,8 @@ def test_quick_campaign_measures_and_reports(shared: Path) -> None:
         "Maildir tmp/ orphans",
     }
     verdicts = {name: cells[-1] for name, cells in rows.items()}
-    assert set(verdicts.values()) <= {"pass", "FAIL"}, out
-    assert proc.returncode == (1 if "FAIL" in verdicts.values() else 0)
+    assert set(verdicts.values()) == {"pass"}, out  # every promise of issue 15 is kept
+    assert proc.returncode == 0
     assert out.splitlines()[0].startswith("Fault campaign: mta ")
     assert "quick run" in out and "seed 3" in out
     # each trial said its figure as it went
