@@ -26,11 +26,12 @@ from __future__ import annotations
 import trio
 
 from mta.config.model import Config, FilterProc, FilterRef, Proc, Relay
-from mta.filters.chain import resolve
+from mta.filters.chain import Chain, resolve
 from mta.filters.encode import Handshake
 from mta.filters.process import FilterFailed, FilterProcess
 from mta.filters.protocol import FilterPhase, ProtocolVersion, Subsystem
 from mta.log import get_logger
+from mta.rules.tableset import TableSet
 
 __all__ = ["BACKOFF_MAX", "FilterHost", "relay_procs", "used_procs"]
 
@@ -100,6 +101,7 @@ class FilterHost:
         self.backoff = backoff
         self._live: dict[str, FilterProcess] = {}
         self._phases: dict[str, frozenset[FilterPhase]] = {}
+        self._chains: dict[FilterRef, tuple[dict[str, frozenset[FilterPhase]], Chain]] = {}
         self._scope: trio.CancelScope | None = None
 
     def __bool__(self) -> bool:
@@ -118,6 +120,18 @@ class FilterHost:
             if process.registered is not None:
                 found.setdefault(name, process.registered.phases)
         return found
+
+    def chain(self, config: Config, ref: FilterRef, tables: TableSet) -> Chain:
+        """The chain ``ref`` names in ``config`` (this host's), built once and then
+        again only when a process registers for the first time: every session of
+        a listener shares it (its tables are updated in place)."""
+        registrations = self.registrations()
+        cached = self._chains.get(ref)
+        if cached is not None and cached[0] == registrations:
+            return cached[1]
+        chain = Chain.build(config, ref, tables, registrations)
+        self._chains[ref] = (registrations, chain)
+        return chain
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Start every filter and report started once all registered (FilterFailed

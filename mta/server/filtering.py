@@ -257,7 +257,7 @@ async def open_filters(
     if ref is None or host is None:
         return None
     try:
-        chain = Chain.build(services.config, ref, services.tables, host.registrations())
+        chain = host.chain(services.config, ref, services.tables)
     except MTAError as exc:
         log.warning("%016x smtp filter failed: %s", session, visible(str(exc)))
         return FILTER_TEMPFAIL

@@ -1,13 +1,16 @@
 """Mail addresses as tables see them: OpenSMTPD ``text_to_mailaddr``,
-``hostname_match`` (the ``*`` domain glob) and ``mailaddr_match``."""
+``hostname_match`` (the ``*`` domain glob) and ``mailaddr_match``, and an index
+of table keys for it (:class:`MailAddrIndex`)."""
 
 from __future__ import annotations
 
 import functools
+import heapq
+from collections.abc import Sequence
 
 import attrs
 
-__all__ = ["MailAddr", "hostname_match", "mailaddr_match", "parse_mailaddr"]
+__all__ = ["MailAddr", "MailAddrIndex", "hostname_match", "mailaddr_match", "parse_mailaddr"]
 
 MAX_LOCALPART = 255
 MAX_DOMAINPART = 255
@@ -93,3 +96,44 @@ def mailaddr_text_match(candidate: str, entry: str, delimiter: str = "+") -> boo
     if mine is None or theirs is None:
         return False
     return mailaddr_match(mine, theirs, delimiter)
+
+
+class MailAddrIndex:
+    """Table keys indexed for :func:`mailaddr_match`, so that a lookup tests only
+    the keys that can match: those of the candidate's domain (a domain without
+    ``*`` matches only itself, case aside) and those with no domain or a
+    wildcard one.  :meth:`first` gives the same answer as testing every key in
+    order."""
+
+    __slots__ = ("_by_domain", "_others", "_parsed")
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self._by_domain: dict[str, list[int]] = {}
+        self._others: list[int] = []
+        self._parsed: list[MailAddr | None] = []
+        for position, key in enumerate(keys):
+            parsed = parse_mailaddr(key)
+            self._parsed.append(parsed)
+            if parsed is None:
+                continue  # too long: matches nothing
+            if parsed.domain and "*" not in parsed.domain:
+                self._by_domain.setdefault(parsed.domain.lower(), []).append(position)
+            else:
+                self._others.append(position)
+
+    def first(self, candidate: str, delimiter: str = "+") -> int | None:
+        """The position of the first key ``candidate`` matches, or None."""
+        mine = parse_mailaddr(candidate)
+        if mine is None:
+            return None
+        bucket = self._by_domain.get(mine.domain.lower(), [])
+        positions = (
+            heapq.merge(bucket, self._others)
+            if self._others and bucket
+            else (bucket or self._others)
+        )
+        for position in positions:
+            entry = self._parsed[position]
+            if entry is not None and mailaddr_match(mine, entry, delimiter):
+                return position
+        return None

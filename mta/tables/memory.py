@@ -19,6 +19,7 @@ import attrs
 from mta.errors import TableError
 from mta.log import get_logger
 from mta.tables.base import Table
+from mta.tables.mailaddr import MailAddrIndex
 from mta.tables.matching import KeyMatcher
 from mta.tables.services import Service, TableType
 from mta.tables.values import parse_value
@@ -51,6 +52,8 @@ class MemoryTable(Table):
         self._entries: dict[str, Entry] = {}
         self._order: tuple[Entry, ...] = ()
         self._cursor = 0
+        # the index of the first mailaddr lookup, with the contents it was built for
+        self._mailaddrs: tuple[tuple[Entry, ...], MailAddrIndex] | None = None
         self._loaded = False
         self._regex = False  # checked for regex use: every reload compiles its patterns
 
@@ -68,6 +71,7 @@ class MemoryTable(Table):
         self._order = order
         self._matcher = matcher
         self._cursor = 0
+        self._mailaddrs = None
         self._loaded = True
 
     def _refused(self, exc: TableError) -> None:
@@ -84,6 +88,8 @@ class MemoryTable(Table):
         return len(self._order)
 
     def _find(self, service: Service, key: str) -> Entry | None:
+        if service == Service.MAILADDR:
+            return self._find_mailaddr(key)
         predicate = self._matcher.for_service(service)
         if predicate is None:
             return self._entries.get(key)
@@ -91,6 +97,17 @@ class MemoryTable(Table):
             if predicate(key, entry.original):
                 return entry
         return None
+
+    def _find_mailaddr(self, key: str) -> Entry | None:
+        order = self._order
+        cached = self._mailaddrs
+        if cached is not None and cached[0] is order:
+            index = cached[1]
+        else:  # new contents (a reload may race a lookup: each keeps its own pair)
+            index = MailAddrIndex([e.original for e in order])
+            self._mailaddrs = (order, index)
+        position = index.first(key, self.delimiter)
+        return None if position is None else order[position]
 
     def _lookup(self, service: Service, key: str) -> str | None:
         entry = self._find(service, key)

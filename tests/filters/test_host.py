@@ -8,7 +8,8 @@ from mta.config.load import load_text
 from mta.config.model import Config, Relay
 from mta.filters.encode import encode_handshake
 from mta.filters.host import FilterHost, relay_procs, used_procs
-from mta.filters.protocol import Subsystem
+from mta.filters.protocol import FilterPhase, Subsystem
+from mta.rules.tableset import TableSet
 
 IN, OUT = Subsystem.SMTP_IN, Subsystem.SMTP_OUT
 
@@ -78,3 +79,18 @@ def test_a_configuration_whose_only_filter_is_a_relay_s_has_a_host_to_run() -> N
     )
     assert FilterHost(config, admd="vm")
     assert not FilterHost(load('action "r" relay\nmatch from any for any action "r"\n'), admd="vm")
+
+
+def test_a_listener_s_chain_is_built_once_and_again_when_a_process_registers() -> None:
+    config = load(CONFIG)
+    host = FilterHost(config, admd="vm")
+    ref = config.listeners[0].filter
+    assert ref is not None
+    tables = TableSet({})
+    chain = host.chain(config, ref, tables)
+    assert host.chain(config, ref, tables) is chain  # every session shares it
+    assert not chain.needs(FilterPhase.MAIL_FROM)
+    host._phases["in"] = frozenset({FilterPhase.MAIL_FROM})  # "in" registered mail-from
+    rebuilt = host.chain(config, ref, tables)
+    assert rebuilt is not chain and rebuilt.needs(FilterPhase.MAIL_FROM)
+    assert host.chain(config, ref, tables) is rebuilt
