@@ -153,7 +153,7 @@ def _port(p: Parser) -> int:
     tok = c.peek()
     if tok.kind is Tok.NUMBER:
         value = int(c.take().text)
-        if not 0 < value <= 65535:
+        if not 0 <= value <= 65535:  # 0: the system picks a free port (beyond OpenSMTPD)
             c.error(f"invalid port: {value}", c.last)
         return value
     if tok.kind in (Tok.WORD, Tok.STRING):

@@ -40,7 +40,7 @@ from mta.net.rdns import Rdns
 from mta.net.resolver import DnsResolver
 from mta.relay.agent import RelayAgent
 from mta.relay.inventory import RelayInventory
-from mta.scheduler.runner import QueueRunner
+from mta.scheduler.runner import Deliver, QueueRunner
 from mta.server.listeners import Bound, SessionGate, bind_unix, session_capacity
 from mta.server.offline import run_offline_scan
 from mta.server.peers import ClientLimit
@@ -64,7 +64,9 @@ class DaemonOptions:
     address (``MTA_MAX_CONN_PER_CLIENT``; None: the defaults of
     :mod:`mta.server.peers`), paused subsystems, and ``load``, which reads the
     configuration again for a reload (None: nothing to reload, a reload is
-    refused)."""
+    refused).  ``embedded``: the daemon runs inside another program's process
+    (:mod:`mta.testing`), which keeps its signal handlers and its groups;
+    ``wrap_delivery`` wraps the local deliverer (given the spool)."""
 
     spool: str
     queue_key: bytes | None = None
@@ -72,6 +74,8 @@ class DaemonOptions:
     per_client: int | None = None
     paused: frozenset[str] = frozenset()
     load: Callable[[], LoadResult] | None = None
+    embedded: bool = False  # inside another program (mta.testing): no signal handlers, groups kept
+    wrap_delivery: Callable[[Deliver, Spool], Deliver] | None = None  # sees each local delivery
 
 
 @attrs.frozen(eq=False)
@@ -111,7 +115,8 @@ async def serve(
             os.makedirs(options.spool, mode=0o711, exist_ok=True)
         except OSError as exc:
             raise SpoolError(f"cannot create the spool {options.spool}: {exc.strerror}") from None
-        drop_supplementary_groups()  # see mta.delivery.fsidentity
+        if not options.embedded:
+            drop_supplementary_groups()  # see mta.delivery.fsidentity
         with spool_lock(options.spool):
             await _serve_locked(config, options, bound, task_status)
     finally:
@@ -132,6 +137,9 @@ async def _serve_locked(
     current = [tables]  # the tables in force: closed at the end
     try:
         deliverer = LocalDeliverer(config, tables, spool, spool_dir=options.spool)
+        deliver: Deliver = deliverer
+        if options.wrap_delivery is not None:
+            deliver = options.wrap_delivery(deliverer, spool)
         inventory = RelayInventory(max_deferred=config.mta_max_deferred)
         rdns = Rdns.from_env()
         agent = RelayAgent(
@@ -143,7 +151,7 @@ async def _serve_locked(
             inventory=inventory,
             names=ptr_name(rdns),
         )
-        queue = QueueRunner(config, spool, deliverer, relay=agent)
+        queue = QueueRunner(config, spool, deliver, relay=agent)
         agent.reschedule = queue.schedule_now  # mta max-deferred
         queue.scheduler.mda_paused = "mda" in options.paused
         queue.scheduler.mta_paused = "mta" in options.paused
@@ -224,9 +232,10 @@ async def _serve_sessions(
         sessions.start_soon(watchdog.run)  # until the sessions are cut off
         async with trio.open_nursery() as accepting:
             listening.start(accepting, sessions)
-            # the handlers are in place before "ready": a SIGTERM right after
-            # it must not find the default action (death, sockets left behind)
-            await accepting.start(_signals, accepting.cancel_scope, reloader.request)
+            if not options.embedded:
+                # the handlers are in place before "ready": a SIGTERM right after
+                # it must not find the default action (death, sockets left behind)
+                await accepting.start(_signals, accepting.cancel_scope, reloader.request)
             accepting.start_soon(
                 run_offline_scan, options.spool, os.path.join(options.spool, ENQUEUE_SOCKET)
             )

@@ -270,6 +270,7 @@ def bind_address(listener: Listener, address: BoundAddress, backlog: int = BACKL
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((address.address, port))  # a numeric address: no lookup
         sock.listen(backlog)
+        port = sock.getsockname()[1]  # the one the system picked for port 0
     except OSError as exc:
         sock.close()
         raise ListenError(

@@ -280,6 +280,11 @@ class Store:
         except SpoolNotFound:
             return []
 
+    def committed_envelopes(self, msgid: int) -> list[Envelope]:
+        """The envelopes message ``msgid`` had at its commit, in the order they
+        were committed (delivered ones too); SpoolNotFound when it is gone."""
+        return list(self._committed(msgid).values())
+
     def iter_envelopes(self) -> Iterator[Envelope]:
         """Every committed envelope; one that cannot be loaded is logged and skipped."""
         for msgid in self.message_ids():

@@ -122,6 +122,16 @@ async def test_bind_loopback_and_conflict() -> None:
             await b.aclose()
 
 
+async def test_bind_port_zero_reports_the_port_the_system_picked() -> None:
+    bound = bind_listener(Listener("127.0.0.1", port=0))
+    try:
+        [b] = bound
+        assert b.port == b.socket.getsockname()[1] != 0
+    finally:
+        for b in bound:
+            await b.aclose()
+
+
 async def test_bind_nothing_to_listen_on() -> None:
     with pytest.raises(ListenError, match="no address"):
         bind_listener(Listener("127.0.0.1", family="inet6", port=1))
