@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -101,6 +102,16 @@ def _run(job: _Job) -> None:
 
 
 _WORKERS = _Workers()
+
+
+def _forked() -> None:
+    """In a forked child the workers are gone (only the forking thread goes on):
+    start with none (a host program that forks after an in-process server ran)."""
+    global _WORKERS
+    _WORKERS = _Workers()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def _no_abort(raise_cancel: Any) -> trio.lowlevel.Abort:

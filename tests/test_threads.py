@@ -3,6 +3,8 @@ and the jobs that go ahead of the queue."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -136,3 +138,16 @@ async def test_first_jobs_run_in_parallel_and_none_is_lost() -> None:
         for n in range(count):
             nursery.start_soon(call, n)
     assert sorted(results) == [-1, *range(count - 1)]
+
+
+def test_a_forked_child_gets_workers_of_its_own() -> None:
+    # the parent's workers stay in the parent: a child that forked after they
+    # ran (a test suite forking after an in-process server) starts its own
+    assert trio.run(threads.run_sync, lambda: 1) == 1
+    pid = os.fork()
+    if pid == 0:  # the child: a job must run (exit 0), not wait for a lost worker
+        signal.alarm(10)  # a hang ends the child (SIGALRM: status not 0)
+        ok = trio.run(threads.run_sync, lambda: 42) == 42
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -6,10 +6,12 @@ import importlib.util
 import logging
 import os
 import pathlib
+import select
 import signal
 import smtplib
 import socket
 import threading
+from collections.abc import Callable
 from email.message import EmailMessage
 
 import pytest
@@ -290,3 +292,48 @@ async def test_two_trio_servers_keep_their_logs_apart() -> None:
         assert f"127.0.0.1:{ports[0]}" in "\n".join(one.log_lines)
         assert f"127.0.0.1:{ports[1]}" not in "\n".join(one.log_lines)
         assert f"127.0.0.1:{ports[1]}" in "\n".join(two.log_lines)
+
+
+def _in_child_as(uid: int, job: Callable[[], str], timeout: float = 20.0) -> str:
+    """What ``job`` returns, run in a forked child that dropped to ``uid``."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to uid, run the job, report through the pipe
+        code = 0
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            os.write(write, job().encode())
+        except BaseException as exc:
+            os.write(write, f"error: {exc!r}".encode())
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write)
+    try:
+        chunks = []
+        ready, _, _ = select.select([read], [], [], timeout)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)  # hung: what it wrote so far says enough
+        while data := os.read(read, 4096):
+            chunks.append(data)
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    return b"".join(chunks).decode()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="run unprivileged: every other test here is that")
+def test_an_unprivileged_user_runs_it_too() -> None:
+    def job() -> str:
+        with MailServer() as server:
+            send(server, ["g@example.com", "root@localhost"], "unprivileged")
+            got = server.inbox.wait(subject="unprivileged")
+        return f"{os.getuid()} {got.rcpt_tos}"
+
+    # once here first: the child cannot import what it has not (this interpreter
+    # may live where uid 65534 cannot read)
+    assert job() == "0 ('g@example.com', 'root@localhost')"
+    assert _in_child_as(65534, job) == "65534 ('g@example.com', 'root@localhost')"
