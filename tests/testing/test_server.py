@@ -78,18 +78,25 @@ def test_null_sender() -> None:
         assert server.inbox.wait(subject="bounce").mail_from == ""
 
 
+def _spool(server: MailServer) -> pathlib.Path:
+    """The server's spool, from its log: ``listening on socket SPOOL/enqueue.sock``."""
+    [line] = [line for line in server.log_lines if "listening on socket" in line]
+    return pathlib.Path(line.rsplit(" ", 1)[1]).parent
+
+
 def test_start_stop_removes_the_spool_and_keeps_the_inbox() -> None:
-    before = set(pathlib.Path("/tmp").glob("mta-test-*"))
     server = MailServer().start()
     try:
-        assert set(pathlib.Path("/tmp").glob("mta-test-*")) - before  # its private spool
+        spool = _spool(server)
+        assert spool.is_dir()
+        assert spool.name.startswith("mta-test-")  # a private one
         with pytest.raises(MTAError, match="already running"):
             server.start()
         send(server, ["x@example.com"], "kept")
         server.inbox.wait()
     finally:
         server.stop()
-    assert set(pathlib.Path("/tmp").glob("mta-test-*")) - before == set()
+    assert not spool.exists()
     assert [m.subject for m in server.inbox.messages] == ["kept"]
     with pytest.raises(MTAError, match="not running"):
         server.port  # noqa: B018
