@@ -13,6 +13,7 @@ session is over (:meth:`Generation.wait_idle`).  Its filter processes
 from __future__ import annotations
 
 import ssl
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -31,19 +32,23 @@ from mta.server.watchdog import Watchdog
 from mta.spool.spool import Spool
 from mta.tables import local_addresses
 
+if TYPE_CHECKING:  # only test servers have faults: the daemon never imports them
+    from mta.testing.faults import FaultSet
+
 __all__ = ["Generation", "Shared", "open_generation", "open_parts"]
 
 
 @attrs.frozen(eq=False)
 class Shared:
     """What every generation uses unchanged: the spool, the queue, reverse DNS,
-    the timeouts and the sessions' watchdog."""
+    the timeouts, the sessions' watchdog and a test server's faults."""
 
     spool: Spool
     queue: QueueRunner | None
     rdns: Rdns | None
     timeouts: Timeouts
     watchdog: Watchdog
+    faults: FaultSet | None = None  # a test server's injected failures (None: the daemon)
 
 
 class Generation:
@@ -75,6 +80,7 @@ class Generation:
             watchdog=shared.watchdog,
             queue=shared.queue,
             filters=self.filters,
+            faults=shared.faults,
         )
         self.sessions = 0
         self._idle = trio.Event()

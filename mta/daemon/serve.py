@@ -18,6 +18,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -50,6 +51,9 @@ from mta.server.watchdog import Watchdog, tick_for
 from mta.spool.lock import spool_lock
 from mta.spool.spool import Spool
 
+if TYPE_CHECKING:  # only test servers have faults: the daemon never imports them
+    from mta.testing.faults import FaultSet
+
 __all__ = ["ENQUEUE_SOCKET", "DaemonOptions", "Running", "serve"]
 
 log = get_logger("smtpd")
@@ -76,6 +80,7 @@ class DaemonOptions:
     load: Callable[[], LoadResult] | None = None
     embedded: bool = False  # inside another program (mta.testing): no signal handlers, groups kept
     wrap_delivery: Callable[[Deliver, Spool], Deliver] | None = None  # sees each local delivery
+    faults: FaultSet | None = None  # a test server's injected failures (mta.testing)
 
 
 @attrs.frozen(eq=False)
@@ -161,6 +166,7 @@ async def _serve_locked(
             rdns=rdns,
             timeouts=options.timeouts,
             watchdog=Watchdog(tick_for(options.timeouts.command, options.timeouts.data_block)),
+            faults=options.faults,
         )
         generation = Generation(config, tables, contexts, shared)
         agent.filters = generation.filters  # relay actions' filters (smtp-out reports)

@@ -41,6 +41,7 @@ from mta.server.timeouts import Timeouts
 from mta.spool.spool import Spool
 from mta.testing import logs
 from mta.testing.delivery import InboxDelivery, catch_all_config
+from mta.testing.faults import Fault, FaultSet
 from mta.testing.inbox import Inbox
 
 __all__ = ["MailServer", "serve"]
@@ -88,7 +89,7 @@ class MailServer:
         self.web = web
         self.inbox = Inbox()
         self._log = logs.LogSink()
-        self._faults: Any = None  # the FaultSet, made on the first fault
+        self._faults = FaultSet()  # what the sessions ask (mta.testing.faults)
         self._address: tuple[str, int] | None = None
         self._web_address: tuple[str, int] | None = None
         self._stop: trio.Event | None = None
@@ -139,21 +140,22 @@ class MailServer:
         reply: str | None = None,
         disconnect: bool = False,
         delay: float = 0.0,
+        times: int | None = None,
     ) -> None:
         """From now on, fail at ``at`` (``connect``, ``mail``, ``rcpt``, ``data``,
         ``commit``) for ``rcpt`` (an address or an fnmatch pattern, any case;
         None: every recipient) with ``reply`` (a full reply line), or by
-        closing the connection (``disconnect``), after ``delay`` seconds."""
-        faults = _optional("mta.testing.faults", "fault injection")
-        fault = faults.Fault(rcpt=rcpt, at=at, reply=reply, disconnect=disconnect, delay=delay)
-        if self._faults is None:
-            self._faults = faults.FaultSet()
-        self._faults.add(fault)
+        closing the connection (``disconnect``), after ``delay`` seconds; for
+        ``times`` commands only (None: until :meth:`clear_faults`).  The first
+        fault added that matches wins (:mod:`mta.testing.faults`); ValueError
+        for a fault that makes no sense."""
+        self._faults.add(
+            Fault(rcpt=rcpt, at=at, reply=reply, disconnect=disconnect, delay=delay, times=times)
+        )
 
     def clear_faults(self) -> None:
         """Forget every fault added by :meth:`fail`."""
-        if self._faults is not None:
-            self._faults.clear()
+        self._faults.clear()
 
     # -- in a thread ------------------------------------------------------------
 
@@ -258,6 +260,7 @@ class MailServer:
                 timeouts=attrs.evolve(Timeouts.from_env(), shutdown=SHUTDOWN_GRACE),
                 embedded=True,
                 wrap_delivery=wrap,
+                faults=self._faults,
             )
             self._stop = trio.Event()
             async with trio.open_nursery() as outer:

@@ -344,3 +344,36 @@ def test_an_unprivileged_user_runs_it_too() -> None:
     # may live where uid 65534 cannot read)
     assert job() == "0 ('g@example.com', 'root@localhost')"
     assert _in_child_as(65534, job) == "65534 ('g@example.com', 'root@localhost')"
+
+
+def test_faults_are_the_replies_a_client_sees_and_belong_to_one_server() -> None:
+    with MailServer() as server, MailServer() as other:
+        server.fail(rcpt="*@Example.ORG", reply="451 4.3.0 try again later")
+        server.fail(at="commit", rcpt="late@example.com", reply="452 4.3.1 full", times=1)
+        with smtplib.SMTP(server.host, server.port) as client:
+            client.ehlo()
+            client.mail("a@example.com")
+            assert client.rcpt("ann@example.org") == (451, b"4.3.0 try again later")
+            assert client.rcpt("bob@example.com")[0] == 250
+            client.rset()
+            with pytest.raises(smtplib.SMTPDataError) as full:
+                client.sendmail("a@example.com", ["late@example.com"], "Subject: x\n\n")
+            assert (full.value.smtp_code, full.value.smtp_error) == (452, b"4.3.1 full")
+            client.sendmail("a@example.com", ["late@example.com"], "Subject: second\n\n")
+        assert server.inbox.wait().subject == "second"  # times=1: the retry went through
+        send(other, ["ann@example.org"], "not faulted")  # the other server has none
+        server.clear_faults()
+        send(server, ["ann@example.org"], "cleared")
+        assert server.inbox.wait(subject="cleared")
+        with pytest.raises(ValueError, match="at must be one of"):
+            server.fail(at="helo", reply="451 no")
+
+
+def test_a_fault_at_connect_can_disconnect() -> None:
+    with MailServer() as server:
+        server.fail(at="connect", disconnect=True)
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            smtplib.SMTP(server.host, server.port, timeout=5)
+        server.clear_faults()
+        send(server, ["x@example.com"], "back")
+        assert server.inbox.wait(subject="back")
