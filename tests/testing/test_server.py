@@ -11,6 +11,7 @@ import signal
 import smtplib
 import socket
 import threading
+import time
 from collections.abc import Callable
 from email.message import EmailMessage
 
@@ -377,3 +378,23 @@ def test_a_fault_at_connect_can_disconnect() -> None:
         server.clear_faults()
         send(server, ["x@example.com"], "back")
         assert server.inbox.wait(subject="back")
+
+
+def test_another_mta_relaying_to_it_sees_the_fault() -> None:
+    with MailServer(hostname="target.test") as target:
+        target.fail(rcpt="ann@example.org", reply="451 4.7.1 greylisted, come back later")
+        relay = (
+            "listen on 127.0.0.1 port 0\n"
+            f'action "out" relay host "smtp://127.0.0.1:{target.port}"\n'
+            'match from any for any action "out"\n'
+        )
+        with MailServer(relay, hostname="sender.test") as sender:
+            send(sender, ["ann@example.org", "bob@example.org"], "relayed")
+            assert target.inbox.wait(subject="relayed").rcpt_tos == ("bob@example.org",)
+            deadline = time.monotonic() + 5
+            while not any("result=TempFail" in line for line in sender.log_lines):
+                assert time.monotonic() < deadline, sender.log_lines
+                time.sleep(0.02)
+        [failed] = [line for line in sender.log_lines if "result=TempFail" in line]
+        assert "to=<ann@example.org>" in failed
+        assert "451 4.7.1 greylisted, come back later" in failed
