@@ -6,6 +6,8 @@ HELO/EHLO, STARTTLS, AUTH, and the mail transaction (MAIL, RCPT, DATA, the
 message as it streams in, its end), each with the phase of the session's
 filters (:mod:`mta.server.filtering`) first, the work of
 :mod:`mta.server.transaction` then, and the reports the filters subscribed to.
+A test server's injected faults (:mod:`mta.testing.faults`, ``services.faults``)
+come before all that, at connect, MAIL, RCPT, DATA and the end of DATA.
 The other half (:mod:`mta.server.session`) runs the session: before the
 banner, the command loop and its deadlines.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import secrets
+from collections.abc import Sequence
 
 import attrs
 import trio
@@ -90,7 +93,8 @@ def _no_arguments(outcome: Outcome) -> Reply | None:
 
 
 class SessionClosed(Exception):
-    """The connection cannot go on (a failed STARTTLS handshake)."""
+    """The connection cannot go on (a failed STARTTLS handshake, a fault
+    that disconnects)."""
 
 
 class Requests(abc.ABC):
@@ -105,6 +109,7 @@ class Requests(abc.ABC):
     tx: MailTransaction | None
     filters: SessionFilters | None
     junk: bool
+    reason: str
     _nursery: trio.Nursery | None
     _pipe: DataLinePipe | None
 
@@ -145,6 +150,30 @@ class Requests(abc.ABC):
             await self._auth(event)
         elif isinstance(event, ev.Ask):
             await self._asked(event)
+
+    async def _faulted(self, at: str, rcpts: Sequence[str] = ()) -> bool:
+        """The test server's fault at ``at`` (:mod:`mta.testing.faults`; call
+        only when ``services.faults`` is set): its delay, then its reply to the
+        pending command (at ``connect``: in place of the banner) or the end of
+        the session; True when the fault answered, so the command is not run."""
+        conn, faults = self.conn, self.services.faults
+        assert conn is not None and faults is not None
+        fault = faults.take(at, rcpts)
+        if fault is None:
+            return False
+        if fault.delay:
+            await trio.sleep(fault.delay)
+        reply = fault.smtp_reply
+        if reply is not None:
+            if at == "connect":
+                conn.refuse(reply)
+            else:
+                conn.reject(reply)
+            return True
+        if fault.disconnect:
+            self.reason = "fault"
+            raise SessionClosed
+        return False
 
     def _spool_failed(self, exc: Exception) -> None:
         log.warning("%016x smtp spool failure: %s", self.id, visible(str(exc)))
@@ -250,6 +279,8 @@ class Requests(abc.ABC):
     async def _mail(self, event: ev.MailFrom) -> None:
         conn = self.conn
         assert conn is not None
+        if self.services.faults is not None and await self._faulted("mail"):
+            return
         outcome = await self._filter(FilterPhase.MAIL_FROM, str(event.sender))
         if outcome.refused is not None:
             conn.reject(outcome.refused)
@@ -289,6 +320,8 @@ class Requests(abc.ABC):
         conn = self.conn
         tx = self.tx
         assert conn is not None and tx is not None
+        if self.services.faults is not None and await self._faulted("rcpt", (str(event.rcpt),)):
+            return
         outcome = await self._filter(FilterPhase.RCPT_TO, str(event.rcpt))
         refused = outcome.refused
         if refused is None:
@@ -313,6 +346,10 @@ class Requests(abc.ABC):
         conn = self.conn
         tx = self.tx
         assert conn is not None and tx is not None
+        if self.services.faults is not None and await self._faulted(
+            "data", [str(rcpt) for rcpt in tx.rcpts]
+        ):
+            return
         outcome = await self._filter(FilterPhase.DATA, "")
         refused = outcome.refused or _no_arguments(outcome)
         if refused is not None:
@@ -369,6 +406,14 @@ class Requests(abc.ABC):
                 self.tx = None
                 conn.reject(FILTER_TEMPFAIL)
                 return
+        if self.services.faults is not None and await self._faulted(
+            "commit", [str(rcpt) for rcpt in tx.rcpts]
+        ):
+            if tx.msgid:
+                await self._report(TxRollback(tx.msgid))
+            await tx.abort()  # nothing is queued
+            self.tx = None
+            return
         if event.error is None:
             committing = await self._filter(FilterPhase.COMMIT, "")
             refused = committing.refused or _no_arguments(committing)

@@ -4,6 +4,7 @@ the listener's settings worked out once at start-up (TLS context, tables)."""
 from __future__ import annotations
 
 import ssl
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -18,6 +19,9 @@ from mta.server.timeouts import Timeouts
 from mta.server.watchdog import Watchdog
 from mta.spool.spool import Spool
 from mta.tables.base import Table
+
+if TYPE_CHECKING:  # only test servers have faults: the daemon never imports them
+    from mta.testing.faults import FaultSet
 
 __all__ = ["Endpoint", "Services"]
 
@@ -36,6 +40,7 @@ class Services:
     watchdog: Watchdog  # read deadlines of the sessions (run by the daemon)
     queue: QueueRunner | None = None  # told of every commit; None: nothing delivers
     filters: FilterHost | None = None  # the filter processes (None in tests: no filter runs)
+    faults: FaultSet | None = None  # a test server's injected failures (None: the daemon)
 
 
 @attrs.frozen(eq=False)

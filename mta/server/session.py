@@ -5,8 +5,9 @@ runs the phases of a session and does what needs the outside world:
 
 1. before the banner (:mod:`mta.server.opening`): the PROXY header, TLS on
    ``smtps`` listeners, the client's name;
-2. the listener's filters (:mod:`mta.server.filtering`) and their connect
-   phase, which may refuse the session instead of the banner;
+2. a test server's fault at connect (:mod:`mta.testing.faults`), then the
+   listener's filters (:mod:`mta.server.filtering`) and their connect phase,
+   either of which may refuse the session instead of the banner;
 3. the command loop (:meth:`Session._serve`): each read under a deadline kept
    by the daemon's :class:`~mta.server.watchdog.Watchdog` (one cancel scope per
    session, not one per read), each request event answered by
@@ -102,14 +103,16 @@ class Session(Requests):
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                await self._run()
+                # caught here: out of the nursery they come in an exception group
+                try:
+                    await self._run()
+                except SessionClosed:
+                    pass
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self.reason = "disconnect"
+                except OSError as exc:
+                    self.reason = f'"io-error: {exc.strerror or exc}"'
                 nursery.cancel_scope.cancel()  # a data-line pipe left behind
-        except SessionClosed:
-            pass
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.reason = "disconnect"
-        except OSError as exc:
-            self.reason = f'"io-error: {exc.strerror or exc}"'
         finally:
             self._log_failures()  # those that could not be sent
             await self._abort_tx()
@@ -148,7 +151,10 @@ class Session(Requests):
             client.rdns or "<unknown>",
         )
         self.conn = ServerConnection(self._settings())
-        if await self._connect_filters():
+        # a test server's fault at connect answers in place of the banner (and
+        # of the filters' connect phase)
+        faults = self.services.faults
+        if (faults is None or not await self._faulted("connect")) and await self._connect_filters():
             self.conn.banner()
             if self.filters is not None:
                 await self.filters.report(LinkGreeting(client.smtpname))
