@@ -9,7 +9,6 @@ never loads Starlette or hypercorn.
 
 from __future__ import annotations
 
-import logging
 import socket
 from functools import partial
 from typing import cast
@@ -36,13 +35,16 @@ async def serve_web(
     host: str,
     port: int,
     *,
+    listening: socket.socket | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the web inbox of ``inbox`` on ``host``:``port`` (0: a port the
     OS picks) until cancelled; reports the bound ``(host, port)`` through
     ``task_status``.  Its log (errors only) goes to the ``mta.web`` logger;
     nothing is configured globally and no signal handler is installed.
-    OSError when the address cannot be bound."""
+    OSError when the address cannot be bound.  ``listening``: a socket already
+    bound to ``host``:``port`` and listening, served instead (the daemon binds
+    before it detaches); it is closed on return either way."""
     from hypercorn.config import Config, Sockets
     from hypercorn.trio.run import worker_serve
     from hypercorn.typing import ASGIFramework
@@ -54,12 +56,12 @@ async def serve_web(
     config = Config()
     config.accesslog = None
     config.errorlog = get_logger("web")
-    config.loglevel = logging.getLevelName(logging.WARNING)
     config.graceful_timeout = 0.5
     app = cast("ASGIFramework", create_app(inbox, hosts=hosts))  # the same protocol, typed apart
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # bound here, not by hypercorn: an OSError is the caller's, not in a group
-    listening = socket.create_server((host, port), family=family, backlog=config.backlog)
+    if listening is None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # bound here, not by hypercorn: an OSError is the caller's, not in a group
+        listening = socket.create_server((host, port), family=family, backlog=config.backlog)
     sockets = Sockets(secure_sockets=[], insecure_sockets=[listening], quic_sockets=[])
     try:
         async with trio.open_nursery() as nursery:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
+import signal
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -174,6 +176,15 @@ async def test_serve_web_stops_when_cancelled() -> None:
         nursery.cancel_scope.cancel()
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         pass
+
+
+async def test_nothing_is_configured_in_the_host_process(web: tuple[Inbox, int]) -> None:
+    _, port = web
+    await request(port, "GET", "/nothing")
+    assert logging.getLogger("hypercorn.error").handlers == []
+    assert logging.getLogger("hypercorn.access").handlers == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL  # (SIGINT is trio.run's own)
 
 
 async def test_an_address_in_use_is_an_oserror() -> None:

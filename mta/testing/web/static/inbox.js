@@ -37,6 +37,7 @@ async function reload() {
 }
 
 const events = new EventSource("/api/events");
-events.addEventListener("change", () => {
-  reload();
+events.addEventListener("change", async () => {
+  await reload();
+  window.mtaInboxLive = true; // for the tests: the list follows the inbox from now on
 });
