@@ -10,12 +10,12 @@ from mta.testing import ReceivedMessage
 
 WHEN = datetime.datetime(2026, 12, 7, 21, 0, tzinfo=datetime.UTC)
 
-# Each payload, if it ran, would change the page's title: the browser test
-# asserts that it did not.
+# Each payload, if it ran, would change the title of the document it is in
+# (and try the page's): the browser test asserts that none did.
 HOSTILE_HTML = (
-    "<p>hostile</p><script>parent.document.title='PWNED';document.title='PWNED'</script>"
-    "<img src=x onerror=\"parent.document.title='PWNED'\">"
-    "<svg onload=\"parent.document.title='PWNED'\"></svg>"
+    "<p>hostile</p><script>document.title='PWNED';parent.document.title='PWNED'</script>"
+    "<img src=x onerror=\"document.title='PWNED'\">"
+    "<svg onload=\"document.title='PWNED'\"></svg>"
 )
 
 
