@@ -22,6 +22,12 @@ Detail = dict[str, Any]
 Attachment = dict[str, Any]
 
 
+def _clean(text: str) -> str:
+    """``text`` without the surrogates the parser leaves for undecodable
+    bytes (they cannot be sent as UTF-8): each becomes U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _header(message: EmailMessage, name: str) -> str:
     try:
         return str(message.get(name, ""))
@@ -64,7 +70,7 @@ def _attachment(part: Message) -> Attachment:
     with contextlib.suppress(Exception):
         filename = part.get_filename()
     return {
-        "filename": filename or "",
+        "filename": _clean(filename or ""),
         "content_type": part.get_content_type(),
         "size": len(payload) if isinstance(payload, bytes) else 0,
     }
@@ -89,7 +95,7 @@ def detail(received: ReceivedMessage) -> Detail:
             html = _text(part)
         elif disposition is not None or part.get_filename() or not kind.startswith("text/"):
             attachments.append(_attachment(part))
-    headers = [[name, str(value)] for name, value in message.raw_items()]
+    headers = [[_clean(name), _clean(str(value))] for name, value in message.raw_items()]
     return {
         **summary(received),
         "headers": headers,

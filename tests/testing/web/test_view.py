@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from mta.testing import ReceivedMessage
 from mta.testing.web import view
 from tests.testing.web.messages import WHEN, plain, rich
@@ -45,3 +47,11 @@ def test_undecodable_parts_are_shown_not_raised() -> None:
     d = view.detail(ReceivedMessage("1", "", ("bob@example.test",), raw, WHEN))
     assert d["text"] == "caf\ufffd\n"
     assert d["mail_from"] == ""
+
+
+def test_eight_bit_headers_become_replacement_characters() -> None:
+    raw = b"Subject: caf\xe9\r\nX-Name: J\xf6rg\r\n\r\nhi\r\n"
+    d = view.detail(ReceivedMessage("1", "", ("bob@example.test",), raw, WHEN))
+    assert d["subject"] == "caf\ufffd"
+    assert d["headers"] == [["Subject", "caf\ufffd"], ["X-Name", "J\ufffdrg"]]
+    json.dumps(d, ensure_ascii=False).encode("utf-8")  # what the API sends
