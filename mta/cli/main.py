@@ -1,6 +1,6 @@
 """The ``mta`` command: smtpd(8)'s command line.
 
-``mta [-dnv] [-f file] [-D name=value] [--spool DIR] [-P mda|mta|smtp]``.
+``mta [-dnv] [-f file] [-D name=value] [--spool DIR] [-P mda|mta|smtp] [--web [HOST:]PORT]``.
 ``-n`` checks the configuration and prints ``configuration OK`` or the errors
 (``file:line: message``), exiting 0 or 1; with ``-v`` it also prints the
 configuration in canonical modern syntax, which migrates a legacy file.
@@ -10,7 +10,8 @@ logs on stderr under ``-d``, detached otherwise, logging to syslog (the
 stderr it was started with (it says so once).  Configuration mistakes, an
 unusable spool and a listening port in use are reported on stderr, once,
 before anything is created on disk, and exit with status 1.  SIGHUP reloads
-the configuration file (with the same ``-D`` macros).
+the configuration file (with the same ``-D`` macros).  ``--web`` serves a
+read-only web inbox of the mail delivered locally (:mod:`mta.daemon.webinbox`).
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
         help="start with a subsystem paused",
     )
     p.add_argument("--spool", metavar="DIR", help="spool directory (default: $MTA_SPOOL)")
+    p.add_argument(
+        "--web",
+        metavar="[HOST:]PORT",
+        help="serve a web inbox of the mail delivered locally (host: 127.0.0.1 by default)",
+    )
     return p
 
 
@@ -155,6 +161,20 @@ def run_daemon(config: Config, args: argparse.Namespace) -> int:
     except MTAError as exc:
         print(f"mta: {exc}", file=sys.stderr)
         return 1
+    web = None
+    if args.web is not None:  # imported only then: the web inbox is opt-in
+        from mta.daemon.webinbox import bind_web, web_address, web_missing
+
+        try:
+            missing = web_missing()
+            if missing is not None:
+                raise ValueError(missing)
+            web = bind_web(*web_address(args.web))
+        except (ValueError, MTAError) as exc:
+            print(f"mta: {'--web ' if isinstance(exc, ValueError) else ''}{exc}", file=sys.stderr)
+            for b in bound:
+                b.socket.close()
+            return 1
     syslog = args.d is False and syslog_available()
     if not args.d:
         if not syslog:
@@ -163,7 +183,7 @@ def run_daemon(config: Config, args: argparse.Namespace) -> int:
     setup_logging(foreground=args.d, verbose=args.v, syslog=syslog)
     errors: list[BaseException] = []
     try:
-        trio.run(functools.partial(serve, config, options, bound=bound))
+        trio.run(functools.partial(serve, config, options, bound=bound, web=web))
     except* KeyboardInterrupt:
         pass
     except* MTAError as group:  # raised anywhere in the daemon's nurseries

@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import attrs
@@ -51,8 +53,9 @@ from mta.server.watchdog import Watchdog, tick_for
 from mta.spool.lock import spool_lock
 from mta.spool.spool import Spool
 
-if TYPE_CHECKING:  # only test servers have faults: the daemon never imports them
+if TYPE_CHECKING:  # only test servers have faults; the daemon's web inbox is opt-in
     from mta.testing.faults import FaultSet
+    from mta.testing.inbox import Inbox
 
 __all__ = ["ENQUEUE_SOCKET", "DaemonOptions", "Running", "serve"]
 
@@ -107,11 +110,14 @@ async def serve(
     options: DaemonOptions,
     *,
     bound: list[Bound] | None = None,
+    web: socket.socket | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the daemon until SIGTERM/SIGINT or cancellation.  ``bound``: the
     network sockets, bound beforehand (:func:`~mta.daemon.startup.bind_network`);
-    when None, the spool is checked and they are bound here."""
+    when None, the spool is checked and they are bound here.  ``web``: a
+    listening socket for the web inbox of local deliveries
+    (:mod:`mta.daemon.webinbox`), None for none."""
     if bound is None:
         check_spool(options.spool)
         bound = bind_network(config)
@@ -123,16 +129,19 @@ async def serve(
         if not options.embedded:
             drop_supplementary_groups()  # see mta.delivery.fsidentity
         with spool_lock(options.spool):
-            await _serve_locked(config, options, bound, task_status)
+            await _serve_locked(config, options, bound, web, task_status)
     finally:
         for b in bound:
             b.socket.close()  # when not already closed by the listeners
+        if web is not None:
+            web.close()
 
 
 async def _serve_locked(
     config: Config,
     options: DaemonOptions,
     network: list[Bound],
+    web: socket.socket | None,
     task_status: trio.TaskStatus[Running],
 ) -> None:
     spool = await Spool.open(
@@ -142,9 +151,6 @@ async def _serve_locked(
     current = [tables]  # the tables in force: closed at the end
     try:
         deliverer = LocalDeliverer(config, tables, spool, spool_dir=options.spool)
-        deliver: Deliver = deliverer
-        if options.wrap_delivery is not None:
-            deliver = options.wrap_delivery(deliverer, spool)
         inventory = RelayInventory(max_deferred=config.mta_max_deferred)
         rdns = Rdns.from_env()
         agent = RelayAgent(
@@ -156,6 +162,16 @@ async def _serve_locked(
             inventory=inventory,
             names=ptr_name(rdns),
         )
+        deliver: Deliver = deliverer
+        inbox: Inbox | None = None
+        if web is not None:  # imported only then: the web inbox is opt-in
+            from mta.daemon.webinbox import InboxFeed
+            from mta.testing.inbox import Inbox
+
+            inbox = Inbox()
+            deliver = InboxFeed(deliver, spool, inbox)
+        if options.wrap_delivery is not None:
+            deliver = options.wrap_delivery(deliver, spool)
         queue = QueueRunner(config, spool, deliver, relay=agent)
         agent.reschedule = queue.schedule_now  # mta max-deferred
         queue.scheduler.mda_paused = "mda" in options.paused
@@ -204,6 +220,8 @@ async def _serve_locked(
                     await deliveries.start(queue.run)
                     await deliveries.start(reloader.run)
                     deliveries.start_soon(serve_control, control, controller)
+                    if web is not None and inbox is not None:
+                        await deliveries.start(_serve_web, inbox, web)
                     await _serve_sessions(options, listening, reloader, task_status)
                     # deliveries in flight get the same grace as sessions to record
                     # their outcome; those still running then are tried again later
@@ -260,6 +278,19 @@ async def _serve_sessions(
             while gate.active:
                 await trio.sleep(0.05)
         sessions.cancel_scope.cancel()
+
+
+async def _serve_web(
+    inbox: Inbox, sock: socket.socket, *, task_status: trio.TaskStatus[None]
+) -> None:
+    from mta.testing.web import serve_web
+
+    host, port = sock.getsockname()[:2]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(serve_web, inbox, host, port, listening=sock))
+        shown = f"[{host}]" if ":" in host else host
+        log.info("mta: web inbox on http://%s:%d/", shown, port)
+        task_status.started()
 
 
 async def _signals(

@@ -1,0 +1,111 @@
+"""The daemon's opt-in web inbox (``mta --web [HOST:]PORT``).
+
+The command line parses the address (:func:`web_address`) and binds it
+(:func:`bind_web`) before it detaches, like the SMTP listeners; the daemon
+then serves :mod:`mta.testing.web` on that socket over an :class:`Inbox` that
+:class:`InboxFeed` fills with every message delivered locally, one entry per
+delivered recipient (as the client gave it).  The inbox lives in memory from
+the start of the daemon (``DELETE /api/messages`` empties it); it listens on
+loopback unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+from importlib.util import find_spec
+from typing import BinaryIO, Protocol
+
+from mta.delivery.result import Outcome, Result
+from mta.envelope import Envelope
+from mta.errors import MTAError, SpoolError
+from mta.log import get_logger
+from mta.scheduler.runner import Deliver
+from mta.server.listeners import ListenError
+from mta.testing.inbox import Inbox, ReceivedMessage
+from mta.threads import run_sync
+
+__all__ = ["DEFAULT_WEB_HOST", "InboxFeed", "Messages", "bind_web", "web_address", "web_missing"]
+
+log = get_logger("web")
+
+DEFAULT_WEB_HOST = "127.0.0.1"
+
+
+def web_address(text: str) -> tuple[str, int]:
+    """``(host, port)`` from ``PORT``, ``HOST:PORT`` or ``[IPv6]:PORT``; the
+    host is loopback when not given.  ValueError saying what is wrong."""
+    host, colon, port = text.rpartition(":")
+    if not colon:
+        host = DEFAULT_WEB_HOST
+    elif host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host or not host:
+        raise ValueError(f"{text!r}: not [HOST:]PORT (an IPv6 address goes in brackets)")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r}: the port must be a number from 0 to 65535")
+    return host, int(port)
+
+
+def web_missing() -> str | None:
+    """What is missing for the web inbox (the ``web`` extra), or None."""
+    missing = [name for name in ("hypercorn", "starlette") if find_spec(name) is None]
+    if missing:
+        return f"{' and '.join(missing)} not installed: pip install 'mta[web]'"
+    return None
+
+
+def bind_web(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port`` and listening; ListenError when the
+    address cannot be bound (in use, no such address, not permitted)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)  # (not create_server's words)
+        raise ListenError(f"web inbox on {host}:{port}: {why}") from None
+
+
+class Messages(Protocol):
+    """Where the content of a delivered message is read (the spool)."""
+
+    async def open_message(self, msgid: int) -> BinaryIO: ...
+
+
+class InboxFeed:
+    """A local deliverer that also adds what it delivers to ``inbox``."""
+
+    def __init__(self, deliver: Deliver, spool: Messages, inbox: Inbox) -> None:
+        self.deliver = deliver
+        self.spool = spool
+        self.inbox = inbox
+
+    async def __call__(self, envelope: Envelope) -> Result:
+        result = await self.deliver(envelope)
+        if result.outcome is Outcome.OK:
+            await self._add(envelope)
+        return result
+
+    async def _add(self, envelope: Envelope) -> None:
+        try:
+            stream = await self.spool.open_message(envelope.msgid)
+        except (MTAError, OSError) as exc:  # delivered all the same: only not shown
+            log.warning("web inbox: message %08x not shown: %s", envelope.msgid, exc)
+            return
+        try:
+            raw = await run_sync(stream.read)
+        except (SpoolError, OSError) as exc:
+            log.warning("web inbox: message %08x not shown: %s", envelope.msgid, exc)
+            return
+        finally:
+            stream.close()
+        self.inbox.add(
+            ReceivedMessage(
+                id=envelope.evpid_text,
+                mail_from=str(envelope.sender),
+                rcpt_tos=(str(envelope.rcpt),),
+                raw=raw,
+                received=datetime.datetime.fromtimestamp(envelope.ctime, datetime.UTC),
+            )
+        )
