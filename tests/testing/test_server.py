@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import pathlib
@@ -12,6 +13,7 @@ import smtplib
 import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from email.message import EmailMessage
 
@@ -230,13 +232,26 @@ def test_a_port_in_use_is_a_clear_error() -> None:
             MailServer(config).start()
 
 
-def test_web_inbox_when_not_installed() -> None:
-    if importlib.util.find_spec("mta.testing.web") is not None:
-        pytest.skip("the web inbox is installed (its own tests cover it)")
-    with pytest.raises(MTAError, match="web inbox is not available"):
-        MailServer(web=True).start()
+def test_web_url_needs_web_true() -> None:
     with MailServer() as server, pytest.raises(MTAError, match="web=True"):
         server.web_url  # noqa: B018
+
+
+def test_the_web_inbox_lists_what_the_server_received() -> None:
+    if importlib.util.find_spec("mta.testing.web") is None:
+        with pytest.raises(MTAError, match="web inbox is not available"):
+            MailServer(web=True).start()
+        return
+    with MailServer(web=True) as server:
+        assert server.web_url.startswith("http://127.0.0.1:")
+        send(server, ["web@example.com"], "on the web")
+        server.inbox.wait()
+        with urllib.request.urlopen(server.web_url + "api/messages", timeout=5) as response:
+            listed = json.load(response)
+        assert [m["subject"] for m in listed] == ["on the web"]
+        web_port = server.web_url.rsplit(":", 1)[1].rstrip("/")
+    with socket.socket() as probe:  # stopped with the server
+        assert probe.connect_ex(("127.0.0.1", int(web_port))) != 0
 
 
 def test_a_server_in_another_thread_than_the_test() -> None:
