@@ -1,6 +1,6 @@
 """The benchmark run: fetch smtp-source, measure every peer, print the report.
 
-Five sections (``--sections``).  Throughput: every peer's server (``mta``
+Six sections (``--sections``).  Throughput: every peer's server (``mta``
 and aiosmtpd) runs in a fresh process on a free loopback port: a warm-up run
 each, then the timed smtp-source runs take turns (each round, each
 concurrency, each peer), so both see the same machine; the best run of each
@@ -41,13 +41,15 @@ from benchlib.peers import BENCH_USER, PEERS, Peer
 from benchlib.procs import Server, ServerError, free_port, raise_nofile, remove_stale_dirs
 from benchlib.report import DELIVERY, RELAY, EndToEnd, PeerResult, format_delivery, format_report
 from benchlib.smtpsource import LoadError, SetupError, SmtpSource, fetch, run_load
+from benchlib.startup import StartupFigure, format_startup, measure_startup
 
 __all__ = ["main"]
 
 REPO = Path(__file__).resolve().parents[2]
 ADDRESS = f"{BENCH_USER}@localhost"
 HARNESS_PID = "harness.pid"
-SECTIONS = ("throughput", "memory", "delivery", "relay", "filters")
+SECTIONS = ("throughput", "memory", "delivery", "relay", "filters", "startup")
+STARTS = 20  # further servers started per startup run
 END_TO_END = (DELIVERY, RELAY)
 
 
@@ -66,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sections",
         default=",".join(SECTIONS),
-        help="comma-separated sections to run (default throughput,memory,delivery,relay,filters)",
+        help="comma-separated sections to run (default: all of " + ",".join(SECTIONS) + ")",
     )
     p.add_argument("--messages", type=int, help="messages per timed run (default 2000)")
     p.add_argument("--size", type=int, default=4096, help="message body bytes (default 4096)")
@@ -350,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     results = [PeerResult(p.name) for p in peers]
     figures: list[tuple[EndToEnd, DeliveryFigure]] = []
     filter_figure: FilterFigure | None = None
+    startup: StartupFigure | None = None
     try:
         if concurrencies:
             runs_of = []
@@ -369,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
                 figures.append((kind, figure))
         if "filters" in sections:
             filter_figure = _filters(source, workroot / "filters", args, filters_at)
+        if "startup" in sections:
+            startup = measure_startup(args.repeat, STARTS, log)
     finally:
         if args.keep:
             (workroot / HARNESS_PID).unlink()
@@ -422,8 +427,11 @@ def main(argv: list[str] | None = None) -> int:
                 mta_dns=os.environ.get("MTA_DNS"),
             )
         )
+    if startup is not None:
+        report.append(format_startup(startup, STARTS))
     print("\n".join(report), flush=True)
     failed = filter_figure is not None and filter_figure.failed
+    failed = failed or (startup is not None and bool(startup.errors))
     if failed or any(r.failed for r in results) or any(f.failed for _, f in figures):
         if not args.keep:
             log("a server failed; rerun with --keep to keep its logs")
