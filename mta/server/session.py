@@ -369,7 +369,10 @@ class Session(Requests):
             await self._report_tls()  # an smtps listener's, already agreed
             if opened.wants_transcript():
                 conn.transcript = []
-            conn.ask = frozenset(ASKED_PHASES)  # their filter-response is reported too
+            if opened.chain.procs:  # their filter-response is reported too
+                conn.ask = frozenset(ASKED_PHASES)
+            else:  # builtin filters only: just the commands a filter of the chain takes
+                conn.ask = frozenset(v for v, p in ASKED_PHASES.items() if opened.needs(p))
             outcome = await self._filter(FilterPhase.CONNECT, format_source(opened.src))
             refused = outcome.refused
         else:
