@@ -152,12 +152,13 @@ class SessionFacts:
         """The facts once ``phase`` starts with ``param`` (from :func:`phase_param`):
         lka records the HELO name and the sender before running the chain, so the
         helo and mail-from phases test the value being submitted."""
-        if phase in (FilterPhase.HELO, FilterPhase.EHLO):
-            return attrs.evolve(self, helo=param)
+        src, rdns, fcrdns, auth = self.src, self.rdns, self.fcrdns, self.auth_user
+        if phase is FilterPhase.HELO or phase is FilterPhase.EHLO:
+            return SessionFacts(src, rdns, fcrdns, param, auth, self.mail_from, self.rcpt_to)
         if phase is FilterPhase.MAIL_FROM:
-            return attrs.evolve(self, mail_from=param, rcpt_to=None)
+            return SessionFacts(src, rdns, fcrdns, self.helo, auth, param, None)
         if phase is FilterPhase.RCPT_TO:
-            return attrs.evolve(self, rcpt_to=param)
+            return SessionFacts(src, rdns, fcrdns, self.helo, auth, self.mail_from, param)
         return self
 
 

@@ -147,6 +147,10 @@ class FilterPhase(enum.Enum):
     """The phases a filter may register (``lka_filter.c`` ``filter_execs[]``); only
     ``smtp-in`` has them."""
 
+    # members are singletons compared by identity: hash them so too (Enum's own
+    # __hash__ is Python code, and phases key the chains' tables at every command)
+    __hash__ = object.__hash__
+
     CONNECT = "connect"
     HELO = "helo"
     EHLO = "ehlo"

@@ -150,7 +150,7 @@ class SessionFilters:
         tables: TableSet,
         facts: SessionFacts,
         *,
-        src: Address,
+        src: Address | None,
         rdns: str = "",
     ) -> None:
         self.session = session
@@ -158,7 +158,7 @@ class SessionFilters:
         self.host = host
         self.tables = tables
         self.facts = facts
-        self.src = src  # the client, for the connect request
+        self.src = src  # the client, for the connect request (None: no process to ask)
         self.rdns = rdns
 
     def needs(self, phase: FilterPhase) -> bool:
@@ -219,6 +219,7 @@ class SessionFilters:
         if process is None:
             raise FilterError(f"filter {step.filter}: not running")
         if step.phase is FilterPhase.CONNECT:
+            assert self.src is not None  # a chain with processes has it
             result = await process.request_connect(self.session, self.rdns, self.src)
         else:
             result = await process.request(step.phase, self.session, step.param)
@@ -263,6 +264,8 @@ async def open_filters(
         return FILTER_TEMPFAIL
     where = "local" if endpoint.is_socket else client.peer
     facts = SessionFacts(src=where, rdns=client.rdns, fcrdns=client.fcrdns)
+    if not chain.procs:  # builtin filters only: no process to tell of the link
+        return SessionFilters(session, chain, host, services.tables, facts, src=None)
     src, dest = link_addresses(endpoint, peer_address, stream)
     filters = SessionFilters(
         session, chain, host, services.tables, facts, src=src, rdns=client.rdns or ""

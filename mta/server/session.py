@@ -373,7 +373,8 @@ class Session(Requests):
                 conn.ask = frozenset(ASKED_PHASES)
             else:  # builtin filters only: just the commands a filter of the chain takes
                 conn.ask = frozenset(v for v, p in ASKED_PHASES.items() if opened.needs(p))
-            outcome = await self._filter(FilterPhase.CONNECT, format_source(opened.src))
+            source = format_source(opened.src) if opened.src is not None else ""
+            outcome = await self._filter(FilterPhase.CONNECT, source)
             refused = outcome.refused
         else:
             refused = opened
