@@ -259,13 +259,22 @@ def test_phase_param_is_what_lka_passes() -> None:
 
 
 def test_facts_at_a_phase() -> None:
-    facts = SessionFacts(src="192.0.2.1", helo="old.example", mail_from="a@b", rcpt_to="c@d")
-    assert facts.at(FilterPhase.HELO, "new.example").helo == "new.example"
-    assert facts.at(FilterPhase.EHLO, "new.example").helo == "new.example"
+    facts = SessionFacts(
+        src="192.0.2.1",
+        rdns="client.example",
+        fcrdns=True,
+        helo="old.example",
+        auth_user="ann",
+        mail_from="a@b",
+        rcpt_to="c@d",
+    )
+    renamed = attrs.evolve(facts, helo="new.example")
+    assert facts.at(FilterPhase.HELO, "new.example") == renamed
+    assert facts.at(FilterPhase.EHLO, "new.example") == renamed
     assert facts.at(FilterPhase.MAIL_FROM, "x@y") == attrs.evolve(
         facts, mail_from="x@y", rcpt_to=None
     )
-    assert facts.at(FilterPhase.RCPT_TO, "e@f").rcpt_to == "e@f"
+    assert facts.at(FilterPhase.RCPT_TO, "e@f") == attrs.evolve(facts, rcpt_to="e@f")
     for phase in (
         FilterPhase.CONNECT,
         FilterPhase.AUTH,
