@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from pathlib import Path
 from benchlib import opensmtpd
 from benchlib.delivery_run import SERVERS, RunOutcome
 from benchlib.peers import SCRIPTS_DIR, mta_config, relay_config
-from benchlib.procs import die_with_parent, remove_stale_dirs
+from benchlib.procs import remove_stale_dirs, run_driver
 from benchlib.report import DELIVERY, RELAY, DeliveryResult, EndToEnd
 from benchlib.smtpsource import SmtpSource
 
@@ -101,33 +100,14 @@ def _driver_argv(
 
 def _drive(argv: list[str], timeout: float) -> RunOutcome:
     """Run one driver to its end (SIGTERM, then SIGKILL, if it overstays or we are stopped)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(SCRIPTS_DIR) + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        env=env,
-        start_new_session=True,  # a Ctrl-C reaches the harness, which stops it in order
-        preexec_fn=die_with_parent,  # the harness runs no threads
-    )
     try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return RunOutcome(error=f"the run did not end within {timeout:g} s")
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    lines = out.decode(errors="replace").strip().splitlines()
+        line, status = run_driver(argv, timeout, SCRIPTS_DIR)
+    except TimeoutError as exc:
+        return RunOutcome(error=str(exc))
     try:
-        return RunOutcome.from_json(lines[-1])
-    except (IndexError, ValueError, TypeError):
-        return RunOutcome(error=f"the driver exited with status {proc.returncode}, no outcome")
+        return RunOutcome.from_json(line)
+    except (ValueError, TypeError):
+        return RunOutcome(error=f"the driver exited with status {status}, no outcome")
 
 
 def _record(

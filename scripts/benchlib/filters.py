@@ -23,7 +23,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -46,7 +45,7 @@ from benchlib.filters_report import (
 )
 from benchlib.filters_run import AcceptOutcome, spool_of
 from benchlib.peers import BENCH_USER, SCRIPTS_DIR
-from benchlib.procs import die_with_parent, remove_stale_dirs
+from benchlib.procs import remove_stale_dirs, run_driver
 from benchlib.smtpsource import SmtpSource
 
 __all__ = [
@@ -217,33 +216,14 @@ def _driver_argv(
 
 def _drive(argv: list[str], timeout: float) -> AcceptOutcome:
     """Run one driver to its end (SIGTERM, then SIGKILL, if it overstays or we are stopped)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(SCRIPTS_DIR) + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        env=env,
-        start_new_session=True,
-        preexec_fn=die_with_parent,  # the harness runs no threads
-    )
     try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return AcceptOutcome(error=f"the run did not end within {timeout:g} s")
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    lines = out.decode(errors="replace").strip().splitlines()
+        line, status = run_driver(argv, timeout, SCRIPTS_DIR)
+    except TimeoutError as exc:
+        return AcceptOutcome(error=str(exc))
     try:
-        return AcceptOutcome.from_json(lines[-1])
-    except (IndexError, ValueError, TypeError, KeyError):
-        return AcceptOutcome(error=f"the driver exited with status {proc.returncode}, no outcome")
+        return AcceptOutcome.from_json(line)
+    except (ValueError, TypeError, KeyError):
+        return AcceptOutcome(error=f"the driver exited with status {status}, no outcome")
 
 
 def _check_configs(confs: dict[str, Path], settings: FilterSettings) -> dict[Variant, str | None]:

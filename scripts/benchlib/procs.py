@@ -31,6 +31,7 @@ __all__ = [
     "read_banner",
     "remove_stale_dirs",
     "rss_kib",
+    "run_driver",
 ]
 
 _PR_SET_PDEATHSIG = 1
@@ -281,3 +282,33 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def run_driver(argv: list[str], timeout: float, pythonpath: Path) -> tuple[str, int | None]:
+    """Run one run's driver (``python -m benchlib.*_run`` under ``unshare``) to its
+    end, SIGTERM then SIGKILL if it overstays or we are stopped: (its last line of
+    output, its exit status).  TimeoutError when it did not end within ``timeout``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(pythonpath) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        env=env,
+        start_new_session=True,  # a Ctrl-C reaches the harness, which stops it in order
+        preexec_fn=die_with_parent,  # the harness runs no threads
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise TimeoutError(f"the run did not end within {timeout:g} s") from None
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    lines = out.decode(errors="replace").strip().splitlines()
+    return (lines[-1] if lines else ""), proc.returncode
