@@ -130,7 +130,11 @@ def test_the_plugin_from_a_wheel_in_a_fresh_venv(tmp_path: pathlib.Path) -> None
     purelib = _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
     deps = sysconfig.get_paths()["purelib"]
     (pathlib.Path(purelib.strip()) / "deps.pth").write_text(deps + "\n")
-    _run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", wheel])
+    # --ignore-installed: the mta this suite runs may be a wheel of the same version, which
+    # deps.pth shows the venv (pip would find it "already satisfied" and install nothing)
+    pip: list[str | os.PathLike[str]] = [sys.executable, "-m", "pip", "--python", python]
+    install = [*pip, "install", "-q", "--no-deps"]
+    _run([*install, "--ignore-installed", wheel])
     suite = tmp_path / "suite"
     suite.mkdir()
     (suite / "test_mail.py").write_text(

@@ -1,0 +1,170 @@
+"""The contract tests of mta.testing, run as an ordinary user would run them.
+
+CI runs the suite as root, from a checkout and a venv (under /root) that no other user
+can read. So, as root, this builds mta's wheel, installs it with pytest into a fresh
+venv made by the system's Python in a world-readable directory, copies the contract
+tests there and runs them as uid/gid 65534 (nobody/nogroup), importing mta from the
+wheel. Run as an ordinary user, the ordinary run of those tests is this test already.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="not root: the ordinary run of the contract tests is this test"
+)
+
+ROOT = pathlib.Path(__file__).parents[2]
+NOBODY = 65534
+# an interpreter every user can run (scripts/setup --test installs it, with its venv module)
+SYSTEM_PYTHON = pathlib.Path("/usr/bin/python3")
+# the contract tests (tests/testing/web needs a browser: it has its own run)
+CONTRACT = ("test_server.py", "test_inbox.py", "test_faults.py", "test_plugin.py", "test_readme.py")
+# what they use from tests/ (the shared fixture, the package markers) and from the top
+# (the pytest settings, the README's examples, the source test_plugin builds a wheel of)
+HELPERS = ("tests/__init__.py", "tests/conftest.py", "tests/testing/__init__.py")
+TOP = ("pyproject.toml", "README.md")
+# the test tools, at the versions this suite runs with
+TOOLS = ("pytest", "pytest-trio")
+# what the nested pip (test_plugin's wheel) needs to find packages as this run does
+PASSED_ON = ("LANG", "LC_ALL", "SSL_CERT_FILE", "http_proxy", "https_proxy", "no_proxy")
+
+# the copied tests must import the wheel's mta, never the copy of the source beside them
+WHEELS_MTA = f"""\
+import os
+import sys
+
+import mta
+
+
+def test_the_suite_runs_the_wheels_mta_as_nobody():
+    assert mta.__file__.startswith(sys.prefix + os.sep), mta.__file__
+    assert (os.getuid(), os.getgid(), os.getgroups()) == ({NOBODY}, {NOBODY}, [])
+"""
+
+
+@pytest.fixture
+def world_readable() -> Iterator[pathlib.Path]:
+    """A directory in /tmp that uid 65534 can read (pytest's tmp_path is root's, 0700)."""
+    root = pathlib.Path(tempfile.mkdtemp(prefix="mta-unprivileged-", dir="/tmp"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _run(
+    argv: list[str | os.PathLike[str]],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: pathlib.Path | None = None,
+    nobody: bool = False,
+    timeout: float = 300,
+) -> str:
+    proc = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=cwd,
+        env=env,
+        user=NOBODY if nobody else None,
+        group=NOBODY if nobody else None,
+        extra_groups=[] if nobody else None,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"{argv}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}", False)
+    return proc.stdout
+
+
+def _without_checkout() -> dict[str, str]:
+    """This environment less what points at the checkout or the suite's venv."""
+    drop = ("PYTHONPATH", "PYTEST_ADDOPTS", "VIRTUAL_ENV", "PYTHONHOME")
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+def _wheel(into: pathlib.Path) -> pathlib.Path:
+    """mta's wheel, built from a copy of the source (the build writes in its tree)."""
+    source = into / "source"
+    source.mkdir()
+    for name in TOP:
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "mta", source / "mta", ignore=shutil.ignore_patterns("__pycache__"))
+    dist = into / "dist"
+    env = _without_checkout()
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, source], env=env)
+    [wheel] = dist.glob("mta-*.whl")
+    return wheel
+
+
+def _venv(into: pathlib.Path, wheel: pathlib.Path) -> pathlib.Path:
+    """A venv of the system's Python with the wheel (and its web extra) and the test tools.
+
+    Its dependencies are constrained to the versions this suite runs with, so both runs
+    test the same code; pip gets them as scripts/setup does (its cache, its indexes)."""
+    if not os.access(SYSTEM_PYTHON, os.X_OK):
+        pytest.fail(f"{SYSTEM_PYTHON} is missing: scripts/setup --test installs it", False)
+    venv = into / "venv"
+    _run([SYSTEM_PYTHON, "-m", "venv", venv])
+    here = {
+        dist.metadata["Name"]: dist.version
+        for dist in importlib.metadata.distributions()
+        if dist.metadata["Name"] and dist.metadata["Name"].lower() != "mta"
+    }
+    constraints = into / "constraints.txt"
+    constraints.write_text("".join(f"{name}=={version}\n" for name, version in here.items()))
+    tools = [f"{name}=={importlib.metadata.version(name)}" for name in TOOLS]
+    env = _without_checkout() | {"PIP_ROOT_USER_ACTION": "ignore"}
+    python = venv / "bin" / "python"
+    _run(
+        [python, "-m", "pip", "install", "-q", "-c", constraints, f"{wheel}[web]", *tools], env=env
+    )
+    return venv
+
+
+def _suite(into: pathlib.Path) -> pathlib.Path:
+    """The contract tests and what they need, as a user's checkout has them."""
+    suite = into / "suite"
+    (suite / "tests" / "testing").mkdir(parents=True)
+    for name in TOP:
+        shutil.copy(ROOT / name, suite / name)
+    shutil.copytree(ROOT / "mta", suite / "mta", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in HELPERS:
+        shutil.copy(ROOT / name, suite / name)
+    for name in CONTRACT:
+        shutil.copy(ROOT / "tests" / "testing" / name, suite / "tests" / "testing" / name)
+    (suite / "tests" / "testing" / "test_wheels_mta.py").write_text(WHEELS_MTA)
+    return suite
+
+
+def test_the_contract_tests_pass_as_nobody_from_the_wheel(
+    world_readable: pathlib.Path,
+) -> None:
+    venv = _venv(world_readable, _wheel(world_readable))
+    suite = _suite(world_readable)
+    home, tmp = world_readable / "home", world_readable / "tmp"
+    for path in (home, tmp):
+        path.mkdir()
+        os.chown(path, NOBODY, NOBODY)
+    env = {k: v for k, v in os.environ.items() if k in PASSED_ON or k.startswith("PIP_")} | {
+        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+        "HOME": str(home),
+        "TMPDIR": str(tmp),
+    }
+    # --import-mode=append and the pytest script (no cwd on sys.path): the copied
+    # source (there for test_plugin's wheel) comes after the venv's mta
+    argv: list[str | os.PathLike[str]] = [venv / "bin" / "pytest", "-q", "-p", "no:cacheprovider"]
+    argv += ["--import-mode=append", "--rootdir", suite, "-c", suite / "pyproject.toml"]
+    argv += [suite / "tests" / "testing"]
+    out = _run(argv, env=env, cwd=home, nobody=True)
+    assert " passed" in out.splitlines()[-1], out
