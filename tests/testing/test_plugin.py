@@ -114,15 +114,22 @@ def _run(argv: list[str | os.PathLike[str]], cwd: pathlib.Path | None = None) ->
     return proc.stdout
 
 
-def test_the_plugin_from_a_wheel_in_a_fresh_venv(tmp_path: pathlib.Path) -> None:
-    source = tmp_path / "source"  # a copy: the build writes in its tree (which may be read-only)
+def build_wheel(into: pathlib.Path) -> pathlib.Path:
+    """mta's wheel, built in ``into`` from a copy of the source (the build writes in
+    its tree, which may be read-only)."""
+    source = into / "source"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "mta", source / "mta", ignore=shutil.ignore_patterns("__pycache__"))
-    dist = tmp_path / "dist"
+    dist = into / "dist"
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, source])
     [wheel] = dist.glob("mta-*.whl")
+    return wheel
+
+
+def test_the_plugin_from_a_wheel_in_a_fresh_venv(tmp_path: pathlib.Path) -> None:
+    wheel = build_wheel(tmp_path)
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", venv])
     python = venv / "bin" / "python"

@@ -14,11 +14,12 @@ import os
 import pathlib
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 
 import pytest
+
+from tests.testing.test_plugin import build_wheel
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="not root: the ordinary run of the contract tests is this test"
@@ -93,20 +94,6 @@ def _without_checkout() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in drop}
 
 
-def _wheel(into: pathlib.Path) -> pathlib.Path:
-    """mta's wheel, built from a copy of the source (the build writes in its tree)."""
-    source = into / "source"
-    source.mkdir()
-    for name in TOP:
-        shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "mta", source / "mta", ignore=shutil.ignore_patterns("__pycache__"))
-    dist = into / "dist"
-    env = _without_checkout()
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, source], env=env)
-    [wheel] = dist.glob("mta-*.whl")
-    return wheel
-
-
 def _venv(into: pathlib.Path, wheel: pathlib.Path) -> pathlib.Path:
     """A venv of the system's Python with the wheel (and its web extra) and the test tools.
 
@@ -150,7 +137,7 @@ def _suite(into: pathlib.Path) -> pathlib.Path:
 def test_the_contract_tests_pass_as_nobody_from_the_wheel(
     world_readable: pathlib.Path,
 ) -> None:
-    venv = _venv(world_readable, _wheel(world_readable))
+    venv = _venv(world_readable, build_wheel(world_readable))
     suite = _suite(world_readable)
     home, tmp = world_readable / "home", world_readable / "tmp"
     for path in (home, tmp):
