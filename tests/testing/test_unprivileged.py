@@ -19,13 +19,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.testing.test_plugin import build_wheel
+from tests.testing.test_plugin import ROOT, build_wheel
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="not root: the ordinary run of the contract tests is this test"
 )
 
-ROOT = pathlib.Path(__file__).parents[2]
 NOBODY = 65534
 # an interpreter every user can run (scripts/setup --test installs it, with its venv module)
 SYSTEM_PYTHON = pathlib.Path("/usr/bin/python3")
@@ -148,9 +147,10 @@ def test_the_contract_tests_pass_as_nobody_from_the_wheel(
         "HOME": str(home),
         "TMPDIR": str(tmp),
     }
-    # --import-mode=append and the pytest script (no cwd on sys.path): the copied
+    # --import-mode=append and -P (no working directory on sys.path): the copied
     # source (there for test_plugin's wheel) comes after the venv's mta
-    argv: list[str | os.PathLike[str]] = [venv / "bin" / "pytest", "-q", "-p", "no:cacheprovider"]
+    argv: list[str | os.PathLike[str]] = [venv / "bin" / "python", "-P", "-m", "pytest", "-q"]
+    argv += ["-p", "no:cacheprovider"]
     argv += ["--import-mode=append", "--rootdir", suite, "-c", suite / "pyproject.toml"]
     argv += [suite / "tests" / "testing"]
     out = _run(argv, env=env, cwd=home, nobody=True)
