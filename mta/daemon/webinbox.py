@@ -14,9 +14,9 @@ from __future__ import annotations
 import datetime
 import os
 import socket
-from importlib.util import find_spec
 from typing import BinaryIO, Protocol
 
+from mta.config.web import web_missing
 from mta.delivery.result import Outcome, Result
 from mta.envelope import Envelope
 from mta.errors import MTAError, SpoolError
@@ -46,14 +46,6 @@ def web_address(text: str) -> tuple[str, int]:
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{text!r}: the port must be a number from 0 to 65535")
     return host, int(port)
-
-
-def web_missing() -> str | None:
-    """What is missing for the web inbox (the ``web`` extra), or None."""
-    missing = [name for name in ("hypercorn", "starlette") if find_spec(name) is None]
-    if missing:
-        return f"{' and '.join(missing)} not installed: pip install 'mta[web]'"
-    return None
 
 
 def bind_web(host: str, port: int) -> socket.socket:

@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 import pytest
 
-from mta.daemon import webinbox
+from mta.config import web as webline
 from mta.daemon.webinbox import InboxFeed, bind_web, web_address, web_missing
 from mta.delivery.result import Result
 from mta.envelope import Address, Envelope
@@ -60,7 +60,7 @@ def test_a_missing_web_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     def find_spec(name: str) -> object:
         return None if name == "starlette" else real(name)
 
-    monkeypatch.setattr(webinbox, "find_spec", find_spec)
+    monkeypatch.setattr(webline, "find_spec", find_spec)
     assert web_missing() == "starlette not installed: pip install 'mta[web]'"
 
 
