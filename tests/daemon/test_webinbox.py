@@ -4,6 +4,7 @@ bound), ``mta -d`` serving it, and a reload that would change it refused."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import json
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -245,14 +247,22 @@ def _send(port: int, subject: str) -> None:
         )
 
 
-def _start(work: Path, config: str, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
+@contextlib.contextmanager
+def _running(
+    work: Path, config: str, *extra: str
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """``mta -d`` ready, and its log; stopped at the end."""
     log = work / "mta.log"
     command = [*MTA, "-d", "-f", config, "--spool", str(work / "spool"), *extra]
     with open(log, "wb") as out:
         daemon = subprocess.Popen(command, stdout=out, stderr=out, env=ENV, cwd=work)
-    wait_for(lambda: "mta: ready" in log.read_text() or daemon.poll() is not None)
-    assert daemon.poll() is None, log.read_text()
-    return daemon, log
+    try:
+        wait_for(lambda: "mta: ready" in log.read_text() or daemon.poll() is not None)
+        assert daemon.poll() is None, log.read_text()
+        yield daemon, log
+    finally:
+        daemon.terminate()
+        daemon.wait(20)
 
 
 def test_the_configuration_line_serves_a_bounded_inbox(shared: Path) -> None:
@@ -274,9 +284,8 @@ def test_the_configuration_line_serves_a_bounded_inbox(shared: Path) -> None:
     )
     assert checked.returncode == 0, checked.stderr
     assert f'web inbox on "127.0.0.1" port {web} keep 1' in checked.stdout.splitlines()
-    daemon, log = _start(work, "conf/smtpd.conf")
     url = f"http://127.0.0.1:{web}/"
-    try:
+    with _running(work, "conf/smtpd.conf") as (daemon, log):
         assert f"mta: web inbox on {url}" in log.read_text()
         with urllib.request.urlopen(url, timeout=5) as answer:
             assert b"<h1>mta inbox</h1>" in answer.read()
@@ -299,9 +308,6 @@ def test_the_configuration_line_serves_a_bounded_inbox(shared: Path) -> None:
         assert [m["subject"] for m in _listed(url)[0]] == ["the second"]
         with pytest.raises(OSError), socket.create_connection(("127.0.0.1", other), timeout=1):
             pass
-    finally:
-        daemon.terminate()
-        daemon.wait(20)
 
 
 def test_web_on_the_command_line_overrides_the_line(tmp_path: Path) -> None:
@@ -311,15 +317,11 @@ def test_web_on_the_command_line_overrides_the_line(tmp_path: Path) -> None:
         f"web inbox on 127.0.0.1 port {line} keep 5\nlisten on 127.0.0.1 port {port}\n"
         'action "local" maildir\nmatch from any for local action "local"\n'
     )
-    daemon, log = _start(tmp_path, str(config), "--web", str(web))
-    try:
+    with _running(tmp_path, str(config), "--web", str(web)) as (_, log):
         assert f"mta: web inbox on http://127.0.0.1:{web}/" in log.read_text()
         assert _listed(f"http://127.0.0.1:{web}/") == ([], "0")
         with pytest.raises(OSError), socket.create_connection(("127.0.0.1", line), timeout=1):
             pass
-    finally:
-        daemon.terminate()
-        daemon.wait(20)
 
 
 def test_a_bad_line_is_refused_before_the_start(tmp_path: Path) -> None:
