@@ -19,8 +19,8 @@ and the running configuration stays, whole.  Otherwise, at once:
 and its filter processes stopped, once its last session has ended and the
 deliveries started before the reload are over (a relay in flight keeps
 reporting to the filters it started with).  What a reload cannot change
-(the queue encryption key, read once at start) makes it fail with a message
-saying to restart.
+(the queue encryption key, read once at start; the ``web inbox`` line, bound
+once at start) makes it fail with a message saying to restart.
 """
 
 from __future__ import annotations
@@ -104,6 +104,11 @@ def _unchangeable(old: Config, new: Config) -> str | None:
     """Why ``new`` cannot replace ``old`` without a restart, or None."""
     if (old.queue.encryption, old.queue.key) != (new.queue.encryption, new.queue.key):
         return "queue encryption cannot change while mta runs (the key is read at start): restart"
+    if old.web != new.web:
+        return (
+            "the web inbox line cannot change while mta runs (its socket is bound at start):"
+            " restart to apply it"
+        )
     return None
 
 
