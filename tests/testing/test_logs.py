@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import pathlib
 import smtplib
-import subprocess
-import sys
 
 from mta.testing import MailServer
+from tests.testing.control import mtactl
 
-MTACTL = [sys.executable, "-c", "import sys; from mta.cli.ctl import main; sys.exit(main())"]
 REFUSED = "update refused, previous contents kept"
 
 
@@ -22,22 +20,6 @@ listen on 127.0.0.1 port 0
 action "out" relay host "smtp://127.0.0.1:9"
 match from any mail-from <allowed> for any action "out"
 """
-
-
-def spool(server: MailServer) -> pathlib.Path:
-    """The server's spool, from its log: ``listening on socket SPOOL/enqueue.sock``."""
-    [line] = [line for line in server.log_lines if "listening on socket" in line]
-    return pathlib.Path(line.rsplit(" ", 1)[1]).parent
-
-
-def update_table(server: MailServer, name: str) -> subprocess.CompletedProcess[str]:
-    """``mtactl update table NAME``: the daemon re-reads the table in a worker thread."""
-    return subprocess.run(
-        [*MTACTL, "--spool", str(spool(server)), "update", "table", name],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def accepts(server: MailServer, sender: str) -> bool:
@@ -58,7 +40,7 @@ def test_a_line_logged_in_a_worker_thread_is_in_log_lines(tmp_path: pathlib.Path
     with MailServer(config(senders)) as server:
         assert accepts(server, "alice@example.org")
         senders.unlink()  # the update cannot read it: the old contents stay
-        result = update_table(server, "allowed")
+        result = mtactl(server, "update", "table", "allowed")
         assert result.returncode == 1, result.stdout
         [line] = refusals(server)  # logged by the thread that read the file
         assert line.startswith("table allowed: update refused") and str(senders) in line
@@ -76,8 +58,8 @@ def test_two_servers_at_once_keep_their_worker_thread_lines_apart(
     with MailServer(config(files[0])) as one, MailServer(config(files[1])) as two:
         for file in files:
             file.unlink()
-        assert update_table(one, "allowed").returncode == 1
-        assert update_table(two, "allowed").returncode == 1
+        assert mtactl(one, "update", "table", "allowed").returncode == 1
+        assert mtactl(two, "update", "table", "allowed").returncode == 1
         [of_one] = refusals(one)
         [of_two] = refusals(two)
     assert str(files[0]) in of_one and str(files[1]) not in of_one
