@@ -5,9 +5,13 @@
 sees the cancellation at its next checkpoint) at about half the cost per call:
 a fixed set of long-lived workers takes jobs from one queue and hands each
 result back with a single ``run_sync_soon``.  No capacity limiter object, no
-thread renaming, no context copy: the callables given here must not depend
-on context variables.  At most :data:`MAX_WORKERS` threads run; further jobs
-wait in the queue.  Idle workers exit after :data:`IDLE_SECONDS`.
+thread renaming.  Like ``trio.to_thread``, a job runs in a copy of the
+submitting task's context (``contextvars.copy_context()`` shares the
+task's mapping, so it costs the same whatever the context holds): what a
+job logs reaches the same place as what its task logs (an in-process test
+server's lines, :mod:`mta.testing.logs`).  At most :data:`MAX_WORKERS`
+threads run; further jobs wait in the queue.  Idle workers exit after
+:data:`IDLE_SECONDS`.
 
 :func:`run_sync_first` is the same call for a job that must not wait behind
 new work (the record of a finished delivery: until it is done, a crash would
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import os
 import queue
 import threading
@@ -35,7 +40,8 @@ Ts = TypeVarTuple("Ts")
 MAX_WORKERS = 40  # trio.to_thread's default limit
 IDLE_SECONDS = 10.0
 
-_Job = tuple[Callable[[], Any], trio.lowlevel.TrioToken, trio.lowlevel.Task]
+# the callable, the context it runs in, and where its outcome goes
+_Job = tuple[Callable[[], Any], contextvars.Context, trio.lowlevel.TrioToken, trio.lowlevel.Task]
 
 
 class _Workers:
@@ -94,9 +100,9 @@ class _Workers:
 
 
 def _run(job: _Job) -> None:
-    fn, token, task = job
-    result = outcome.capture(fn)
-    del fn
+    fn, context, token, task = job
+    result = outcome.capture(context.run, fn)
+    del fn, context
     with contextlib.suppress(trio.RunFinishedError):  # nobody is left to wait
         token.run_sync_soon(trio.lowlevel.reschedule, task, result)
 
@@ -121,7 +127,8 @@ def _no_abort(raise_cancel: Any) -> trio.lowlevel.Abort:
 async def _call(fn: Callable[[], T], first: bool) -> T:
     await trio.lowlevel.checkpoint_if_cancelled()
     task = trio.lowlevel.current_task()
-    _WORKERS.submit((fn, trio.lowlevel.current_trio_token(), task), first=first)
+    job = (fn, contextvars.copy_context(), trio.lowlevel.current_trio_token(), task)
+    _WORKERS.submit(job, first=first)
     # the worker's outcome is unwrapped by trio: its value returned, its error raised
     result: T = await trio.lowlevel.wait_task_rescheduled(_no_abort)
     return result

@@ -1,8 +1,9 @@
 """The hot-path worker threads: results, errors, parallelism, cancellation, idle exit,
-and the jobs that go ahead of the queue."""
+the jobs that go ahead of the queue, and the context each job runs in."""
 
 from __future__ import annotations
 
+import contextvars
 import os
 import signal
 import threading
@@ -28,6 +29,36 @@ async def test_error_is_raised_in_the_caller() -> None:
 
     with pytest.raises(OSError, match="disk says no"):
         await threads.run_sync(fail)
+
+
+OWNER: contextvars.ContextVar[str] = contextvars.ContextVar("owner", default="nobody")
+
+
+async def test_a_job_runs_in_its_callers_context() -> None:
+    # several tasks at once, each with its own value, both kinds of job: each
+    # job sees its own task's value, and what a job sets stays in the job
+    barrier = threading.Barrier(6, timeout=10)
+    seen: dict[str, list[str]] = {}
+
+    def job(name: str) -> str:
+        barrier.wait()  # all six in their threads at the same time
+        found = OWNER.get()
+        OWNER.set("the job")
+        return found
+
+    async def call(name: str) -> None:
+        OWNER.set(name)
+        seen[name] = [
+            await threads.run_sync(job, name),
+            await threads.run_sync_first(job, name),
+            OWNER.get(),
+        ]
+
+    async with trio.open_nursery() as nursery:
+        for name in ("a", "b", "c", "d", "e", "f"):
+            nursery.start_soon(call, name)
+    assert seen == {name: [name, name, name] for name in "abcdef"}
+    assert OWNER.get() == "nobody"
 
 
 async def test_calls_run_in_parallel_and_beyond_the_thread_limit() -> None:

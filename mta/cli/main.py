@@ -10,8 +10,9 @@ logs on stderr under ``-d``, detached otherwise, logging to syslog (the
 stderr it was started with (it says so once).  Configuration mistakes, an
 unusable spool and a listening port in use are reported on stderr, once,
 before anything is created on disk, and exit with status 1.  SIGHUP reloads
-the configuration file (with the same ``-D`` macros).  ``--web`` serves a
-read-only web inbox of the mail delivered locally (:mod:`mta.daemon.webinbox`).
+the configuration file (with the same ``-D`` macros).  ``--web`` (or the
+configuration's ``web inbox on`` line, whose address ``--web`` overrides) serves
+a read-only web inbox of the mail delivered locally (:mod:`mta.daemon.webinbox`).
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--web",
         metavar="[HOST:]PORT",
-        help="serve a web inbox of the mail delivered locally (host: 127.0.0.1 by default)",
+        help="serve a web inbox of the mail delivered locally (host: 127.0.0.1 by default;"
+        " overrides the address of the configuration's web inbox line)",
     )
     return p
 
@@ -162,14 +164,11 @@ def run_daemon(config: Config, args: argparse.Namespace) -> int:
         print(f"mta: {exc}", file=sys.stderr)
         return 1
     web = None
-    if args.web is not None:  # imported only then: the web inbox is opt-in
-        from mta.daemon.webinbox import bind_web, web_address, web_missing
+    if args.web is not None or config.web is not None:  # the web inbox is opt-in
+        from mta.daemon.webinbox import web_socket
 
         try:
-            missing = web_missing()
-            if missing is not None:
-                raise ValueError(missing)
-            web = bind_web(*web_address(args.web))
+            web = web_socket(args.web, config.web)
         except (ValueError, MTAError) as exc:
             print(f"mta: {'--web ' if isinstance(exc, ValueError) else ''}{exc}", file=sys.stderr)
             for b in bound:

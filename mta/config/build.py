@@ -401,9 +401,22 @@ class Builder:
             self.mta_limits[key[2]] = model.MtaLimits(
                 tuple(merged.items()), stmt.value.family or old.family
             )
+        elif key == ("web",) and key in self.settings:
+            first = self.settings_where[key]
+            self.fail(f"web inbox already specified at {first.file}:{first.line}", stmt.where)
         else:
+            if key == ("web",):
+                self._check_web(stmt.where)
             self.settings[key] = stmt.value
             self.settings_where[key] = stmt.where
+
+    def _check_web(self, where: ast.Where) -> None:
+        """The web inbox needs the ``web`` extra (``mta -n`` says so, as ``--web`` does)."""
+        from mta.config.web import web_missing
+
+        missing = web_missing()
+        if missing is not None:
+            self.fail(f"web inbox: {missing}", where)
 
     # -- result --------------------------------------------------------------------
 
@@ -446,6 +459,7 @@ class Builder:
             srs=_section(model.SrsOptions, "srs", s),
             bounce_warn=s.get(("bounce_warn",), model.DEFAULT_BOUNCE_WARN),
             admd=s.get(("admd",)),
+            web=s.get(("web",)),
             hostname=self.hostname,
         )
 

@@ -419,6 +419,16 @@ class SrsOptions:
 
 
 @attrs.frozen
+class WebInbox:
+    """``web inbox on ADDRESS [port PORT] [keep COUNT]`` (mta's own line,
+    :mod:`mta.config.web`): the daemon's web inbox of local deliveries."""
+
+    address: str  # an IP address ("localhost" is written 127.0.0.1)
+    port: int = 8025
+    keep: int = 1000  # the most messages shown, the oldest dropped first
+
+
+@attrs.frozen
 class Config:
     """A whole checked configuration."""
 
@@ -442,4 +452,5 @@ class Config:
     bounce_warn: tuple[int, ...] = DEFAULT_BOUNCE_WARN
     admd: str | None = None
     ciphers: str | None = None  # legacy global "ciphers"
+    web: WebInbox | None = None  # the web inbox line, None without one
     hostname: str = attrs.field(default="localhost", eq=False)

@@ -4,7 +4,8 @@ The driver reads one statement at a time.  Its first word tells the grammar:
 ``match``, ``action``, ``filter`` ... are modern (OpenSMTPD 6.4 and later),
 ``accept``, ``reject``, ``expire`` ... are legacy (5.x and 6.0).  Statements
 both grammars share (``listen``, ``table``, ``pki``, ``ca``, ``queue``,
-``include`` and macros) are parsed here, accepting each grammar's spelling.  A
+``include`` and macros) are parsed here, accepting each grammar's spelling;
+so is mta's own ``web inbox`` line (:mod:`mta.config.web`).  A
 file that uses both grammars is an error.
 
 On an error the rest of the statement is skipped and parsing goes on, so every
@@ -164,6 +165,9 @@ class Parser:
         elif word == "queue":
             c.take()
             self.queue()
+        elif word == "web":
+            c.take()
+            self.web()
         else:
             c.syntax_error("a directive")
 
@@ -306,6 +310,11 @@ class Parser:
             self.emit(ast.SetStmt(("queue", "ttl"), ttl, where))
         else:
             c.syntax_error('"compression", "encryption" or "ttl"')
+
+    def web(self) -> None:
+        from mta.config.web import parse_web
+
+        parse_web(self)
 
     def listen(self) -> None:
         from mta.config.listen import parse_listen

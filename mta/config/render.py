@@ -265,6 +265,14 @@ def _globals(cfg: model.Config) -> list[str]:
         out.append(f"srs key backup {quote(srs.key_backup)}")
     if srs.ttl_days != 4:
         out.append(f"srs ttl {srs.ttl_days}d")
+    if cfg.web is not None:
+        web, plain = cfg.web, model.WebInbox(cfg.web.address)
+        line = f"web inbox on {quote(web.address)}"
+        if web.port != plain.port:
+            line += f" port {web.port}"
+        if web.keep != plain.keep:
+            line += f" keep {web.keep}"
+        out.append(line)
     return out
 
 

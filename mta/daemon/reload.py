@@ -9,7 +9,11 @@ and the running configuration stays, whole.  Otherwise, at once:
 - new sessions start in the new generation; sessions in flight finish in the
   one they started with (:mod:`mta.daemon.generation`);
 - sockets of listeners that went away stop accepting and close, new ones
-  accept, kept ones take their new settings (:meth:`Listening.switch`);
+  accept, kept ones take their new settings (:meth:`Listening.switch`).  A
+  socket is kept when the new configuration listens on its address and port
+  again; one a ``port 0`` line got (a port the system picked) is kept when
+  the same line, unchanged, is still there (:func:`rebind`), so its clients
+  find the server where it was;
 - the queue runner, local delivery, the relay agent, notices and the control
   socket use the new configuration and tables (the ``apply`` callbacks): a
   queued envelope is carried out by the new definition of its action at its
@@ -19,8 +23,8 @@ and the running configuration stays, whole.  Otherwise, at once:
 and its filter processes stopped, once its last session has ended and the
 deliveries started before the reload are over (a relay in flight keeps
 reporting to the filters it started with).  What a reload cannot change
-(the queue encryption key, read once at start) makes it fail with a message
-saying to restart.
+(the queue encryption key, read once at start; the ``web inbox`` line, bound
+once at start) makes it fail with a message saying to restart.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import attrs
 import trio
 
 from mta.config.load import LoadResult
-from mta.config.model import Config
+from mta.config.model import Config, Listener
 from mta.daemon.generation import Generation, Shared, open_generation
 from mta.daemon.listening import Listening, describe
 from mta.errors import ConfigErrors, ControlError, MTAError
@@ -75,24 +79,24 @@ def rebind(
     config: Config, current: dict[tuple[str, int], Bound]
 ) -> tuple[list[Bound], list[Bound]]:
     """The sockets ``config`` listens on: those of ``current`` it binds again
-    (given their new listener), the local socket, and new ones bound now.
-    Returns (all of them, the new ones).  ListenError if one cannot be bound;
-    the new ones are closed then (blocking: names may be looked up)."""
+    (given their new listener, see :func:`_kept`), the local socket, and new
+    ones bound now.  Returns (all of them, the new ones).  ListenError if one
+    cannot be bound; the new ones are closed then (blocking: names may be
+    looked up)."""
     bounds = [b for b in current.values() if b.listener is None]
     opened: list[Bound] = []
     claimed: set[tuple[str, int]] = set()
     try:
         for listener in config.listeners:
             for address in listen_addresses(listener):
-                key = (address.address, listener.effective_port)
-                kept = current.get(key)
-                if kept is not None and kept.listener is not None and key not in claimed:
-                    bounds.append(attrs.evolve(kept, listener=listener, local=address.local))
+                kept = _kept(current, claimed, listener, address.address)
+                if kept is not None:
+                    bound = attrs.evolve(kept, listener=listener, local=address.local)
                 else:
                     bound = bind_address(listener, address)
                     opened.append(bound)
-                    bounds.append(bound)
-                claimed.add(key)
+                bounds.append(bound)
+                claimed.add(bound.key)
     except BaseException:
         for bound in opened:
             bound.socket.close()
@@ -100,10 +104,37 @@ def rebind(
     return bounds, opened
 
 
+def _kept(
+    current: dict[tuple[str, int], Bound],
+    claimed: set[tuple[str, int]],
+    listener: Listener,
+    address: str,
+) -> Bound | None:
+    """The running socket, not yet claimed, that ``listener`` binds again on
+    ``address``: the one on that address and port; for ``port 0``, the one the
+    same line (equal in every setting) got, whatever port the system picked
+    for it.  None: a new socket is bound."""
+    port = listener.effective_port
+    if port != 0:
+        kept = current.get((address, port))
+        if kept is not None and kept.listener is not None and kept.key not in claimed:
+            return kept
+        return None
+    for kept in current.values():
+        if kept.address == address and kept.listener == listener and kept.key not in claimed:
+            return kept
+    return None
+
+
 def _unchangeable(old: Config, new: Config) -> str | None:
     """Why ``new`` cannot replace ``old`` without a restart, or None."""
     if (old.queue.encryption, old.queue.key) != (new.queue.encryption, new.queue.key):
         return "queue encryption cannot change while mta runs (the key is read at start): restart"
+    if old.web != new.web:
+        return (
+            "the web inbox line cannot change while mta runs (its socket is bound at start):"
+            " restart to apply it"
+        )
     return None
 
 

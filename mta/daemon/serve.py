@@ -165,10 +165,9 @@ async def _serve_locked(
         deliver: Deliver = deliverer
         inbox: Inbox | None = None
         if web is not None:  # imported only then: the web inbox is opt-in
-            from mta.daemon.webinbox import InboxFeed
-            from mta.testing.inbox import Inbox
+            from mta.daemon.webinbox import InboxFeed, daemon_inbox
 
-            inbox = Inbox()
+            inbox = daemon_inbox(config.web)
             deliver = InboxFeed(deliver, spool, inbox)
         if options.wrap_delivery is not None:
             deliver = options.wrap_delivery(deliver, spool)

@@ -1,12 +1,16 @@
-"""The daemon's opt-in web inbox (``mta --web [HOST:]PORT``).
+"""The daemon's opt-in web inbox (``mta --web [HOST:]PORT`` or the
+configuration's ``web inbox on ADDRESS [port PORT] [keep COUNT]``).
 
-The command line parses the address (:func:`web_address`) and binds it
-(:func:`bind_web`) before it detaches, like the SMTP listeners; the daemon
+The command line binds the address (:func:`web_socket`: ``--web`` wins over the
+configuration's line) before it detaches, like the SMTP listeners; the daemon
 then serves :mod:`mta.testing.web` on that socket over an :class:`Inbox` that
 :class:`InboxFeed` fills with every message delivered locally, one entry per
 delivered recipient (as the client gave it).  The inbox lives in memory from
-the start of the daemon (``DELETE /api/messages`` empties it); it listens on
-loopback unless told otherwise.
+the start of the daemon (``DELETE /api/messages`` empties it), bounded
+(:func:`daemon_inbox`: ``keep`` messages, :data:`MAX_BYTES` of content, the
+oldest dropped first); it listens on loopback unless told otherwise.  A reload
+cannot change the line (the socket is bound before privileges are dropped):
+it is refused with a message saying to restart.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from __future__ import annotations
 import datetime
 import os
 import socket
-from importlib.util import find_spec
 from typing import BinaryIO, Protocol
 
+from mta.config.model import WebInbox
+from mta.config.web import web_missing
 from mta.delivery.result import Outcome, Result
 from mta.envelope import Envelope
 from mta.errors import MTAError, SpoolError
@@ -26,11 +31,22 @@ from mta.server.listeners import ListenError
 from mta.testing.inbox import Inbox, ReceivedMessage
 from mta.threads import run_sync
 
-__all__ = ["DEFAULT_WEB_HOST", "InboxFeed", "Messages", "bind_web", "web_address", "web_missing"]
+__all__ = [
+    "DEFAULT_WEB_HOST",
+    "MAX_BYTES",
+    "InboxFeed",
+    "Messages",
+    "bind_web",
+    "daemon_inbox",
+    "web_address",
+    "web_missing",
+    "web_socket",
+]
 
 log = get_logger("web")
 
 DEFAULT_WEB_HOST = "127.0.0.1"
+MAX_BYTES = 64 * 1024 * 1024  # of message content the daemon's inbox keeps
 
 
 def web_address(text: str) -> tuple[str, int]:
@@ -48,14 +64,6 @@ def web_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def web_missing() -> str | None:
-    """What is missing for the web inbox (the ``web`` extra), or None."""
-    missing = [name for name in ("hypercorn", "starlette") if find_spec(name) is None]
-    if missing:
-        return f"{' and '.join(missing)} not installed: pip install 'mta[web]'"
-    return None
-
-
 def bind_web(host: str, port: int) -> socket.socket:
     """A socket bound to ``host``:``port`` and listening; ListenError when the
     address cannot be bound (in use, no such address, not permitted)."""
@@ -65,6 +73,29 @@ def bind_web(host: str, port: int) -> socket.socket:
     except OSError as exc:
         why = os.strerror(exc.errno) if exc.errno else str(exc)  # (not create_server's words)
         raise ListenError(f"web inbox on {host}:{port}: {why}") from None
+
+
+def daemon_inbox(web: WebInbox | None) -> Inbox:
+    """The daemon's inbox: bounded, since the daemon runs for months, to the
+    ``keep`` of the configuration's ``web inbox`` line (1000 messages without
+    one) and :data:`MAX_BYTES` of content, the oldest dropped first."""
+    keep = (web or WebInbox(DEFAULT_WEB_HOST)).keep
+    return Inbox(keep=keep, max_bytes=MAX_BYTES)
+
+
+def web_socket(option: str | None, web: WebInbox | None) -> socket.socket | None:
+    """The web inbox's socket, bound: at ``--web`` (``option``) when given,
+    else at the configuration's ``web inbox`` line, else none.  ValueError
+    for a bad ``--web`` or a missing ``web`` extra, ListenError when the
+    address cannot be bound."""
+    if option is not None:
+        missing = web_missing()  # (a configuration line was checked when loaded)
+        if missing is not None:
+            raise ValueError(missing)
+        return bind_web(*web_address(option))
+    if web is not None:
+        return bind_web(web.address, web.port)
+    return None
 
 
 class Messages(Protocol):

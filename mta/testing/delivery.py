@@ -8,7 +8,8 @@ wraps the local deliverer (:data:`~mta.scheduler.runner.Deliver`):
   ``userbase``, so no system user is ever looked up or written as) and every
   envelope goes to the reserved action :data:`INBOX_ACTION`, which the wrapper
   delivers into the inbox itself: one :class:`ReceivedMessage` per message,
-  with all its recipients, never a file written, whoever runs the tests;
+  with all its recipients, never a file written, whoever runs the tests (a
+  message that fails its checks goes to ``corrupt/``, as after any delivery);
 - with a configuration, each delivery the configured actions make is done as
   the daemon does it, and each one that succeeds also adds the message to the
   inbox, with that envelope's recipient.
@@ -28,7 +29,7 @@ import trio
 from mta import threads
 from mta.delivery.result import Outcome, Result
 from mta.envelope import Envelope
-from mta.errors import MTAError
+from mta.errors import CorruptMessage, MTAError
 from mta.log import get_logger, visible
 from mta.scheduler.runner import Deliver
 from mta.spool.spool import Spool
@@ -124,6 +125,9 @@ class InboxDelivery:
         done = self._taken[envelope.msgid] = trio.Event()
         try:
             await self._add(envelope, every=True)
+        except CorruptMessage:
+            del self._taken[envelope.msgid]
+            raise  # the queue runner moves it to corrupt/, as after any delivery
         except (MTAError, OSError) as exc:
             del self._taken[envelope.msgid]  # the next attempt tries again
             return Result.tempfail(f"Error ({visible(str(exc), 300)})")

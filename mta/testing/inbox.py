@@ -5,10 +5,16 @@ server's trio thread adds to it, so every access takes one lock, and waiting
 uses a condition variable, never polling.  A trio task (the web inbox) waits
 for a change with :meth:`Inbox.changed`, which returns at once when the inbox
 moved past the version it last saw.
+
+An inbox may be bounded (the daemon's web inbox is: it runs for months): at
+most ``keep`` messages and ``max_bytes`` bytes of content, the oldest dropped
+first, and :attr:`Inbox.dropped` counts what was dropped since the last
+:meth:`Inbox.clear`.  A test server's inbox is unbounded.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
 import email.policy
@@ -61,11 +67,21 @@ def _describe(messages: Iterable[ReceivedMessage]) -> str:
 
 
 class Inbox:
-    """Every message received so far, oldest first; safe to use from any thread."""
+    """Every message received so far, oldest first; safe to use from any thread.
+    ``keep`` / ``max_bytes``: the most messages / bytes of content kept (None:
+    no bound); beyond them the oldest messages are dropped."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep: int | None = None, max_bytes: int | None = None) -> None:
+        if keep is not None and keep < 1:
+            raise ValueError("keep must be at least 1")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
+        self.keep = keep
+        self.max_bytes = max_bytes
         self._lock = threading.Condition()
-        self._messages: list[ReceivedMessage] = []
+        self._messages: collections.deque[ReceivedMessage] = collections.deque()
+        self._bytes = 0  # of the content of the messages kept
+        self._dropped = 0
         self._version = 0
         self._watchers: list[Callable[[], Any]] = []
 
@@ -74,6 +90,18 @@ class Inbox:
         """A copy of the messages received so far, oldest first."""
         with self._lock:
             return list(self._messages)
+
+    @property
+    def dropped(self) -> int:
+        """How many messages the bound dropped (oldest first) since the last clear."""
+        with self._lock:
+            return self._dropped
+
+    @property
+    def size(self) -> int:
+        """The bytes of content of the messages kept."""
+        with self._lock:
+            return self._bytes
 
     @property
     def version(self) -> int:
@@ -89,12 +117,22 @@ class Inbox:
         """A message received (called by the server)."""
         with self._lock:
             self._messages.append(message)
+            self._bytes += len(message.raw)
+            while self._messages and self._over():
+                self._bytes -= len(self._messages.popleft().raw)
+                self._dropped += 1
             self._changed()
 
+    def _over(self) -> bool:
+        """True when the messages kept exceed the bound."""
+        too_many = self.keep is not None and len(self._messages) > self.keep
+        return too_many or (self.max_bytes is not None and self._bytes > self.max_bytes)
+
     def clear(self) -> None:
-        """Forget every message received so far."""
+        """Forget every message received so far (and how many were dropped)."""
         with self._lock:
             self._messages.clear()
+            self._bytes = self._dropped = 0
             self._changed()
 
     def _changed(self) -> None:

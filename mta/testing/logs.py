@@ -4,9 +4,11 @@ mta logs under the ``mta`` logger (:mod:`mta.log`).  While at least one test
 server runs, one handler (:class:`_Tap`) sits on that logger and hands each
 record to the server whose trio tasks logged it: every server runs its tasks
 under its own :class:`LogSink` in a context variable (trio tasks inherit it),
-so the lines of several servers running at once never mix.  Records logged
-from mta's own worker threads (:mod:`mta.threads`, which copy no context)
-belong to no server and are not collected.
+so the lines of several servers running at once never mix.  Blocking work
+carries it too: mta's worker threads (:mod:`mta.threads`) and
+``trio.to_thread`` run each job in a copy of its task's context, so a line
+logged there (a table update refused, a message moved to ``corrupt/``)
+belongs to the server whose task asked for the job.
 
 Nothing global changes: when the host program lets ``mta``'s INFO lines
 through already, the logger is left as it is; otherwise the tap lowers the

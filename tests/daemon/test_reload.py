@@ -1,5 +1,6 @@
 """Reload's socket plan: kept sockets take their new listener, new ones are
-bound, and a failure closes what it bound and leaves the running ones."""
+bound, a ``port 0`` line unchanged keeps the port it got, and a failure
+closes what it bound and leaves the running ones."""
 
 from __future__ import annotations
 
@@ -76,3 +77,42 @@ def test_result_summary() -> None:
         ", listening on 127.0.0.1:25, closed [::1]:25"
     )
     assert not ReloadResult(errors=("x",)).ok
+
+
+def test_a_port_0_line_unchanged_keeps_its_socket_and_its_port() -> None:
+    line = Listener("127.0.0.1", port=0)
+    running = bind_listener(line) + bind_listener(line)  # the same line twice: two ports
+    assert running[0].port != running[1].port and 0 not in {b.port for b in running}
+    current = {b.key: b for b in running}
+    opened: list[Bound] = []
+    try:
+        again = Listener("127.0.0.1", port=0, line=7)  # moved in the file: the same line
+        bounds, opened = rebind(Config(listeners=(again, again)), current)
+        assert opened == []
+        assert [(b.socket, b.port) for b in bounds] == [(b.socket, b.port) for b in running]
+        assert all(b.listener is again for b in bounds)
+        # one line left: it keeps the first socket (the second closes at the switch)
+        bounds, opened = rebind(Config(listeners=(again,)), current)
+        assert opened == [] and [b.socket for b in bounds] == [running[0].socket]
+    finally:
+        for b in [*running, *opened]:
+            b.socket.close()
+
+
+def test_a_port_0_line_changed_gets_a_new_socket() -> None:
+    running = bind_listener(Listener("127.0.0.1", port=0))
+    current = {b.key: b for b in running}
+    opened: list[Bound] = []
+    try:
+        tagged = Listener("127.0.0.1", port=0, tag="NEW")
+        bounds, opened = rebind(Config(listeners=(tagged,)), current)
+        [new] = opened
+        assert bounds == [new] and new.listener is tagged
+        assert new.socket is not running[0].socket and new.port not in (0, running[0].port)
+        # the port the system picked, now written in the line: the socket is kept
+        fixed = Listener("127.0.0.1", port=running[0].port)
+        bounds, reopened = rebind(Config(listeners=(fixed,)), current)
+        assert reopened == [] and [b.socket for b in bounds] == [running[0].socket]
+    finally:
+        for b in [*running, *opened]:
+            b.socket.close()

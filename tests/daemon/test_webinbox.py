@@ -1,25 +1,38 @@
-"""The daemon's web inbox: ``--web [HOST:]PORT`` parsed and bound before the
-start, every local delivery shown, and ``mta -d --web`` serving it."""
+"""The daemon's web inbox: ``--web [HOST:]PORT`` or the configuration's ``web
+inbox`` line bound before the start, every local delivery shown (within the
+bound), ``mta -d`` serving it, and a reload that would change it refused."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import json
 import os
 import shutil
+import signal
 import smtplib
 import socket
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import pytest
 
-from mta.daemon import webinbox
-from mta.daemon.webinbox import InboxFeed, bind_web, web_address, web_missing
+from mta.config import web as webline
+from mta.config.model import WebInbox
+from mta.daemon.webinbox import (
+    MAX_BYTES,
+    InboxFeed,
+    bind_web,
+    daemon_inbox,
+    web_address,
+    web_missing,
+    web_socket,
+)
 from mta.delivery.result import Result
 from mta.envelope import Address, Envelope
 from mta.errors import SpoolError
@@ -60,7 +73,7 @@ def test_a_missing_web_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     def find_spec(name: str) -> object:
         return None if name == "starlette" else real(name)
 
-    monkeypatch.setattr(webinbox, "find_spec", find_spec)
+    monkeypatch.setattr(webline, "find_spec", find_spec)
     assert web_missing() == "starlette not installed: pip install 'mta[web]'"
 
 
@@ -71,6 +84,29 @@ def test_an_address_in_use_is_a_listen_error() -> None:
             bind_web("127.0.0.1", port)
     with bind_web("127.0.0.1", 0) as bound:
         assert bound.getsockname()[1] > 0
+
+
+def test_the_daemon_inbox_is_bounded() -> None:
+    inbox = daemon_inbox(None)
+    assert (inbox.keep, inbox.max_bytes) == (1000, MAX_BYTES) == (1000, 64 * 1024 * 1024)
+    inbox = daemon_inbox(WebInbox("127.0.0.1", keep=7))
+    assert (inbox.keep, inbox.max_bytes) == (7, MAX_BYTES)
+
+
+def test_the_command_line_wins_over_the_configuration() -> None:
+    assert web_socket(None, None) is None
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        line = WebInbox("127.0.0.1", taken.getsockname()[1])
+        with pytest.raises(ListenError, match=rf"web inbox on 127\.0\.0\.1:{line.port}: "):
+            web_socket(None, line)
+        sock = web_socket("127.0.0.1:0", line)  # --web: the line's address is not used
+        assert sock is not None
+        with sock:
+            assert sock.getsockname()[1] not in (0, line.port)
+    sock = web_socket(None, WebInbox("127.0.0.1", 0))
+    assert sock is not None
+    with sock:
+        assert sock.getsockname()[0] == "127.0.0.1"
 
 
 class FakeSpool:
@@ -196,3 +232,120 @@ def test_a_web_port_in_use_is_one_line_before_the_start(tmp_path: Path) -> None:
     assert result.stderr.splitlines() == [
         "mta: --web '::1:8025': not [HOST:]PORT (an IPv6 address goes in brackets)"
     ]
+
+
+def _listed(url: str) -> tuple[list[dict[str, object]], str]:
+    """The JSON list of ``/api/messages`` and its ``X-Mta-Dropped``."""
+    with urllib.request.urlopen(url + "api/messages", timeout=5) as answer:
+        return json.loads(answer.read()), answer.headers["X-Mta-Dropped"]
+
+
+def _send(port: int, subject: str) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.sendmail(
+            "someone@example.org", ["alice@localhost"], f"Subject: {subject}\r\n\r\nhi\r\n"
+        )
+
+
+@contextlib.contextmanager
+def _running(
+    work: Path, config: str, *extra: str
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """``mta -d`` ready, and its log; stopped at the end."""
+    log = work / "mta.log"
+    command = [*MTA, "-d", "-f", config, "--spool", str(work / "spool"), *extra]
+    with open(log, "wb") as out:
+        daemon = subprocess.Popen(command, stdout=out, stderr=out, env=ENV, cwd=work)
+    try:
+        wait_for(lambda: "mta: ready" in log.read_text() or daemon.poll() is not None)
+        assert daemon.poll() is None, log.read_text()
+        yield daemon, log
+    finally:
+        daemon.terminate()
+        daemon.wait(20)
+
+
+def test_the_configuration_line_serves_a_bounded_inbox(shared: Path) -> None:
+    """``web inbox on 127.0.0.1 port P keep 1`` in the default configuration:
+    the page answers on that port, the API lists the newest delivery only and
+    says one was dropped; a reload that changes the line is refused and the
+    inbox keeps answering."""
+    work, (port, web, other) = shared, (free_port(), free_port(), free_port())
+    shutil.copytree(REPO / "conf", work / "conf")
+    conf = work / "conf" / "smtpd.conf"
+    text = conf.read_text().replace("port 2525", f"port {port}")
+    conf.write_text(f"web inbox on localhost port {web} keep 1\n{text}")
+    checked = subprocess.run(
+        [*MTA, "-n", "-v", "-f", "conf/smtpd.conf"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=work,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert f'web inbox on "127.0.0.1" port {web} keep 1' in checked.stdout.splitlines()
+    url = f"http://127.0.0.1:{web}/"
+    with _running(work, "conf/smtpd.conf") as (daemon, log):
+        assert f"mta: web inbox on {url}" in log.read_text()
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            assert b"<h1>mta inbox</h1>" in answer.read()
+        _send(port, "the first")
+        wait_for(lambda: len(_listed(url)[0]) == 1)
+        _send(port, "the second")
+        wait_for(lambda: _listed(url)[1] == "1")
+        listed, dropped = _listed(url)
+        assert [m["subject"] for m in listed] == ["the second"] and dropped == "1"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            assert b"1 message (1 older dropped)" in answer.read()
+        conf.write_text(f"web inbox on 127.0.0.1 port {other}\n{text}")
+        offset = len(log.read_text())
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: "config reload" in log.read_text()[offset:])
+        assert (
+            "mta: config reload failed: the web inbox line cannot change while mta runs"
+            " (its socket is bound at start): restart to apply it"
+        ) in log.read_text()[offset:]
+        assert [m["subject"] for m in _listed(url)[0]] == ["the second"]
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", other), timeout=1):
+            pass
+
+
+def test_web_on_the_command_line_overrides_the_line(tmp_path: Path) -> None:
+    port, web, line = free_port(), free_port(), free_port()
+    config = tmp_path / "smtpd.conf"
+    config.write_text(
+        f"web inbox on 127.0.0.1 port {line} keep 5\nlisten on 127.0.0.1 port {port}\n"
+        'action "local" maildir\nmatch from any for local action "local"\n'
+    )
+    with _running(tmp_path, str(config), "--web", str(web)) as (_, log):
+        assert f"mta: web inbox on http://127.0.0.1:{web}/" in log.read_text()
+        assert _listed(f"http://127.0.0.1:{web}/") == ([], "0")
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", line), timeout=1):
+            pass
+
+
+def test_a_bad_line_is_refused_before_the_start(tmp_path: Path) -> None:
+    config = tmp_path / "smtpd.conf"
+    config.write_text(
+        "web inbox on eth0 port 8025\n"
+        f"listen on 127.0.0.1 port {free_port()}\n"
+        'action "local" maildir\nmatch from any for local action "local"\n'
+    )
+    for flag in ("-n", "-d"):
+        command = [*MTA, flag, "-f", str(config), "--spool", str(tmp_path / "spool")]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30, env=ENV)
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [
+            f'{config}:1: web inbox on "eth0": not an IP address or localhost'
+            " (the web inbox looks up no interface or host names)"
+        ]
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        web = taken.getsockname()[1]
+        config.write_text(config.read_text().replace("eth0 port 8025", f"127.0.0.1 port {web}"))
+        command = [*MTA, "-d", "-f", str(config), "--spool", str(tmp_path / "spool")]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30, env=ENV)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"mta: web inbox on 127.0.0.1:{web}: Address already in use"
+    ]
+    assert not (tmp_path / "spool").exists()

@@ -2,14 +2,16 @@
 
 New sessions get the new rules; a session in flight finishes on the rules it
 started with, even when its listener goes away; listeners are opened and
-closed; queued envelopes follow the new definition of their action; a broken
-file, a port in use or a change that needs a restart leave the running
+closed, and a ``port 0`` listener keeps the port the system gave it until its
+line changes; queued envelopes follow the new definition of their action; a
+broken file, a port in use or a change that needs a restart leave the running
 configuration whole; and reloads under load cut no session and lose no mail.
 """
 
 from __future__ import annotations
 
 import pathlib
+import re
 import signal
 import smtplib
 import socket
@@ -181,6 +183,39 @@ def test_listeners_open_and_close(tmp_path: pathlib.Path, shared: pathlib.Path) 
             log
         )
         assert accepts(second, "bob@localhost")
+    finally:
+        assert daemon.stop() == 0
+
+
+def picked_port(log: str) -> int:
+    """The port the system gave a ``port 0`` listener, as the daemon logs it."""
+    [port] = re.findall(r"smtp: listening on 127\.0\.0\.1:(\d+)", log)
+    return int(port)
+
+
+def test_a_port_0_listener_keeps_its_port_until_its_line_changes(
+    tmp_path: pathlib.Path, shared: pathlib.Path
+) -> None:
+    daemon = Daemon(tmp_path, config(shared, 0, user("bob")))
+    daemon.start()
+    try:
+        port = picked_port(daemon.log())
+        assert accepts(port, "bob@localhost") and not accepts(port, "carol@localhost")
+        both = config(shared, 0, f"{user('bob')}, {user('carol')}")
+        daemon.config_path.write_text(both)
+        log = reload(daemon)
+        assert "mta: config reloaded" in log and "listening on" not in log
+        assert accepts(port, "carol@localhost")
+        result = mtactl(daemon.spool, "reload")
+        assert result.stdout == "config reloaded\n", result.stderr
+        assert accepts(port, "carol@localhost")
+        # the listen line itself changes: a new socket on a new port, the old one closes
+        daemon.config_path.write_text(both.replace("port 0", "port 0 tag NEW"))
+        log = reload(daemon)
+        moved = picked_port(log)
+        assert moved != port and f"closed 127.0.0.1:{port}" in log
+        assert refused(port)
+        assert accepts(moved, "carol@localhost")
     finally:
         assert daemon.stop() == 0
 

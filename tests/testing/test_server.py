@@ -22,6 +22,7 @@ import trio
 
 from mta.errors import ConfigErrors, MTAError
 from mta.testing import MailServer, serve
+from tests.testing.control import spool as spool_of
 
 
 def send(server: MailServer, to: list[str], subject: str, sender: str = "a@example.org") -> None:
@@ -81,16 +82,10 @@ def test_null_sender() -> None:
         assert server.inbox.wait(subject="bounce").mail_from == ""
 
 
-def _spool(server: MailServer) -> pathlib.Path:
-    """The server's spool, from its log: ``listening on socket SPOOL/enqueue.sock``."""
-    [line] = [line for line in server.log_lines if "listening on socket" in line]
-    return pathlib.Path(line.rsplit(" ", 1)[1]).parent
-
-
 def test_start_stop_removes_the_spool_and_keeps_the_inbox() -> None:
     server = MailServer().start()
     try:
-        spool = _spool(server)
+        spool = spool_of(server)
         assert spool.is_dir()
         assert spool.name.startswith("mta-test-")  # a private one
         with pytest.raises(MTAError, match="already running"):

@@ -9,6 +9,7 @@ wheel. Run as an ordinary user, the ordinary run of those tests is this test alr
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import os
 import pathlib
@@ -28,11 +29,13 @@ pytestmark = pytest.mark.skipif(
 NOBODY = 65534
 # an interpreter every user can run (scripts/setup --test installs it, with its venv module)
 SYSTEM_PYTHON = pathlib.Path("/usr/bin/python3")
-# the contract tests (tests/testing/web needs a browser: it has its own run)
-CONTRACT = ("test_server.py", "test_inbox.py", "test_faults.py", "test_plugin.py", "test_readme.py")
-# what they use from tests/ (the shared fixture, the package markers) and from the top
-# (the pytest settings, the README's examples, the source test_plugin builds a wheel of)
-HELPERS = ("tests/__init__.py", "tests/conftest.py", "tests/testing/__init__.py")
+HERE = pathlib.Path(__file__)
+# the contract tests: every test module here but this one (tests/testing/web needs a
+# browser: it has its own run); with them, the modules of tests/ they import (found
+# in their imports) and these: the package markers, the shared fixtures, and from the
+# top the pytest settings, the README's examples, the source test_plugin builds from
+CONTRACT = tuple(sorted(p.name for p in HERE.parent.glob("test_*.py") if p != HERE))
+ALWAYS = ("tests/__init__.py", "tests/conftest.py", "tests/testing/__init__.py")
 TOP = ("pyproject.toml", "README.md")
 # the test tools, at the versions this suite runs with
 TOOLS = ("pytest", "pytest-trio")
@@ -118,6 +121,24 @@ def _venv(into: pathlib.Path, wheel: pathlib.Path) -> pathlib.Path:
     return venv
 
 
+def _helpers(modules: list[pathlib.Path]) -> set[pathlib.Path]:
+    """The files of tests/ that ``modules`` import, and theirs in turn."""
+    found: set[pathlib.Path] = set()
+    todo = list(modules)
+    while todo:
+        tree = ast.parse(todo.pop().read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            for name in names:
+                path = ROOT.joinpath(*name.split(".")).with_suffix(".py")
+                if name.startswith("tests.") and path.is_file() and path not in found:
+                    found.add(path)
+                    todo.append(path)
+    return found
+
+
 def _suite(into: pathlib.Path) -> pathlib.Path:
     """The contract tests and what they need, as a user's checkout has them."""
     suite = into / "suite"
@@ -125,10 +146,10 @@ def _suite(into: pathlib.Path) -> pathlib.Path:
     for name in TOP:
         shutil.copy(ROOT / name, suite / name)
     shutil.copytree(ROOT / "mta", suite / "mta", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in HELPERS:
-        shutil.copy(ROOT / name, suite / name)
-    for name in CONTRACT:
-        shutil.copy(ROOT / "tests" / "testing" / name, suite / "tests" / "testing" / name)
+    tests = [HERE.parent / name for name in CONTRACT]
+    for path in {*tests, *_helpers(tests), *(ROOT / name for name in ALWAYS)}:
+        (suite / path.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, suite / path.relative_to(ROOT))
     (suite / "tests" / "testing" / "test_wheels_mta.py").write_text(WHEELS_MTA)
     return suite
 

@@ -5,7 +5,8 @@ Routes (read-only but for ``DELETE /api/messages``):
 - ``/``: the list, newest first, kept live by ``/static/inbox.js``;
 - ``/messages/<id>``: one message; ``/messages/<id>/html`` its HTML part,
   shown there in a sandboxed frame;
-- ``/api/messages`` (``GET`` the list, newest first; ``DELETE`` clears the
+- ``/api/messages`` (``GET`` the list, newest first, with how many older
+  messages a bounded inbox dropped in ``X-Mta-Dropped``; ``DELETE`` clears the
   inbox), ``/api/messages/<id>`` (envelope, headers, text, html, attachments),
   ``/api/messages/<id>/raw`` (the bytes as received);
 - ``/api/events``: server-sent events, one ``change`` event when the client
@@ -31,9 +32,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mta.testing.inbox import Inbox, ReceivedMessage
 from mta.testing.web import page, view
 
-__all__ = ["create_app"]
+__all__ = ["DROPPED_HEADER", "create_app"]
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+DROPPED_HEADER = "X-Mta-Dropped"  # of /api/messages: older messages a bound dropped
 _STATIC_TYPES = {"inbox.js": "text/javascript", "inbox.css": "text/css"}
 
 
@@ -92,7 +94,7 @@ def create_app(inbox: Inbox, *, hosts: frozenset[str] | None = LOOPBACK_NAMES) -
         return [view.summary(m) for m in reversed(inbox.messages)]
 
     async def home(request: Request) -> Response:
-        return HTMLResponse(page.inbox_page(newest_first()))
+        return HTMLResponse(page.inbox_page(newest_first(), inbox.dropped))
 
     async def message_html(request: Request) -> Response:
         found = find(request)
@@ -117,7 +119,7 @@ def create_app(inbox: Inbox, *, hosts: frozenset[str] | None = LOOPBACK_NAMES) -
         if request.method == "DELETE":
             inbox.clear()
             return Response(status_code=204)
-        return JSONResponse(newest_first())
+        return JSONResponse(newest_first(), headers={DROPPED_HEADER: str(inbox.dropped)})
 
     async def api_message(request: Request) -> Response:
         found = find(request)

@@ -58,12 +58,20 @@ def _row(s: Summary) -> str:
     )
 
 
-def inbox_page(summaries: list[Summary]) -> str:
-    """The list, newest first (``summaries`` as given); the script keeps it live."""
+def count_text(kept: int, dropped: int) -> str:
+    """``3 messages``, and how many older ones a bounded inbox dropped
+    (the same words as ``/static/inbox.js``)."""
+    text = f"{kept} message{'s' if kept != 1 else ''}"
+    return f"{text} ({dropped} older dropped)" if dropped else text
+
+
+def inbox_page(summaries: list[Summary], dropped: int = 0) -> str:
+    """The list, newest first (``summaries`` as given), and how many older
+    messages the inbox dropped; the script keeps it live."""
     rows = "\n".join(_row(s) for s in summaries)
     body = (
         '<header><h1>mta inbox</h1> <span id="count">'
-        f"{len(summaries)} message{'s' if len(summaries) != 1 else ''}</span></header>\n"
+        f"{count_text(len(summaries), dropped)}</span></header>\n"
         '<table id="messages"><thead><tr><th>From</th><th>To</th><th>Subject</th>'
         f"<th>Date</th></tr></thead>\n<tbody>{rows}</tbody></table>"
     )

@@ -79,6 +79,27 @@ async def test_unknown_messages_are_404(web: tuple[Inbox, int]) -> None:
         assert status == 404, path
 
 
+async def test_a_bounded_inbox_says_what_it_dropped(nursery: trio.Nursery) -> None:
+    inbox = Inbox(keep=2)
+    _, port = await nursery.start(serve_web, inbox, "127.0.0.1", 0)
+    for n in range(1, 5):
+        inbox.add(plain(str(n), f"number {n}"))
+    status, headers, body = await request(port, "GET", "/api/messages")
+    assert status == 200 and headers["x-mta-dropped"] == "2"
+    assert [m["subject"] for m in json.loads(body)] == ["number 4", "number 3"]
+    for path in ("/api/messages/1", "/api/messages/2/raw", "/messages/1"):
+        status, _, _ = await request(port, "GET", path)
+        assert status == 404, path
+    assert (await get_json(port, "/api/messages/3"))["subject"] == "number 3"
+    _, _, page = await request(port, "GET", "/")
+    assert b'<span id="count">2 messages (2 older dropped)</span>' in page
+    await request(port, "DELETE", "/api/messages")
+    _, headers, _ = await request(port, "GET", "/api/messages")
+    assert headers["x-mta-dropped"] == "0"
+    _, _, page = await request(port, "GET", "/")
+    assert b'<span id="count">0 messages</span>' in page
+
+
 async def test_delete_clears_the_inbox(web: tuple[Inbox, int]) -> None:
     inbox, port = web
     inbox.add(plain("1", "first"))

@@ -9,7 +9,7 @@ function cell(row, text) {
   return td;
 }
 
-function render(messages) {
+function render(messages, dropped) {
   const body = document.querySelector("#messages tbody");
   const rows = messages.map((m) => {
     const row = document.createElement("tr");
@@ -26,13 +26,15 @@ function render(messages) {
   });
   body.replaceChildren(...rows);
   const n = messages.length;
-  document.getElementById("count").textContent = n + (n === 1 ? " message" : " messages");
+  const count = n + (n === 1 ? " message" : " messages");
+  document.getElementById("count").textContent =
+    dropped > 0 ? count + " (" + dropped + " older dropped)" : count;
 }
 
 async function reload() {
   const answer = await fetch("/api/messages", { headers: { Accept: "application/json" } });
   if (answer.ok) {
-    render(await answer.json());
+    render(await answer.json(), Number(answer.headers.get("X-Mta-Dropped") || 0));
   }
 }
 
