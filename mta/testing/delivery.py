@@ -13,6 +13,10 @@ wraps the local deliverer (:data:`~mta.scheduler.runner.Deliver`):
 - with a configuration, each delivery the configured actions make is done as
   the daemon does it, and each one that succeeds also adds the message to the
   inbox, with that envelope's recipient.
+
+Messages enter the inbox in the order they were delivered (at once for the
+catch-all, so the order the queue took them), although each one's content is
+read in a worker thread and a later read may finish first.
 """
 
 from __future__ import annotations
@@ -65,6 +69,33 @@ def _read(spool: Spool, msgid: int, every: bool) -> tuple[bytes, list[str]]:
     return raw, rcpts
 
 
+class _InTurn:
+    """Tickets handed out in one order, done in that order: :meth:`wait` returns
+    once every earlier ticket is :meth:`done` (used, or given up)."""
+
+    def __init__(self) -> None:
+        self._issued = 0
+        self._next = 0  # the earliest ticket not done
+        self._done: set[int] = set()
+        self._moved = trio.Event()
+
+    def take(self) -> int:
+        self._issued += 1
+        return self._issued - 1
+
+    async def wait(self, ticket: int) -> None:
+        while self._next < ticket:
+            await self._moved.wait()
+
+    def done(self, ticket: int) -> None:
+        self._done.add(ticket)
+        while self._next in self._done:
+            self._done.remove(self._next)
+            self._next += 1
+        self._moved.set()
+        self._moved = trio.Event()
+
+
 class InboxDelivery:
     """A local deliverer that also fills ``inbox`` (see the module docstring)."""
 
@@ -73,6 +104,7 @@ class InboxDelivery:
         self.spool = spool
         self.inbox = inbox
         self._taken: dict[int, trio.Event] = {}  # catch-all messages added (or being)
+        self._turns = _InTurn()  # the order of the inbox (see the module docstring)
 
     async def __call__(self, envelope: Envelope) -> Result:
         if envelope.dispatcher == INBOX_ACTION:
@@ -104,15 +136,20 @@ class InboxDelivery:
         return Result.ok("Delivered to the test inbox")
 
     async def _add(self, envelope: Envelope, *, every: bool) -> None:
-        raw, rcpts = await threads.run_sync(_read, self.spool, envelope.msgid, every)
-        if str(envelope.rcpt) not in rcpts:
-            rcpts.insert(0, str(envelope.rcpt))
-        self.inbox.add(
-            ReceivedMessage(
-                id=f"{envelope.msgid:08x}" if every else f"{envelope.id:016x}",
-                mail_from=str(envelope.sender),
-                rcpt_tos=tuple(rcpts),
-                raw=raw,
-                received=datetime.datetime.fromtimestamp(envelope.ctime, datetime.UTC),
+        ticket = self._turns.take()
+        try:
+            raw, rcpts = await threads.run_sync(_read, self.spool, envelope.msgid, every)
+            if str(envelope.rcpt) not in rcpts:
+                rcpts.insert(0, str(envelope.rcpt))
+            await self._turns.wait(ticket)
+            self.inbox.add(
+                ReceivedMessage(
+                    id=f"{envelope.msgid:08x}" if every else f"{envelope.id:016x}",
+                    mail_from=str(envelope.sender),
+                    rcpt_tos=tuple(rcpts),
+                    raw=raw,
+                    received=datetime.datetime.fromtimestamp(envelope.ctime, datetime.UTC),
+                )
             )
-        )
+        finally:
+            self._turns.done(ticket)

@@ -114,15 +114,22 @@ def _run(argv: list[str | os.PathLike[str]], cwd: pathlib.Path | None = None) ->
     return proc.stdout
 
 
-def test_the_plugin_from_a_wheel_in_a_fresh_venv(tmp_path: pathlib.Path) -> None:
-    source = tmp_path / "source"  # a copy: the build writes in its tree (which may be read-only)
+def build_wheel(into: pathlib.Path) -> pathlib.Path:
+    """mta's wheel, built in ``into`` from a copy of the source (the build writes in
+    its tree, which may be read-only)."""
+    source = into / "source"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "mta", source / "mta", ignore=shutil.ignore_patterns("__pycache__"))
-    dist = tmp_path / "dist"
+    dist = into / "dist"
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, source])
     [wheel] = dist.glob("mta-*.whl")
+    return wheel
+
+
+def test_the_plugin_from_a_wheel_in_a_fresh_venv(tmp_path: pathlib.Path) -> None:
+    wheel = build_wheel(tmp_path)
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", venv])
     python = venv / "bin" / "python"
@@ -130,7 +137,11 @@ def test_the_plugin_from_a_wheel_in_a_fresh_venv(tmp_path: pathlib.Path) -> None
     purelib = _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
     deps = sysconfig.get_paths()["purelib"]
     (pathlib.Path(purelib.strip()) / "deps.pth").write_text(deps + "\n")
-    _run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", wheel])
+    # --ignore-installed: the mta this suite runs may be a wheel of the same version, which
+    # deps.pth shows the venv (pip would find it "already satisfied" and install nothing)
+    pip: list[str | os.PathLike[str]] = [sys.executable, "-m", "pip", "--python", python]
+    install = [*pip, "install", "-q", "--no-deps"]
+    _run([*install, "--ignore-installed", wheel])
     suite = tmp_path / "suite"
     suite.mkdir()
     (suite / "test_mail.py").write_text(
