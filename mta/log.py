@@ -10,7 +10,6 @@ the network so that no client can forge a log line.
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import socket
 import sys
@@ -102,9 +101,10 @@ def setup_logging(*, foreground: bool, verbose: int = 0, syslog: bool | None = N
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(_Formatter(stamp=not foreground))
     else:
-        handler = logging.handlers.SysLogHandler(
-            SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_MAIL
-        )
+        # (logging.handlers brings pickle and more: only a daemon logging to syslog needs it)
+        from logging.handlers import SysLogHandler
+
+        handler = SysLogHandler(SYSLOG_SOCKET, facility=SysLogHandler.LOG_MAIL)
         handler.setFormatter(logging.Formatter(f"mta[{os.getpid()}]: %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)

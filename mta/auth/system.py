@@ -5,8 +5,7 @@ is readable.  Everything here blocks: run it in a worker thread."""
 from __future__ import annotations
 
 import functools
-
-import pam  # type: ignore[import-untyped]
+from typing import Any
 
 from mta.auth.hashes import dummy_hash, verify_password
 from mta.auth.result import AuthResult
@@ -19,17 +18,29 @@ PAM_SERVICE = "smtpd"
 
 SHADOW = "/etc/shadow"
 
-# PAM codes OpenSMTPD treats as a temporary failure; every other failure is permanent
-_PAM_TEMPFAIL = frozenset({pam.PAM_SYSTEM_ERR, pam.PAM_ABORT, pam.PAM_AUTHINFO_UNAVAIL})
-
 log = get_logger("smtp")
+
+
+def _pam() -> Any:
+    """The ``pam`` module, imported at the first use (it loads libpam through
+    ctypes: a server without system-user authentication never pays for it)."""
+    import pam  # type: ignore[import-untyped]
+
+    return pam
+
+
+def _pam_tempfail(code: object) -> bool:
+    """Whether a PAM code is one OpenSMTPD treats as a temporary failure
+    (every other failure is permanent)."""
+    pam = _pam()
+    return code in (pam.PAM_SYSTEM_ERR, pam.PAM_ABORT, pam.PAM_AUTHINFO_UNAVAIL)
 
 
 @functools.cache
 def pam_usable() -> bool:
     """True when libpam can be loaded."""
     try:
-        pam.PamAuthenticator()
+        _pam().PamAuthenticator()
     except (OSError, AttributeError, TypeError):
         return False
     return True
@@ -53,7 +64,7 @@ def check_system_user(
 
 
 def _check_pam(username: str, password: str, service: str) -> AuthResult:
-    authenticator = pam.PamAuthenticator()
+    authenticator = _pam().PamAuthenticator()
     try:
         # pam_authenticate then pam_acct_mgmt, no pam_setcred: as OpenSMTPD
         if authenticator.authenticate(
@@ -64,7 +75,7 @@ def _check_pam(username: str, password: str, service: str) -> AuthResult:
         return AuthResult.FAIL
     except UnicodeEncodeError:
         return AuthResult.FAIL
-    if authenticator.code in _PAM_TEMPFAIL:
+    if _pam_tempfail(authenticator.code):
         log.warning(
             "smtp authentication PAM error for user %s: %s",
             visible(username),

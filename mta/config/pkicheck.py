@@ -8,9 +8,6 @@ that declared the entry.
 
 from __future__ import annotations
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
 from mta.config import model
 from mta.errors import ConfigError
 
@@ -28,6 +25,8 @@ def _read(path: str) -> bytes | str:
 
 
 def _certificates_ok(path: str) -> str | None:
+    from cryptography import x509  # at the first pki or ca: a plain server never needs it
+
     data = _read(path)
     if isinstance(data, str):
         return f"cannot read {path}: {data}"
@@ -63,6 +62,8 @@ def check_pki_files(
                     )
                 )
             else:
+                from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
                 try:
                     load_pem_private_key(data, password=None)
                 except (ValueError, TypeError) as exc:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -22,14 +23,16 @@ from mta.control.queueview import RunState, envelope_dump, queue_line
 from mta.envelope import Envelope
 from mta.errors import ControlError, SpoolError, SpoolNotFound, TableError
 from mta.log import get_logger, quote, visible
-from mta.relay.backoff import RouteBackoff
-from mta.relay.inventory import TEXT_MAX, RelayInventory
 from mta.rules.tableset import TableSet
 from mta.scheduler.core import Entry
 from mta.scheduler.runner import QueueRunner, duration_text
 from mta.server.listeners import SessionGate
 from mta.spool.spool import Spool
 from mta.spool.store import read_chunks
+
+if TYPE_CHECKING:  # the relay side is imported with the relay agent (mta.daemon.relaying)
+    from mta.relay.backoff import RouteBackoff
+    from mta.relay.inventory import RelayInventory
 
 __all__ = ["Controller", "Write", "parse_ids"]
 
@@ -163,6 +166,8 @@ class Controller:
         (without its connector lines: mta has no connectors)."""
         if self.inventory is None:
             return ""
+        from mta.relay.inventory import TEXT_MAX
+
         now = self.clock()
         return "".join(
             f"{visible(relay.text, TEXT_MAX)} refcount={relay.refcount} ntask={relay.ntask} "
@@ -175,6 +180,8 @@ class Controller:
         """The last result per host and when, as smtpctl's ``show hoststats``."""
         if self.inventory is None:
             return ""
+        from mta.relay.inventory import TEXT_MAX
+
         return "".join(
             f"{visible(stat.name)}|{int(stat.time)}|{visible(stat.error, TEXT_MAX)}\n"
             for stat in self.inventory.hoststats()

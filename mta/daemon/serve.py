@@ -7,7 +7,8 @@ it is told to stop (SIGTERM / SIGINT, or cancellation).  SIGHUP reloads the
 configuration (:mod:`mta.daemon.reload`).  Sessions still running at
 shutdown get a short grace period, then a 421.  The queue runner delivers
 locally (:class:`~mta.delivery.local.LocalDeliverer`) and relays
-(:class:`~mta.relay.agent.RelayAgent`).  Host names come from the hosts file
+(:class:`~mta.relay.agent.RelayAgent`, made at the first relay attempt:
+:mod:`mta.daemon.relaying`).  Host names come from the hosts file
 (``MTA_HOSTS``, ``/etc/hosts`` by default), then DNS (``MTA_DNS``, else
 ``/etc/resolv.conf``), for the clients' reverse DNS and the relay routes alike.
 """
@@ -31,6 +32,7 @@ from mta.control.commands import Controller
 from mta.control.server import CONTROL_SOCKET, bind_control, serve_control
 from mta.daemon.generation import Generation, Shared, open_parts
 from mta.daemon.listening import Listening
+from mta.daemon.relaying import LazyRelay
 from mta.daemon.reload import Reloader
 from mta.daemon.startup import bind_network, check_spool
 from mta.delivery.fsidentity import drop_supplementary_groups
@@ -40,9 +42,6 @@ from mta.errors import SpoolError
 from mta.filters.outbound import ptr_name
 from mta.log import get_logger
 from mta.net.rdns import Rdns
-from mta.net.resolver import DnsResolver
-from mta.relay.agent import RelayAgent
-from mta.relay.inventory import RelayInventory
 from mta.scheduler.runner import Deliver, QueueRunner
 from mta.server.listeners import Bound, SessionGate, bind_unix, session_capacity
 from mta.server.offline import run_offline_scan
@@ -54,6 +53,7 @@ from mta.spool.lock import spool_lock
 from mta.spool.spool import Spool
 
 if TYPE_CHECKING:  # only test servers have faults; the daemon's web inbox is opt-in
+    from mta.relay.agent import RelayAgent
     from mta.testing.faults import FaultSet
     from mta.testing.inbox import Inbox
 
@@ -151,17 +151,8 @@ async def _serve_locked(
     current = [tables]  # the tables in force: closed at the end
     try:
         deliverer = LocalDeliverer(config, tables, spool, spool_dir=options.spool)
-        inventory = RelayInventory(max_deferred=config.mta_max_deferred)
         rdns = Rdns.from_env()
-        agent = RelayAgent(
-            config,
-            tables,
-            spool,
-            resolver=DnsResolver.from_env(),
-            hosts=rdns.hosts,
-            inventory=inventory,
-            names=ptr_name(rdns),
-        )
+        agent = LazyRelay(config, tables, spool, hosts=rdns.hosts, names=ptr_name(rdns))
         deliver: Deliver = deliverer
         inbox: Inbox | None = None
         if web is not None:  # imported only then: the web inbox is opt-in
@@ -195,9 +186,12 @@ async def _serve_locked(
                 gate.pause()
             clients = ClientLimit(gate.capacity, options.per_client)
             listening = Listening(generation, [*network, enqueue], gate, clients)
-            controller = Controller(
-                queue, spool, gate, tables, routes=agent.backoff, inventory=inventory
-            )
+            controller = Controller(queue, spool, gate, tables)
+
+            def made(relay: RelayAgent) -> None:  # mtactl show hosts, routes, ...
+                controller.routes, controller.inventory = relay.backoff, relay.inventory
+
+            agent.made = made
 
             def apply(new: Generation) -> None:
                 current[0] = new.tables
@@ -205,7 +199,6 @@ async def _serve_locked(
                 queue.reconfigure(new.config)
                 deliverer.reconfigure(new.config, new.tables)
                 agent.reconfigure(new.config, new.tables, new.filters)
-                inventory.max_deferred = new.config.mta_max_deferred
                 notifier.resolver = new.resolver
                 controller.tables = new.tables
 

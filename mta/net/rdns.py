@@ -24,8 +24,6 @@ import time
 from collections.abc import Callable, Mapping
 
 import attrs
-import dns.rdatatype
-import dns.reversename
 import trio
 
 from mta.log import get_logger
@@ -164,6 +162,9 @@ class Rdns:
     reverse_lookup = lookup
 
     async def _lookup(self, resolver: DnsResolver, address: Address) -> RdnsResult:
+        import dns.rdatatype  # with the first query (mta.net.resolver)
+        import dns.reversename
+
         deadline = trio.current_time() + self.timeout
         ptr = await resolver.query(
             dns.reversename.from_address(str(address)), dns.rdatatype.PTR, timeout=self.timeout
@@ -188,6 +189,8 @@ class Rdns:
                 return RdnsResult(name, str(address) in listed, False)
         if self.resolver is None:
             return RdnsResult(name, False, True)
+        import dns.rdatatype
+
         rdtype = dns.rdatatype.A if address.version == 4 else dns.rdatatype.AAAA
         forward = await self.resolver.query(name + ".", rdtype, timeout=budget)
         if forward.status is LookupStatus.ERROR:

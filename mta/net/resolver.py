@@ -14,6 +14,9 @@ file first (:mod:`mta.net.hosts`), as the system's resolver does.
 A query never raises: it returns a :class:`Lookup` whose status tells a
 missing name (NXDOMAIN), a name without such records (NODATA) and a failure
 (SERVFAIL, refused, timeout, malformed answer) apart.
+
+dnspython is imported at the first query, not with this module: a server
+whose clients and routes are all in the hosts file never loads it.
 """
 
 from __future__ import annotations
@@ -22,19 +25,17 @@ import enum
 import ipaddress
 import os
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import dns.asyncbackend
-import dns.asyncresolver
-import dns.exception
-import dns.name
-import dns.nameserver
-import dns.rdata
-import dns.rdatatype
-import dns.resolver
 import trio
 
 from mta.log import get_logger
+
+if TYPE_CHECKING:  # dnspython is imported at the first query (a server may never make one)
+    import dns.name
+    import dns.rdata
+    import dns.rdatatype
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -46,6 +47,7 @@ __all__ = [
     "Nameserver",
     "load_nameservers",
     "parse_nameservers",
+    "resolv_conf_nameservers",
 ]
 
 ENV_VAR = "MTA_DNS"
@@ -121,19 +123,32 @@ def load_nameservers(
             log.warning("dns: ignoring %s=%r: %s; no DNS lookups", ENV_VAR, value, exc)
             return ()
     try:
-        system = dns.resolver.Resolver(filename=resolv_conf, configure=True)
-    except (OSError, dns.exception.DNSException) as exc:
-        log.warning("dns: no usable nameserver in %s (%s); no DNS lookups", resolv_conf, exc)
+        with open(resolv_conf, encoding="utf-8", errors="replace") as f:
+            listed = resolv_conf_nameservers(f.read())
+    except OSError as exc:
+        log.warning("dns: cannot read %s (%s); no DNS lookups", resolv_conf, exc.strerror)
         return ()
     servers = []
-    for server in system.nameservers:
-        address = server if isinstance(server, str) else getattr(server, "address", None)
-        if isinstance(address, str):
-            try:
-                servers.append(Nameserver(_address(address), system.port))
-            except ValueError:
-                continue
+    for address in listed:
+        try:
+            servers.append(Nameserver(_address(address)))
+        except ValueError:
+            continue
+    if not servers:
+        log.warning("dns: no usable nameserver in %s; no DNS lookups", resolv_conf)
     return tuple(servers)
+
+
+def resolv_conf_nameservers(text: str) -> list[str]:
+    """The ``nameserver`` addresses of a resolv.conf, in order, as the C
+    library and dnspython read them: a line ``nameserver ADDRESS``, comments
+    from ``#`` or ``;`` at the start of a line; other lines ignored."""
+    found = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == "nameserver":
+            found.append(fields[1])
+    return found
 
 
 class LookupStatus(enum.Enum):
@@ -162,18 +177,30 @@ class DnsResolver:
             raise ValueError("a resolver needs at least one nameserver")
         self.nameservers = tuple(nameservers)
         self.timeout = timeout
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        resolver.nameservers = [
-            dns.nameserver.Do53Nameserver(server.host, server.port) for server in nameservers
-        ]
-        # each server gets its share of the budget before the next is tried;
-        # the lifetime caps the whole query
-        resolver.timeout = timeout / len(self.nameservers)
-        resolver.lifetime = timeout
-        resolver.retry_servfail = False
-        resolver.use_search_by_default = False
-        self._resolver = resolver
-        self._backend = dns.asyncbackend.get_backend("trio")
+        self._resolver: Any = None  # dnspython's, made at the first query
+        self._backend: Any = None
+
+    def _dnspython(self) -> Any:
+        """dnspython's resolver for these nameservers (imported and made once)."""
+        if self._resolver is None:
+            import dns.asyncbackend
+            import dns.asyncresolver
+            import dns.nameserver
+
+            resolver = dns.asyncresolver.Resolver(configure=False)
+            resolver.nameservers = [
+                dns.nameserver.Do53Nameserver(server.host, server.port)
+                for server in self.nameservers
+            ]
+            # each server gets its share of the budget before the next is tried;
+            # the lifetime caps the whole query
+            resolver.timeout = self.timeout / len(self.nameservers)
+            resolver.lifetime = self.timeout
+            resolver.retry_servfail = False
+            resolver.use_search_by_default = False
+            self._backend = dns.asyncbackend.get_backend("trio")
+            self._resolver = resolver
+        return self._resolver
 
     @classmethod
     def from_env(
@@ -196,16 +223,21 @@ class DnsResolver:
     ) -> Lookup:
         """Query ``name`` (always absolute, no search list) for ``rdtype``,
         giving up after ``timeout`` seconds (the resolver's by default)."""
+        import dns.exception
+        import dns.name
+        import dns.resolver
+
         budget = self.timeout if timeout is None else timeout
         if budget <= 0:
             return Lookup(LookupStatus.ERROR, reason="timeout")
+        resolver = self._dnspython()
         try:
             qname = name if isinstance(name, dns.name.Name) else dns.name.from_text(name)
         except dns.exception.DNSException as exc:
             return Lookup(LookupStatus.NXDOMAIN, reason=f"bad name: {exc}")
         with trio.move_on_after(budget + 0.1):  # in case dnspython overruns its lifetime
             try:
-                answer = await self._resolver.resolve(
+                answer = await resolver.resolve(
                     qname,
                     rdtype,
                     search=False,

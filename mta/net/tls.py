@@ -25,13 +25,15 @@ import os
 import ssl
 import tempfile
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import attrs
-from cryptography import x509
-from cryptography.x509.oid import NameOID
 
 from mta.config.model import Config, Listener, Pki
 from mta.errors import ConfigError
+
+if TYPE_CHECKING:  # imported where a certificate is read: a server without TLS never loads it
+    from cryptography import x509
 
 __all__ = [
     "FFDHE2048",
@@ -136,6 +138,9 @@ def parse_protocols(text: str) -> frozenset[ssl.TLSVersion]:
 
 
 def _names_of(certificate: x509.Certificate) -> tuple[str, ...]:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     try:
         san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
@@ -151,6 +156,8 @@ def _names_of(certificate: x509.Certificate) -> tuple[str, ...]:
 
 def cert_names(path: str) -> tuple[str, ...]:
     """The names the first certificate in PEM file ``path`` is valid for."""
+    from cryptography import x509
+
     with open(path, "rb") as f:
         certificates = x509.load_pem_x509_certificates(f.read())
     return _names_of(certificates[0])

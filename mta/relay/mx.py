@@ -37,10 +37,6 @@ import ipaddress
 import random
 from collections.abc import Collection, Mapping
 
-import dns.exception
-import dns.name
-import dns.rdatatype
-import dns.rdtypes.ANY.MX
 import trio
 
 from mta.config.model import MtaLimits, Relay
@@ -68,7 +64,7 @@ __all__ = ["backup_name", "family_limit", "resolve_host", "resolve_route"]
 
 log = get_logger("mta")
 
-_ADDRESS_TYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
+_ADDRESS_TYPES = ("A", "AAAA")  # dns.rdatatype names, in the order they are read
 
 
 def backup_name(relay: Relay, hostname: str) -> str | None:
@@ -91,6 +87,9 @@ def family_limit(limits: Mapping[str, MtaLimits], domain: str) -> Family | None:
 
 
 def _mx(record: object) -> Mx:
+    import dns.name
+    import dns.rdtypes.ANY.MX
+
     assert isinstance(record, dns.rdtypes.ANY.MX.MX)
     exchange = record.exchange
     host = "" if exchange == dns.name.root else exchange.to_text(omit_final_dot=True).lower()
@@ -130,10 +129,14 @@ async def _host_addresses(
     listed = await _listed(hosts, host)
     if listed is not None:
         return listed
-    lookups: dict[dns.rdatatype.RdataType, Lookup] = {}
+    import dns.rdatatype
 
-    async def one(rdtype: dns.rdatatype.RdataType) -> None:
-        lookups[rdtype] = await resolver.query(host, rdtype, timeout=clock.left())
+    lookups: dict[str, Lookup] = {}
+
+    async def one(rdtype: str) -> None:
+        lookups[rdtype] = await resolver.query(
+            host, dns.rdatatype.RdataType[rdtype], timeout=clock.left()
+        )
 
     async with trio.open_nursery() as nursery:
         for rdtype in _ADDRESS_TYPES:
@@ -145,7 +148,7 @@ async def _host_addresses(
         if lookup.status is LookupStatus.FOUND:
             addresses += [record.to_text() for record in lookup.records]
         elif lookup.status is LookupStatus.ERROR:
-            errors.append(f"{dns.rdatatype.to_text(rdtype)} {lookup.reason or 'failed'}")
+            errors.append(f"{rdtype} {lookup.reason or 'failed'}")
     return HostAddresses(tuple(addresses), ", ".join(errors) or None)
 
 
@@ -185,6 +188,11 @@ async def resolve_route(
     ``family``: :func:`family_limit`.  ``prefer``: the family tried first (IPv6,
     as RFC 8305 and OpenSMTPD portable).  ``rng``: for the order of equal MXs.
     """
+    import dns.exception
+    import dns.name
+    import dns.rdatatype
+    import dns.rdtypes.ANY.MX
+
     literal = parse_literal(domain)
     if literal is not None:
         return literal_route(domain, literal, our_addresses=our_addresses, family=family)

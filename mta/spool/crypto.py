@@ -5,15 +5,18 @@ An encrypted file is ``0x01 | 12-byte random IV | AES-256-GCM ciphertext |
 32 raw bytes.  Buffers are sealed in one call; messages are sealed as they
 arrive with :class:`StreamEncryptor` and opened with :class:`StreamDecryptor`,
 whose output is only trustworthy once :meth:`StreamDecryptor.finalize` passed.
+
+``cryptography`` is imported at the first use: a spool without a key never
+loads it.
 """
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 __all__ = [
     "HEADER_SIZE",
@@ -52,6 +55,8 @@ def check_key(key: bytes) -> bytes:
 
 def encrypt(key: bytes, plain: bytes) -> bytes:
     """Seal ``plain`` in one framed buffer."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     iv = os.urandom(IV_SIZE)
     return bytes([VERSION]) + iv + AESGCM(key).encrypt(iv, plain, None)
 
@@ -62,10 +67,20 @@ def decrypt(key: bytes, data: bytes) -> bytes:
         raise CryptoError("encrypted file too short")
     if data[0] != VERSION:
         raise CryptoError(f"unknown encryption version {data[0]}")
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     try:
         return AESGCM(key).decrypt(data[1:HEADER_SIZE], data[HEADER_SIZE:], None)
     except InvalidTag:
         raise CryptoError("authentication failed (corrupt data or wrong key)") from None
+
+
+def _gcm(key: bytes, iv: bytes, tag: bytes | None = None) -> Cipher[modes.GCM]:
+    """An AES-256-GCM cipher (``encryptor()`` / ``decryptor()`` to use it)."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    return Cipher(algorithms.AES(key), modes.GCM(iv, tag))
 
 
 class StreamEncryptor:
@@ -76,7 +91,7 @@ class StreamEncryptor:
 
     def __init__(self, key: bytes) -> None:
         iv = os.urandom(IV_SIZE)
-        self._ctx = Cipher(algorithms.AES(key), modes.GCM(iv)).encryptor()
+        self._ctx = _gcm(key, iv).encryptor()
         self._header: bytes | None = bytes([VERSION]) + iv
         self._size = 0
 
@@ -113,12 +128,14 @@ class StreamDecryptor:
             raise CryptoError("encrypted file too short")
         if header[0] != VERSION:
             raise CryptoError(f"unknown encryption version {header[0]}")
-        self._ctx = Cipher(algorithms.AES(key), modes.GCM(header[1:], tag)).decryptor()
+        self._ctx = _gcm(key, header[1:], tag).decryptor()
 
     def update(self, data: bytes) -> bytes:
         return self._ctx.update(data)
 
     def finalize(self) -> bytes:
+        from cryptography.exceptions import InvalidTag
+
         try:
             return self._ctx.finalize()
         except InvalidTag:

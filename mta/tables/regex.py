@@ -12,11 +12,15 @@ matches any character, newline included, as in POSIX.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
-import re2
 
 from mta.errors import TableError
 from mta.tables.posixre import translate
+
+if TYPE_CHECKING:  # RE2 is imported with the first regex table
+    import re2
 
 __all__ = ["MAX_PATTERN_LENGTH", "MAX_SUBJECT_LENGTH", "Regex", "compile_regex"]
 
@@ -56,6 +60,8 @@ def compile_regex(pattern: str) -> Regex:
     regex, or that RE2 cannot compile, is a TableError giving the reason."""
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise TableError(f"regex too long ({len(pattern)} characters)")
+    import re2
+
     body = pattern[4:] if pattern.startswith("(?i)") else pattern
     options = re2.Options()
     options.case_sensitive = False

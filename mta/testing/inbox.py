@@ -17,20 +17,18 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime
-import email.policy
 import threading
 import time
 from collections.abc import Callable, Iterable
-from email.message import EmailMessage
-from email.parser import BytesParser
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
-__all__ = ["Inbox", "ReceivedMessage"]
+if TYPE_CHECKING:  # the email package comes with the first message read
+    from email.message import EmailMessage
 
-_PARSER = BytesParser(policy=email.policy.default)
+__all__ = ["Inbox", "ReceivedMessage"]
 
 
 @attrs.frozen
@@ -46,7 +44,12 @@ class ReceivedMessage:
     @property
     def message(self) -> EmailMessage:
         """The content parsed (``email.policy.default``, with ``\n`` line ends)."""
-        parsed = _PARSER.parsebytes(self.raw.replace(b"\r\n", b"\n"))
+        import email.policy
+        from email.message import EmailMessage
+        from email.parser import BytesParser
+
+        parser = BytesParser(policy=email.policy.default)
+        parsed = parser.parsebytes(self.raw.replace(b"\r\n", b"\n"))
         assert isinstance(parsed, EmailMessage)
         return parsed
 

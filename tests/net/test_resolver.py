@@ -16,6 +16,7 @@ from mta.net.resolver import (
     Nameserver,
     load_nameservers,
     parse_nameservers,
+    resolv_conf_nameservers,
 )
 from tests.net.dnsserver import Behaviour, DnsServer
 
@@ -164,3 +165,23 @@ async def test_ipv6_nameserver_from_env(nursery: trio.Nursery) -> None:
     assert resolver is not None
     result = await resolver.query("v6.example.org", dns.rdatatype.AAAA)
     assert [r.to_text() for r in result.records] == ["2001:db8::25"]
+
+
+def test_resolv_conf_nameservers_as_the_resolver_library_reads_them() -> None:
+    text = (
+        "# nameserver 192.0.2.9\n"
+        "; nameserver 192.0.2.8\n"
+        "search example.org\n"
+        "nameserver 192.0.2.1\n"
+        "  nameserver\t2001:db8::1   # trailing words are ignored\n"
+        "nameserver\n"
+        "nameservers 192.0.2.7\n"
+        "options timeout:1\n"
+    )
+    assert resolv_conf_nameservers(text) == ["192.0.2.1", "2001:db8::1"]
+
+
+def test_unusable_resolv_conf_entries_are_skipped(tmp_path: Path) -> None:
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 192.0.2.300\nnameserver not-an-address\nnameserver ::1\n")
+    assert load_nameservers({}, str(conf)) == (Nameserver("::1", 53),)

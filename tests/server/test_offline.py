@@ -13,7 +13,8 @@ import trio
 
 from mta.enqueue.compose import Content
 from mta.enqueue.offline import OfflineEnvelope, is_offline_name, read_offline, write_offline
-from mta.server.offline import Resubmitted, resubmit_file, run_offline_scan
+from mta.server.offline import run_offline_scan
+from mta.server.resubmit import Resubmitted, resubmit_file
 from tests.e2e.daemon import Daemon
 from tests.enqueue.daemons import queued, running
 
