@@ -78,7 +78,9 @@ class MailServer:
     ``listen on``) it runs that configuration, and whatever its actions
     deliver locally is also in :attr:`inbox`.  ``hostname``: the server's
     name (its banner and ``Received:`` lines).  ``web``: also serve the web
-    inbox (:attr:`web_url`).  A context manager, or :meth:`start` / :meth:`stop`.
+    inbox (:attr:`web_url`) on loopback, at a port the system picks (a
+    ``web inbox on`` line in ``config`` serves it where and as that line
+    says).  A context manager, or :meth:`start` / :meth:`stop`.
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class MailServer:
         self._faults = FaultSet()  # what the sessions ask (mta.testing.faults)
         self._address: tuple[str, int] | None = None
         self._web_address: tuple[str, int] | None = None
+        self._web_at: tuple[str, int] | None = None  # where to serve the web inbox, if anywhere
         self._stop: trio.Event | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._thread: threading.Thread | None = None
@@ -112,8 +115,10 @@ class MailServer:
 
     @property
     def web_url(self) -> str:
-        """The web inbox, ``http://127.0.0.1:PORT/`` (a server started with ``web=True``)."""
-        if not self.web:
+        """The web inbox, ``http://127.0.0.1:PORT/`` (a server started with
+        ``web=True``, or whose configuration has a ``web inbox on`` line: then
+        at that line's address and port)."""
+        if not self.web and self._web_at is None:
             raise MTAError("this server has no web inbox: start it with MailServer(web=True)")
         if self._web_address is None:
             raise MTAError("the server is not running")
@@ -230,10 +235,14 @@ class MailServer:
 
     def _prepare(self) -> tuple[Config, list[Bound], str]:
         """The checked configuration, its sockets bound, and a new spool directory."""
-        if self.web:
-            _optional("mta.testing.web", "the web inbox")
         text = catch_all_config(LOOPBACK) if self.config is None else self.config
         config = load_text(text, CONFIG_NAME, hostname=self.hostname).config
+        self._web_at = (LOOPBACK, 0) if self.web else None
+        if config.web is not None:  # the configuration's line: its address, port and bound
+            self._web_at = (config.web.address, config.web.port)
+            self.inbox.keep = config.web.keep
+        if self._web_at is not None:
+            _optional("mta.testing.web", "the web inbox")
         bound = bind_network(config)
         if not bound:
             raise MTAError("the configuration has no 'listen on': the test server cannot take mail")
@@ -264,9 +273,9 @@ class MailServer:
             )
             self._stop = trio.Event()
             async with trio.open_nursery() as outer:
-                if self.web:
+                if self._web_at is not None:
                     web = _optional("mta.testing.web", "the web inbox")
-                    self._web_address = await outer.start(web.serve_web, self.inbox, LOOPBACK, 0)
+                    self._web_address = await outer.start(web.serve_web, self.inbox, *self._web_at)
                 async with trio.open_nursery() as inner:
                     running: Running = await inner.start(
                         partial(serve_daemon, config, options, bound=bound)

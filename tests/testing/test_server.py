@@ -227,6 +227,22 @@ def test_a_port_in_use_is_a_clear_error() -> None:
             MailServer(config).start()
 
 
+def test_a_web_inbox_line_in_the_configuration_is_served(shared: pathlib.Path) -> None:
+    if importlib.util.find_spec("mta.testing.web") is None:
+        pytest.skip("the web extra is not installed")
+    config = "web inbox on 127.0.0.1 port 0 keep 2\n" + _delivery_config(shared)
+    with MailServer(config) as server:
+        assert server.web_url.startswith("http://127.0.0.1:")
+        for n in range(3):  # one at a time: the queue may deliver a batch in any order
+            send(server, ["alice@example.com"], f"number {n}")
+            server.inbox.wait(subject=f"number {n}")
+        with urllib.request.urlopen(server.web_url + "api/messages", timeout=5) as response:
+            listed = json.load(response)
+        # the line's keep bounds the inbox: the oldest went first
+        assert [m["subject"] for m in listed] == ["number 2", "number 1"]
+        assert [m.subject for m in server.inbox.messages] == ["number 1", "number 2"]
+
+
 def test_web_url_needs_web_true() -> None:
     with MailServer() as server, pytest.raises(MTAError, match="web=True"):
         server.web_url  # noqa: B018
