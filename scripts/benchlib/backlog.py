@@ -9,15 +9,16 @@ envelope waits for its retry (OpenSMTPD's relay ladder: the second try 400 s
 after the envelope was queued).  The build waits for every first try, then
 stops the daemon.
 
-Then two daemons take turns, round after round: one on an empty spool, one on
-a fresh copy (``cp -a``) of the built spool, so every round starts from the
-same state.  Each is started as the throughput section starts ``mta``
-(``-P mda``, ``MTA_DNS=none``, a free loopback port) with the backlog's
-smtpd.conf; its startup is timed from exec to ``mta: ready`` in its log, its
-resident memory read once it answers, then smtp-source runs a warm-up and the
-timed load.  A round counts only when the daemon recovered the whole backlog
-and recorded every message that got a 250; relay attempts during a round
-(the backlog's retries came due: the rounds ran too long after the build)
+Then two daemons take turns, round after round (the empty one first in odd
+rounds, second in even ones): one on an empty spool, one on a fresh copy
+(``cp -a``) of the built spool, so every round starts from the same state.
+Each is started as the throughput section starts ``mta`` (``-P mda``,
+``MTA_DNS=none``, a free loopback port) with the backlog's smtpd.conf; its
+startup is timed from exec to ``mta: ready`` in its log, its resident memory
+read once it answers, then smtp-source runs a warm-up and the timed load.  A
+round counts only when the daemon recovered the whole backlog and recorded
+every message that got a 250; relay attempts during a round (the backlog's
+retries came due: the rounds ran too long after the build)
 are reported with it.  The report is :mod:`benchlib.backlog_report`.
 """
 
@@ -241,7 +242,8 @@ def _measure_pair(
     pair.build_seconds = time.monotonic() - start
     log(f"backlog {envelopes}: built in {pair.build_seconds:.1f} s")
     for attempt in range(1, settings.repeat + 1):
-        for series, spool in ((pair.empty, None), (pair.backlog, built)):
+        order = [(pair.empty, None), (pair.backlog, built)]
+        for series, spool in order if attempt % 2 else reversed(order):
             if series.failed:
                 continue
             label = f"round {attempt} of {settings.repeat}"
