@@ -203,3 +203,23 @@ def test_a_small_backlog_is_built_once_and_every_round_starts_from_it(tmp_path: 
     # the copies are gone, the build is kept for the next round
     assert (built / "spool").is_dir()
     assert not any((tmp_path / "200").glob("*-*/spool"))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--backlog", "150"],
+        ["--backlog", "0"],
+        ["--backlog", "1000,x"],
+        ["--backlog-retrying", "1.5"],
+        ["--relay-sessions", "4,x"],
+    ],
+)
+def test_the_harness_refuses_a_backlog_it_cannot_build(
+    options: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused before anything runs (exit status 2, the harness could not run)."""
+    main = oracles.scripts_module("benchlib.main")
+    assert main.main(["--sections", "backlog", *options]) == 2
+    err = capsys.readouterr().err
+    assert "--backlog" in err or "--relay-sessions" in err
