@@ -44,6 +44,7 @@ __all__ = [
     "BacklogSettings",
     "backlog_config",
     "build_plan",
+    "build_timeout",
     "measure_backlog",
 ]
 
@@ -52,6 +53,7 @@ RELAY_DOMAIN = "relay.test"  # its recipients are relayed (to a port nothing lis
 READY = "mta: ready"
 SETTLE = 0.5  # seconds between ready and reading the daemon's memory
 WARM = 200  # warm-up messages per round, at most
+BUILD_RATE = 20.0  # envelopes per second a build step is given at least (see build_timeout)
 _RECOVERED = re.compile(r"spool: recovered .*\benvelopes=(\d+)")
 _ATTEMPT = " mta delivery evpid="
 
@@ -65,7 +67,7 @@ class BacklogSettings:
     size: int  # message body bytes
     sessions: int
     repeat: int
-    timeout: float  # seconds per run (and per build step)
+    timeout: float  # seconds per run (a build step may take longer: build_timeout)
     mta: Path
     retrying: float  # share of the backlog waiting for a retry, 0..1
     address: str  # sender, and the local recipient of the timed runs
@@ -102,6 +104,12 @@ def build_plan(envelopes: int, retrying: float) -> tuple[int, int]:
     return messages - relayed, relayed
 
 
+def build_timeout(envelopes: int, timeout: float) -> float:
+    """Seconds for one step of a build of ``envelopes``: ``timeout``, or more for a
+    large one (each relayed envelope's failed try is a durable envelope rewrite)."""
+    return max(timeout, envelopes / BUILD_RATE)
+
+
 def _daemon(workdir: Path, spool: Path, port: int, settings: BacklogSettings) -> Server:
     env = dict(os.environ)
     env["MTA_DNS"] = "none"
@@ -124,8 +132,10 @@ def _load(
     messages: int,
     recipient: str,
     recipients: int = 1,
+    timeout: float | None = None,
 ) -> float:
-    """One smtp-source run at the section's sessions and size; its seconds."""
+    """One smtp-source run at the section's sessions and size (``timeout``: the
+    section's unless given); its seconds."""
     return run_load(
         source,
         port,
@@ -134,7 +144,7 @@ def _load(
         size=settings.size,
         sender=settings.address,
         recipient=recipient,
-        timeout=settings.timeout,
+        timeout=settings.timeout if timeout is None else timeout,
         recipients=recipients,
     ).seconds
 
@@ -157,16 +167,18 @@ def _build(
     port = free_port()
     (workdir / "smtpd.conf").write_text(backlog_config(port, relay_port, workdir / "Maildir"))
     spool = workdir / "spool"
+    timeout = build_timeout(envelopes, settings.timeout)
     with _daemon(workdir, spool, port, settings) as server:
         server.start()
         for count, domain in ((local, "localhost"), (relayed, RELAY_DOMAIN)):
             if count:
-                _load(source, port, settings, count, f"{BENCH_USER}@{domain}", RECIPIENTS)
-        tries, deadline = relayed * RECIPIENTS, time.monotonic() + settings.timeout
+                rcpt = f"{BENCH_USER}@{domain}"
+                _load(source, port, settings, count, rcpt, RECIPIENTS, timeout)
+        tries, deadline = relayed * RECIPIENTS, time.monotonic() + timeout
         while (n := _log_count(server, _ATTEMPT)) < tries:
             server.check_alive()
             if time.monotonic() > deadline:
-                raise _BuildError(f"{n} of {tries} first relay tries within {settings.timeout:g} s")
+                raise _BuildError(f"{n} of {tries} first relay tries within {timeout:g} s")
             time.sleep(0.2)
     queued = _log_count(server, " smtp envelope evpid=")
     if queued != envelopes or n != tries:

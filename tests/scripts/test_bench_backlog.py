@@ -81,6 +81,11 @@ def test_the_build_plan_makes_the_envelopes_asked_for(
     assert sum(got) * backlog.RECIPIENTS == envelopes
 
 
+def test_a_large_build_is_given_more_time_than_a_run() -> None:
+    assert backlog.build_timeout(1000, 300.0) == 300.0
+    assert backlog.build_timeout(100_000, 300.0) == 100_000 / backlog.BUILD_RATE
+
+
 @pytest.mark.parametrize(("envelopes", "retrying"), [(150, 0.1), (0, 0.1), (1000, 1.5)])
 def test_a_build_plan_that_cannot_be_made_is_refused(envelopes: int, retrying: float) -> None:
     with pytest.raises(ValueError, match=r"between 0 and 1|multiple of"):
