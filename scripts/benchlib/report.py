@@ -239,10 +239,9 @@ def _throughput_lines(
     floor = next((r for r in others if r.name == "floor"), None)
     rival = next((r for r in others if r.name != "floor"), None)
     if floor is not None and rival is not None:
-        best = [_ratio(floor.rates.get(c), rival.rates.get(c)) + f" at {c}" for c in concurrencies]
+        rs = [_ratio(floor.rates.get(c), rival.rates.get(c)) + f" at {c}" for c in concurrencies]
         lines.append(
-            f"  floor/{rival.name} (the most any server this durable could reach): "
-            + ", ".join(best)
+            f"  floor/{rival.name} (the most any server this durable could reach): " + ", ".join(rs)
         )
     cpu = [
         r.name + " " + ", ".join(f"{ms:.2f} at {c}" for c, ms in sorted(r.cpu_ms.items()))
