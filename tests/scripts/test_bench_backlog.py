@@ -109,6 +109,20 @@ def test_wait_log_sees_the_line_when_it_is_written_and_fails_when_it_never_is(
         dead.wait_log("mta: ready", timeout=20)
 
 
+def test_the_line_counter_counts_each_whole_line_once(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    counter = backlog.LineCounter(log, " mta delivery evpid=")
+    assert counter.count() == 0  # no log yet
+    with open(log, "wb") as f:
+        f.write(b"1 mta delivery evpid=1 result=TempFail\n2 smtp message\n3 mta deliv")
+        f.flush()
+        assert counter.count() == 1
+        f.write(b"ery evpid=3 result=TempFail\n")
+        f.flush()
+        assert counter.count() == 2
+        assert counter.count() == 2
+
+
 def test_memory_per_envelope_is_the_difference_over_the_envelopes() -> None:
     assert breport.per_envelope_kib(40_960, 20_480, 10_000) == pytest.approx(2.048)
     assert breport.per_envelope_kib(20_000, 20_480, 1000) == pytest.approx(-0.48)
