@@ -8,7 +8,7 @@ userbase, as uid 65534, one Maildir); relay's sends everything to
 Every run is one fresh driver process (:mod:`benchlib.delivery_run`) under
 ``unshare -m -n`` with a fresh spool and an empty Maildir (or a fresh
 smtp-sink in the same namespace); the servers take turns, round after round,
-and each one's fastest complete run counts.  The Maildir lives in a sticky
+and the median of each one's complete runs counts.  The Maildir lives in a sticky
 world-writable directory under /tmp so that uid 65534 may create it whatever
 the repository's permissions.  Needs root; otherwise the section says why it
 was skipped.
@@ -132,11 +132,9 @@ def _record(
         return False
     if outcome.results.get("Ok", 0) != n:
         result.notes.append(f"{label}: {outcome.results.get('Ok', 0)} result=Ok log lines for {n}")
-    result.runs.setdefault(sessions, []).append(outcome.seconds)
-    if outcome.seconds < result.seconds.get(sessions, float("inf")):
-        result.seconds[sessions] = outcome.seconds
-        result.sent_seconds[sessions] = outcome.sent_seconds or 0.0
-        result.cpu_ms[sessions] = outcome.cpu_seconds * 1000 / n
+    result.record(
+        sessions, outcome.seconds, outcome.sent_seconds or 0.0, outcome.cpu_seconds * 1000 / n
+    )
     return True
 
 

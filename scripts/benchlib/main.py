@@ -3,9 +3,10 @@
 Six sections (``--sections``).  Throughput: every peer's server (``mta``
 and aiosmtpd) runs in a fresh process on a free loopback port: a warm-up run
 each, then the timed smtp-source runs take turns (each round, each
-concurrency, each peer), so both see the same machine; the best run of each
-counts.  Memory: in another fresh process per peer, its resident memory
-before and with N idle sessions open.  Delivery: mta against OpenSMTPD, from
+concurrency, each peer), so both see the same machine; every run is printed
+and the median of each counts (so in every section).  Memory: in another
+fresh process per peer, its resident memory before and with N idle sessions
+open.  Delivery: mta against OpenSMTPD, from
 the first connection until every message is in the Maildir, each run in
 private namespaces (:mod:`benchlib.delivery`; skipped, saying why, when not
 root).  Relay: the same, but the servers relay every message to Postfix's
@@ -13,7 +14,10 @@ smtp-sink in the namespace, until it has received them all.  Filters:
 acceptance throughput with filters on the listener, mta against OpenSMTPD
 with Debian's filter-dkimsign, and mta with a chain of builtin filters
 against none, each run in private namespaces (:mod:`benchlib.filters`;
-skipped, saying why, when not root).  Exit status: 0
+skipped, saying why, when not root).  Startup: how soon mta.testing.MailServer
+is ready, against aiosmtpd's Controller (:mod:`benchlib.startup`).  Backlog:
+acceptance on a daemon whose spool already holds many queued envelopes,
+against an empty spool (:mod:`benchlib.backlog`).  Exit status: 0
 when every server ran (targets missed or not), 1 when one failed to run, 2
 when the harness itself could not run.
 """
@@ -33,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from benchlib.backlog import RECIPIENTS, BacklogSettings, measure_backlog
+from benchlib.backlog_report import BacklogPair, format_backlog
 from benchlib.delivery import DeliveryFigure, DeliverySettings, measure_delivery
 from benchlib.filters import CHAIN, FilterFigure, FilterSettings, measure_filters
 from benchlib.filters_report import format_filters
@@ -48,9 +54,10 @@ __all__ = ["main"]
 REPO = Path(__file__).resolve().parents[2]
 ADDRESS = f"{BENCH_USER}@localhost"
 HARNESS_PID = "harness.pid"
-SECTIONS = ("throughput", "memory", "delivery", "relay", "filters", "startup")
+SECTIONS = ("throughput", "memory", "delivery", "relay", "filters", "startup", "backlog")
 STARTS = 20  # further servers started per startup run
 END_TO_END = (DELIVERY, RELAY)
+BACKLOG_SESSIONS = 4
 
 
 def log(msg: str) -> None:
@@ -81,13 +88,29 @@ def _parser() -> argparse.ArgumentParser:
         "--repeat",
         type=int,
         default=3,
-        help="timed rounds per concurrency; the best counts, the median in filters (3)",
+        help="timed rounds per concurrency (and per backlog); the median counts (3)",
     )
     p.add_argument("--idle", type=int, default=1000, help="idle sessions for memory (1000)")
     p.add_argument(
         "--delivery-sessions",
+        default="4,10,50",
+        help="comma-separated concurrencies of the delivery runs (default 4,10,50)",
+    )
+    p.add_argument(
+        "--relay-sessions",
         default="4",
-        help="comma-separated concurrencies of the delivery and relay runs (default 4)",
+        help="comma-separated concurrencies of the relay runs (default 4)",
+    )
+    p.add_argument(
+        "--backlog",
+        help="comma-separated envelopes already queued, one backlog figure each"
+        " (default 10000,100000; 1000,10000 with --quick)",
+    )
+    p.add_argument(
+        "--backlog-retrying",
+        type=float,
+        default=0.1,
+        help="share of the backlog waiting for a retry, the rest paused (default 0.1)",
     )
     p.add_argument(
         "--filter-sessions",
@@ -142,7 +165,7 @@ def _throughput(
 ) -> None:
     """Every peer's server runs at once; the timed runs take turns (for each round,
     each concurrency, each peer), so a machine that gets slower or faster during
-    the benchmark weighs on every peer alike.  The best run of each counts."""
+    the benchmark weighs on every peer alike.  The median of each one's runs counts."""
     with contextlib.ExitStack() as stack:
         runs: list[_Run] = []
         for peer, result, workdir in runs_of:
@@ -195,7 +218,7 @@ def _timed(
     load: Callable[[_Run, int, int], float],
     args: argparse.Namespace,
 ) -> None:
-    """One timed run of ``run``'s server at ``c`` sessions; its best rate is kept."""
+    """One timed run of ``run``'s server at ``c`` sessions, recorded in its result."""
     result, server = run.result, run.server
     cpu0 = server.cpu_seconds()
     try:
@@ -209,9 +232,7 @@ def _timed(
             run.dead = True
         return
     rate = args.messages / seconds
-    if rate > result.rates.get(c, 0.0):
-        result.rates[c] = rate
-        result.cpu_ms[c] = (server.cpu_seconds() - cpu0) * 1000 / args.messages
+    result.record(c, rate, (server.cpu_seconds() - cpu0) * 1000 / args.messages)
     label = f" (run {attempt} of {args.repeat})" if args.repeat > 1 else ""
     log(
         f"{run.peer.name}: {c} sessions: {args.messages} messages in {seconds:.2f} s"
@@ -293,18 +314,39 @@ def _filters(
     return measure_filters(source, workroot, settings, log)
 
 
+def _backlog(
+    source: SmtpSource, workroot: Path, args: argparse.Namespace, sizes: list[int]
+) -> list[BacklogPair]:
+    settings = BacklogSettings(
+        sizes=sizes,
+        messages=args.messages,
+        size=args.size,
+        sessions=BACKLOG_SESSIONS,
+        repeat=args.repeat,
+        timeout=args.timeout,
+        mta=args.mta,
+        retrying=args.backlog_retrying,
+        address=ADDRESS,
+    )
+    return measure_backlog(source, workroot, settings, log)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.messages is None:
         args.messages = 300 if args.quick else 2000
+    if args.backlog is None:
+        args.backlog = "1000,10000" if args.quick else "10000,100000"
     try:
         concurrencies = _numbers(args.sessions)
         delivery_at = _numbers(args.delivery_sessions)
+        end_at = {DELIVERY.name: delivery_at, RELAY.name: _numbers(args.relay_sessions)}
         filters_at = _numbers(args.filter_sessions)
+        backlogs = _numbers(args.backlog)
     except ValueError as exc:
         log(
-            "--sessions, --delivery-sessions, --filter-sessions want numbers separated"
-            f" by commas: {exc}"
+            "--sessions, --delivery-sessions, --relay-sessions, --filter-sessions, --backlog"
+            f" want numbers separated by commas: {exc}"
         )
         return 2
     sections = {n.strip() for n in args.sections.split(",") if n.strip()}
@@ -316,14 +358,30 @@ def main(argv: list[str] | None = None) -> int:
     if (
         not peers
         or len(peers) != len(wanted)
-        or min(concurrencies + delivery_at + filters_at, default=0) < 1
+        or min(concurrencies + delivery_at + end_at[RELAY.name] + filters_at, default=0) < 1
     ):
         log(f"--peers must name some of {', '.join(p.name for p in PEERS)}; sessions >= 1")
         return 2
-    if args.repeat < 1 or args.messages < 1 or args.idle < 0 or not delivery_at or not filters_at:
+    if (
+        args.repeat < 1
+        or args.messages < 1
+        or args.idle < 0
+        or not all(end_at.values())
+        or not filters_at
+    ):
         log(
-            "--repeat, --messages, --delivery-sessions, --filter-sessions must be at least 1,"
-            " --idle at least 0"
+            "--repeat, --messages, --delivery-sessions, --relay-sessions, --filter-sessions"
+            " must be at least 1, --idle at least 0"
+        )
+        return 2
+    if (
+        not backlogs
+        or any(n <= 0 or n % RECIPIENTS for n in backlogs)
+        or not 0 <= args.backlog_retrying <= 1
+    ):
+        log(
+            f"--backlog wants positive multiples of {RECIPIENTS} envelopes,"
+            " --backlog-retrying a share from 0 to 1"
         )
         return 2
     if "throughput" not in sections:
@@ -353,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     figures: list[tuple[EndToEnd, DeliveryFigure]] = []
     filter_figure: FilterFigure | None = None
     startup: StartupFigure | None = None
+    backlog: list[BacklogPair] | None = None
     try:
         if concurrencies:
             runs_of = []
@@ -368,12 +427,15 @@ def main(argv: list[str] | None = None) -> int:
                 _memory(peer, result, mem, args)
         for kind in END_TO_END:
             if kind.name in sections:
-                figure = _end_to_end(kind, source, workroot / kind.name, args, delivery_at)
+                at = end_at[kind.name]
+                figure = _end_to_end(kind, source, workroot / kind.name, args, at)
                 figures.append((kind, figure))
         if "filters" in sections:
             filter_figure = _filters(source, workroot / "filters", args, filters_at)
         if "startup" in sections:
             startup = measure_startup(args.repeat, STARTS, log)
+        if "backlog" in sections:
+            backlog = _backlog(source, workroot / "backlog", args, backlogs)
     finally:
         if args.keep:
             (workroot / HARNESS_PID).unlink()
@@ -403,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
                 figure.results,
                 messages=args.messages,
                 size=args.size,
-                concurrencies=delivery_at,
+                concurrencies=end_at[kind.name],
                 tool=tool,
                 reference=figure.reference,
                 repeat=args.repeat,
@@ -429,8 +491,20 @@ def main(argv: list[str] | None = None) -> int:
         )
     if startup is not None:
         report.append(format_startup(startup, STARTS))
+    if backlog is not None:
+        report.append(
+            format_backlog(
+                backlog,
+                messages=args.messages,
+                size=args.size,
+                sessions=BACKLOG_SESSIONS,
+                tool=tool,
+                repeat=args.repeat,
+            )
+        )
     print("\n".join(report), flush=True)
     failed = filter_figure is not None and filter_figure.failed
+    failed = failed or any(p.empty.failed or p.backlog.failed for p in backlog or [])
     failed = failed or (startup is not None and bool(startup.errors))
     if failed or any(r.failed for r in results) or any(f.failed for _, f in figures):
         if not args.keep:

@@ -196,6 +196,7 @@ class Server:
         self.env = env
         self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
+        self.launched_at = 0.0  # monotonic, set by launch()
 
     @property
     def pid(self) -> int:
@@ -205,7 +206,13 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> str:
         """Start it and wait until it sends a 220 banner; return the banner."""
+        self.launch()
+        return self.wait_banner(timeout)
+
+    def launch(self) -> None:
+        """Start the process; ``launched_at`` is the monotonic time just before."""
         with open(self.log_path, "ab") as log:
+            self.launched_at = time.monotonic()
             try:
                 self.process = subprocess.Popen(
                     self.argv,
@@ -219,6 +226,9 @@ class Server:
                 )
             except OSError as exc:
                 raise ServerError(f"cannot run {self.argv[0]}: {exc}") from exc
+
+    def wait_banner(self, timeout: float = 30.0) -> str:
+        """Wait until the launched server sends a 220 banner; return the banner."""
         deadline = time.monotonic() + timeout
         last = "no answer"
         while time.monotonic() < deadline:
@@ -233,6 +243,25 @@ class Server:
                 raise ServerError(f"banner is not 220: {banner!r}")
             return banner
         raise ServerError(f"no banner on port {self.port} within {timeout:g} s ({last})")
+
+    def wait_log(self, text: str, timeout: float, poll: float = 0.005) -> float:
+        """Wait until ``text`` is in the log; the monotonic time it was first seen
+        (within ``poll`` seconds of its writing).  ServerError if the process died
+        or the time is up."""
+        deadline = time.monotonic() + timeout
+        needle = text.encode()
+        with open(self.log_path, "rb") as log:
+            tail = b""
+            while True:
+                chunk = log.read()
+                now = time.monotonic()
+                if needle in tail + chunk:
+                    return now
+                tail = (tail + chunk)[-len(needle) :]
+                self.check_alive()
+                if now > deadline:
+                    raise ServerError(f"no {text!r} in its log within {timeout:g} s")
+                time.sleep(poll)
 
     def check_alive(self) -> None:
         if self.process is not None and self.process.poll() is not None:

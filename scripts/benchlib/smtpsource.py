@@ -30,6 +30,7 @@ __all__ = [
     "SmtpSource",
     "cached",
     "fetch",
+    "numbered_recipients",
     "run_load",
     "sink_count",
     "sink_server",
@@ -76,8 +77,13 @@ class SmtpSource:
         sender: str,
         recipient: str,
         host: str = "127.0.0.1",
+        recipients: int = 1,
     ) -> list[str]:
-        """The command line: one recipient per message (``-r 1``), a new connection each."""
+        """The command line: one recipient per message (``-r 1``), a new connection each.
+
+        With ``recipients`` N > 1 each message goes to N recipients: smtp-source
+        sends ``N<recipient>``, ``N-1<recipient>`` ... ``2<recipient>``, then
+        ``<recipient>`` (:func:`numbered_recipients`)."""
         return [
             str(self.binary),
             "-s",
@@ -87,7 +93,7 @@ class SmtpSource:
             "-l",
             str(size),
             "-r",
-            "1",
+            str(recipients),
             "-f",
             sender,
             "-t",
@@ -96,6 +102,11 @@ class SmtpSource:
             "bench.localhost",
             f"{host}:{port}",
         ]
+
+
+def numbered_recipients(local: str, count: int) -> list[str]:
+    """The local parts smtp-source gives ``count`` recipients of ``local``."""
+    return [f"{n}{local}" for n in range(count, 1, -1)] + [local]
 
 
 @dataclass(frozen=True)
@@ -229,6 +240,7 @@ def run_load(
     sender: str,
     recipient: str,
     timeout: float,
+    recipients: int = 1,
 ) -> LoadResult:
     """Send ``messages`` messages over ``sessions`` parallel sessions; wall-clock timed.
 
@@ -236,7 +248,13 @@ def run_load(
     expected success, so a zero exit means every message got its 250.
     """
     argv = source.command(
-        port, sessions=sessions, messages=messages, size=size, sender=sender, recipient=recipient
+        port,
+        sessions=sessions,
+        messages=messages,
+        size=size,
+        sender=sender,
+        recipient=recipient,
+        recipients=recipients,
     )
     start = time.monotonic()
     proc = subprocess.Popen(

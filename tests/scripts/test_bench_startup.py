@@ -24,6 +24,8 @@ def test_the_report_gives_medians_ratios_and_targets() -> None:
     assert imports.split()[1:] == ["300.00", "30.00", "10.0x"]  # medians in ms, the ratio
     assert "FAIL  import + first server ready: 320.0 ms" in text
     assert "FAIL  a further server ready: 14.0 ms" in text
+    assert "  mta       210 / 8.00, 430 / 20.00" in text  # every run, in order
+    assert "  aiosmtpd  32 / 0.50" in text
 
 
 def test_one_fresh_run_of_each_server_measures_something() -> None:
