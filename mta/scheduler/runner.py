@@ -51,7 +51,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 import trio
@@ -62,6 +62,9 @@ from mta.envelope import DsnNotify, Envelope, EnvelopeKind
 from mta.errors import CorruptMessage, SpoolError, SpoolNotFound, TemporaryFailure
 from mta.log import get_logger, visible
 from mta.scheduler.core import Due, Scheduler, Task
+
+if TYPE_CHECKING:
+    from mta.spool.recovery import Queued
 
 __all__ = [
     "Deliver",
@@ -95,7 +98,7 @@ def duration_text(seconds: float) -> str:
     return sign + "".join(parts)
 
 
-def envelope_ttl(config: Config, envelope: Envelope) -> int:
+def envelope_ttl(config: Config, envelope: Envelope | Queued) -> int:
     """How long ``envelope`` may stay queued: its own ttl, else its action's,
     else ``queue ttl``."""
     if envelope.ttl:
@@ -120,7 +123,7 @@ class Notice:
 class QueueStore(Protocol):
     """What the runner needs of the spool (:class:`~mta.spool.spool.Spool` has it)."""
 
-    async def envelopes(self) -> list[Envelope]: ...
+    async def queued(self) -> list[Queued]: ...
 
     async def load_envelope(self, evpid: int) -> Envelope: ...
 
@@ -219,7 +222,7 @@ class QueueRunner:
 
     # -- feeding -------------------------------------------------------------
 
-    def _insert(self, envelope: Envelope) -> None:
+    def _insert(self, envelope: Envelope | Queued) -> None:
         if envelope.id in self.scheduler:
             return
         self.scheduler.insert(
@@ -263,8 +266,8 @@ class QueueRunner:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Load the queue, then serve it until cancelled or drained (:meth:`drain`)."""
-        for envelope in await self.spool.envelopes():
-            self._insert(envelope)
+        for queued in await self.spool.queued():
+            self._insert(queued)
         waiting = self.scheduler.count(EnvelopeKind.MTA)
         log.info("queue: %d envelope(s) scheduled", len(self.scheduler))
         if self.relay is None and waiting:

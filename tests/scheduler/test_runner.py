@@ -20,6 +20,7 @@ from mta.delivery.result import ESC_DELIVERY_TIME_EXPIRED, Outcome, Relayed, Res
 from mta.envelope import DsnNotify, Envelope, EnvelopeKind
 from mta.errors import SpoolError, SpoolNotFound
 from mta.scheduler.runner import Notice, QueueRunner, duration_text, envelope_ttl
+from mta.spool.recovery import Queued
 from mta.spool.spool import Spool
 from mta.status import StatusCode
 from tests.envelopes import make_envelope
@@ -77,6 +78,9 @@ class MemoryStore:
     async def envelopes(self) -> list[Envelope]:
         await trio.lowlevel.checkpoint()
         return [self.envelopes_by_id[k] for k in sorted(self.envelopes_by_id)]
+
+    async def queued(self) -> list[Queued]:
+        return [Queued.of(envelope) for envelope in await self.envelopes()]
 
     async def load_envelope(self, evpid: int) -> Envelope:
         await trio.lowlevel.checkpoint()
@@ -612,8 +616,8 @@ class CountingStore:
         self.store = store
         self.loads: list[int] = []
 
-    async def envelopes(self) -> list[Envelope]:
-        return await self.store.envelopes()
+    async def queued(self) -> list[Queued]:
+        return await self.store.queued()
 
     async def load_envelope(self, evpid: int) -> Envelope:
         self.loads.append(evpid)
