@@ -19,13 +19,16 @@ from tests.envelopes import make_envelope
 
 from .conftest import (
     KEY,
+    QUEUED_MESSAGE,
     assigned,
     bucket_path,
     encode_content,
     envelope_path,
     every_setting,
+    evpids,
     files_under,
     message_path,
+    queue_message,
     read_message,
     rewrite_message,
     seal_envelope,
@@ -34,18 +37,7 @@ from .conftest import (
 )
 from .recorder import Recorder
 
-MESSAGE = b"Received: by test\r\nSubject: s\r\n\r\n" + b"body line\r\n" * 200
-
-
-async def queue_message(spool: Spool, rcpts: int = 2) -> int:
-    txn = await spool.begin()
-    (await txn.open_message()).write(MESSAGE)
-    await txn.commit([make_envelope(f"r{n}@example.org") for n in range(rcpts)])
-    return txn.msgid
-
-
-def evpids(spool: Spool, msgid: int) -> list[int]:
-    return spool.store.envelope_ids(msgid)
+MESSAGE = QUEUED_MESSAGE
 
 
 def files_of(root: pathlib.Path, msgid: int) -> dict[str, bytes]:

@@ -24,8 +24,10 @@ from .conftest import (
     Draws,
     bucket_path,
     every_setting,
+    evpids,
     files_under,
     message_path,
+    queue_message,
     read_message,
 )
 
@@ -303,17 +305,6 @@ async def test_open_message_head_reads_the_start_and_leaves_the_rest(root: pathl
         assert head + stream.read() == MESSAGE
     with pytest.raises(SpoolNotFound):
         await spool.open_message_head(0x01020304, 30)
-
-
-async def queue_message(spool: Spool, rcpts: int) -> int:
-    txn = await spool.begin()
-    (await txn.open_message()).write(MESSAGE)
-    await txn.commit([make_envelope(f"r{n}@example.org") for n in range(rcpts)])
-    return txn.msgid
-
-
-def evpids(spool: Spool, msgid: int) -> list[int]:
-    return spool.store.envelope_ids(msgid)
 
 
 async def test_the_scheduler_gets_what_recovery_read_without_reading_it_again(
