@@ -284,7 +284,7 @@ class Scheduler:
             ctime + ttl,
             retry=retry,
             last_bounce=last_bounce,
-            sched=ctime + base * retry * retry,
+            sched=ctime + base * retry * retry if retry else ctime,  # one int object
         )
         self._entries[evpid] = entry
         siblings = self._by_msgid.get(evpid >> 32)
