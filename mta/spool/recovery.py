@@ -28,10 +28,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import stat
 import zlib
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import attrs
 
@@ -56,6 +60,7 @@ __all__ = ["Quarantined", "Queued", "RecoveryReport", "recover"]
 
 log = logging.getLogger("mta.spool")
 
+SMALL_FILE = 256 * 1024  # message files up to this size are read whole, at once
 V1_MESSAGE = "message"  # the content file of a format 1 message directory
 V1_SUFFIX = ".v1"  # a format 1 message directory being converted
 
@@ -106,6 +111,22 @@ class RecoveryReport:
 def _entries(path: str) -> list[os.DirEntry[str]]:
     with os.scandir(path) as it:
         return sorted(it, key=lambda entry: entry.name)
+
+
+@contextlib.contextmanager
+def _open_small(path: str) -> Iterator[tuple[BinaryIO, int]]:
+    """The file at ``path`` and its size; one of at most :data:`SMALL_FILE`
+    bytes is read whole at once, into memory (one read instead of the four
+    that its checks make, for each message of a large queue)."""
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        if size > SMALL_FILE:
+            yield file, size
+            return
+        data = file.read(size + 1)
+    if len(data) != size:
+        raise CorruptMessage("message file: changed while reading")
+    yield io.BytesIO(data), size
 
 
 def _remove(entry: os.DirEntry[str]) -> None:
@@ -228,8 +249,8 @@ class _Recovery:
         """Check a message and its envelope files; return its live envelopes
         (an envelope file's copy where there is one), in id order.  Raises
         :class:`SpoolCorrupt` for anything wrong."""
-        with open(os.path.join(bucket, f"{msgid:08x}"), "rb") as file:
-            tail = read_tail(file, os.fstat(file.fileno()).st_size)
+        with _open_small(os.path.join(bucket, f"{msgid:08x}")) as (file, size):
+            tail = read_tail(file, size)
             live: dict[int, Envelope] = {}
             for blob in tail.envelopes:
                 envelope = decode_sealed_envelope(blob, self.key)

@@ -13,7 +13,7 @@ import attrs
 import pytest
 
 from mta.envelope import Envelope
-from mta.spool import Quarantined, Spool
+from mta.spool import Quarantined, Spool, recovery
 from mta.spool.paths import bucket_of
 from tests.envelopes import make_envelope
 
@@ -279,10 +279,17 @@ DAMAGES: dict[str, tuple[Damage, str]] = {
 }
 
 
+@pytest.mark.parametrize("read", ["whole", "streamed"])
 @pytest.mark.parametrize("damage", list(DAMAGES))
 async def test_broken_messages_are_quarantined_whole(
-    root: pathlib.Path, caplog: pytest.LogCaptureFixture, damage: str
+    root: pathlib.Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    damage: str,
+    read: str,
 ) -> None:
+    if read == "streamed":  # as a message file too large to be read at once
+        monkeypatch.setattr(recovery, "SMALL_FILE", 0)
     function, reason = DAMAGES[damage]
     compression, key = (True, None) if "gzip" in damage or "truncated" in damage else (False, KEY)
     if "raw" in damage:
