@@ -236,10 +236,17 @@ class QueueRunner:
 
     def committed(self, envelopes: list[Envelope]) -> None:
         """New envelopes are in the queue: schedule them (their first try is now).
-        Their first try uses these copies instead of reading them back: the
-        runner is the only one to rewrite an envelope, after a try."""
+        Their first try uses these copies instead of reading them back (the
+        runner is the only one to rewrite an envelope, after a try), unless
+        their kind of work is paused: a paused queue keeps nothing in memory
+        but its schedule, and the first try reads the envelope."""
+        scheduler = self.scheduler
         for envelope in envelopes:
-            if envelope.id not in self.scheduler and len(self._fresh) < FRESH_MAX:
+            if envelope.kind is EnvelopeKind.MTA:
+                paused = scheduler.mta_paused
+            else:
+                paused = scheduler.mda_paused
+            if not paused and envelope.id not in scheduler and len(self._fresh) < FRESH_MAX:
                 self._fresh[envelope.id] = envelope
             self._insert(envelope)
         self.poke()

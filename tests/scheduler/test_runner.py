@@ -650,3 +650,27 @@ async def test_a_first_try_uses_the_committed_copy_a_retry_reads_the_spool(
         nursery.cancel_scope.cancel()
     assert len(agent.attempts) == 2
     assert counting.loads == [envelope.id]  # the retry read the rewritten envelope
+
+
+async def test_work_committed_while_paused_is_read_from_the_spool_when_tried(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # a paused queue keeps no envelope in memory, however many are committed
+    store = MemoryStore()
+    counting = CountingStore(store)
+    agent = Agent(lambda e, n: Result.ok())
+    runner = QueueRunner(config(), counting, agent, clock=clock)
+    runner.scheduler.mda_paused = True
+    async with trio.open_nursery() as nursery:
+        await started(nursery, runner)
+        (paused,) = await queue(store)
+        runner.committed([paused])
+        await trio.sleep(60)
+        runner.scheduler.mda_paused = False
+        (running,) = await queue(store)
+        runner.committed([running])
+        with trio.fail_after(60):
+            while runner.stats.delivered < 2:
+                await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    assert counting.loads == [paused.id]  # not the one committed while running
