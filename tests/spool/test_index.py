@@ -4,20 +4,25 @@ envelopes are loaded, updated and deleted."""
 
 from __future__ import annotations
 
+import os
 import pathlib
+import tempfile
 from typing import Any
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mta.envelope import Envelope
 from mta.errors import SpoolNotFound
 from mta.spool import Spool, store
 from mta.spool.index import MessageIndex
+from mta.spool.paths import SpoolPaths
 from mta.spool.store import Store
 from tests.envelopes import make_envelope
 
-from .conftest import evpids, message_path, queue_message
+from .conftest import evpids, message_file, message_path, queue_message, seal_envelope
 
 
 def envelopes(msgid: int, count: int) -> dict[int, Envelope]:
@@ -98,3 +103,68 @@ async def test_deletions_made_before_the_store_started_are_read_from_the_disk(
     assert fresh.delete_envelope(first) is True  # the last one: the message goes
     assert bucket_files(root, msgid) == []
     assert fresh.envelope_ids(msgid) == []
+
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["load", "update", "delete"]),
+        st.integers(0, 1),  # which message
+        st.integers(0, 3),  # which of its envelopes
+        st.integers(1, 5),  # the retry count an update writes
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=_OPS, limit=st.sampled_from([1, 4, 100]))
+def test_a_remembering_store_answers_as_the_disk_does(
+    ops: list[tuple[str, int, int, int]], limit: int
+) -> None:
+    # random loads, updates and deletions through one store that remembers
+    # (with room for no, one or every message), checked after each step against
+    # a store that has seen nothing (the disk) and a plain model
+    with tempfile.TemporaryDirectory() as directory:
+        paths = SpoolPaths(os.path.join(directory, "spool"))
+        paths.create()
+        model: dict[int, dict[int, Envelope]] = {}
+        for msgid in (0x0A000001, 0x0B000002):
+            committed = envelopes(msgid, 4)
+            sealed = [seal_envelope(envelope) for envelope in committed.values()]
+            os.makedirs(paths.bucket_dir(msgid), exist_ok=True)
+            pathlib.Path(paths.message_file(msgid)).write_bytes(message_file(b"hi\r\n", sealed))
+            model[msgid] = committed
+        remembering = Store(paths, compress=False, key=None)
+        remembering._index = MessageIndex(limit=limit)
+        msgids = list(model)
+        for op, which, n, retry in ops:
+            msgid = msgids[which]
+            evpid = msgid << 32 | n + 1
+            live = model[msgid]
+            if op == "load":
+                if evpid in live:
+                    assert remembering.load_envelope(evpid) == live[evpid]
+                else:
+                    with pytest.raises(SpoolNotFound):
+                        remembering.load_envelope(evpid)
+            elif op == "update":
+                changed = attrs.evolve(envelopes(msgid, 4)[evpid], retry=retry)
+                if evpid in live:
+                    remembering.update_envelope(changed)
+                    live[evpid] = changed
+                else:
+                    with pytest.raises(SpoolNotFound):
+                        remembering.update_envelope(changed)
+            elif evpid in live:
+                del live[evpid]
+                assert remembering.delete_envelope(evpid) is (not live)
+            else:
+                with pytest.raises(SpoolNotFound):
+                    remembering.delete_envelope(evpid)
+            disk = Store(paths, compress=False, key=None)
+            for each in msgids:
+                expected = sorted(model[each])
+                assert remembering.envelope_ids(each) == disk.envelope_ids(each) == expected
+                assert os.path.exists(paths.message_file(each)) is bool(expected)
+                for other, envelope in model[each].items():
+                    assert disk.load_envelope(other) == envelope
