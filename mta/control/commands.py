@@ -269,11 +269,10 @@ class Controller:
     def _stats(self) -> str:
         stats = self.runner.stats
         scheduler = self.runner.scheduler
-        suspended = sum(1 for entry in scheduler.entries() if entry.suspended)
         values = [
             ("queue.envelope", len(scheduler)),
             ("scheduler.inflight", scheduler.inflight),
-            ("scheduler.suspended", suspended),
+            ("scheduler.suspended", scheduler.suspended),
             ("scheduler.delivery.ok", stats.delivered),
             ("scheduler.delivery.tempfail", stats.tempfailed),
             ("scheduler.delivery.permfail", stats.permfailed),

@@ -30,6 +30,15 @@ update (OpenSMTPD's ``HOSTSTAT_EXPIRE_DELAY``), with its deferred ids; at
 most :data:`HOSTSTAT_MAX` are kept, the least recently updated dropped first.
 Texts are cut to :data:`TEXT_MAX` characters.  Expired records go at the next
 call that changes or lists them.
+
+Costs: every call that records something (sessions, tasks, waits,
+:meth:`~RelayInventory.update`, :meth:`~RelayInventory.deferred`,
+:meth:`~RelayInventory.forget`) is O(1) amortized (the records it expires were
+each added once), whatever the number of queued envelopes, hosts or relays;
+:meth:`~RelayInventory.succeeded` is O(d) in the ids it returns (at most
+``max_deferred``); the listings (``show hosts|relays|hoststats``) sort what
+they list.  Memory is bounded: :data:`IDLE_MAX` idle records of each kind,
+:data:`HOSTSTAT_MAX` hoststats of at most ``max_deferred`` ids each.
 """
 
 from __future__ import annotations

@@ -23,15 +23,37 @@ comes back.  When a message goes to ``corrupt/``, :meth:`Scheduler.discard`
 forgets its pending envelopes at once.
 
 Pending envelopes wait in one :class:`_Lane` per kind of work (relaying; local
-delivery and bounces), each a heap by due time.  While a lane is paused only
-expiry can make its envelopes due, so the lane then also keeps a heap by
-expiry time: a paused queue of any length costs nothing per batch.
+delivery and bounces), each with two heaps: by due time (what it hands out
+next) and by expiry time (what it hands out next while paused, when only
+expiry makes work due).  Both are kept up to date, so pausing or resuming a
+lane is O(1) and a paused queue of any length costs nothing per batch.  An
+envelope leaving a lane leaves its heap items behind as stale (skipped at the
+top); a heap is rebuilt when its stale items outnumber its live ones.
+
+Costs, for ``n`` queued envelopes and ``k`` envelopes of one message (the
+heap operations are amortized over the stale items they drop):
+
+- :meth:`Scheduler.insert`, :meth:`~Scheduler.tempfail`, :meth:`~Scheduler.held`,
+  :meth:`~Scheduler.warned`: O(log n); :meth:`~Scheduler.done`: O(k).
+- :meth:`~Scheduler.batch`: O(log n) per envelope handed out, O(1) when
+  nothing is due; :meth:`~Scheduler.next_wakeup`: O(1).
+- ``mda_paused`` / ``mta_paused``: O(1) to change.
+- :meth:`~Scheduler.schedule_now`, :meth:`~Scheduler.remove`,
+  :meth:`~Scheduler.suspend`, :meth:`~Scheduler.resume`: O(log n) per
+  envelope named; :meth:`~Scheduler.discard`: O(k + log n) per envelope.
+- :meth:`~Scheduler.envelopes_of`: O(k log k); ``len``, ``in``,
+  :meth:`~Scheduler.get`, :attr:`~Scheduler.inflight`,
+  :attr:`~Scheduler.suspended`, :meth:`~Scheduler.count`: O(1).
+- :meth:`~Scheduler.entries` (``mtactl show queue``, ``all``): O(n log n).
+- Memory: one :class:`Entry`, one id in its message's list and up to two
+  items in each of its lane's heaps per envelope.
 """
 
 from __future__ import annotations
 
 import enum
 import heapq
+from collections import deque
 from collections.abc import Iterable, Sequence
 
 import attrs
@@ -97,7 +119,9 @@ class Entry:
     state: _State = _State.PENDING
     suspended: bool = False
     removed: bool = False  # by the operator, while inflight
-    generation: int = 0  # bumped at every (re)queueing: stale heap items are skipped
+    # new at every (re)queueing, from one counter (an id queued again after it
+    # went gets a new one too): heap items of an older generation are stale
+    generation: int = 0
 
     @property
     def inflight(self) -> bool:
@@ -113,33 +137,50 @@ class Due:
 
 
 _Item = tuple[int, int, int]  # (time, evpid, generation): stale once the generation moved on
+COMPACT_MIN = 64  # a heap with fewer stale items than this is never rebuilt
 
 
 class _Lane:
-    """The pending envelopes of one kind of work: by due time, and while the
-    lane is paused, by expiry time too (built when the pause is first seen)."""
+    """The pending, unsuspended envelopes of one kind of work, in two heaps:
+    by due time (what an unpaused lane hands out next) and by expiry time
+    (what a paused one hands out next).  Each such envelope has one live item
+    in each heap; an item whose envelope left the lane (handed out, suspended,
+    removed, rescheduled) is stale and dropped when it reaches the top, or
+    when stale items outnumber live ones (:meth:`compact`)."""
 
-    __slots__ = ("due", "expiry")
+    __slots__ = ("due", "expiry", "live")
 
     def __init__(self) -> None:
         self.due: list[_Item] = []  # (min(sched, expire), evpid, generation)
-        self.expiry: list[_Item] | None = None  # (expire, evpid, generation), paused only
+        self.expiry: list[_Item] = []  # (expire, evpid, generation)
+        self.live = 0  # envelopes with a live item in each heap
 
     def push(self, entry: Entry) -> None:
-        heapq.heappush(self.due, (min(entry.sched, entry.expire), entry.evpid, entry.generation))
-        if self.expiry is not None:
-            heapq.heappush(self.expiry, (entry.expire, entry.evpid, entry.generation))
+        """``entry`` (its generation just bumped) enters the lane: O(log n)."""
+        evpid, generation, expire = entry.evpid, entry.generation, entry.expire
+        heapq.heappush(self.due, (min(entry.sched, expire), evpid, generation))
+        heapq.heappush(self.expiry, (expire, evpid, generation))
+        self.live += 1
 
-    def heap(self, paused: bool, entries: dict[int, Entry]) -> list[_Item]:
+    def left(self, entries: dict[int, Entry]) -> None:
+        """An envelope left the lane, its items still in the heaps."""
+        self.live -= 1
+        if len(self.expiry) > 2 * self.live + COMPACT_MIN:
+            self.expiry = self._rebuilt(self.expiry, entries)
+        if len(self.due) > 2 * self.live + COMPACT_MIN:
+            self.due = self._rebuilt(self.due, entries)
+
+    @staticmethod
+    def _rebuilt(heap: list[_Item], entries: dict[int, Entry]) -> list[_Item]:
+        """``heap`` without its stale items: O(n), at most once per n/2 envelopes
+        leaving the lane, so O(1) amortized each."""
+        live = [item for item in heap if _live(entries, item) is not None]
+        heapq.heapify(live)
+        return live
+
+    def heap(self, paused: bool) -> list[_Item]:
         """The heap that says what is due next: by due time, or while paused by expiry."""
-        if not paused:
-            self.expiry = None
-            return self.due
-        if self.expiry is None:
-            live = (_live(entries, item) for item in self.due)
-            self.expiry = [(e.expire, e.evpid, e.generation) for e in live if e is not None]
-            heapq.heapify(self.expiry)
-        return self.expiry
+        return self.expiry if paused else self.due
 
 
 def _live(entries: dict[int, Entry], item: _Item) -> Entry | None:
@@ -166,13 +207,17 @@ class Scheduler:
         warn_intervals: Sequence[int] = (4 * 3600,),
     ) -> None:
         self.set_limits(max_inflight, max_schedule, warn_intervals)
-        self.mda_paused = False
+        self.mda_paused = False  # O(1) to change: each lane keeps both its heaps
         self.mta_paused = False
         self._entries: dict[int, Entry] = {}
+        self._by_msgid: dict[int, list[int]] = {}  # msgid -> its envelopes' ids
+        self._kinds: dict[EnvelopeKind, int] = dict.fromkeys(EnvelopeKind, 0)
         self._mta = _Lane()  # relaying
         self._mda = _Lane()  # local delivery and bounces
-        self._now_due: list[Due] = []  # operator removals waiting for a batch
+        self._now_due: deque[Due] = deque()  # operator removals waiting for a batch
         self._inflight = 0
+        self._suspended = 0
+        self._generation = 0  # the last generation given (see Entry.generation)
 
     def set_limits(
         self, max_inflight: int, max_schedule: int, warn_intervals: Sequence[int]
@@ -195,15 +240,25 @@ class Scheduler:
     def inflight(self) -> int:
         return self._inflight
 
+    @property
+    def suspended(self) -> int:
+        """How many envelopes are suspended (``mtactl pause envelope``)."""
+        return self._suspended
+
+    def count(self, kind: EnvelopeKind) -> int:
+        """How many envelopes of ``kind`` are queued."""
+        return self._kinds[kind]
+
     def get(self, evpid: int) -> Entry | None:
         return self._entries.get(evpid)
 
     def entries(self) -> list[Entry]:
-        """Every envelope, in id order."""
+        """Every envelope, in id order (O(n log n): for listing them all)."""
         return [self._entries[evpid] for evpid in sorted(self._entries)]
 
     def envelopes_of(self, msgid: int) -> list[int]:
-        return sorted(evpid for evpid in self._entries if evpid >> 32 == msgid)
+        """The envelopes of message ``msgid``, in id order."""
+        return sorted(self._by_msgid.get(msgid, ()))
 
     # -- feeding -------------------------------------------------------------
 
@@ -229,27 +284,59 @@ class Scheduler:
             ctime + ttl,
             retry=retry,
             last_bounce=last_bounce,
-            sched=ctime + base * retry * retry,
+            sched=ctime + base * retry * retry if retry else ctime,  # one int object
         )
         self._entries[evpid] = entry
+        siblings = self._by_msgid.get(evpid >> 32)
+        if siblings is None:
+            self._by_msgid[evpid >> 32] = [evpid]
+        else:
+            siblings.append(evpid)
+        self._kinds[kind] += 1
         self._push(entry)
         return entry
 
+    def _forget(self, entry: Entry) -> None:
+        """Drop ``entry`` (not in a lane any more) from every index."""
+        evpid = entry.evpid
+        del self._entries[evpid]
+        siblings = self._by_msgid[evpid >> 32]
+        siblings.remove(evpid)  # O(envelopes of the message)
+        if not siblings:
+            del self._by_msgid[evpid >> 32]
+        self._kinds[entry.kind] -= 1
+        if entry.suspended:
+            self._suspended -= 1
+
+    def _lane(self, entry: Entry) -> _Lane:
+        return self._mta if entry.kind is EnvelopeKind.MTA else self._mda
+
     def _push(self, entry: Entry) -> None:
-        entry.generation += 1
+        """``entry`` is pending now; in its lane unless suspended."""
+        self._generation += 1
+        entry.generation = self._generation
         entry.state = _State.PENDING
         if not entry.suspended:
-            (self._mta if entry.kind is EnvelopeKind.MTA else self._mda).push(entry)
+            self._lane(entry).push(entry)
+
+    def _leave(self, entry: Entry) -> None:
+        """``entry``, pending and not suspended, leaves its lane (its heap items go stale)."""
+        self._generation += 1
+        entry.generation = self._generation
+        self._lane(entry).left(self._entries)
 
     # -- handing work out ----------------------------------------------------
 
-    def _heaps(self) -> list[tuple[list[_Item], Task | None]]:
-        """Each lane's heap of what is due next, with the task its items get
+    def _heaps(self) -> list[tuple[_Lane, list[_Item], Task | None]]:
+        """Each lane, its heap of what is due next and the task its items get
         (None: expiry only, the lane is paused)."""
-        entries = self._entries
         return [
-            (self._mta.heap(self.mta_paused, entries), None if self.mta_paused else Task.TRANSFER),
-            (self._mda.heap(self.mda_paused, entries), None if self.mda_paused else Task.DELIVER),
+            (
+                self._mta,
+                self._mta.heap(self.mta_paused),
+                None if self.mta_paused else Task.TRANSFER,
+            ),
+            (self._mda, self._mda.heap(self.mda_paused), None if self.mda_paused else Task.DELIVER),
         ]
 
     def _top(self, heap: list[_Item]) -> _Item | None:
@@ -266,23 +353,24 @@ class Scheduler:
         inflight than ``max_inflight``); each one is inflight until its outcome."""
         out: list[Due] = []
         while self._now_due and len(out) < self.max_schedule:
-            out.append(self._now_due.pop(0))
+            out.append(self._now_due.popleft())
         heaps = self._heaps()
         while len(out) < self.max_schedule and self._inflight < self.max_inflight:
-            best: tuple[_Item, list[_Item], Task | None] | None = None
-            for heap, task in heaps:
+            best: tuple[_Item, _Lane, list[_Item], Task | None] | None = None
+            for lane, heap, task in heaps:
                 top = self._top(heap)
                 if top is not None and top[0] <= now and (best is None or top < best[0]):
-                    best = (top, heap, task)
+                    best = (top, lane, heap, task)
             if best is None:
                 break
-            item, heap, task = best
+            item, lane, heap, task = best
             heapq.heappop(heap)
             entry = self._entries[item[1]]
             if task is None or entry.expire <= now:
                 task = Task.EXPIRE
             entry.state = _State.INFLIGHT
             entry.sched = int(now)
+            lane.left(self._entries)  # its item in the other heap is stale now
             self._inflight += 1
             out.append(Due(entry.evpid, task))
         return out
@@ -296,7 +384,7 @@ class Scheduler:
         if self._inflight >= self.max_inflight:
             return None  # an outcome must come back first
         best: int | None = None
-        for heap, _task in self._heaps():
+        for _lane, heap, _task in self._heaps():
             top = self._top(heap)
             if top is not None and (best is None or top[0] < best):
                 best = top[0]
@@ -313,18 +401,14 @@ class Scheduler:
 
     def done(self, evpid: int) -> None:
         """Delivered, permanently failed (bounced), expired or removed: forget it."""
-        self._finish(evpid)
-        del self._entries[evpid]
+        self._forget(self._finish(evpid))
 
     def tempfail(self, evpid: int, now: float) -> int | None:
         """A temporary failure: the envelope's retry count goes up and it waits for
         its next try.  Returns the warn interval a delay notice is due for (the
         runner sends it and then calls :meth:`warned`), or None."""
         entry = self._finish(evpid)
-        if entry.removed:
-            entry.state = _State.INFLIGHT
-            self._inflight += 1
-            self._now_due.append(Due(evpid, Task.REMOVE))
+        if self._removal(entry):
             return None
         entry.retry += 1
         entry.sched = next_try(entry.ctime, entry.kind, entry.retry, now)
@@ -335,6 +419,14 @@ class Scheduler:
                 return warn
         return None
 
+    def _removal(self, entry: Entry) -> bool:
+        """If ``entry`` (just finished) was removed meanwhile, queue its removal."""
+        if not entry.removed:
+            return False
+        self._inflight += 1
+        self._now_due.append(Due(entry.evpid, Task.REMOVE))
+        return True
+
     def warned(self, evpid: int, warn: int) -> int:
         """The delay notice for ``warn`` was sent; returns the new ``last_bounce``
         (the runner stores it in the envelope)."""
@@ -344,8 +436,11 @@ class Scheduler:
 
     def held(self, evpid: int, now: float, delay: float) -> None:
         """The envelope could not be started (a limit was reached): back to
-        pending, due again ``delay`` seconds from now, its retry count unchanged."""
+        pending, due again ``delay`` seconds from now, its retry count unchanged.
+        One removed by the operator meanwhile is handed out as REMOVE instead."""
         entry = self._finish(evpid)
+        if self._removal(entry):
+            return
         entry.sched = int(now + delay)
         self._push(entry)
 
@@ -358,6 +453,7 @@ class Scheduler:
             entry = self._entries.get(evpid)
             if entry is None or entry.state is not _State.PENDING or entry.suspended:
                 continue
+            self._leave(entry)
             entry.sched = int(now)
             self._push(entry)
             count += 1
@@ -374,7 +470,8 @@ class Scheduler:
             entry.removed = True
             count += 1
             if entry.state is _State.PENDING:
-                entry.generation += 1  # out of the heap
+                if not entry.suspended:
+                    self._leave(entry)
                 entry.state = _State.INFLIGHT
                 self._inflight += 1
                 self._now_due.append(Due(evpid, Task.REMOVE))
@@ -389,7 +486,9 @@ class Scheduler:
             entry = self._entries.get(evpid)
             if entry is None or entry.state is not _State.PENDING:
                 continue
-            del self._entries[evpid]  # its heap item is stale now
+            if not entry.suspended:
+                self._leave(entry)
+            self._forget(entry)
             gone.append(evpid)
         return gone
 
@@ -400,8 +499,10 @@ class Scheduler:
             entry = self._entries.get(evpid)
             if entry is None or entry.suspended or entry.removed:
                 continue
+            if entry.state is _State.PENDING:
+                self._leave(entry)
             entry.suspended = True
-            entry.generation += 1
+            self._suspended += 1
             count += 1
         return count
 
@@ -413,7 +514,34 @@ class Scheduler:
             if entry is None or not entry.suspended:
                 continue
             entry.suspended = False
+            self._suspended -= 1
             if entry.state is _State.PENDING:
                 self._push(entry)
             count += 1
         return count
+
+    def check(self) -> None:
+        """Assert the indexes agree with the entries and no heap holds more than
+        twice its live items plus :data:`COMPACT_MIN` (O(n): for tests)."""
+        entries = self._entries
+        assert sum(len(ids) for ids in self._by_msgid.values()) == len(entries)
+        assert all(entries[e].evpid >> 32 == m for m, ids in self._by_msgid.items() for e in ids)
+        assert self._suspended == sum(1 for e in entries.values() if e.suspended)
+        assert self._kinds == {
+            k: sum(1 for e in entries.values() if e.kind is k) for k in EnvelopeKind
+        }
+        inflight = sum(1 for e in entries.values() if e.state is _State.INFLIGHT)
+        assert self._inflight == inflight
+        for lane, mta in ((self._mta, True), (self._mda, False)):
+            members = {
+                e.evpid
+                for e in entries.values()
+                if (e.kind is EnvelopeKind.MTA) is mta
+                and e.state is _State.PENDING
+                and not e.suspended
+            }
+            assert lane.live == len(members)
+            for heap in (lane.due, lane.expiry):
+                live = [item[1] for item in heap if _live(entries, item) is not None]
+                assert sorted(live) == sorted(members)
+                assert len(heap) <= 2 * lane.live + COMPACT_MIN

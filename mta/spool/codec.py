@@ -212,6 +212,10 @@ def _no_constant(text: str) -> Any:
     raise CorruptEnvelope(f"envelope: {text} is not allowed")
 
 
+# one decoder for every envelope (json.loads with hooks makes a new one per call)
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+
+
 def _from_version_1(doc: dict[str, Any]) -> dict[str, Any]:
     """A version 1 document as version 2: ``esc_class`` / ``esc_code`` become
     ``esc``.  Version 1 took any integers there; mta wrote class 0 (no failure
@@ -247,11 +251,7 @@ def decode_envelope(data: bytes) -> Envelope:
     if hashlib.sha256(body).hexdigest().encode() != trailer.group(1):
         raise CorruptEnvelope("envelope: checksum mismatch")
     try:
-        doc = json.loads(
-            body.decode("ascii"),
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_no_constant,
-        )
+        doc = _DECODER.decode(body.decode("ascii"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CorruptEnvelope(f"envelope: bad JSON: {exc}") from None
     if type(doc) is not dict:

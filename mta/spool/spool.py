@@ -21,6 +21,15 @@ directories instead of one per message; over time the buckets fill evenly.
 The spool keeps the ids of queued and open messages in memory (from recovery,
 commits and deletions), so a new id never needs a look at the disk and a
 commit can never replace a queued message.
+
+In memory, for ``m`` queued messages: that set of ids (O(m) memory, O(1) per
+:meth:`Spool.begin`, commit and removal) and, from :meth:`Spool.open` until
+the first :meth:`Spool.queued`, what recovery read of each envelope
+(:class:`~mta.spool.recovery.Queued`).  Nothing else is kept per message or
+envelope: every read and update goes to the files, O(k) in the ``k``
+envelopes of the message concerned and independent of the queue's size;
+only :meth:`Spool.message_ids`, :meth:`Spool.envelopes` and a
+:meth:`Spool.queued` after a change read the whole queue.
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from mta.errors import SpoolError
 from mta.spool import crypto
 from mta.spool.commit import CommitStats, GroupCommitter
 from mta.spool.paths import SpoolPaths
-from mta.spool.recovery import RecoveryReport, recover
+from mta.spool.recovery import Queued, RecoveryReport, recover
 from mta.spool.store import Store
 from mta.spool.transaction import Transaction
 
@@ -64,6 +73,10 @@ class Spool:
         self._random = random.Random(os.urandom(32))  # ids must be distinct, not secret
         self._bucket = self._random.getrandbits(8)
         self._bucket_left = BUCKET_RUN
+        # the envelopes recovery decoded, for the first queued() while the
+        # queue is unchanged (reading them again doubled the time of a start)
+        self._recovered: list[Queued] | None = report.queued
+        report.queued = []
 
     def set_compression(self, compression: bool) -> None:
         """Compress the messages and envelopes written from now on, or not
@@ -120,7 +133,9 @@ class Spool:
 
     def _release(self, msgid: int, committed: bool) -> None:
         """A transaction is over: a committed message keeps its id until it goes."""
-        if not committed:
+        if committed:
+            self._recovered = None
+        else:
             self._taken.discard(msgid)
 
     # -- read / update path (scheduler, deliveries, mtactl) ------------------
@@ -133,6 +148,19 @@ class Spool:
         """Every committed envelope (unloadable ones are logged and skipped)."""
         return await threads.run_sync(lambda: list(self.store.iter_envelopes()))
 
+    async def queued(self) -> list[Queued]:
+        """What the scheduler needs of every committed envelope, by message id
+        then envelope id.  The first call after :meth:`open`, if nothing
+        changed the queue meanwhile, returns what recovery read; later ones
+        read the queue."""
+        recovered, self._recovered = self._recovered, None
+        if recovered is not None:
+            await trio.lowlevel.checkpoint()
+            return recovered
+        return await threads.run_sync(
+            lambda: [Queued.of(envelope) for envelope in self.store.iter_envelopes()]
+        )
+
     async def load_envelope(self, evpid: int) -> Envelope:
         """One envelope; SpoolNotFound, CorruptEnvelope, SpoolError."""
         return await threads.run_sync(self.store.load_envelope, evpid)
@@ -140,12 +168,14 @@ class Spool:
     async def update_envelope(self, envelope: Envelope) -> None:
         """Replace the stored copy of ``envelope`` durably; SpoolNotFound if gone.
         Ahead of the other work waiting for a worker thread, as removals."""
+        self._recovered = None
         await threads.run_sync_first(self.store.update_envelope, envelope)
 
     async def delete_envelope(self, evpid: int) -> bool:
         """Remove an envelope (and its message with the last one; returns whether),
         ahead of the other work waiting for a worker thread (new deliveries,
         lookups...): a delivery done is repeated by a crash until this is."""
+        self._recovered = None
         gone = await threads.run_sync_first(self.store.delete_envelope, evpid)
         if gone:
             self._taken.discard(evpid >> 32)
@@ -178,4 +208,5 @@ class Spool:
     async def quarantine(self, msgid: int, reason: str) -> str:
         """Move a message to ``corrupt/`` (logged); returns its new path.  Its id
         stays taken: recovery could find a part of it left behind."""
+        self._recovered = None
         return await threads.run_sync(self.store.quarantine, msgid, reason)

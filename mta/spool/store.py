@@ -23,6 +23,12 @@ larger ones are checked in a first pass over the file (in the page cache
 then) and streamed in a second, which checks again as it goes and raises
 :class:`~mta.errors.CorruptMessage` instead of handing out the last bytes if
 the file changed in between.
+
+Costs: loading, updating or deleting one of the ``k`` envelopes of a message
+is O(1) in decodes and system calls once the message is remembered
+(:mod:`mta.spool.index`: its envelopes decoded once, its deletions known),
+O(k) the first time; nothing depends on the number of messages queued but
+:meth:`Store.message_ids` and :meth:`Store.iter_envelopes`, which list them.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from mta.log import quote
 from mta.spool import crypto
 from mta.spool.codec import MAX_SIZE, decode_envelope, encode_envelope
 from mta.spool.fsio import fsync_dir, spool_error, write_file
+from mta.spool.index import Known, MessageIndex
 from mta.spool.msgfile import Tail, check_content, read_tail, verify_crc
 from mta.spool.paths import TEMP_SUFFIX, SpoolPaths, parse_bucket, parse_evpid, parse_msgid
 from mta.spool.seal import GZIP_MAGIC, DecodeError, decode_stream, open_buffer, seal_buffer
@@ -223,6 +230,7 @@ class Store:
         # deletion removes the message); those of different messages may, and
         # do: a delivery is repeated by a crash until its envelope is removed
         self._locks = tuple(threading.Lock() for _ in range(LOCK_STRIPES))
+        self._index = MessageIndex()  # the committed envelopes of messages used last
 
     def _lock(self, msgid: int) -> threading.Lock:
         """The lock of message ``msgid`` (shared with a few other messages)."""
@@ -252,7 +260,18 @@ class Store:
             raise spool_error(exc, "reading message") from exc
 
     def _committed(self, msgid: int) -> dict[int, Envelope]:
-        """Every envelope the message had at commit, by id (each decoded once)."""
+        """Every envelope the message had at commit, by id (remembered: see
+        :mod:`mta.spool.index`)."""
+        return self._known(msgid).envelopes
+
+    def _known(self, msgid: int) -> Known:
+        known = self._index.get(msgid)
+        if known is None:
+            known = self._index.put(msgid, self._decode_committed(msgid))
+        return known
+
+    def _decode_committed(self, msgid: int) -> dict[int, Envelope]:
+        """Every envelope the message had at commit, by id, read from its file."""
         result = {}
         for blob in self._tail(msgid).envelopes:
             envelope = decode_sealed_envelope(blob, self.key)
@@ -270,15 +289,21 @@ class Store:
             raise spool_error(exc, "reading envelope") from exc
 
     def _live_ids(self, msgid: int) -> list[int]:
-        return [evpid for evpid in self._committed(msgid) if not _deleted(self._override(evpid))]
+        """The envelopes of ``msgid`` not deleted, in commit order; call it with
+        the message's lock held (its deleted ids are remembered)."""
+        known = self._known(msgid)
+        if known.deleted is None:
+            known.deleted = {e for e in known.envelopes if _deleted(self._override(e))}
+        return [evpid for evpid in known.envelopes if evpid not in known.deleted]
 
     def envelope_ids(self, msgid: int) -> list[int]:
         """The envelopes of message ``msgid`` still in the queue, in id order
         (none when the message is gone)."""
-        try:
-            return sorted(self._live_ids(msgid))
-        except SpoolNotFound:
-            return []
+        with self._lock(msgid):
+            try:
+                return sorted(self._live_ids(msgid))
+            except SpoolNotFound:
+                return []
 
     def committed_envelopes(self, msgid: int) -> list[Envelope]:
         """The envelopes message ``msgid`` had at its commit, in the order they
@@ -289,7 +314,7 @@ class Store:
         """Every committed envelope; one that cannot be loaded is logged and skipped."""
         for msgid in self.message_ids():
             try:
-                committed = self._committed(msgid)
+                committed = self._decode_committed(msgid)  # all of them: not remembered
             except SpoolNotFound:
                 continue  # removed meanwhile
             except SpoolError as exc:
@@ -362,18 +387,21 @@ class Store:
         msgid = evpid >> 32
         with self._lock(msgid):
             try:
-                every = list(self._committed(msgid))
+                live = self._live_ids(msgid)
             except SpoolNotFound:
                 raise SpoolNotFound(f"spool: no envelope {evpid:016x}") from None
-            live = [e for e in every if not _deleted(self._override(e))]
             if evpid not in live:
                 raise SpoolNotFound(f"spool: no envelope {evpid:016x}")
+            known = self._known(msgid)
             try:
                 if live != [evpid]:
                     self._mark_deleted(evpid)
+                    assert known.deleted is not None  # filled by _live_ids
+                    known.deleted.add(evpid)
                     return False
+                self._index.drop(msgid)
                 os.unlink(self.paths.message_file(msgid))
-                for other in every:
+                for other in known.envelopes:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(self.paths.envelope_file(other))
             except OSError as exc:
@@ -433,6 +461,7 @@ class Store:
         bucket = self.paths.bucket_dir(msgid)
         prefix = f"{msgid:08x}"
         with self._lock(msgid):
+            self._index.drop(msgid)
             names = [name for name in _listdir(bucket) if name.startswith(prefix)]
             if prefix not in names:
                 raise SpoolNotFound(f"spool: no message {prefix}")

@@ -20,6 +20,7 @@ from mta.delivery.result import ESC_DELIVERY_TIME_EXPIRED, Outcome, Relayed, Res
 from mta.envelope import DsnNotify, Envelope, EnvelopeKind
 from mta.errors import SpoolError, SpoolNotFound
 from mta.scheduler.runner import Notice, QueueRunner, duration_text, envelope_ttl
+from mta.spool.recovery import Queued
 from mta.spool.spool import Spool
 from mta.status import StatusCode
 from tests.envelopes import make_envelope
@@ -77,6 +78,9 @@ class MemoryStore:
     async def envelopes(self) -> list[Envelope]:
         await trio.lowlevel.checkpoint()
         return [self.envelopes_by_id[k] for k in sorted(self.envelopes_by_id)]
+
+    async def queued(self) -> list[Queued]:
+        return [Queued.of(envelope) for envelope in await self.envelopes()]
 
     async def load_envelope(self, evpid: int) -> Envelope:
         await trio.lowlevel.checkpoint()
@@ -612,8 +616,8 @@ class CountingStore:
         self.store = store
         self.loads: list[int] = []
 
-    async def envelopes(self) -> list[Envelope]:
-        return await self.store.envelopes()
+    async def queued(self) -> list[Queued]:
+        return await self.store.queued()
 
     async def load_envelope(self, evpid: int) -> Envelope:
         self.loads.append(evpid)
@@ -646,3 +650,27 @@ async def test_a_first_try_uses_the_committed_copy_a_retry_reads_the_spool(
         nursery.cancel_scope.cancel()
     assert len(agent.attempts) == 2
     assert counting.loads == [envelope.id]  # the retry read the rewritten envelope
+
+
+async def test_work_committed_while_paused_is_read_from_the_spool_when_tried(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # a paused queue keeps no envelope in memory, however many are committed
+    store = MemoryStore()
+    counting = CountingStore(store)
+    agent = Agent(lambda e, n: Result.ok())
+    runner = QueueRunner(config(), counting, agent, clock=clock)
+    runner.scheduler.mda_paused = True
+    async with trio.open_nursery() as nursery:
+        await started(nursery, runner)
+        (paused,) = await queue(store)
+        runner.committed([paused])
+        await trio.sleep(60)
+        runner.scheduler.mda_paused = False
+        (running,) = await queue(store)
+        runner.committed([running])
+        with trio.fail_after(60):
+            while runner.stats.delivered < 2:
+                await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    assert counting.loads == [paused.id]  # not the one committed while running

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 import pytest
 
 from mta.envelope import Envelope
+from mta.spool import Spool
 from mta.spool.codec import encode_envelope
 from mta.spool.msgfile import Tail, encode_tail, read_tail
 from mta.spool.paths import SpoolPaths, bucket_of
@@ -39,6 +40,22 @@ def assigned(msgid: int, count: int = 2, first_low: int = 1) -> list[Envelope]:
 @pytest.fixture
 def root(tmp_path: pathlib.Path) -> pathlib.Path:
     return tmp_path / "spool"
+
+
+QUEUED_MESSAGE = b"Received: by test\r\nSubject: s\r\n\r\n" + b"body line\r\n" * 200
+
+
+async def queue_message(spool: Spool, rcpts: int = 2) -> int:
+    """Commit :data:`QUEUED_MESSAGE` for ``rcpts`` recipients; returns its msgid."""
+    txn = await spool.begin()
+    (await txn.open_message()).write(QUEUED_MESSAGE)
+    await txn.commit([make_envelope(f"r{n}@example.org") for n in range(rcpts)])
+    return txn.msgid
+
+
+def evpids(spool: Spool, msgid: int) -> list[int]:
+    """The envelopes of ``msgid`` in the queue, in id order."""
+    return spool.store.envelope_ids(msgid)
 
 
 # -- the layout --------------------------------------------------------------

@@ -13,19 +13,22 @@ import attrs
 import pytest
 
 from mta.envelope import Envelope
-from mta.spool import Quarantined, Spool
+from mta.spool import Quarantined, Spool, recovery
 from mta.spool.paths import bucket_of
 from tests.envelopes import make_envelope
 
 from .conftest import (
     KEY,
+    QUEUED_MESSAGE,
     assigned,
     bucket_path,
     encode_content,
     envelope_path,
     every_setting,
+    evpids,
     files_under,
     message_path,
+    queue_message,
     read_message,
     rewrite_message,
     seal_envelope,
@@ -34,18 +37,7 @@ from .conftest import (
 )
 from .recorder import Recorder
 
-MESSAGE = b"Received: by test\r\nSubject: s\r\n\r\n" + b"body line\r\n" * 200
-
-
-async def queue_message(spool: Spool, rcpts: int = 2) -> int:
-    txn = await spool.begin()
-    (await txn.open_message()).write(MESSAGE)
-    await txn.commit([make_envelope(f"r{n}@example.org") for n in range(rcpts)])
-    return txn.msgid
-
-
-def evpids(spool: Spool, msgid: int) -> list[int]:
-    return spool.store.envelope_ids(msgid)
+MESSAGE = QUEUED_MESSAGE
 
 
 def files_of(root: pathlib.Path, msgid: int) -> dict[str, bytes]:
@@ -287,10 +279,17 @@ DAMAGES: dict[str, tuple[Damage, str]] = {
 }
 
 
+@pytest.mark.parametrize("read", ["whole", "streamed"])
 @pytest.mark.parametrize("damage", list(DAMAGES))
 async def test_broken_messages_are_quarantined_whole(
-    root: pathlib.Path, caplog: pytest.LogCaptureFixture, damage: str
+    root: pathlib.Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    damage: str,
+    read: str,
 ) -> None:
+    if read == "streamed":  # as a message file too large to be read at once
+        monkeypatch.setattr(recovery, "SMALL_FILE", 0)
     function, reason = DAMAGES[damage]
     compression, key = (True, None) if "gzip" in damage or "truncated" in damage else (False, KEY)
     if "raw" in damage:

@@ -1,4 +1,5 @@
-"""The Spool write path: layout, begin / write / commit / abort, reopening."""
+"""The Spool write path: layout, begin / write / commit / abort, reopening, and
+what the scheduler reads at start."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import pathlib
 import stat
 
+import attrs
 import pytest
 import trio
 
@@ -13,6 +15,7 @@ from mta.errors import SpoolError, SpoolNotFound
 from mta.spool import Spool, store
 from mta.spool.codec import decode_envelope
 from mta.spool.paths import bucket_of
+from mta.spool.recovery import Queued
 from mta.spool.spool import _MSGID_TRIES, BUCKET_RUN
 from mta.spool.writer import FLUSH_AT
 from tests.envelopes import make_envelope
@@ -21,8 +24,10 @@ from .conftest import (
     Draws,
     bucket_path,
     every_setting,
+    evpids,
     files_under,
     message_path,
+    queue_message,
     read_message,
 )
 
@@ -300,3 +305,28 @@ async def test_open_message_head_reads_the_start_and_leaves_the_rest(root: pathl
         assert head + stream.read() == MESSAGE
     with pytest.raises(SpoolNotFound):
         await spool.open_message_head(0x01020304, 30)
+
+
+async def test_the_scheduler_gets_what_recovery_read_without_reading_it_again(
+    root: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = await Spool.open(root)
+    first, second = await queue_message(spool, 2), await queue_message(spool, 3)
+    kept, gone, *_ = evpids(spool, second)
+    changed = attrs.evolve(spool.store.load_envelope(kept), retry=3, last_bounce=7)
+    await spool.update_envelope(changed)
+    await spool.delete_envelope(gone)
+    expected = [Queued.of(envelope) for envelope in await spool.envelopes()]
+    assert len(expected) == 4 and Queued.of(changed) in expected
+    assert [q.id for q in expected] == sorted(evpids(spool, first) + evpids(spool, second))
+
+    again = await Spool.open(root)
+    with monkeypatch.context() as patch:
+        patch.setattr(again.store, "iter_envelopes", lambda: pytest.fail("read again"))
+        assert await again.queued() == expected
+    assert await again.queued() == expected  # later calls read the queue
+    third = await Spool.open(root)
+    added = await queue_message(third, 1)  # the queue changed: recovery's list is stale
+    assert [q.id for q in await third.queued()] == sorted(
+        [q.id for q in expected] + evpids(third, added)
+    )
