@@ -267,7 +267,7 @@ class Controller:
         )
 
     def _stats(self) -> str:
-        stats = self.runner.stats
+        stats, commits = self.runner.stats, self.spool.stats
         scheduler = self.runner.scheduler
         values = [
             ("queue.envelope", len(scheduler)),
@@ -280,6 +280,13 @@ class Controller:
             ("scheduler.envelope.removed", stats.removed),
             ("scheduler.notice", stats.notices),
             ("smtp.session", self.gate.active),
+            # the group commit (mta.spool.commit): messages, thread trips, fsyncs
+            ("spool.commit", commits.commits),
+            ("spool.commit.batches", commits.batches),
+            ("spool.commit.batch.max", commits.max_batch),
+            ("spool.commit.failed", commits.failures),
+            ("spool.fsync.dir", commits.dir_fsyncs),
+            ("spool.fsync.file", commits.file_fsyncs),
         ]
         return "".join(f"{name}={value}\n" for name, value in values)
 

@@ -26,6 +26,7 @@ labs, ``MTA_HOSTS=none`` (or empty) switches the hosts file off; unset, it is
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -53,6 +54,7 @@ log = get_logger("dns")
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+@functools.lru_cache(maxsize=4096)  # (parsing takes microseconds; a session asks twice)
 def _address(text: str) -> Address | None:
     try:
         address = ipaddress.ip_address(text)
@@ -64,6 +66,11 @@ def _address(text: str) -> Address | None:
         if address.ipv4_mapped is not None:
             return address.ipv4_mapped
     return address
+
+
+@functools.lru_cache(maxsize=4096)
+def _version(text: str) -> int:
+    return ipaddress.ip_address(text).version
 
 
 def normal_address(text: str) -> Address | None:
@@ -95,7 +102,7 @@ class Hosts:
         found = self.addresses.get(_name_key(name), ())
         if version is None:
             return found
-        return tuple(a for a in found if ipaddress.ip_address(a).version == version)
+        return tuple(a for a in found if _version(a) == version)
 
 
 def parse_hosts(text: str) -> Hosts:

@@ -20,6 +20,7 @@ session, which logs the outcome of each step.
 from __future__ import annotations
 
 import datetime
+import functools
 import ipaddress
 import os
 import random
@@ -77,6 +78,7 @@ class Committed:
     rcpts: int
 
 
+@functools.lru_cache(maxsize=1024)
 def _is_loopback(text: str) -> bool:
     try:
         return ipaddress.ip_address(text).is_loopback

@@ -3,8 +3,10 @@
 A committing transaction hands the committer a :class:`CommitJob`: a blocking
 ``write`` that leaves its ``incoming/<msgid>`` file complete and fsynced, and
 a ``discard`` that removes it.  One worker-thread hop runs a whole batch:
-every job's ``write``, the rename of each file into ``queue/<bucket>/``, then
-one fsync of each bucket the batch touched.  The 256 buckets are made when the
+every job's ``write`` (side by side: their fsyncs share the file system's
+journal commits, :mod:`mta.spool.fanout`), the rename of each file into
+``queue/<bucket>/``, then one fsync of each bucket the batch touched (side by
+side too).  The 256 buckets are made when the
 spool is opened; one found missing (removed by hand) is made again, and
 ``queue/`` is fsynced by every batch that uses it until one such fsync worked.
 ``incoming/`` itself is never fsynced: a name left there by a crash is purged
@@ -29,12 +31,14 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 
 import attrs
 import trio
 
 from mta import threads
 from mta.errors import SpoolError
+from mta.spool.fanout import run_all
 from mta.spool.fsio import fsync_dir, spool_error
 from mta.spool.paths import SpoolPaths
 
@@ -107,16 +111,19 @@ class _Unsure:
 
 def _publish(paths: SpoolPaths, jobs: Sequence[CommitJob], unsure: _Unsure) -> _BatchResult:
     """Write each job's file, rename it into the queue, then fsync the directories
-    once for the whole batch.  Blocking; a failure only fails the jobs it touches."""
+    once for the whole batch.  The files are written (and fsynced) side by side,
+    and so are the directories (:mod:`mta.spool.fanout`).  Blocking; a failure
+    only fails the jobs it touches."""
     errors: list[SpoolError | None] = [None] * len(jobs)
+    for index, raised in enumerate(run_all([job.write for job in jobs])):
+        if isinstance(raised, OSError):
+            errors[index] = spool_error(raised, "writing message")
+        elif isinstance(raised, SpoolError):
+            errors[index] = raised
+        elif raised is not None:  # a bug: the whole batch fails and is taken back
+            raise raised
     buckets: dict[str, list[int]] = {}
     for index, job in enumerate(jobs):
-        try:
-            job.write()
-        except OSError as exc:
-            errors[index] = spool_error(exc, "writing message")
-        except SpoolError as exc:
-            errors[index] = exc
         if errors[index] is not None:
             job.discard()
             continue
@@ -136,34 +143,29 @@ def _publish(paths: SpoolPaths, jobs: Sequence[CommitJob], unsure: _Unsure) -> _
             continue
         buckets.setdefault(bucket, []).append(index)
 
-    dir_fsyncs = 0
-
-    def fail(indexes: Sequence[int], exc: OSError) -> None:
-        for index in indexes:
-            if errors[index] is None:
-                errors[index] = spool_error(exc, "syncing queue directory")
-
+    # queue/ (when a bucket of the batch was made again) and each bucket, at once
     remade = unsure.among(buckets)
-    if remade:
-        try:
-            dir_fsyncs += 1
-            fsync_dir(paths.queue)
-        except OSError as exc:
-            fail([index for bucket in remade for index in buckets[bucket]], exc)
+    synced = [*buckets, *([paths.queue] if remade else [])]
+    outcomes = run_all([partial(fsync_dir, directory) for directory in synced])
+    for directory, raised in zip(synced, outcomes, strict=True):
+        if raised is not None and not isinstance(raised, OSError):
+            raise raised
+        if directory == paths.queue:
+            affected = [index for bucket in remade for index in buckets[bucket]]
+            if raised is None:
+                unsure.settled(remade)
         else:
-            unsure.settled(remade)
-    for bucket, indexes in buckets.items():
-        try:
-            dir_fsyncs += 1
-            fsync_dir(bucket)
-        except OSError as exc:
-            fail(indexes, exc)
+            affected = buckets[directory]
+        if raised is not None:
+            for index in affected:
+                if errors[index] is None:
+                    errors[index] = spool_error(raised, "syncing queue directory")
     for indexes in buckets.values():
         for index in indexes:
             if errors[index] is not None:  # renamed but not known durable: take it back out
                 with contextlib.suppress(OSError):
                     os.unlink(paths.message_file(jobs[index].msgid))
-    return _BatchResult(errors, dir_fsyncs)
+    return _BatchResult(errors, len(synced))
 
 
 def _take_back(paths: SpoolPaths, jobs: Sequence[CommitJob]) -> None:

@@ -101,6 +101,10 @@ def test_show_queue_envelope_message_and_status(
     assert status.stdout.splitlines()[2] == "SMTP running"
     stats = mtactl(daemon.spool, "show", "stats")
     assert "queue.envelope=2" in stats.stdout.splitlines()
+    # one message committed: one file fsynced, in one batch
+    assert {"spool.commit=1", "spool.fsync.file=1", "spool.commit.batch.max=1"} <= set(
+        stats.stdout.splitlines()
+    )
 
     missing = mtactl(daemon.spool, "show", "envelope", "0123456789abcdef")
     assert missing.returncode == 1

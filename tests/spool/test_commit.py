@@ -156,6 +156,42 @@ async def test_concurrent_commits_share_batches_and_directory_fsyncs(
     assert os.listdir(root / "incoming") == []
 
 
+async def test_the_files_and_directories_of_a_batch_are_fsynced_side_by_side(
+    root: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = await Spool.open(root)
+    first = await start(spool)
+    piled = [await start(spool) for _ in range(8)]
+    gate = Gate(monkeypatch)
+    recorder = Recorder(monkeypatch)
+    queue = root / "queue"
+    # every fsync of the second batch waits for the others of its kind: one after
+    # the other, the first would time out and fail the batch
+    files = threading.Barrier(len(piled), timeout=10)
+    buckets = {bucket_of(txn.msgid) for txn in piled}
+    directories = threading.Barrier(len(buckets), timeout=10)
+
+    def together(path: str) -> None:
+        if gate.calls < 2:
+            return
+        if os.path.dirname(path) == str(root / "incoming"):
+            files.wait()
+        elif os.path.dirname(path) == str(queue):
+            directories.wait()
+
+    recorder.before_fsync = together
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(first.commit, [make_envelope()])
+        await gate.wait_entered()
+        for txn in piled:
+            nursery.start_soon(txn.commit, [make_envelope()])
+        await trio.sleep(0.05)  # all piled up behind the first batch
+        gate.release.set()
+    assert len(gate.batches) == 2 and len(gate.batches[1]) == len(piled)
+    assert spool.stats.failures == 0
+    assert sorted(await spool.message_ids()) == sorted(t.msgid for t in [first, *piled])
+
+
 async def test_batches_are_bounded(root: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(commit, "MAX_BATCH", 3)
     spool = await Spool.open(root)
