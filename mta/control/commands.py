@@ -315,15 +315,15 @@ class Controller:
         kind, value = parse_ids(word)
         if kind == "all":
             raise ControlError("discover needs a message or envelope id")
-        try:
-            envelopes = await self.spool.envelopes()
+        msgid = value if kind == "msgid" else value >> 32
+        try:  # that message's envelopes only, however long the queue
+            envelopes = await self.spool.message_envelopes(msgid)
         except SpoolError as exc:
             raise ControlError(f"cannot read the queue: {exc}") from None
         found = [
             e
             for e in envelopes
-            if (e.id == value if kind == "evpid" else e.msgid == value)
-            and e.id not in self.runner.scheduler
+            if (kind == "msgid" or e.id == value) and e.id not in self.runner.scheduler
         ]
         self.runner.committed(found)
         return len(found)

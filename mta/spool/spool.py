@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Sequence
 from typing import BinaryIO
 
 import trio
@@ -131,10 +132,13 @@ class Spool:
             release=self._release,
         )
 
-    def _release(self, msgid: int, committed: bool) -> None:
-        """A transaction is over: a committed message keeps its id until it goes."""
-        if committed:
+    def _release(self, msgid: int, committed: Sequence[Envelope] | None) -> None:
+        """A transaction is over: a committed message keeps its id until it goes,
+        and the store remembers its envelopes (its delivery and the removal of
+        each envelope need not read them back from the file)."""
+        if committed is not None:
             self._recovered = None
+            self.store.remember(msgid, committed)
         else:
             self._taken.discard(msgid)
 
@@ -147,6 +151,11 @@ class Spool:
     async def envelopes(self) -> list[Envelope]:
         """Every committed envelope (unloadable ones are logged and skipped)."""
         return await threads.run_sync(lambda: list(self.store.iter_envelopes()))
+
+    async def message_envelopes(self, msgid: int) -> list[Envelope]:
+        """The envelopes of one message still in the queue (unloadable ones are
+        logged and skipped); empty when the message is gone."""
+        return await threads.run_sync(self.store.message_envelopes, msgid)
 
     async def queued(self) -> list[Queued]:
         """What the scheduler needs of every committed envelope, by message id

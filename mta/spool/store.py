@@ -41,7 +41,7 @@ import secrets
 import stat
 import threading
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import BinaryIO
 
 from mta import threads
@@ -270,6 +270,10 @@ class Store:
             known = self._index.put(msgid, self._decode_committed(msgid))
         return known
 
+    def remember(self, msgid: int, envelopes: Sequence[Envelope]) -> None:
+        """The envelopes ``msgid`` was just committed with (as the file holds them)."""
+        self._index.put(msgid, {envelope.id: envelope for envelope in envelopes})
+
     def _decode_committed(self, msgid: int) -> dict[int, Envelope]:
         """Every envelope the message had at commit, by id, read from its file."""
         result = {}
@@ -304,6 +308,20 @@ class Store:
                 return sorted(self._live_ids(msgid))
             except SpoolNotFound:
                 return []
+
+    def message_envelopes(self, msgid: int) -> list[Envelope]:
+        """The envelopes of message ``msgid`` still in the queue, in id order
+        (none when the message is gone); one that cannot be loaded is logged
+        and skipped.  Reads this message only, whatever the queue holds."""
+        found = []
+        for evpid in self.envelope_ids(msgid):
+            try:
+                found.append(self.load_envelope(evpid))
+            except SpoolNotFound:
+                continue  # removed meanwhile
+            except SpoolError as exc:
+                log.warning("spool: cannot load envelope evpid=%016x: %s", evpid, exc)
+        return found
 
     def committed_envelopes(self, msgid: int) -> list[Envelope]:
         """The envelopes message ``msgid`` had at its commit, in the order they

@@ -70,7 +70,8 @@ def assign_ids(msgid: int, envelopes: Sequence[Envelope]) -> list[Envelope]:
 class Transaction:
     """A message being written; made by :meth:`mta.spool.Spool.begin`.
 
-    ``release(msgid, committed)`` tells the spool the transaction is over."""
+    ``release(msgid, committed)`` tells the spool the transaction is over
+    (``committed``: the envelopes as committed, None when it was not)."""
 
     def __init__(
         self,
@@ -81,7 +82,7 @@ class Transaction:
         key: bytes | None,
         committer: GroupCommitter,
         stats: CommitStats,
-        release: Callable[[int, bool], None],
+        release: Callable[[int, Sequence[Envelope] | None], None],
     ) -> None:
         self.msgid = msgid
         self._paths = paths
@@ -160,7 +161,7 @@ class Transaction:
             await self._give_up()
             raise
         self._state = _State.COMMITTED
-        self._release(self.msgid, True)
+        self._release(self.msgid, assigned)
         return assigned
 
     async def _give_up(self) -> None:
@@ -172,7 +173,7 @@ class Transaction:
             else:
                 self._writer.close()  # nothing reached the disk
         finally:
-            self._release(self.msgid, False)
+            self._release(self.msgid, None)
 
     def _discard(self) -> None:
         """Remove everything of the transaction (blocking, never raises)."""

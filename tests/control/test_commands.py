@@ -20,6 +20,7 @@ from mta.rules.tableset import TableSet
 from mta.scheduler.runner import QueueRunner
 from mta.server.listeners import SessionGate
 from mta.spool.spool import Spool
+from tests.envelopes import make_envelope
 from tests.relay.inventorykit import MX, SMART, Clock
 
 CONFIG = 'action "out" relay\nmatch from any for any action "out"\n'
@@ -145,3 +146,36 @@ def test_mtactl_knows_the_verbs(tmp_path: pathlib.Path, capsys: pytest.CaptureFi
         # accepted, then refused for want of a daemon (a wrong verb exits 2)
         assert ctl.main(["--spool", str(tmp_path), "show", what]) == 1
         assert "mta is not running on this spool" in capsys.readouterr().err
+
+
+async def _queue(spool: Spool, *rcpts: str) -> list[Envelope]:
+    """A message committed to the spool behind the scheduler's back (put back by hand)."""
+    txn = await spool.begin()
+    (await txn.open_message()).write(b"Subject: back\r\n\r\nagain\r\n")
+    return await txn.commit([make_envelope(rcpt) for rcpt in rcpts])
+
+
+async def test_discover_reads_only_the_message_named(
+    parts: tuple[QueueRunner, Spool, TableSet],
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runner, spool, _ = parts
+    control = controller(parts, clock, None)
+    first = await _queue(spool, "a@example.net", "b@example.net")
+    second = await _queue(spool, "c@example.net")
+
+    def whole_queue() -> None:
+        raise AssertionError("discover read the whole queue")
+
+    monkeypatch.setattr(spool.store, "iter_envelopes", whole_queue)
+    assert await run(control, "discover", f"{first[1].id:016x}") == "1 envelope(s) discovered\n"
+    assert first[1].id in runner.scheduler and first[0].id not in runner.scheduler
+    # the message: its envelopes the scheduler does not know yet
+    assert await run(control, "discover", f"{first[0].msgid:08x}") == "1 envelope(s) discovered\n"
+    assert await run(control, "discover", f"{second[0].msgid:08x}") == "1 envelope(s) discovered\n"
+    assert all(e.id in runner.scheduler for e in [*first, *second])
+    assert await run(control, "discover", f"{first[0].msgid:08x}") == "0 envelope(s) discovered\n"
+    assert await run(control, "discover", "0badc0de") == "0 envelope(s) discovered\n"
+    with pytest.raises(ControlError, match="needs a message or envelope id"):
+        await run(control, "discover", "all")

@@ -53,6 +53,12 @@ async def queue_message(spool: Spool, rcpts: int = 2) -> int:
     return txn.msgid
 
 
+def forget(spool: Spool, msgid: int) -> None:
+    """As if ``msgid`` had been committed by an earlier run: the store reads its
+    envelopes from the file again (a commit remembers them, mta.spool.index)."""
+    spool.store._index.drop(msgid)
+
+
 def evpids(spool: Spool, msgid: int) -> list[int]:
     """The envelopes of ``msgid`` in the queue, in id order."""
     return spool.store.envelope_ids(msgid)

@@ -26,6 +26,7 @@ from .conftest import (
     every_checked_setting,
     every_setting,
     files_under,
+    forget,
     message_file,
     message_path,
     read_message,
@@ -370,6 +371,7 @@ async def test_a_damaged_trailer_or_section_is_refused(root: pathlib.Path) -> No
     data = bytearray(path.read_bytes())
     data[len(MESSAGE) + 10] ^= 0x01  # in the envelope section
     path.write_bytes(bytes(data))
+    forget(spool, msgid)
     with pytest.raises(CorruptMessage, match="checksum"):
         await spool.open_message(msgid)
     with pytest.raises(CorruptMessage, match="checksum"):
@@ -377,6 +379,7 @@ async def test_a_damaged_trailer_or_section_is_refused(root: pathlib.Path) -> No
     with pytest.raises(CorruptMessage):
         spool.store.message_size(msgid)
     path.write_bytes(bytes(data[:-1]))  # truncated
+    forget(spool, msgid)
     with pytest.raises(CorruptMessage, match="no trailer"):
         await spool.open_message(msgid)
     with pytest.raises(CorruptMessage, match="no trailer"):
@@ -511,6 +514,7 @@ async def test_corrupt_envelope_in_the_message_skips_the_message(
         blob.replace(b'"dispatcher":"relay"', b'"dispatcher":"local"') for blob in tail.envelopes
     ]
     rewrite_message(path, sealed=blobs)  # a valid trailer around damaged envelopes
+    forget(spool, bad >> 32)
     with pytest.raises(CorruptEnvelope, match="checksum"):
         await spool.load_envelope(good)
     with caplog.at_level(logging.WARNING, logger="mta.spool"):
@@ -533,6 +537,7 @@ async def test_message_holding_an_envelope_of_another_message(root: pathlib.Path
     (foreign,) = await queue_message(spool, rcpts=1)
     stranger = await spool.load_envelope(foreign)
     rewrite_message(message_path(root, evpid >> 32), sealed=[seal_envelope(stranger)])
+    forget(spool, evpid >> 32)
     with pytest.raises(CorruptEnvelope, match="in message"):
         spool.store.envelope_ids(evpid >> 32)
     with pytest.raises(CorruptEnvelope, match="in message"):
