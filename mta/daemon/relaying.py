@@ -83,7 +83,6 @@ class LazyRelay:
     def _make(self) -> RelayAgent:
         from mta.net.resolver import DnsResolver
         from mta.relay.agent import RelayAgent
-        from mta.relay.inventory import RelayInventory
 
         agent = RelayAgent(
             self.config,
@@ -91,7 +90,6 @@ class LazyRelay:
             self.messages,
             resolver=DnsResolver.from_env(),
             hosts=self.hosts,
-            inventory=RelayInventory(max_deferred=self.config.mta_max_deferred),
             filters=self.filters,
             names=self.names,
         )
@@ -116,7 +114,6 @@ class LazyRelay:
         self.config, self.tables, self.filters = config, tables, filters
         if self.agent is not None:
             self.agent.reconfigure(config, tables, filters)
-            self.agent.inventory.max_deferred = config.mta_max_deferred
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Hold the nursery the agent's task runs in, once there is an agent."""

@@ -340,7 +340,11 @@ class RelayAgent:
         self.eyeballs = eyeballs
         self.clock = clock
         self.backoff = backoff if backoff is not None else RouteBackoff()
-        self.inventory = inventory if inventory is not None else RelayInventory(clock=clock)
+        self.inventory = (
+            inventory
+            if inventory is not None
+            else RelayInventory(max_deferred=config.mta_max_deferred, clock=clock)
+        )
         self.filters = filters  # the filter processes of the configuration in force
         self.names = names  # the remote's name in link-connect reports (None: its address)
         # ``mta max-deferred``: envelopes to schedule now (the daemon's queue)
@@ -355,12 +359,14 @@ class RelayAgent:
 
     def reconfigure(self, config: Config, tables: TableSet, filters: FilterHost | None) -> None:
         """Relay by ``config`` from the next attempt on (a reload): plans, limits,
-        tables and filter processes are the new ones; sessions open now finish
-        their message (and report to the filters they started with)."""
+        ``mta max-deferred``, tables and filter processes are the new ones;
+        sessions open now finish their message (and report to the filters they
+        started with)."""
         self.config = config
         self.tables = tables
         self.filters = filters
         self.limits.limits = config.mta_limits
+        self.inventory.max_deferred = config.mta_max_deferred
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep sessions open between messages (connection reuse) while this
