@@ -27,7 +27,7 @@ import attrs
 import trio
 
 from mta.log import get_logger
-from mta.net.hosts import HostsFile, normal_address
+from mta.net.hosts import Hosts, HostsFile, normal_address
 from mta.net.resolver import DEFAULT_TIMEOUT, RESOLV_CONF, DnsResolver, LookupStatus
 from mta.net.throttle import WARN_INTERVAL, Throttle
 
@@ -139,13 +139,14 @@ class Rdns:
         address = normal_address(ip)
         if address is None:
             return NONE  # not an IP client (the local socket)
-        if self.hosts is not None:
-            found = (await self.hosts.current()).name_of(address)
+        hosts = await self.hosts.current() if self.hosts is not None else None
+        if hosts is not None:
+            found = hosts.name_of(address)
             if found is not None:
                 name = _hostname(found)
                 if name is None:
                     return NONE
-                return await self._confirm(name, address, self.timeout)
+                return await self._confirm(name, address, self.timeout, hosts)
         if self.resolver is None:
             return UNKNOWN
         key = str(address)
@@ -180,11 +181,16 @@ class Rdns:
             return NONE
         return await self._confirm(name, address, deadline - trio.current_time())
 
-    async def _confirm(self, name: str, address: Address, budget: float) -> RdnsResult:
+    async def _confirm(
+        self, name: str, address: Address, budget: float, hosts: Hosts | None = None
+    ) -> RdnsResult:
         """``name`` forward-confirmed: its addresses of the client's family
-        from the hosts file when it lists them, else from DNS."""
-        if self.hosts is not None:
-            listed = (await self.hosts.current()).addresses_of(name, address.version)
+        from the hosts file when it lists them, else from DNS (``hosts``: the
+        file as the lookup just read it, not read again)."""
+        if hosts is None and self.hosts is not None:
+            hosts = await self.hosts.current()
+        if hosts is not None:
+            listed = hosts.addresses_of(name, address.version)
             if listed:
                 return RdnsResult(name, str(address) in listed, False)
         if self.resolver is None:

@@ -45,6 +45,7 @@ from mta.server.filtering import (
 )
 from mta.server.requests import ASKED_PHASES, Requests, SessionClosed
 from mta.server.services import Endpoint, Services
+from mta.server.stream import ConnectionStream
 from mta.server.timeouts import DataPace
 from mta.server.transaction import MailTransaction
 from mta.server.watchdog import Deadline
@@ -101,18 +102,14 @@ class Session(Requests):
 
     async def run(self) -> None:
         try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                # caught here: out of the nursery they come in an exception group
-                try:
-                    await self._run()
-                except SessionClosed:
-                    pass
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    self.reason = "disconnect"
-                except OSError as exc:
-                    self.reason = f'"io-error: {exc.strerror or exc}"'
-                nursery.cancel_scope.cancel()  # a data-line pipe left behind
+            if self.endpoint.filter is None:
+                # no filters, so no data-line pipe: no nursery to hold one
+                await self._run_caught()
+            else:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    await self._run_caught()
+                    nursery.cancel_scope.cancel()  # a data-line pipe left behind
         finally:
             self._log_failures()  # those that could not be sent
             await self._abort_tx()
@@ -120,9 +117,24 @@ class Session(Requests):
                 with trio.CancelScope(shield=True), trio.move_on_after(1):
                     await self.filters.report(LinkDisconnect())
             log.info("%016x smtp disconnected reason=%s", self.id, self.reason)
-            with trio.move_on_after(1) as scope:
-                scope.shield = True
-                await self.stream.aclose()
+            if isinstance(self.stream, ConnectionStream):
+                self.stream.close()  # at once: nothing to wait for
+            else:  # a TLS stream may wait for its peer: a second at most
+                with trio.move_on_after(1) as scope:
+                    scope.shield = True
+                    await self.stream.aclose()
+
+    async def _run_caught(self) -> None:
+        """:meth:`_run`, its ends of the connection turned into a reason (caught
+        here: out of a nursery they would come in an exception group)."""
+        try:
+            await self._run()
+        except SessionClosed:
+            pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.reason = "disconnect"
+        except OSError as exc:
+            self.reason = f'"io-error: {exc.strerror or exc}"'
 
     async def _run(self) -> None:
         self._addresses()

@@ -7,9 +7,10 @@ rounds per command.  :class:`ConnectionStream` does the system call first and
 waits only when the socket is not ready; to stay fair it still honours
 cancellation on every call and yields for real after :data:`YIELD_EVERY`
 operations in a row that did not wait, so a client that pipelines a flood of
-commands cannot hold the event loop or outrun its deadlines.  Right after a
-send, a read waits for the socket first: the client is answering a reply it
-has not seen yet, so an immediate ``recv`` would only fail.
+commands cannot hold the event loop or outrun its deadlines.  A read tries ``recv``
+first even right after a reply went out: under load the client's answer is
+usually there by the time the session reads again, and waiting first would
+cost a registration with epoll and a scheduler round on every command.
 
 It owns a plain non-blocking :class:`socket.socket` (``stream.socket``: the
 session reads its addresses and sets options on it) and maps errors as trio
@@ -34,14 +35,13 @@ YIELD_EVERY = 16
 class ConnectionStream(trio.abc.Stream):
     """A connected, non-blocking stream socket as a trio stream."""
 
-    __slots__ = ("_closed", "_eager", "_replied", "socket")
+    __slots__ = ("_closed", "_eager", "socket")
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.socket = sock
         self._closed = False
         self._eager = 0  # operations in a row that completed without waiting
-        self._replied = False  # sent since the last receive
 
     @classmethod
     def take(cls, stream: trio.SocketStream) -> ConnectionStream:
@@ -79,7 +79,6 @@ class ConnectionStream(trio.abc.Stream):
                     self._check_open()
                 except OSError as exc:
                     raise _broken(exc) from exc
-        self._replied = True
         if not waited:
             await self._ready()
 
@@ -92,11 +91,6 @@ class ConnectionStream(trio.abc.Stream):
         size = RECEIVE_DEFAULT if max_bytes is None else max_bytes
         if size < 1:
             raise ValueError("max_bytes must be >= 1")
-        if self._replied:
-            self._replied = False
-            self._eager = 0
-            await trio.lowlevel.wait_readable(self.socket)
-            self._check_open()
         while True:
             try:
                 data = self.socket.recv(size)
@@ -115,11 +109,15 @@ class ConnectionStream(trio.abc.Stream):
             await self._ready()
             return data
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
+        """Close at once (no checkpoint: also in a cancelled scope, raising nothing)."""
         if not self._closed:
             self._closed = True
             trio.lowlevel.notify_closing(self.socket)
             self.socket.close()
+
+    async def aclose(self) -> None:
+        self.close()
         await trio.lowlevel.checkpoint()
 
 

@@ -187,6 +187,10 @@ def _codec(name: str) -> _Codec:
 _CODECS = {name: _codec(name) for name in _FIELDS}  # fails at import if a field type is new
 
 
+# one encoder for every envelope (json.dumps with options makes a new one per call)
+_ENCODER = json.JSONEncoder(ensure_ascii=True, sort_keys=True, separators=(",", ":"))
+
+
 def encode_envelope(envelope: Envelope) -> bytes:
     """The file content of a spooled envelope (its ids must be assigned)."""
     if not 0 < envelope.msgid < 1 << 32 or envelope.id >> 32 != envelope.msgid:
@@ -196,7 +200,7 @@ def encode_envelope(envelope: Envelope) -> bytes:
     doc: dict[str, Any] = {"version": FORMAT_VERSION}
     for name, (dump, _load) in _CODECS.items():
         doc[name] = dump(getattr(envelope, name))
-    body = json.dumps(doc, ensure_ascii=True, sort_keys=True, separators=(",", ":")).encode()
+    body = _ENCODER.encode(doc).encode()
     digest = hashlib.sha256(body).hexdigest().encode()
     return b"%s%d %d\n%s\nEND %s\n" % (MAGIC, FORMAT_VERSION, len(body), body, digest)
 

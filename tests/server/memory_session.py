@@ -76,8 +76,8 @@ async def open_session(
     banner: bool = True,
 ) -> tuple[Client, Session]:
     """A session on a memory stream, from 127.0.0.1, and its client end (its
-    220 read, unless ``banner`` is False); the nursery is cancelled when the
-    session ends."""
+    220 read, unless ``banner`` is False); the session's watchdog stops when
+    the session ends."""
     listener = listener or generation.config.listeners[0]
     with socket.socket() as placeholder:  # a Bound needs one; the session never uses it
         bound = Bound(listener, placeholder, "127.0.0.1", 2525, True)
@@ -85,11 +85,17 @@ async def open_session(
     served = Session(
         generation.services, generation.endpoint(bound), server_end, ("127.0.0.1", 40000)
     )
-    nursery.start_soon(generation.services.watchdog.run)
+    watching = trio.CancelScope()
+
+    async def watchdog() -> None:
+        with watching:
+            await generation.services.watchdog.run()
+
+    nursery.start_soon(watchdog)
 
     async def run_then_stop() -> None:
         await served.run()
-        nursery.cancel_scope.cancel()  # the watchdog too: the test is over
+        watching.cancel()  # the session is over: the client still reads what it left
 
     nursery.start_soon(run_then_stop)
     client = Client(client_end)
