@@ -7,7 +7,9 @@ only when there is no journal).  Each run creates thousands of files and the
 harness removes them, so the next runs' ``open(O_CREAT)`` scan ever more
 deleted inodes: the same code measured 1950 messages/s, then 830 minutes later.
 A fresh ext4 with a journal, what a mail server's spool lives on, has no such
-memory, and removing a run's files costs the next run nothing.
+memory, and removing a run's files costs the next run nothing: on a 1 GiB loop
+ext4, creating 10,000 files of 4 KiB took 0.24 s, and 5.1 s once 10,000 files
+had been removed there more than a second before; with a journal, 0.25 and 0.19 s.
 
 :func:`scratch_area` gives the run its :class:`Scratch`:
 
