@@ -9,9 +9,9 @@ Every run is one fresh driver process (:mod:`benchlib.delivery_run`) under
 ``unshare -m -n`` with a fresh spool and an empty Maildir (or a fresh
 smtp-sink in the same namespace); the servers take turns, round after round,
 and the median of each one's complete runs counts.  The Maildir lives in a sticky
-world-writable directory under /tmp so that uid 65534 may create it whatever
-the repository's permissions.  Needs root; otherwise the section says why it
-was skipped.
+world-writable directory under ``boxes`` (the run's scratch file system, or
+/tmp) so that uid 65534 may create it whatever the repository's permissions.
+Needs root; otherwise the section says why it was skipped.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class DeliverySettings:
     mta: Path
     keep: bool
     kind: EndToEnd = DELIVERY
+    boxes: Path = Path(tempfile.gettempdir())  # where the Maildir's directory goes
 
 
 @dataclass
@@ -190,9 +191,8 @@ def measure_delivery(
     figure = DeliveryFigure(reference=opensmtpd.version())
     results = {name: DeliveryResult(name) for name in SERVERS}
     figure.results = [results[name] for name in SERVERS]
-    tmp = Path(tempfile.gettempdir())
-    remove_stale_dirs(tmp, TMP_PREFIX + "*", PID_FILE)
-    boxroot = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=tmp))
+    remove_stale_dirs(settings.boxes, TMP_PREFIX + "*", PID_FILE)
+    boxroot = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=settings.boxes))
     try:
         (boxroot / PID_FILE).write_text(f"{os.getpid()}\n")
         os.chmod(boxroot, 0o1777)  # deliveries run as uid 65534

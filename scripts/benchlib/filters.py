@@ -13,8 +13,9 @@ holds them all, each signed with dkimsign and none otherwise, none junk.
 The key is made here (RSA 2048, PKCS#1 PEM as ``openssl genrsa`` writes),
 mode 0600, owned by ``_dkimsign``, whom both servers run the filter as
 (``user _dkimsign group _dkimsign``: Debian's README), in a directory under
-/tmp that the user can reach whatever the repository's permissions.  Needs
-root; otherwise the section says why it was skipped.
+``boxes`` (the run's scratch file system, or /tmp) that the user can reach
+whatever the repository's permissions.  Needs root; otherwise the section says
+why it was skipped.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class FilterSettings:
     address: str
     mta: Path
     keep: bool
+    boxes: Path = Path(tempfile.gettempdir())  # where the key and Maildir's directory goes
 
 
 @dataclass
@@ -308,9 +310,8 @@ def measure_filters(
         return FilterFigure(skipped=why)
     figure = FilterFigure(reference=opensmtpd.version())
     figure.results = {v: VariantResult(v) for v in VARIANTS}
-    tmp = Path(tempfile.gettempdir())
-    remove_stale_dirs(tmp, TMP_PREFIX + "*", PID_FILE)
-    box = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=tmp))
+    remove_stale_dirs(settings.boxes, TMP_PREFIX + "*", PID_FILE)
+    box = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=settings.boxes))
     try:
         (box / PID_FILE).write_text(f"{os.getpid()}\n")
         os.chmod(box, 0o755)  # the filter runs as _dkimsign, deliveries (paused) as 65534

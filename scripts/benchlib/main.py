@@ -17,7 +17,9 @@ against none, each run in private namespaces (:mod:`benchlib.filters`;
 skipped, saying why, when not root).  Startup: how soon mta.testing.MailServer
 is ready, against aiosmtpd's Controller (:mod:`benchlib.startup`).  Backlog:
 acceptance on a daemon whose spool already holds many queued envelopes,
-against an empty spool (:mod:`benchlib.backlog`).  Exit status: 0
+against an empty spool (:mod:`benchlib.backlog`).  The runs' files (spools,
+Maildirs, logs) live on a fresh journaled ext4 made for the run when it can
+(:mod:`benchlib.scratch`), and the report names the file system.  Exit status: 0
 when every server ran (targets missed or not), 1 when one failed to run, 2
 when the harness itself could not run.
 """
@@ -29,6 +31,7 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +49,7 @@ from benchlib.idle import idle_sessions
 from benchlib.peers import BENCH_USER, PEERS, Peer
 from benchlib.procs import Server, ServerError, free_port, raise_nofile, remove_stale_dirs
 from benchlib.report import DELIVERY, RELAY, EndToEnd, PeerResult, format_delivery, format_report
+from benchlib.scratch import Scratch, image_bytes, scratch_area
 from benchlib.smtpsource import LoadError, SetupError, SmtpSource, fetch, run_load
 from benchlib.startup import StartupFigure, format_startup, measure_startup
 
@@ -58,6 +62,7 @@ SECTIONS = ("throughput", "memory", "delivery", "relay", "filters", "startup", "
 STARTS = 20  # further servers started per startup run
 END_TO_END = (DELIVERY, RELAY)
 BACKLOG_SESSIONS = 4
+WARM = 200  # warm-up messages per peer, at most (see _throughput)
 
 
 def log(msg: str) -> None:
@@ -123,6 +128,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--mta", type=Path, help="the mta executable (default: next to python)")
     p.add_argument("--cache", type=Path, default=REPO / ".cache" / "bench", help="cache dir")
+    p.add_argument(
+        "--scratch",
+        type=Path,
+        metavar="DIR",
+        help="keep the runs' files in DIR (default: as root, a fresh journaled ext4 made"
+        " and mounted for the run, else the cache dir); for the root-only sections, the"
+        " users deliveries and filters run as must be able to reach DIR",
+    )
     p.add_argument("--keep", action="store_true", help="keep spools, maildirs and logs")
     return p
 
@@ -188,7 +201,7 @@ def _throughput(
             run.sent += messages
             return r.seconds
 
-        warm = min(args.messages, 200)
+        warm = min(args.messages, WARM)
         for run in runs:
             try:
                 log(f"{run.peer.name}: warm-up, {warm} messages over 10 sessions")
@@ -294,6 +307,7 @@ def _end_to_end(
         mta=args.mta,
         keep=args.keep,
         kind=kind,
+        boxes=args.boxes,
     )
     return measure_delivery(source, workroot, settings, log)
 
@@ -310,6 +324,7 @@ def _filters(
         address=ADDRESS,
         mta=args.mta,
         keep=args.keep,
+        boxes=args.boxes,
     )
     return measure_filters(source, workroot, settings, log)
 
@@ -329,6 +344,23 @@ def _backlog(
         address=ADDRESS,
     )
     return measure_backlog(source, workroot, settings, log)
+
+
+def _leave(workroot: Path, scratch: Scratch, args: argparse.Namespace) -> None:
+    """Remove the run's files, or with ``--keep`` keep them (copied to the cache first
+    when they are on the run's own file system, which goes next)."""
+    if not args.keep:
+        if not scratch.mounted:  # else the whole file system goes
+            shutil.rmtree(workroot, ignore_errors=True)
+        return
+    (workroot / HARNESS_PID).unlink()
+    if not scratch.mounted:
+        log(f"kept {workroot}")
+        return
+    dest = Path(tempfile.mkdtemp(prefix="kept-", dir=args.cache))
+    names = [p for p in scratch.root.iterdir() if p.name != "lost+found"]
+    subprocess.run(["cp", "-a", *map(str, names), str(dest)], check=False)
+    log(f"kept {dest} (copied from {scratch.root}, which is removed)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -404,15 +436,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log(f"smtp-source {source.version}: {source.binary}")
 
-    remove_stale_dirs(args.cache, "run-*", HARNESS_PID)  # left by a harness that was killed
-    workroot = Path(tempfile.mkdtemp(prefix="run-", dir=args.cache))
-    (workroot / HARNESS_PID).write_text(f"{os.getpid()}\n")
     results = [PeerResult(p.name) for p in peers]
     figures: list[tuple[EndToEnd, DeliveryFigure]] = []
     filter_figure: FilterFigure | None = None
     startup: StartupFigure | None = None
     backlog: list[BacklogPair] | None = None
-    try:
+    kept = len(peers) * (WARM + args.repeat * len(concurrencies) * args.messages)
+    files = kept + 2 * args.messages + max(backlogs) // 10
+    with contextlib.ExitStack() as stack:
+        scratch = stack.enter_context(
+            scratch_area(args.cache, args.scratch, image_bytes(files, args.size), log)
+        )
+        args.boxes = scratch.boxes
+        remove_stale_dirs(scratch.root, "run-*", HARNESS_PID)  # left by a harness killed
+        workroot = Path(tempfile.mkdtemp(prefix="run-", dir=scratch.root))
+        (workroot / HARNESS_PID).write_text(f"{os.getpid()}\n")
+        stack.callback(_leave, workroot, scratch, args)
         if concurrencies:
             runs_of = []
             for peer, result in zip(peers, results, strict=True):
@@ -436,15 +475,9 @@ def main(argv: list[str] | None = None) -> int:
             startup = measure_startup(args.repeat, STARTS, log)
         if "backlog" in sections:
             backlog = _backlog(source, workroot / "backlog", args, backlogs)
-    finally:
-        if args.keep:
-            (workroot / HARNESS_PID).unlink()
-            log(f"kept {workroot}")
-        else:
-            shutil.rmtree(workroot, ignore_errors=True)
 
     tool = f"smtp-source {source.version}"
-    report: list[str] = []
+    report = [f"Files: {scratch.description}"]
     if concurrencies or args.idle > 0:
         report.append(
             format_report(
