@@ -42,11 +42,15 @@ _REASON_MAX = 400
 _QUERY = ctypes.c_uint(0xFFFFFFFF)  # an invalid id: changes nothing, returns the current one
 
 
-def _load_libc() -> ctypes.CDLL | None:
+def _load_libc() -> ctypes.PyDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # PyDLL: the calls keep the interpreter lock.  setfsuid/setfsgid return at
+        # once; a CDLL call would release and take back the lock around each of the
+        # eight calls of a delivery, and every time a busy event loop could take it
+        # (measured: a handoff to the loop thread and back each time)
+        libc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     except OSError:
         return None
     if not hasattr(libc, "setfsuid") or not hasattr(libc, "setfsgid"):
