@@ -34,7 +34,7 @@ from mta.errors import PermanentFailure, TemporaryFailure
 from mta.log import get_logger, visible
 from mta.tables.values import UserInfo
 
-__all__ = ["available", "drop_supplementary_groups", "run_with_fs_identity"]
+__all__ = ["available", "deliver_as_user", "drop_supplementary_groups", "run_with_fs_identity"]
 
 log = get_logger("delivery")
 
@@ -114,17 +114,33 @@ def _as_user(user: UserInfo, work: Callable[[], None]) -> None:
 async def run_with_fs_identity(user: UserInfo, work: Callable[[], None]) -> Result:
     """Run ``work()`` in a worker thread with ``user``'s file-system identity;
     its outcome as a Result (the same as :func:`~mta.delivery.asuser.run_as_user`'s)."""
-    if user.uid == 0:
-        return Result.permfail(f"Error (MDA not allowed to deliver to: {user.username})")
-    if not available():
-        return Result.tempfail("Error (per-thread file-system identity is not available)")
+    refused = _refused(user)
+    if refused is not None:
+        return refused
+    return await threads.run_sync(deliver_as_user, user, work)
+
+
+def deliver_as_user(user: UserInfo, work: Callable[[], None]) -> Result:
+    """:func:`run_with_fs_identity` in the calling worker thread (blocking): for
+    a delivery that does more in the same trip to the thread."""
+    refused = _refused(user)
+    if refused is not None:
+        return refused
     try:
-        await threads.run_sync(_as_user, user, work)
+        _as_user(user, work)
     except PermanentFailure as exc:
         return Result.permfail(f"Error ({_reason(exc) or 'delivery failed'})")
     except Exception as exc:  # temporary failures, OSError, anything else
         return Result.tempfail(f"Error ({_reason(exc) or 'delivery failed'})")
     return Result.ok()
+
+
+def _refused(user: UserInfo) -> Result | None:
+    if user.uid == 0:
+        return Result.permfail(f"Error (MDA not allowed to deliver to: {user.username})")
+    if not available():
+        return Result.tempfail("Error (per-thread file-system identity is not available)")
+    return None
 
 
 def _reason(exc: BaseException) -> str:

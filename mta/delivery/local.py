@@ -85,9 +85,13 @@ _LOOP_SCAN = 256 * 1024  # header bytes looked at for a Delivered-To loop
 
 
 class MessageSource(Protocol):
-    """Opens the content of a queued message (:class:`~mta.spool.spool.Spool` does)."""
+    """Opens the content of a queued message (:class:`~mta.spool.spool.Spool` does):
+    in a trip to a worker thread, or (``open_head``) in the worker thread that
+    calls it.  Both raise SpoolNotFound, CorruptMessage or SpoolError."""
 
     async def open_message_head(self, msgid: int, size: int) -> tuple[BinaryIO, bytes]: ...
+
+    def open_head(self, msgid: int, size: int) -> tuple[BinaryIO, bytes]: ...
 
 
 async def _async_chunks(prefix: bytes, stream: BinaryIO) -> AsyncIterator[bytes]:
@@ -124,6 +128,18 @@ class _Job:
     @property
     def prefix(self) -> bytes:
         return self.headers + self.head
+
+
+@attrs.frozen
+class _Place:
+    """Where a maildir delivery goes: the maildir, the directory below which no
+    symbolic link is followed, the sub-address folder, and the directory root
+    makes first (None: none)."""
+
+    path: str
+    confine: str | None
+    folder: str | None
+    base: str | None
 
 
 class LocalDeliverer:
@@ -185,6 +201,12 @@ class LocalDeliverer:
             return Result.permfail("Error (user unknown)", StatusCode(5, 1, 1))
         if self.privileged and user.uid == 0:
             return Result.permfail(f"Error (MDA not allowed to deliver to: {user.username})")
+        if (
+            method.method == "maildir"
+            and envelope.node not in (DeliveryNode.FILENAME, DeliveryNode.COMMAND)
+            and (not self.privileged or fsidentity.available())
+        ):
+            return await self._maildir_in_one_trip(envelope, method, user)
         try:
             stream, head = await self.messages.open_message_head(envelope.msgid, _LOOP_SCAN)
         except SpoolNotFound:
@@ -255,8 +277,8 @@ class LocalDeliverer:
             )
         return Result.permfail(f"Error (no delivery for a {method.method} action)")
 
-    async def _maildir(self, job: _Job) -> Result:
-        envelope, method, user = job.envelope, job.method, job.user
+    def _maildir_place(self, envelope: Envelope, method: LocalDelivery, user: UserInfo) -> _Place:
+        """Where a maildir delivery goes (FormatError when the path cannot be made)."""
         template = method.path or "~/Maildir"
         if not template.startswith(("/", "~/", "%{")):
             template = os.path.join(self.base, template)
@@ -266,35 +288,81 @@ class LocalDeliverer:
         folder = envelope.mda_subaddress or None
         if folder is not None and folder_name(folder) is None:
             folder = None
-        # tmp/ cleaned now and then, in a thread (a forked child could not say what it removed)
-        in_thread = not self.privileged or fsidentity.available()
-        sweep = self.tmp_sweeps.start(f"{path}\0{folder or ''}") if in_thread else None
+        # root makes what the user could not
+        base = user_base(template, confine) if self.privileged else None
+        return _Place(path, confine, folder, base)
 
-        def work() -> None:
-            deliver_maildir(
-                path,
-                stream_chunks(job.stream),
-                prepend=job.prefix,
-                junk=method.junk,
-                folder=folder,
-                confine=confine,
-                hostname=self.hostname,
-                sweep=sweep,
-            )
+    async def _maildir_in_one_trip(
+        self, envelope: Envelope, method: LocalDelivery, user: UserInfo
+    ) -> Result:
+        """A maildir delivery done in a worker thread (with the user's file-system
+        identity when root), the message opened and checked for a loop in the
+        same trip: one hand-over to a thread and back instead of two or three."""
+        place = self._maildir_place(envelope, method, user)
+        sweep = self.tmp_sweeps.start(f"{place.path}\0{place.folder or ''}")
+        headers = delivery_headers(str(envelope.sender), str(envelope.rcpt))
+        messages, privileged, hostname = self.messages, self.privileged, self.hostname
+
+        def work() -> Result:
+            try:
+                stream, head = messages.open_head(envelope.msgid, _LOOP_SCAN)
+            except SpoolNotFound:
+                return Result.permfail("Error (message no longer in the queue)")
+            except CorruptMessage:
+                raise
+            except SpoolError as exc:
+                return Result.tempfail(f"Error ({exc})")
+            try:
+                if _has_loop(head, str(envelope.dest)):
+                    return Result.permfail("Loop detected", ESC_ROUTING_LOOP_DETECTED)
+
+                def write() -> None:
+                    deliver_maildir(
+                        place.path,
+                        stream_chunks(stream),
+                        prepend=headers + head,
+                        junk=method.junk,
+                        folder=place.folder,
+                        confine=place.confine,
+                        hostname=hostname,
+                        sweep=sweep,
+                    )
+
+                if not privileged:
+                    write()
+                    return Result.ok()
+                if place.base is not None:
+                    prepare_maildir_base(place.base, place.path, user.uid, user.gid)
+                return fsidentity.deliver_as_user(user, write)
+            finally:
+                stream.close()
 
         try:
-            if self.privileged:
-                base = user_base(template, confine)
-                if base is not None:  # root makes what the user could not
-                    await threads.run_sync(prepare_maildir_base, base, path, user.uid, user.gid)
-                if fsidentity.available():
-                    return await fsidentity.run_with_fs_identity(user, work)
-                return await run_as_user(user, work)
-            await threads.run_sync(work)
-            return Result.ok()
+            return await threads.run_sync(work)
         finally:
             if sweep is not None:
                 log_sweep(sweep)
+
+    async def _maildir(self, job: _Job) -> Result:
+        """A maildir delivery in a child process of the user (root without
+        per-thread file-system identities)."""
+        place = self._maildir_place(job.envelope, job.method, job.user)
+        user = job.user
+
+        def work() -> None:
+            deliver_maildir(
+                place.path,
+                stream_chunks(job.stream),
+                prepend=job.prefix,
+                junk=job.method.junk,
+                folder=place.folder,
+                confine=place.confine,
+                hostname=self.hostname,
+            )
+
+        if place.base is not None:
+            await threads.run_sync(prepare_maildir_base, place.base, place.path, user.uid, user.gid)
+        return await run_as_user(user, work)
 
     async def _file(self, job: _Job, path: str, system_mailbox: bool) -> Result:
         """Append in mbox format: the system mailbox (dotlocked) or an alias file."""

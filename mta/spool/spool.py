@@ -201,18 +201,19 @@ class Spool:
         return await threads.run_sync(self.store.open_message_sized, msgid)
 
     async def open_message_head(self, msgid: int, size: int) -> tuple[BinaryIO, bytes]:
-        """:meth:`open_message` and its first ``size`` bytes read, in one trip
-        to a worker thread; the stream is positioned after them."""
+        """:meth:`open_head` in one trip to a worker thread."""
+        return await threads.run_sync(self.open_head, msgid, size)
 
-        def open_and_read() -> tuple[BinaryIO, bytes]:
-            stream = self.store.open_message(msgid)
-            try:
-                return stream, stream.read(size)
-            except BaseException:
-                stream.close()
-                raise
-
-        return await threads.run_sync(open_and_read)
+    def open_head(self, msgid: int, size: int) -> tuple[BinaryIO, bytes]:
+        """The message's content stream and its first ``size`` bytes read; the
+        stream is positioned after them (blocking: for a worker thread that goes
+        on with the delivery)."""
+        stream = self.store.open_message(msgid)
+        try:
+            return stream, stream.read(size)
+        except BaseException:
+            stream.close()
+            raise
 
     async def quarantine(self, msgid: int, reason: str) -> str:
         """Move a message to ``corrupt/`` (logged); returns its new path.  Its id

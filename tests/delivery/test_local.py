@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import pathlib
+import threading
 from typing import BinaryIO
 
 import pytest
@@ -38,6 +39,9 @@ class Source:
         self.error = error
 
     async def open_message_head(self, msgid: int, size: int) -> tuple[BinaryIO, bytes]:
+        return self.open_head(msgid, size)
+
+    def open_head(self, msgid: int, size: int) -> tuple[BinaryIO, bytes]:
         assert msgid == 7
         if self.error is not None:
             raise self.error
@@ -86,3 +90,46 @@ async def test_another_spool_error_is_a_temporary_failure(tmp_path: pathlib.Path
     local = deliverer(tmp_path, Source(SpoolError("spool: reading message: I/O error")))
     result = await local(make_envelope(kind=EnvelopeKind.MDA, dispatcher="maildir", msgid=7))
     assert result.outcome is Outcome.TEMPFAIL and "I/O error" in result.text
+
+
+class ThreadSource(Source):
+    """A whole message (:data:`HEAD`), noting how and in which thread it was opened."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened_in: list[str] = []
+
+    async def open_message_head(self, msgid: int, size: int) -> tuple[BinaryIO, bytes]:
+        self.opened_in.append("event loop trip")
+        return io.BytesIO(b""), HEAD
+
+    def open_head(self, msgid: int, size: int) -> tuple[BinaryIO, bytes]:
+        self.opened_in.append(
+            "main" if threading.current_thread() is threading.main_thread() else "worker"
+        )
+        return io.BytesIO(b""), HEAD
+
+
+async def test_a_maildir_delivery_opens_the_message_in_the_thread_that_writes_it(
+    tmp_path: pathlib.Path,
+) -> None:
+    source = ThreadSource()
+    local = deliverer(tmp_path, source)
+    result = await local(make_envelope(kind=EnvelopeKind.MDA, dispatcher="maildir", msgid=7))
+    assert result.outcome is Outcome.OK
+    assert source.opened_in == ["worker"]  # one trip to a thread: opened, checked, written
+    (delivered,) = (tmp_path / "Maildir" / "new").iterdir()
+    assert delivered.read_bytes().endswith(HEAD.replace(b"\r\n", b"\n"))
+
+
+async def test_a_loop_found_in_the_worker_thread_is_a_permanent_failure(
+    tmp_path: pathlib.Path,
+) -> None:
+    class Looping(ThreadSource):
+        def open_head(self, msgid: int, size: int) -> tuple[BinaryIO, bytes]:
+            return io.BytesIO(b""), b"Delivered-To: bob@example.org\r\nSubject: x\r\n\r\nhi\r\n"
+
+    local = deliverer(tmp_path, Looping())
+    result = await local(make_envelope(kind=EnvelopeKind.MDA, dispatcher="maildir", msgid=7))
+    assert result.outcome is Outcome.PERMFAIL and result.text == "Loop detected"
+    assert not (tmp_path / "Maildir").exists()
