@@ -100,6 +100,16 @@ async def _async_chunks(prefix: bytes, stream: BinaryIO) -> AsyncIterator[bytes]
         yield chunk
 
 
+LOOP = Result.permfail("Loop detected", ESC_ROUTING_LOOP_DETECTED)
+
+
+def _not_opened(exc: SpoolNotFound | SpoolError) -> Result:
+    """The result of a delivery whose message could not be opened."""
+    if isinstance(exc, SpoolNotFound):
+        return Result.permfail("Error (message no longer in the queue)")
+    return Result.tempfail(f"Error ({exc})")
+
+
 def _has_loop(head: bytes, dest: str) -> bool:
     """``Delivered-To: <dest>`` among the headers (OpenSMTPD ``mda_check_loop``)."""
     wanted = dest.lower()
@@ -209,15 +219,13 @@ class LocalDeliverer:
             return await self._maildir_in_one_trip(envelope, method, user)
         try:
             stream, head = await self.messages.open_message_head(envelope.msgid, _LOOP_SCAN)
-        except SpoolNotFound:
-            return Result.permfail("Error (message no longer in the queue)")
         except CorruptMessage:
-            raise
-        except SpoolError as exc:
-            return Result.tempfail(f"Error ({exc})")
+            raise  # for the runner: quarantined, no delivery result
+        except (SpoolNotFound, SpoolError) as exc:
+            return _not_opened(exc)
         try:
             if _has_loop(head, str(envelope.dest)):
-                return Result.permfail("Loop detected", ESC_ROUTING_LOOP_DETECTED)
+                return LOOP
             headers = delivery_headers(str(envelope.sender), str(envelope.rcpt))
             return await self._by_node(_Job(envelope, method, user, stream, headers, head))
         finally:
@@ -306,15 +314,13 @@ class LocalDeliverer:
         def work() -> Result:
             try:
                 stream, head = messages.open_head(envelope.msgid, _LOOP_SCAN)
-            except SpoolNotFound:
-                return Result.permfail("Error (message no longer in the queue)")
             except CorruptMessage:
                 raise
-            except SpoolError as exc:
-                return Result.tempfail(f"Error ({exc})")
+            except (SpoolNotFound, SpoolError) as exc:
+                return _not_opened(exc)
             try:
                 if _has_loop(head, str(envelope.dest)):
-                    return Result.permfail("Loop detected", ESC_ROUTING_LOOP_DETECTED)
+                    return LOOP
 
                 def write() -> None:
                     deliver_maildir(
