@@ -26,6 +26,7 @@ import socket
 import trio
 
 from mta.config.model import TlsMode
+from mta.errors import MTAError
 from mta.filters.datalines import DataLinePipe
 from mta.filters.events import (
     LinkDisconnect,
@@ -102,8 +103,8 @@ class Session(Requests):
 
     async def run(self) -> None:
         try:
-            if self.endpoint.filter is None:
-                # no filters, so no data-line pipe: no nursery to hold one
+            if not self._may_pipe():
+                # no filter process, so no data-line pipe: no nursery to hold one
                 await self._run_caught()
             else:
                 async with trio.open_nursery() as nursery:
@@ -123,6 +124,17 @@ class Session(Requests):
                 with trio.move_on_after(1) as scope:
                     scope.shield = True
                     await self.stream.aclose()
+
+    def _may_pipe(self) -> bool:
+        """Whether the session's filters include processes, whose data-line
+        stages need a task (:class:`DataLinePipe`) in the session's nursery."""
+        ref, host = self.endpoint.filter, self.services.filters
+        if ref is None or host is None:
+            return False
+        try:
+            return bool(host.chain(self.services.config, ref, self.services.tables).procs)
+        except MTAError:
+            return True  # the session is refused at connect: the general way
 
     async def _run_caught(self) -> None:
         """:meth:`_run`, its ends of the connection turned into a reason (caught

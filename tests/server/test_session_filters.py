@@ -239,3 +239,17 @@ async def test_a_rewrite_at_commit_is_refused_and_the_message_dropped(tmp_path: 
         assert len(stored(generation)) == 1
         (envelope,) = generation.services.spool.store.iter_envelopes()
         assert str(envelope.sender) == "dave@example.org"
+
+
+async def test_builtin_filters_alone_take_no_nursery_and_still_decide(tmp_path: Path) -> None:
+    # no filter process, so no data-line pipe: the session runs without a nursery
+    rule = 'filter f phase rcpt-to match rcpt-to regex "^carol@" reject "550 not carol"\n'
+    async with filtered(tmp_path, rule, "f") as generation:
+        async with trio.open_nursery() as nursery:
+            client, served = await open_session(generation, nursery)
+            assert (await transaction(client))[-1].startswith("250 ")
+            assert (await client.command("MAIL FROM:<alice@example.org>")).startswith("250 ")
+            assert (await client.command("RCPT TO:<carol@localhost>")).startswith("550 ")
+            assert (await client.command("QUIT")).startswith("221")
+        assert served._nursery is None
+        assert len(stored(generation)) == 1
