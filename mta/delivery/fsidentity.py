@@ -117,7 +117,7 @@ async def run_with_fs_identity(user: UserInfo, work: Callable[[], None]) -> Resu
     refused = _refused(user)
     if refused is not None:
         return refused
-    return await threads.run_sync(deliver_as_user, user, work)
+    return await threads.run_sync(_outcome, user, work)
 
 
 def deliver_as_user(user: UserInfo, work: Callable[[], None]) -> Result:
@@ -126,6 +126,10 @@ def deliver_as_user(user: UserInfo, work: Callable[[], None]) -> Result:
     refused = _refused(user)
     if refused is not None:
         return refused
+    return _outcome(user, work)
+
+
+def _outcome(user: UserInfo, work: Callable[[], None]) -> Result:
     try:
         _as_user(user, work)
     except PermanentFailure as exc:

@@ -100,7 +100,7 @@ async def _async_chunks(prefix: bytes, stream: BinaryIO) -> AsyncIterator[bytes]
         yield chunk
 
 
-LOOP = Result.permfail("Loop detected", ESC_ROUTING_LOOP_DETECTED)
+_LOOP = Result.permfail("Loop detected", ESC_ROUTING_LOOP_DETECTED)
 
 
 def _not_opened(exc: SpoolNotFound | SpoolError) -> Result:
@@ -225,7 +225,7 @@ class LocalDeliverer:
             return _not_opened(exc)
         try:
             if _has_loop(head, str(envelope.dest)):
-                return LOOP
+                return _LOOP
             headers = delivery_headers(str(envelope.sender), str(envelope.rcpt))
             return await self._by_node(_Job(envelope, method, user, stream, headers, head))
         finally:
@@ -320,7 +320,7 @@ class LocalDeliverer:
                 return _not_opened(exc)
             try:
                 if _has_loop(head, str(envelope.dest)):
-                    return LOOP
+                    return _LOOP
 
                 def write() -> None:
                     deliver_maildir(

@@ -23,7 +23,6 @@ a parameter after ``proceed`` / ``junk`` or none after the others; a missing fie
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import NoReturn
 
@@ -118,24 +117,20 @@ def _dataline(line: bytes) -> FilterDataLine:
     parts = line.split(b"|", 3)
     if len(parts) < 4:
         raise FilterProtocolError("filter-dataline needs a session, a token and a line", line)
-    ids = _dataline_ids(parts[1], parts[2])
-    if ids is None:  # the same checks again, for the error that says which
+    key = (parts[1], parts[2])
+    ids = _known_ids.get(key)
+    if ids is None:
         ids = _ids(_text(parts[1], line), _text(parts[2], line), line)
+        if len(_known_ids) >= _KNOWN_IDS:
+            _known_ids.clear()
+        _known_ids[key] = ids
     return FilterDataLine(ids[0], ids[1], parts[3])
 
 
-@functools.lru_cache(maxsize=256)
-def _dataline_ids(session: bytes, token: bytes) -> tuple[int, int] | None:
-    """The session id and token of a data line, None when either is invalid.  A
-    message's lines all carry the same two: they are checked once per message."""
-    try:
-        session_id = parse_id(session.decode("utf-8"))
-        token_id = parse_id(token.decode("utf-8"))
-    except UnicodeDecodeError:
-        return None
-    if session_id is None or token_id is None:
-        return None
-    return session_id, token_id
+# A message's data lines all carry the same session id and token: checked once
+# per message, then looked up (bounded: cleared when full)
+_KNOWN_IDS = 256
+_known_ids: dict[tuple[bytes, bytes], tuple[int, int]] = {}
 
 
 def _report(text: str, line: bytes) -> FilterReport:
@@ -158,8 +153,6 @@ def _report(text: str, line: bytes) -> FilterReport:
 
 def parse_line(line: bytes) -> FilterMessage:
     """One line a filter wrote, its newline removed."""
-    if line.startswith(b"filter-dataline|"):  # most lines, by far
-        return _dataline(line)
     kind = line.split(b"|", 1)[0]
     if kind == b"filter-dataline":
         return _dataline(line)

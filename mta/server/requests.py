@@ -368,15 +368,14 @@ class Requests(abc.ABC):
                 await tx.abort()
                 conn.reject(FILTER_TEMPFAIL)
                 return
-            if stages and self._nursery is None:
-                # a filter process registered after the session began (no task for
-                # its data-line stage): refused as a filter failure
-                log.warning("%016x smtp filter failed: data-line filters unavailable", self.id)
-                await tx.abort()
-                conn.reject(FILTER_TEMPFAIL)
-                return
             if stages:
-                assert self._nursery is not None
+                if self._nursery is None:
+                    # a filter process registered after the session began (no task
+                    # for its data-line stage): refused as a filter failure
+                    log.warning("%016x smtp filter failed: data-line filters unavailable", self.id)
+                    await tx.abort()
+                    conn.reject(FILTER_TEMPFAIL)
+                    return
                 self._pipe = DataLinePipe(self.id, stages, tx.store)
                 await self._pipe.start(self._nursery)
             await self._report(TxData(tx.msgid, TxResult.OK))
